@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', '{agent,coordinator,protocol,interpreters,sim,cli}/**/*.test.ts'],
+    setupFiles: ['./protocol/polyfill.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Integration tests start real processes; two cores are shared by all of them.
+    fileParallelism: true,
+    maxWorkers: 2,
+  },
+})
