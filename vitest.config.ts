@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts', '{agent,coordinator,protocol,interpreters,sim,cli}/**/*.test.ts'],
+    include: ['test/**/*.test.ts', '{agent,coordinator,protocol,interpreters,sim,cli,net}/**/*.test.ts'],
     setupFiles: ['./protocol/polyfill.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -1,0 +1,228 @@
+// The agent runtime: carries out the agent core's effects with libp2p, level, child
+// processes and real timers, and feeds the core events. All decisions live in the core.
+import { hostname, cpus, totalmem, networkInterfaces, type as osType, platform, arch, release } from 'node:os'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Level } from 'level'
+import type { Logger } from 'pino'
+import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
+import { PROTOCOL_VERSION, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
+import { builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
+import {
+  DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
+} from './core.js'
+
+export const AGENT_VERSION = '0.1.0'
+/** How often the runtime ticks the core (resends, pruning) and checks its link to the coordinator. */
+export const AGENT_TICK_MS = 500
+export const RPC_TIMEOUT_MS = 10_000
+/** Redial backoff towards the coordinator, doubling from the first value to the second. */
+export const REDIAL_MIN_MS = 500
+export const REDIAL_MAX_MS = 10_000
+
+export interface AgentOptions {
+  dataDir: string
+  join: string
+  coordinatorKey: string
+  nodeId?: string
+  listen?: string[]
+  attributes?: Record<string, string>
+  logger: Logger
+}
+
+export function nodeFacts(attributes: Record<string, string> = {}): Record<string, string> {
+  let primaryIp = ''
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (!primaryIp && a.family === 'IPv4' && !a.internal) primaryIp = a.address
+    }
+  }
+  return {
+    hostname: hostname(),
+    kernel_name: osType(),
+    kernel_release: release(),
+    os: platform(),
+    arch: arch(),
+    primary_ip: primaryIp || '127.0.0.1',
+    cpus: String(cpus().length),
+    memory: String(totalmem()),
+    ...attributes,
+  }
+}
+
+function currentOs(): Os {
+  const p = platform()
+  return p === 'darwin' ? 'darwin' : p === 'win32' ? 'windows' : 'linux'
+}
+
+async function resolveNodeId(dataDir: string, given?: string): Promise<string> {
+  const file = join(dataDir, 'node-id')
+  let stored: string | undefined
+  try { stored = (await readFile(file, 'utf8')).trim() } catch { /* first start */ }
+  if (given && stored && given !== stored) throw new Error(`--node-id ${given} differs from the id ${stored} this data directory was created with (${file}); use another --data directory`)
+  const id = given ?? stored ?? hostname()
+  if (!stored) await writeFile(file, id + '\n')
+  return id
+}
+
+export class AgentRuntime {
+  private state!: AgentState
+  private config!: AgentConfig
+  private db!: Level<string, unknown>
+  private net!: Net
+  private identity!: Identity
+  private coordinatorPeer = ''
+  private joinAddr = ''
+  private queue: Promise<void> = Promise.resolve()
+  private ticker?: NodeJS.Timeout
+  private readonly aborter = new AbortController()
+  private readonly interpreters = builtinInterpreters()
+  private connected = false
+  private redialAt = 0
+  private redialMs = REDIAL_MIN_MS
+  private stopped = false
+  nodeId = ''
+
+  constructor(private readonly opts: AgentOptions) {}
+
+  async start(): Promise<void> {
+    const log = this.opts.logger
+    await mkdir(this.opts.dataDir, { recursive: true })
+    this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
+    this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
+    this.config = { nodeId: this.nodeId, coordinatorKey: this.opts.coordinatorKey, identity: this.identity, os: currentOs(), ...DEFAULT_AGENT_TIMING }
+    this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
+    await this.db.open()
+    const records: [string, unknown][] = []
+    for await (const entry of this.db.iterator()) records.push(entry)
+    const restored = restoreAgent(records, this.config, Date.now())
+    this.state = restored.state
+
+    this.coordinatorPeer = peerIdForPublicKey(this.opts.coordinatorKey)
+    this.joinAddr = this.opts.join.includes('/p2p/') ? this.opts.join : `${this.opts.join}/p2p/${this.coordinatorPeer}`
+    if (!this.joinAddr.endsWith(`/p2p/${this.coordinatorPeer}`)) {
+      throw new Error(`--join ${this.opts.join} names a peer other than the one --coordinator-key belongs to (${this.coordinatorPeer})`)
+    }
+    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer, subscribe: true })
+    this.net.onGossip((data) => {
+      let envelope: unknown
+      try { envelope = decodeEnvelope(data) } catch (err) {
+        log.warn({ err: (err as Error).message }, 'undecodable gossip message dropped')
+        return
+      }
+      this.dispatch({ type: 'job', envelope, via: 'gossip' })
+    })
+    this.net.node.addEventListener('peer:disconnect', (evt) => {
+      if (evt.detail.toString() === this.coordinatorPeer) {
+        this.connected = false
+        log.warn('lost the connection to the coordinator; results stay queued and are re-sent')
+      }
+    })
+    await this.runEffects(restored.effects)
+    log.info({ nodeId: this.nodeId, peerId: this.net.peerId, publicKey: this.identity.publicKey, join: this.joinAddr, restoredRuns: this.state.runs.size, queuedResults: this.state.outbox.size }, 'agent started')
+    this.ticker = setInterval(() => this.onTick(), AGENT_TICK_MS)
+    this.onTick()
+  }
+
+  /** Serialises events: each one's effects are carried out (persists awaited) before the next. */
+  dispatch(event: AgentEvent): Promise<void> {
+    const next = this.queue.then(async () => {
+      if (this.stopped) return
+      const effects = agentStep(this.state, this.config, event, Date.now())
+      await this.runEffects(effects)
+    }).catch((err) => this.opts.logger.error({ err }, 'agent event failed'))
+    this.queue = next
+    return next
+  }
+
+  private async runEffects(effects: AgentEffect[]): Promise<void> {
+    const log = this.opts.logger
+    for (const e of effects) {
+      switch (e.type) {
+        case 'persist': {
+          const ops = [
+            ...e.puts.map((p) => ({ type: 'put' as const, key: p.key, value: p.value })),
+            ...e.dels.map((k) => ({ type: 'del' as const, key: k })),
+          ]
+          if (ops.length > 0) await this.db.batch(ops)
+          break
+        }
+        case 'run_step':
+          void this.runStep(e)
+          break
+        case 'send':
+          if (this.connected) void this.send(e.envelope)
+          break
+        case 'log':
+          log[e.level](e.fields ?? {}, e.msg)
+          break
+      }
+    }
+  }
+
+  private async runStep(e: Extract<AgentEffect, { type: 'run_step' }>): Promise<void> {
+    const r = e.request
+    const wait = e.notBefore - Date.now()
+    if (wait > 0) await new Promise((res) => setTimeout(res, wait))
+    if (this.stopped) return
+    const interpreter = findInterpreter(r.interpreter, this.interpreters)
+    const result = interpreter
+      ? await interpreter.run({
+        runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt, interpreter: r.interpreter, command: r.command,
+        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS,
+      }, this.aborter.signal)
+      : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }
+    if (this.stopped) return // the process is going away: the attempt stays in flight and is recorded as interrupted on restart
+    await this.dispatch({
+      type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
+      result: { status: result.status, exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, ...(result.reason ? { reason: result.reason } : {}) },
+    })
+  }
+
+  private async send(envelope: SignedEnvelope): Promise<void> {
+    try {
+      const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(envelope), RPC_TIMEOUT_MS)
+      await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply) })
+    } catch (err) {
+      this.opts.logger.debug({ err: (err as Error).message }, 'send to coordinator failed; will retry')
+    }
+  }
+
+  private onTick(): void {
+    if (this.stopped) return
+    void this.dispatch({ type: 'tick' })
+    if (!this.connected && Date.now() >= this.redialAt) void this.connect()
+  }
+
+  private async connect(): Promise<void> {
+    this.redialAt = Date.now() + this.redialMs
+    this.redialMs = Math.min(REDIAL_MAX_MS, this.redialMs * 2)
+    try {
+      const { multiaddr } = await import('@multiformats/multiaddr')
+      await this.net.node.dial(multiaddr(this.joinAddr), { signal: AbortSignal.timeout(RPC_TIMEOUT_MS) })
+      const hello = seal(this.identity, {
+        type: 'hello', v: PROTOCOL_VERSION, nodeId: this.nodeId, peerId: this.net.peerId,
+        facts: nodeFacts(this.opts.attributes), agentVersion: AGENT_VERSION, sentAt: Date.now(),
+      })
+      const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS)
+      await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply) })
+      this.connected = true
+      this.redialMs = REDIAL_MIN_MS
+      this.opts.logger.info({ coordinator: this.coordinatorPeer }, 'joined the coordinator')
+      await this.dispatch({ type: 'connected' })
+    } catch (err) {
+      this.opts.logger.debug({ err: (err as Error).message }, 'could not reach the coordinator; will redial')
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.ticker) clearInterval(this.ticker)
+    this.aborter.abort()
+    await this.queue
+    await this.net?.stop()
+    await this.db?.close()
+  }
+}

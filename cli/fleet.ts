@@ -1,0 +1,164 @@
+// A local fleet on loopback: one coordinator process and N agent processes with temporary
+// data directories. Used by `chorus demo`, `chorus bench` and the integration tests. Every
+// process it starts it ends itself, by pid.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, mkdir, readFile, rm, open } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { apiGet, apiPostText, contentTypeFor } from './client.js'
+import type { JobReport } from '../coordinator/report.js'
+
+export const CHORUS_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'chorus.js')
+/** Agents started at once: more at a time only makes the 2-core start-up slower. */
+export const AGENT_START_PARALLELISM = 25
+/** V8 flags for agent processes: a small young generation keeps an idle agent's RSS low. */
+export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=96']
+
+export interface ProcInfo {
+  proc: ChildProcess
+  dir: string
+  logFile: string
+}
+
+export interface FleetOptions {
+  agents: number
+  nodeIdPrefix?: string
+  /** Extra `--attr k=v` per agent index. */
+  attributes?: (index: number) => Record<string, string>
+  baseDir?: string
+  keepDirs?: boolean
+}
+
+async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = []): Promise<ChildProcess> {
+  const fh = await open(logFile, 'a')
+  const proc = spawn(process.execPath, [...nodeFlags, CHORUS_BIN, ...args], { stdio: ['ignore', fh.fd, fh.fd], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'info' } })
+  proc.once('exit', () => void fh.close())
+  proc.once('error', () => void fh.close())
+  return proc
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastErr: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v !== undefined) return v
+    } catch (err) { lastErr = err }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`)
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+}
+
+function exited(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve()
+  return new Promise((r) => proc.once('exit', () => r()))
+}
+
+export class LocalFleet {
+  coordinator!: ProcInfo
+  agents: (ProcInfo & { nodeId: string })[] = []
+  api = ''
+  publicKey = ''
+  multiaddr = ''
+  baseDir = ''
+  private apiPort = 0
+  private p2pPort = 0
+
+  constructor(private readonly opts: FleetOptions) {}
+
+  get nodeIds(): string[] {
+    return this.agents.map((a) => a.nodeId)
+  }
+
+  async start(): Promise<this> {
+    this.baseDir = this.opts.baseDir ?? (await mkdtemp(join(tmpdir(), 'chorus-fleet-')))
+    await this.startCoordinator()
+    const prefix = this.opts.nodeIdPrefix ?? 'node-'
+    for (let i = 0; i < this.opts.agents; i++) {
+      const dir = join(this.baseDir, `agent-${i + 1}`)
+      await mkdir(dir, { recursive: true })
+      this.agents.push({ nodeId: `${prefix}${i + 1}`, dir, logFile: join(dir, 'agent.log'), proc: undefined as unknown as ChildProcess })
+    }
+    for (let i = 0; i < this.agents.length; i += AGENT_START_PARALLELISM) {
+      const slice = this.agents.slice(i, i + AGENT_START_PARALLELISM)
+      await Promise.all(slice.map((_, j) => this.startAgent(i + j)))
+    }
+    await this.waitForNodes(this.agents.length, 30_000 + 500 * this.agents.length)
+    return this
+  }
+
+  async startCoordinator(): Promise<void> {
+    const dir = join(this.baseDir, 'coordinator')
+    await mkdir(dir, { recursive: true })
+    await rm(join(dir, 'endpoints.json'), { force: true })
+    const listen = `/ip4/127.0.0.1/tcp/${this.p2pPort}`
+    const api = `127.0.0.1:${this.apiPort}`
+    const logFile = join(dir, 'coordinator.log')
+    const proc = await spawnLogged(['coordinator', '--data', dir, '--listen', listen, '--api', api], logFile)
+    this.coordinator = { proc, dir, logFile }
+    const endpoints = await waitFor('the coordinator to start', async () => {
+      if (proc.exitCode !== null) throw new Error(`coordinator exited with code ${proc.exitCode}; see ${logFile}`)
+      return JSON.parse(await readFile(join(dir, 'endpoints.json'), 'utf8')) as { api: string; publicKey: string; multiaddrs: string[] }
+    }, 30_000)
+    this.api = endpoints.api
+    this.publicKey = endpoints.publicKey
+    const addr = endpoints.multiaddrs.find((m) => m.startsWith('/ip4/127.0.0.1/tcp/')) ?? endpoints.multiaddrs[0]!
+    this.multiaddr = addr.replace(/\/p2p\/.*$/, '')
+    this.p2pPort = Number(/\/tcp\/(\d+)/.exec(addr)?.[1] ?? 0)
+    this.apiPort = Number(endpoints.api.split(':').pop())
+  }
+
+  async startAgent(index: number): Promise<void> {
+    const a = this.agents[index]!
+    const attrs = this.opts.attributes?.(index) ?? {}
+    const args = ['agent', '--data', a.dir, '--join', this.multiaddr, '--coordinator-key', this.publicKey, '--node-id', a.nodeId]
+    for (const [k, v] of Object.entries(attrs)) args.push('--attr', `${k}=${v}`)
+    a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS)
+  }
+
+  async waitForNodes(count: number, timeoutMs: number): Promise<void> {
+    await waitFor(`${count} agents to join`, async () => {
+      const nodes = await apiGet<{ items: unknown[] }>(this.api, '/v1/nodes')
+      return nodes.items.length >= count ? true : undefined
+    }, timeoutMs, 200)
+  }
+
+  async submit(text: string, fileName = 'job.json'): Promise<string> {
+    const res = await apiPostText<{ id?: string; problems?: { path: string; message: string }[] }>(this.api, '/v1/jobs', text, contentTypeFor(fileName))
+    if (res.status !== 201 || !res.body.id) {
+      throw new Error(`submit refused (HTTP ${res.status}): ${(res.body.problems ?? []).map((p) => `${p.path}: ${p.message}`).join('; ')}`)
+    }
+    return res.body.id
+  }
+
+  report(id: string): Promise<JobReport> {
+    return apiGet<JobReport>(this.api, `/v1/reports/${id}`)
+  }
+
+  async waitForJob(id: string, timeoutMs: number, intervalMs = 100): Promise<JobReport> {
+    return waitFor(`job ${id} to finish`, async () => {
+      const r = await this.report(id)
+      return r.instances.length > 0 && r.instances.every((i) => i.status !== 'running') ? r : undefined
+    }, timeoutMs, intervalMs)
+  }
+
+  async killCoordinator(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.coordinator.proc
+    if (p.pid && p.exitCode === null) p.kill(signal)
+    await exited(p)
+  }
+
+  async stopAgent(index: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const p = this.agents[index]!.proc
+    if (p?.pid && p.exitCode === null && p.signalCode === null) p.kill(signal)
+    if (p) await exited(p)
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.agents.map((_, i) => this.stopAgent(i)))
+    if (this.coordinator) await this.killCoordinator('SIGTERM')
+    if (!this.opts.keepDirs && !this.opts.baseDir) await rm(this.baseDir, { recursive: true, force: true })
+  }
+}

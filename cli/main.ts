@@ -1,0 +1,181 @@
+// The `chorus` command. Each subcommand imports what it needs when it runs, so an agent
+// process never loads the HTTP server, the YAML parser or the simulator.
+import { Command, InvalidArgumentError } from 'commander'
+import { readFile } from 'node:fs/promises'
+
+const program = new Command()
+program
+  .name('chorus')
+  .description('Choreographed fleet jobs: a coordinator signs Courier job templates and publishes them over a libp2p gossip mesh; agents run them.')
+  .version('0.1.0')
+  .showHelpAfterError()
+
+function positiveInt(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number of at least 1, got "${value}"`)
+  return n
+}
+
+function collectAttr(value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf('=')
+  if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${value}"`)
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) }
+}
+
+async function makeLogger(name: string) {
+  const { pino } = await import('pino')
+  return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination(2))
+}
+
+function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false
+  const handler = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    stop().then(() => process.exit(0), (err) => {
+      process.stderr.write(`error while stopping after ${signal}: ${(err as Error).message}\n`)
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', handler)
+  process.on('SIGTERM', handler)
+}
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`chorus: ${message}\n`)
+  process.exit(code)
+}
+
+program.command('keys')
+  .description('Create (on first use) and print the ed25519 public key of a coordinator or agent data directory')
+  .requiredOption('--data <dir>', 'data directory holding identity.json')
+  .action(async (o: { data: string }) => {
+    const { loadOrCreateIdentity } = await import('../protocol/keys.js')
+    const { identity, created } = await loadOrCreateIdentity(o.data)
+    process.stdout.write(`${identity.publicKey}\n`)
+    if (created) process.stderr.write(`created a new key in ${o.data}/identity.json\n`)
+  })
+
+program.command('validate')
+  .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 1 otherwise')
+  .argument('<files...>', 'template files')
+  .action(async (files: string[]) => {
+    const { validateFiles, formatProblems } = await import('../protocol/parse.js')
+    const results = await validateFiles(files)
+    let bad = 0
+    for (const r of results) {
+      if (r.problems.length === 0) process.stdout.write(`${r.file}: ok\n`)
+      else {
+        bad++
+        for (const line of formatProblems(r.file, r.problems)) process.stdout.write(`${line}\n`)
+      }
+    }
+    process.exitCode = bad > 0 ? 1 : 0
+  })
+
+program.command('coordinator')
+  .description('Run a coordinator: signs and publishes jobs, stores results in level, serves the HTTP API on loopback')
+  .requiredOption('--data <dir>', 'data directory (key, level store, endpoints.json)')
+  .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/7700'])
+  .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
+  .action(async (o: { data: string; listen: string[]; api: string }) => {
+    const { CoordinatorRuntime } = await import('../coordinator/runtime.js')
+    const logger = await makeLogger('coordinator')
+    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, logger })
+    onShutdown(() => rt.stop())
+    const ep = await rt.start()
+    process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        http://${ep.api}\n`)
+  })
+
+program.command('agent')
+  .description('Run an agent: joins the mesh, runs the jobs that target this node, sends signed results')
+  .requiredOption('--data <dir>', 'data directory (key, level store)')
+  .requiredOption('--join <multiaddr>', 'the coordinator\'s libp2p address, e.g. /ip4/127.0.0.1/tcp/7700')
+  .requiredOption('--coordinator-key <key>', 'the coordinator\'s public key (printed by `chorus keys`); jobs signed by any other key are refused')
+  .option('--node-id <id>', 'this node\'s id (default: the id stored in the data directory, else the host name)')
+  .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
+  .option('--attr <key=value>', 'a custom attribute advertised to the coordinator (repeatable)', collectAttr, {})
+  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string> }) => {
+    const { decodePublicKey } = await import('../protocol/keys.js')
+    try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
+    const { AgentRuntime } = await import('../agent/runtime.js')
+    const logger = await makeLogger('agent')
+    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: o.attr, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}) })
+    onShutdown(() => rt.stop())
+    await rt.start()
+  })
+
+const apiOption = ['--api <host:port>', 'coordinator HTTP API (default $CHORUS_API or 127.0.0.1:7070)'] as const
+
+const job = program.command('job').description('Submit and inspect jobs')
+job.command('submit')
+  .description('Submit a job template (JSON, YAML or TOML); prints the job id')
+  .argument('<file>', 'template file')
+  .option(...apiOption)
+  .action(async (file: string, o: { api?: string }) => {
+    const { apiPostText, contentTypeFor, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const text = await readFile(file, 'utf8')
+    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/jobs', text, contentTypeFor(file))
+    if (res.status === 201 && res.body.id) {
+      process.stdout.write(`${res.body.id}\n`)
+      return
+    }
+    for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
+    fail(`the coordinator refused the job (HTTP ${res.status})`)
+  })
+job.command('show')
+  .description('Show a job: its template, status and instances')
+  .argument('<id>', 'job id')
+  .option(...apiOption)
+  .action(async (id: string, o: { api?: string }) => {
+    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
+    process.stdout.write(JSON.stringify(await apiGet(o.api ?? DEFAULT_API_ADDRESS, `/v1/jobs/${encodeURIComponent(id)}`), null, 2) + '\n')
+  })
+
+program.command('report')
+  .description('Report on a job or an instance: every run with its group, batch, status and steps')
+  .argument('<id>', 'job id or instance id')
+  .option('--json', 'print JSON instead of a table')
+  .option(...apiOption)
+  .action(async (id: string, o: { api?: string; json?: boolean }) => {
+    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const { formatReport } = await import('../coordinator/report.js')
+    const report = await apiGet<import('../coordinator/report.js').JobReport>(o.api ?? DEFAULT_API_ADDRESS, `/v1/reports/${encodeURIComponent(id)}`)
+    process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
+  })
+
+program.command('nodes')
+  .description('List the nodes registered with the coordinator')
+  .option('--json', 'print JSON')
+  .option(...apiOption)
+  .action(async (o: { api?: string; json?: boolean }) => {
+    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const nodes = await apiGet<{ items: { nodeId: string; peerId: string; lastSeenAt: string; facts: Record<string, string> }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/nodes')
+    if (o.json) process.stdout.write(JSON.stringify(nodes, null, 2) + '\n')
+    else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
+  })
+
+program.command('demo')
+  .description('Start a coordinator and N agents on 127.0.0.1, run a job, print the report, stop everything; exit 0 when the job succeeded')
+  .option('--agents <n>', 'number of agent processes', positiveInt, 5)
+  .option('--job <file>', 'job template to run (default: examples/hello-fleet.json)')
+  .option('--json', 'print the report as JSON')
+  .option('--keep', 'keep the temporary data directories and logs')
+  .action(async (o: { agents: number; job?: string; json?: boolean; keep?: boolean }) => {
+    const { runDemo } = await import('./demo.js')
+    process.exitCode = await runDemo(o)
+  })
+
+program.command('bench')
+  .description('Benchmarks that print JSON')
+  .command('fanout')
+  .description('Submit an immediate one-step job to N agent processes R times; time from submit to all N results stored')
+  .option('--agents <n>', 'number of agent processes', positiveInt, 20)
+  .option('--rounds <r>', 'jobs to submit, one after another', positiveInt, 5)
+  .option('--json', 'print JSON (the only format)')
+  .action(async (o: { agents: number; rounds: number }) => {
+    const { benchFanout } = await import('./bench.js')
+    process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
+  })
+
+program.parseAsync(process.argv).catch((err: Error) => fail(err.message))

@@ -1,0 +1,110 @@
+// Reports: pure views over the coordinator state, as JSON and as a readable text table.
+import type { CoordinatorState, InstanceRecord, JobRecord, RunRecord } from './core.js'
+
+const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString())
+
+export interface StepReport {
+  number: number
+  name: string
+  status: string
+  attempts: number
+  exitCode: number | null
+  outputs: Record<string, string>
+  reason?: string
+  stdout: string
+  stderr: string
+}
+
+export interface RunReport {
+  runId: string
+  nodeId: string
+  group: number
+  batch: number
+  status: string
+  reason?: string
+  startedAt: string | null
+  finishedAt: string | null
+  receivedAt: string | null
+  steps: StepReport[]
+}
+
+export interface InstanceReport {
+  id: string
+  jobId: string
+  status: string
+  createdAt: string | null
+  updatedAt: string | null
+  counts: Record<string, number>
+  runs: RunReport[]
+}
+
+export interface JobReport {
+  job: { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string }
+  instances: InstanceReport[]
+}
+
+export function runReport(run: RunRecord): RunReport {
+  return {
+    runId: run.runId,
+    nodeId: run.nodeId,
+    group: run.group,
+    batch: run.batch,
+    status: run.status,
+    ...(run.reason ? { reason: run.reason } : {}),
+    startedAt: iso(run.startedAt),
+    finishedAt: iso(run.finishedAt),
+    receivedAt: iso(run.receivedAt),
+    steps: run.steps.map((s) => ({
+      number: s.number, name: s.name, status: s.status, attempts: s.attempts, exitCode: s.exitCode,
+      outputs: s.outputs, ...(s.reason ? { reason: s.reason } : {}), stdout: s.stdout, stderr: s.stderr,
+    })),
+  }
+}
+
+export function instanceReport(state: CoordinatorState, instance: InstanceRecord): InstanceReport {
+  const runs = instance.runIds.map((id) => state.runs.get(id)).filter((r): r is RunRecord => r !== undefined)
+  const counts: Record<string, number> = {}
+  for (const r of runs) counts[r.status] = (counts[r.status] ?? 0) + 1
+  return {
+    id: instance.id, jobId: instance.jobId, status: instance.status,
+    createdAt: iso(instance.createdAt), updatedAt: iso(instance.updatedAt), counts,
+    runs: runs.map(runReport),
+  }
+}
+
+export function jobSummary(job: JobRecord): JobReport['job'] {
+  return { id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule }
+}
+
+/** The report for a job id or an instance id; undefined when neither is known. */
+export function buildReport(state: CoordinatorState, id: string): JobReport | undefined {
+  const job = state.jobs.get(id)
+  if (job) {
+    return { job: jobSummary(job), instances: job.instanceIds.map((iid) => state.instances.get(iid)).filter((i): i is InstanceRecord => !!i).map((i) => instanceReport(state, i)) }
+  }
+  const instance = state.instances.get(id)
+  const parent = instance && state.jobs.get(instance.jobId)
+  if (instance && parent) return { job: jobSummary(parent), instances: [instanceReport(state, instance)] }
+  return undefined
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)))
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n')
+}
+
+export function formatReport(report: JobReport): string {
+  const lines: string[] = []
+  lines.push(`job ${report.job.id}  "${report.job.name}"  ${report.job.status}  created ${report.job.createdAt}`)
+  for (const inst of report.instances) {
+    const counts = Object.entries(inst.counts).map(([k, v]) => `${k} ${v}`).join(', ')
+    lines.push('', `instance ${inst.id}  ${inst.status.toUpperCase()}  (${counts || 'no runs'})`)
+    const rows = [['NODE', 'GROUP', 'BATCH', 'STATUS', 'STARTED', 'FINISHED', 'STEPS', 'REASON']]
+    for (const r of inst.runs) {
+      const steps = r.steps.map((s) => `${s.number}:${s.status}${s.attempts > 1 ? `x${s.attempts}` : ''}${s.exitCode !== null && s.exitCode !== 0 ? `(exit ${s.exitCode})` : ''}`).join(' ')
+      rows.push([r.nodeId, String(r.group), String(r.batch), r.status, r.startedAt?.slice(11, 23) ?? '-', r.finishedAt?.slice(11, 23) ?? '-', steps || '-', r.reason ?? ''])
+    }
+    lines.push(table(rows))
+  }
+  return lines.join('\n')
+}

@@ -1,0 +1,206 @@
+// The coordinator runtime: libp2p (publishes jobs, answers agents' rpc), level (every record),
+// an HTTP API on loopback, and a ticker. Decisions live in the coordinator core.
+import { randomUUID } from 'node:crypto'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Level } from 'level'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
+import { decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
+import type { JobTemplate } from '../protocol/template.js'
+import { createNet, type Net } from '../net/libp2p.js'
+import {
+  DEFAULT_COORDINATOR_TIMING, coordinatorStep, restoreCoordinator,
+  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
+} from './core.js'
+import { buildReport, instanceReport, jobSummary, runReport } from './report.js'
+
+export const COORDINATOR_TICK_MS = 1_000
+export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
+export const DEFAULT_API = '127.0.0.1:7070'
+/** Requests waiting for the core at once; more are refused (HTTP 503, rpc error) rather than queued without bound. */
+export const MAX_PENDING_REQUESTS = 10_000
+
+export interface CoordinatorOptions {
+  dataDir: string
+  listen?: string[]
+  api?: string
+  logger: Logger
+}
+
+export interface Endpoints {
+  peerId: string
+  publicKey: string
+  multiaddrs: string[]
+  api: string
+  pid: number
+}
+
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(text)
+  if (!m) throw new Error(`expected HOST:PORT, e.g. 127.0.0.1:7070; got "${text}"`)
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
+}
+
+export class CoordinatorRuntime {
+  state!: CoordinatorState
+  private config!: CoordinatorConfig
+  private db!: Level<string, unknown>
+  private net!: Net
+  private identity!: Identity
+  private http!: FastifyInstance
+  private queue: Promise<void> = Promise.resolve()
+  private ticker?: NodeJS.Timeout
+  private readonly pending = new Map<string, (value: unknown) => void>()
+  private stopped = false
+  endpoints!: Endpoints
+
+  constructor(private readonly opts: CoordinatorOptions) {}
+
+  async start(): Promise<Endpoints> {
+    await mkdir(this.opts.dataDir, { recursive: true })
+    this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
+    this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING }
+    this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
+    await this.db.open()
+    const records: [string, unknown][] = []
+    for await (const entry of this.db.iterator()) records.push(entry)
+    this.state = restoreCoordinator(records)
+
+    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], subscribe: false })
+    await this.net.handleRpc(async (data, from) => {
+      const envelope = decodeEnvelope(data)
+      const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
+      return reply
+    })
+
+    this.http = this.buildApi()
+    const { host, port } = parseHostPort(this.opts.api ?? DEFAULT_API)
+    await this.http.listen({ host, port })
+    const addr = this.http.server.address()
+    const api = typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : String(addr)
+    this.endpoints = { peerId: this.net.peerId, publicKey: this.identity.publicKey, multiaddrs: this.net.addresses(), api, pid: process.pid }
+    const file = join(this.opts.dataDir, 'endpoints.json')
+    await writeFile(`${file}.tmp`, JSON.stringify(this.endpoints, null, 2) + '\n')
+    await rename(`${file}.tmp`, file)
+    this.ticker = setInterval(() => void this.dispatch({ type: 'tick' }), COORDINATOR_TICK_MS)
+    this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
+    return this.endpoints
+  }
+
+  private request<T>(make: (requestId: string) => CoordinatorEvent): Promise<T> {
+    if (this.pending.size >= MAX_PENDING_REQUESTS) return Promise.reject(new Error('coordinator overloaded: too many pending requests'))
+    const requestId = randomUUID()
+    const promise = new Promise<T>((resolve) => this.pending.set(requestId, resolve as (v: unknown) => void))
+    void this.dispatch(make(requestId))
+    return promise
+  }
+
+  dispatch(event: CoordinatorEvent): Promise<void> {
+    const next = this.queue.then(async () => {
+      if (this.stopped) return
+      const effects = coordinatorStep(this.state, this.config, event, Date.now())
+      await this.runEffects(effects)
+    }).catch((err) => this.opts.logger.error({ err }, 'coordinator event failed'))
+    this.queue = next
+    return next
+  }
+
+  private async runEffects(effects: CoordinatorEffect[]): Promise<void> {
+    for (const e of effects) {
+      switch (e.type) {
+        case 'persist': {
+          const ops = [
+            ...e.puts.map((p) => ({ type: 'put' as const, key: p.key, value: p.value })),
+            ...e.dels.map((k) => ({ type: 'del' as const, key: k })),
+          ]
+          if (ops.length > 0) await this.db.batch(ops)
+          break
+        }
+        case 'publish':
+          try {
+            const recipients = await this.net.publish(encodeEnvelope(e.envelope))
+            this.opts.logger.info({ recipients }, 'job definition published')
+          } catch (err) {
+            // Agents that miss the gossip fetch the job with their next sync.
+            this.opts.logger.warn({ err: (err as Error).message }, 'publish failed; agents will sync the job')
+          }
+          break
+        case 'reply_rpc':
+          this.resolve(e.requestId, encodeEnvelope(e.envelope))
+          break
+        case 'reply_submit':
+          this.resolve(e.requestId, e.outcome)
+          break
+        case 'log':
+          this.opts.logger[e.level](e.fields ?? {}, e.msg)
+          break
+      }
+    }
+  }
+
+  private resolve(requestId: string, value: unknown): void {
+    const done = this.pending.get(requestId)
+    this.pending.delete(requestId)
+    done?.(value)
+  }
+
+  submit(template: JobTemplate): Promise<SubmitOutcome> {
+    return this.request<SubmitOutcome>((requestId) => ({ type: 'submit', requestId, jobId: randomUUID(), template }))
+  }
+
+  private buildApi(): FastifyInstance {
+    const app = Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES })
+    // Templates are parsed by our own parser so duplicate keys are caught: take every body as text.
+    app.removeAllContentTypeParsers()
+    app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+
+    app.get('/healthz', async () => ({ ok: true }))
+    app.post('/v1/jobs', async (req, reply) => {
+      const ct = String(req.headers['content-type'] ?? 'application/json')
+      const format: TemplateFormat = /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json'
+      const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', format)
+      if (!parsed.ok) return reply.code(400).send({ error: 'invalid job template', problems: parsed.problems })
+      const outcome = await this.submit(parsed.template)
+      if (!outcome.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: outcome.problems })
+      return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
+    })
+    app.get('/v1/jobs', async () => ({ items: [...this.state.jobs.values()].map(jobSummary) }))
+    app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req, reply) => {
+      const job = this.state.jobs.get(req.params.id)
+      if (!job) return reply.code(404).send({ error: `no job ${req.params.id}` })
+      return { ...jobSummary(job), template: job.template, instanceIds: job.instanceIds }
+    })
+    app.get<{ Params: { id: string } }>('/v1/instances/:id', async (req, reply) => {
+      const inst = this.state.instances.get(req.params.id)
+      if (!inst) return reply.code(404).send({ error: `no instance ${req.params.id}` })
+      return instanceReport(this.state, inst)
+    })
+    app.get<{ Params: { id: string } }>('/v1/runs/:id', async (req, reply) => {
+      const run = this.state.runs.get(req.params.id)
+      if (!run) return reply.code(404).send({ error: `no run ${req.params.id}` })
+      return runReport(run)
+    })
+    app.get<{ Params: { id: string } }>('/v1/reports/:id', async (req, reply) => {
+      const report = buildReport(this.state, req.params.id)
+      if (!report) return reply.code(404).send({ error: `no job or instance ${req.params.id}` })
+      return report
+    })
+    app.get('/v1/nodes', async () => ({
+      items: [...this.state.nodes.values()].map((n) => ({ nodeId: n.nodeId, peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, agentVersion: n.agentVersion, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString() })),
+    }))
+    return app
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.ticker) clearInterval(this.ticker)
+    await this.queue
+    await this.http?.close()
+    await this.net?.stop()
+    await this.db?.close()
+  }
+}

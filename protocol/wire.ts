@@ -1,0 +1,178 @@
+// Wire messages of protocol version 1. Every message travels inside a signed envelope; the
+// envelope's body is the canonical JSON of exactly one of the bodies below, discriminated on
+// `type`. Every string, array and payload is bounded, and the bound is named here.
+import { z } from 'zod'
+import { canonicalJson } from './canonical.js'
+import { signBytes, verifyBytes, type Identity } from './keys.js'
+import { JobTemplateSchema } from './template.js'
+
+export const PROTOCOL_VERSION = 1
+/** Largest envelope we accept or send: gossipsub drops messages over ~4 MiB silently, so stay well below. */
+export const MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
+export const MAX_ID_CHARS = 128
+export const MAX_TARGET_NODES = 20_000
+export const MAX_STEP_OUTPUT_CHARS = 16 * 1024
+export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
+export const MAX_OUTPUTS_PER_STEP = 64
+export const MAX_REASON_CHARS = 1024
+export const MAX_STEPS_PER_RUN = 100
+export const MAX_FACTS = 256
+export const MAX_FACT_CHARS = 1024
+export const MAX_ACK_RUN_IDS = 1000
+export const MAX_SYNC_JOBS = 256
+
+export const TOPIC_JOBS = 'chorus/jobs/v1'
+export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
+
+const id = z.string().min(1).max(MAX_ID_CHARS).regex(/^[A-Za-z0-9._:@-]+$/, 'expected letters, digits and . _ : @ - only')
+const publicKey = z.string().length(43)
+const ms = z.number().int().nonnegative()
+
+export const SignedEnvelopeSchema = z.object({
+  v: z.literal(PROTOCOL_VERSION),
+  /** base64url raw ed25519 public key of the signer */
+  signer: publicKey,
+  /** base64url ed25519 signature over the UTF-8 bytes of `body` */
+  sig: z.string().length(86),
+  /** canonical JSON of one WireBody */
+  body: z.string().max(MAX_ENVELOPE_BYTES),
+}).strict()
+export type SignedEnvelope = z.infer<typeof SignedEnvelopeSchema>
+
+export const ResolvedGroupSchema = z.object({
+  /** Node ids in this group, in the deterministic rollout order (sorted). */
+  nodes: z.array(id).max(MAX_TARGET_NODES),
+}).strict()
+
+export const JobBodySchema = z.object({
+  type: z.literal('job'),
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  /** Coordinator clock when the definition was signed (ms since epoch). */
+  issuedAt: ms,
+  /** Agents drop the definition after this time: a bound on replays of old messages. */
+  expiresAt: ms,
+  template: JobTemplateSchema,
+  /** Targets resolved by the coordinator at submit time, one entry per template group. */
+  resolved: z.object({ groups: z.array(ResolvedGroupSchema).max(100) }).strict(),
+}).strict()
+export type JobBody = z.infer<typeof JobBodySchema>
+
+export const FactsSchema = z.record(z.string().max(128), z.string().max(MAX_FACT_CHARS))
+  .refine((r) => Object.keys(r).length <= MAX_FACTS, `at most ${MAX_FACTS} facts`)
+
+export const HelloBodySchema = z.object({
+  type: z.literal('hello'),
+  v: z.literal(PROTOCOL_VERSION),
+  nodeId: id,
+  peerId: z.string().max(128),
+  facts: FactsSchema,
+  agentVersion: z.string().max(64),
+  sentAt: ms,
+}).strict()
+export type HelloBody = z.infer<typeof HelloBodySchema>
+
+export const RunStatusSchema = z.enum(['pending', 'running', 'success', 'failure', 'timeout'])
+export type RunStatus = z.infer<typeof RunStatusSchema>
+export const StepStatusSchema = z.enum(['success', 'failure', 'skipped', 'not_run'])
+export type StepStatus = z.infer<typeof StepStatusSchema>
+
+export const StepOutcomeSchema = z.object({
+  number: z.number().int().min(1).max(MAX_STEPS_PER_RUN),
+  name: z.string().max(256),
+  status: StepStatusSchema,
+  attempts: z.number().int().min(0).max(1000),
+  exitCode: z.number().int().nullable(),
+  outputs: z.record(z.string().max(128), z.string().max(MAX_OUTPUT_VALUE_CHARS))
+    .refine((r) => Object.keys(r).length <= MAX_OUTPUTS_PER_STEP, `at most ${MAX_OUTPUTS_PER_STEP} outputs`),
+  stdout: z.string().max(MAX_STEP_OUTPUT_CHARS),
+  stderr: z.string().max(MAX_STEP_OUTPUT_CHARS),
+  reason: z.string().max(MAX_REASON_CHARS).optional(),
+  startedAt: ms.optional(),
+  finishedAt: ms.optional(),
+}).strict()
+export type StepOutcome = z.infer<typeof StepOutcomeSchema>
+
+export const ResultBodySchema = z.object({
+  type: z.literal('result'),
+  v: z.literal(PROTOCOL_VERSION),
+  runId: id,
+  jobId: id,
+  instanceId: id,
+  nodeId: id,
+  group: z.number().int().min(0),
+  batch: z.number().int().min(0),
+  status: z.enum(['success', 'failure']),
+  reason: z.string().max(MAX_REASON_CHARS).optional(),
+  startedAt: ms,
+  finishedAt: ms,
+  steps: z.array(StepOutcomeSchema).max(MAX_STEPS_PER_RUN),
+}).strict()
+export type ResultBody = z.infer<typeof ResultBodySchema>
+
+export const SyncRequestBodySchema = z.object({
+  type: z.literal('sync'),
+  v: z.literal(PROTOCOL_VERSION),
+  nodeId: id,
+  sentAt: ms,
+}).strict()
+export type SyncRequestBody = z.infer<typeof SyncRequestBodySchema>
+
+/** Coordinator → agent answer to an rpc request; signed like everything else. */
+export const ReplyBodySchema = z.object({
+  type: z.literal('reply'),
+  v: z.literal(PROTOCOL_VERSION),
+  ok: z.boolean(),
+  error: z.string().max(MAX_REASON_CHARS).optional(),
+  /** results the coordinator has stored durably and the agent may forget */
+  ackRunIds: z.array(id).max(MAX_ACK_RUN_IDS).default([]),
+  /** job definitions (signed envelopes) the node should know about */
+  jobs: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
+}).strict()
+export type ReplyBody = z.infer<typeof ReplyBodySchema>
+
+export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema])
+export type WireBody = z.infer<typeof WireBodySchema>
+export type WireBodyInput = z.input<typeof WireBodySchema>
+
+export function seal(identity: Identity, body: WireBodyInput): SignedEnvelope {
+  const text = canonicalJson(body)
+  return { v: PROTOCOL_VERSION, signer: identity.publicKey, sig: signBytes(identity, Buffer.from(text, 'utf8')), body: text }
+}
+
+export type OpenResult =
+  | { ok: true; body: WireBody; signer: string }
+  | { ok: false; reason: string }
+
+/**
+ * Verifies an envelope and parses its body. `trusted`, when given, lists the only signers
+ * accepted. Never throws: a bad message is an operating error and comes back as a reason.
+ */
+export function open(envelope: unknown, trusted?: readonly string[]): OpenResult {
+  const env = SignedEnvelopeSchema.safeParse(envelope)
+  if (!env.success) return { ok: false, reason: `malformed envelope: ${env.error.issues[0]?.path.join('.')}: ${env.error.issues[0]?.message}` }
+  const { signer, sig, body } = env.data
+  if (trusted && !trusted.includes(signer)) return { ok: false, reason: `signed by untrusted key ${signer}` }
+  if (!verifyBytes(signer, Buffer.from(body, 'utf8'), sig)) return { ok: false, reason: 'bad signature (tampered or corrupted)' }
+  let json: unknown
+  try {
+    json = JSON.parse(body)
+  } catch {
+    return { ok: false, reason: 'body is not JSON' }
+  }
+  const parsed = WireBodySchema.safeParse(json)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    return { ok: false, reason: `invalid body: ${issue?.path.join('.') || '$'}: ${issue?.message}` }
+  }
+  return { ok: true, body: parsed.data, signer }
+}
+
+export function encodeEnvelope(envelope: SignedEnvelope): Uint8Array {
+  return Buffer.from(JSON.stringify(envelope), 'utf8')
+}
+
+export function decodeEnvelope(bytes: Uint8Array): unknown {
+  if (bytes.byteLength > MAX_ENVELOPE_BYTES + 1024) throw new Error(`message of ${bytes.byteLength} bytes exceeds MAX_ENVELOPE_BYTES`)
+  return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+}
