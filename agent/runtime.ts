@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
-import { PROTOCOL_VERSION, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
 import {
@@ -104,8 +104,8 @@ export class AgentRuntime {
     if (!this.joinAddr.endsWith(`/p2p/${this.coordinatorPeer}`)) {
       throw new Error(`--join ${this.opts.join} names a peer other than the one --coordinator-key belongs to (${this.coordinatorPeer})`)
     }
-    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer, subscribe: true })
-    this.net.onGossip((data) => {
+    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer })
+    this.net.subscribe(TOPIC_JOBS, (data) => {
       let envelope: unknown
       try { envelope = decodeEnvelope(data) } catch (err) {
         log.warn({ err: (err as Error).message }, 'undecodable gossip message dropped')

@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-// Entry point of the `chorus` command: the compiled CLI lives in dist/ (built by `npm ci`).
-import '../dist/protocol/polyfill.js'
-await import('../dist/cli/main.js')
+// Entry point of the `chorus` command. `npm ci` builds dist/bundle (one minified ESM bundle
+// split per subcommand): an agent process loads only what an agent needs.
+await import('../dist/bundle/entry.js')

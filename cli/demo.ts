@@ -1,18 +1,19 @@
 // `chorus demo`: a whole fleet on loopback, one job, the report, and a clean exit.
 import { readFile } from 'node:fs/promises'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { LocalFleet } from './fleet.js'
+import { EXAMPLES_DIR } from './paths.js'
 import { formatReport } from '../coordinator/report.js'
 
-export const DEFAULT_DEMO_JOB = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'hello-fleet.json')
+export const DEFAULT_DEMO_JOB = join(EXAMPLES_DIR, 'hello-fleet.json')
 
 export async function runDemo(o: { agents: number; job?: string; json?: boolean; keep?: boolean }): Promise<number> {
   const file = o.job ?? DEFAULT_DEMO_JOB
   const text = await readFile(file, 'utf8')
   const say = (line: string) => { if (!o.json) process.stdout.write(line + '\n') }
   const fleet = new LocalFleet({ agents: o.agents, keepDirs: o.keep ?? false })
-  const stop = async () => { await fleet.stop() }
+  let keepDirs = o.keep ?? false
+  const stop = async () => { await fleet.stop({ keepDirs }) }
   const onSignal = () => { void stop().then(() => process.exit(130)) }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
@@ -30,7 +31,8 @@ export async function runDemo(o: { agents: number; job?: string; json?: boolean;
     if (o.keep) say(`\ndata directories and logs kept in ${fleet.baseDir}`)
     return ok ? 0 : 1
   } catch (err) {
-    process.stderr.write(`demo failed: ${(err as Error).message}\n(logs in ${fleet.baseDir}; run with --keep to keep them)\n`)
+    keepDirs = true
+    process.stderr.write(`demo failed: ${(err as Error).message}\nlogs and data directories kept in ${fleet.baseDir}\n`)
     return 1
   } finally {
     await stop()

@@ -4,16 +4,15 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, readFile, rm, open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { apiGet, apiPostText, contentTypeFor } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
-export const CHORUS_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'chorus.js')
+import { CHORUS_BIN } from './paths.js'
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
 /** V8 flags for agent processes: a small young generation keeps an idle agent's RSS low. */
-export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=96']
+export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96']
 
 export interface ProcInfo {
   proc: ChildProcess
@@ -74,6 +73,17 @@ export class LocalFleet {
 
   async start(): Promise<this> {
     this.baseDir = this.opts.baseDir ?? (await mkdtemp(join(tmpdir(), 'chorus-fleet-')))
+    try {
+      await this.startAll()
+    } catch (err) {
+      // Keep the logs of a fleet that failed to start: they say why.
+      await this.stop({ keepDirs: true })
+      throw new Error(`${(err as Error).message} (logs kept in ${this.baseDir})`)
+    }
+    return this
+  }
+
+  private async startAll(): Promise<void> {
     await this.startCoordinator()
     const prefix = this.opts.nodeIdPrefix ?? 'node-'
     for (let i = 0; i < this.opts.agents; i++) {
@@ -86,7 +96,6 @@ export class LocalFleet {
       await Promise.all(slice.map((_, j) => this.startAgent(i + j)))
     }
     await this.waitForNodes(this.agents.length, 30_000 + 500 * this.agents.length)
-    return this
   }
 
   async startCoordinator(): Promise<void> {
@@ -156,9 +165,10 @@ export class LocalFleet {
     if (p) await exited(p)
   }
 
-  async stop(): Promise<void> {
-    await Promise.all(this.agents.map((_, i) => this.stopAgent(i)))
+  /** Ends every process this fleet started; removes the data directories unless asked to keep them. */
+  async stop(opts: { keepDirs?: boolean } = {}): Promise<void> {
+    await Promise.all(this.agents.map((a, i) => (a.proc ? this.stopAgent(i) : undefined)))
     if (this.coordinator) await this.killCoordinator('SIGTERM')
-    if (!this.opts.keepDirs && !this.opts.baseDir) await rm(this.baseDir, { recursive: true, force: true })
+    if (!(opts.keepDirs ?? this.opts.keepDirs) && !this.opts.baseDir) await rm(this.baseDir, { recursive: true, force: true })
   }
 }

@@ -23,7 +23,9 @@ function collectAttr(value: string, previous: Record<string, string>): Record<st
 }
 
 async function makeLogger(name: string) {
-  const { pino } = await import('pino')
+  const mod = await import('pino')
+  // The named export is missing when bundled (CommonJS interop): fall back to the default.
+  const pino = (mod.pino ?? mod.default) as typeof mod.pino
   return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination(2))
 }
 

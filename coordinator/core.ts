@@ -321,6 +321,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   }
   if (run.receivedAt !== undefined) {
     // Stored once already: a re-send after a lost acknowledgement. Acknowledge again.
+    effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { runId: body.runId, nodeId: body.nodeId } })
     effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
@@ -335,10 +336,15 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const instance = state.instances.get(run.instanceId)
   if (instance) {
     instance.updatedAt = now
+    const job = state.jobs.get(instance.jobId)
+    const jobStatusBefore = job?.status
     settleInstance(state, instance, now)
     puts.push({ key: key.instance(instance.id), value: instance })
+    if (job && job.status !== jobStatusBefore) puts.push({ key: key.job(job.jobId), value: job })
   }
+  // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
   effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
   effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 

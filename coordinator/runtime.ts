@@ -7,7 +7,7 @@ import { Level } from 'level'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
-import { decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { TOPIC_JOBS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
@@ -69,7 +69,7 @@ export class CoordinatorRuntime {
     for await (const entry of this.db.iterator()) records.push(entry)
     this.state = restoreCoordinator(records)
 
-    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], subscribe: false })
+    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
@@ -121,7 +121,7 @@ export class CoordinatorRuntime {
         }
         case 'publish':
           try {
-            const recipients = await this.net.publish(encodeEnvelope(e.envelope))
+            const recipients = await this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope))
             this.opts.logger.info({ recipients }, 'job definition published')
           } catch (err) {
             // Agents that miss the gossip fetch the job with their next sync.

@@ -16,6 +16,7 @@ import { stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { resolve as resolvePath } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { applyLimits, limitSupport, type AppliedLimits } from './limits.js'
 import { OutputCapture, runProcess } from './process.js'
 import type { Interpreter, StepRequest, StepResult } from './types.js'
 
@@ -71,6 +72,7 @@ export class ShellInterpreter implements Interpreter {
     const stdout = new OutputCapture(req.maxOutputBytes)
     const stderr = new OutputCapture(req.maxOutputBytes)
     let exitCode: number | null = null
+    let limitsReport: string[] = []
     const done = (reason?: string): StepResult => ({
       status: reason === undefined ? 'success' : 'failure',
       exitCode,
@@ -79,6 +81,7 @@ export class ShellInterpreter implements Interpreter {
       truncated: stdout.truncated || stderr.truncated,
       ...(reason === undefined ? {} : { reason }),
       durationMs: performance.now() - start,
+      ...(limitsReport.length > 0 ? { limitsReport } : {}),
     })
 
     if (!Number.isFinite(req.timeoutMs) || req.timeoutMs < 0) {
@@ -114,6 +117,24 @@ export class ShellInterpreter implements Interpreter {
       }
     }
 
+    // req.limits (cores/cpu): see limits.ts. Without it nothing is wrapped.
+    let limits: AppliedLimits | undefined
+    if (req.limits !== undefined) {
+      limits = await applyLimits(req.limits, await limitSupport(), `${req.runId}-${req.stepNumber}-${req.attempt}`)
+      limitsReport = limits.report
+    }
+    try {
+      return await this.runLines(req, signal, lines, cwd, start, stdout, stderr, limits, done, (code) => { exitCode = code })
+    } finally {
+      await limits?.cleanup()
+    }
+  }
+
+  private async runLines(
+    req: StepRequest, signal: AbortSignal, lines: string[], cwd: string, start: number,
+    stdout: OutputCapture, stderr: OutputCapture, limits: AppliedLimits | undefined,
+    done: (reason?: string) => StepResult, setExitCode: (code: number | null) => void,
+  ): Promise<StepResult> {
     const deadline = req.timeoutMs > 0 ? start + req.timeoutMs : Infinity
     const n = lines.length
     for (const [i, line] of lines.entries()) {
@@ -125,9 +146,10 @@ export class ShellInterpreter implements Interpreter {
         if (remaining <= 0) return done(`timed out after ${req.timeoutMs} ms before ${which}`)
         timeoutMs = remaining
       }
+      const cmd = limits ? limits.wrap(POSIX_SHELL, ['-c', line]) : { file: POSIX_SHELL, args: ['-c', line] }
       const r = await runProcess({
-        file: POSIX_SHELL,
-        args: ['-c', line],
+        file: cmd.file,
+        args: cmd.args,
         cwd,
         env: process.env,
         timeoutMs,
@@ -136,7 +158,7 @@ export class ShellInterpreter implements Interpreter {
         stdoutCapture: stdout,
         stderrCapture: stderr,
       })
-      exitCode = r.exitCode
+      setExitCode(r.exitCode)
       if (r.spawnError !== undefined) return done(`failed to start ${which}: ${r.spawnError}`)
       if (r.aborted) return done('aborted')
       if (r.timedOut) return done(`timed out after ${req.timeoutMs} ms; process group killed`)

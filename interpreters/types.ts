@@ -26,6 +26,36 @@ export interface StepRequest {
   timeoutMs: number
   /** Per-stream cap on captured stdout and stderr, in bytes. */
   maxOutputBytes: number
+  /**
+   * Scratch directory for this attempt (external interpreters get it as `workDir`). When
+   * absent, interpreters that need one create a temporary directory and remove it afterwards.
+   */
+  workDir?: string
+  /** Where the interpreter may write artifact files (see interpreters/artifacts.ts). */
+  artifactDir?: string
+  /**
+   * The step's `limits.cores` / `limits.cpu` (0 = unlimited). When absent, no CPU limit is
+   * applied at all (the behaviour before limits existed). See interpreters/limits.ts for
+   * what is enforced on this host.
+   */
+  limits?: StepLimits
+}
+
+export interface StepLimits {
+  /** Number of CPUs the step may run on (affinity); 0 = any. */
+  cores: number
+  /** CPU bandwidth in CPUs (like `docker --cpus`): 0.5 = half of one CPU; 0 = unlimited. */
+  cpu: number
+}
+
+/** A file the interpreter attached as evidence, read by the agent within the bounds in artifacts.ts. */
+export interface StepArtifact {
+  name: string
+  /** UTF-8 text, or base64 when `encoding` is 'base64' (content that is not valid UTF-8). */
+  content: string
+  encoding: 'utf8' | 'base64'
+  /** Size of the file in bytes. */
+  bytes: number
 }
 
 export interface StepResult {
@@ -49,6 +79,20 @@ export interface StepResult {
    */
   reason?: string
   durationMs: number
+  /** Values the interpreter reports directly (external interpreters, http-check). */
+  outputs?: Record<string, string>
+  /** Evidence files, at most MAX_ARTIFACTS_PER_STEP. */
+  artifacts?: StepArtifact[]
+  /**
+   * Set by the restart interpreter on success: the node is about to reboot. The core must
+   * persist the run as waiting for the reboot (not finished), report the interim `active`
+   * step status, and on the next agent start record this step as a success.
+   */
+  interim?: 'reboot_pending'
+  /** The interpreter's own diagnostic log (an external interpreter's stderr), bounded. */
+  interpreterLog?: string
+  /** What of req.limits was enforced and what was not (limits.ts), for the step log. */
+  limitsReport?: string[]
 }
 
 export interface Interpreter {

@@ -14,6 +14,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS } from '../protocol/wire.js'
+import type { Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
@@ -25,18 +26,11 @@ export interface NetOptions {
   listen: string[]
   /** Only gossip authored by this peer is accepted on the job topic (agents pin the coordinator). */
   trustedPublisher?: string
-  subscribe: boolean
 }
 
-export interface Net {
+export interface Net extends Transport {
   node: Libp2p<{ pubsub: GossipSub; identify: unknown }>
-  peerId: string
   addresses(): string[]
-  publish(data: Uint8Array): Promise<number>
-  onGossip(handler: (data: Uint8Array, from: string) => void): void
-  handleRpc(handler: (data: Uint8Array, from: string) => Promise<Uint8Array>): Promise<void>
-  request(target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>
-  stop(): Promise<void>
 }
 
 export function peerIdForPublicKey(publicKey: string): string {
@@ -77,25 +71,26 @@ export async function createNet(opts: NetOptions): Promise<Net> {
       return TopicValidatorResult.Accept
     })
   }
-  if (opts.subscribe) pubsub.subscribe(TOPIC_JOBS)
-  const gossipHandlers: ((data: Uint8Array, from: string) => void)[] = []
+  const gossipHandlers = new Map<string, ((data: Uint8Array, from: string) => void)[]>()
   pubsub.addEventListener('message', (evt) => {
     const msg = evt.detail
-    if (msg.topic !== TOPIC_JOBS) return
     const from = msg.type === 'signed' ? msg.from.toString() : ''
-    for (const h of gossipHandlers) h(msg.data, from)
+    for (const h of gossipHandlers.get(msg.topic) ?? []) h(msg.data, from)
   })
 
   return {
     node: node as Net['node'],
     peerId: node.peerId.toString(),
     addresses: () => node.getMultiaddrs().map((m) => m.toString()),
-    async publish(data) {
-      const res = await pubsub.publish(TOPIC_JOBS, data)
+    async publish(topic, data) {
+      const res = await pubsub.publish(topic, data)
       return res.recipients.length
     },
-    onGossip(handler) {
-      gossipHandlers.push(handler)
+    subscribe(topic, handler) {
+      const list = gossipHandlers.get(topic) ?? []
+      if (list.length === 0) pubsub.subscribe(topic)
+      list.push(handler)
+      gossipHandlers.set(topic, list)
     },
     async handleRpc(handler) {
       await node.handle(PROTOCOL_RPC, async (stream: Stream, connection) => {
