@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
+import { CoreLoop } from '../protocol/loop.js'
 import { builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
 import {
   DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
@@ -29,6 +30,8 @@ export interface AgentOptions {
   listen?: string[]
   attributes?: Record<string, string>
   logger: Logger
+  /** Called when continuing would be unsafe (default: exit with code 70). */
+  onFatal?: (err: unknown) => void
 }
 
 export function nodeFacts(attributes: Record<string, string> = {}): Record<string, string> {
@@ -74,7 +77,7 @@ export class AgentRuntime {
   private identity!: Identity
   private coordinatorPeer = ''
   private joinAddr = ''
-  private queue: Promise<void> = Promise.resolve()
+  private loop!: CoreLoop<AgentEvent, AgentEffect>
   private ticker?: NodeJS.Timeout
   private readonly aborter = new AbortController()
   private readonly interpreters = builtinInterpreters()
@@ -98,6 +101,13 @@ export class AgentRuntime {
     for await (const entry of this.db.iterator()) records.push(entry)
     const restored = restoreAgent(records, this.config, Date.now())
     this.state = restored.state
+    this.loop = new CoreLoop<AgentEvent, AgentEffect>({
+      step: (event, now) => agentStep(this.state, this.config, event, now),
+      commit: (ops) => this.db.batch(ops),
+      execute: (effect) => this.execute(effect),
+      now: () => Date.now(),
+      onError: (err) => this.fatal(err),
+    })
 
     this.coordinatorPeer = peerIdForPublicKey(this.opts.coordinatorKey)
     this.joinAddr = this.opts.join.includes('/p2p/') ? this.opts.join : `${this.opts.join}/p2p/${this.coordinatorPeer}`
@@ -119,46 +129,38 @@ export class AgentRuntime {
         log.warn('lost the connection to the coordinator; results stay queued and are re-sent')
       }
     })
-    await this.runEffects(restored.effects)
+    await this.loop.apply(restored.effects)
     log.info({ nodeId: this.nodeId, peerId: this.net.peerId, publicKey: this.identity.publicKey, join: this.joinAddr, restoredRuns: this.state.runs.size, queuedResults: this.state.outbox.size }, 'agent started')
     this.ticker = setInterval(() => this.onTick(), AGENT_TICK_MS)
     this.onTick()
   }
 
-  /** Serialises events: each one's effects are carried out (persists awaited) before the next. */
+  /** Events are stepped through the core in order; see CoreLoop for the group commit. */
   dispatch(event: AgentEvent): Promise<void> {
-    const next = this.queue.then(async () => {
-      if (this.stopped) return
-      const effects = agentStep(this.state, this.config, event, Date.now())
-      await this.runEffects(effects)
-    }).catch((err) => this.opts.logger.error({ err }, 'agent event failed'))
-    this.queue = next
-    return next
+    if (this.stopped) return Promise.resolve()
+    return this.loop.dispatch(event).catch((err) => this.opts.logger.warn({ err: (err as Error).message }, 'event dropped'))
   }
 
-  private async runEffects(effects: AgentEffect[]): Promise<void> {
-    const log = this.opts.logger
-    for (const e of effects) {
-      switch (e.type) {
-        case 'persist': {
-          const ops = [
-            ...e.puts.map((p) => ({ type: 'put' as const, key: p.key, value: p.value })),
-            ...e.dels.map((k) => ({ type: 'del' as const, key: k })),
-          ]
-          if (ops.length > 0) await this.db.batch(ops)
-          break
-        }
-        case 'run_step':
-          void this.runStep(e)
-          break
-        case 'send':
-          if (this.connected) void this.send(e.envelope)
-          break
-        case 'log':
-          log[e.level](e.fields ?? {}, e.msg)
-          break
-      }
+  private execute(e: AgentEffect): void {
+    switch (e.type) {
+      case 'run_step':
+        void this.runStep(e)
+        break
+      case 'send':
+        if (this.connected) void this.send(e.envelope)
+        break
+      case 'log':
+        this.opts.logger[e.level](e.fields ?? {}, e.msg)
+        break
+      case 'persist':
+        break
     }
+  }
+
+  /** The core threw or the store failed: memory may be ahead of disk. Crash; the restart restores from disk. */
+  private fatal(err: unknown): void {
+    this.opts.logger.fatal({ err }, 'agent cannot continue safely; exiting (state is restored from the store on restart)')
+    ;(this.opts.onFatal ?? (() => process.exit(70)))(err)
   }
 
   private async runStep(e: Extract<AgentEffect, { type: 'run_step' }>): Promise<void> {
@@ -221,7 +223,7 @@ export class AgentRuntime {
     this.stopped = true
     if (this.ticker) clearInterval(this.ticker)
     this.aborter.abort()
-    await this.queue
+    await this.loop?.close()
     await this.net?.stop()
     await this.db?.close()
   }

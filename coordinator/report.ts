@@ -61,15 +61,22 @@ export function runReport(run: RunRecord): RunReport {
   }
 }
 
-export function instanceReport(state: CoordinatorState, instance: InstanceRecord): InstanceReport {
-  const runs = instance.runIds.map((id) => state.runs.get(id)).filter((r): r is RunRecord => r !== undefined)
+/** An instance without its runs: cheap enough to poll. */
+export function instanceSummary(state: CoordinatorState, instance: InstanceRecord): Omit<InstanceReport, 'runs'> {
   const counts: Record<string, number> = {}
-  for (const r of runs) counts[r.status] = (counts[r.status] ?? 0) + 1
+  for (const id of instance.runIds) {
+    const status = state.runs.get(id)?.status
+    if (status) counts[status] = (counts[status] ?? 0) + 1
+  }
   return {
     id: instance.id, jobId: instance.jobId, status: instance.status,
     createdAt: iso(instance.createdAt), updatedAt: iso(instance.updatedAt), counts,
-    runs: runs.map(runReport),
   }
+}
+
+export function instanceReport(state: CoordinatorState, instance: InstanceRecord): InstanceReport {
+  const runs = instance.runIds.map((id) => state.runs.get(id)).filter((r): r is RunRecord => r !== undefined)
+  return { ...instanceSummary(state, instance), runs: runs.map(runReport) }
 }
 
 export function jobSummary(job: JobRecord): JobReport['job'] {

@@ -11,11 +11,12 @@ import { TOPIC_JOBS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
+import { CoreLoop } from '../protocol/loop.js'
 import {
   DEFAULT_COORDINATOR_TIMING, coordinatorStep, restoreCoordinator,
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
 } from './core.js'
-import { buildReport, instanceReport, jobSummary, runReport } from './report.js'
+import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export const COORDINATOR_TICK_MS = 1_000
 export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
@@ -28,6 +29,8 @@ export interface CoordinatorOptions {
   listen?: string[]
   api?: string
   logger: Logger
+  /** Called when continuing would be unsafe (default: exit with code 70). */
+  onFatal?: (err: unknown) => void
 }
 
 export interface Endpoints {
@@ -51,7 +54,7 @@ export class CoordinatorRuntime {
   private net!: Net
   private identity!: Identity
   private http!: FastifyInstance
-  private queue: Promise<void> = Promise.resolve()
+  private loop!: CoreLoop<CoordinatorEvent, CoordinatorEffect>
   private ticker?: NodeJS.Timeout
   private readonly pending = new Map<string, (value: unknown) => void>()
   private stopped = false
@@ -68,6 +71,16 @@ export class CoordinatorRuntime {
     const records: [string, unknown][] = []
     for await (const entry of this.db.iterator()) records.push(entry)
     this.state = restoreCoordinator(records)
+    this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
+      step: (event, now) => coordinatorStep(this.state, this.config, event, now),
+      commit: (ops) => this.db.batch(ops),
+      execute: (effect) => this.execute(effect),
+      now: () => Date.now(),
+      onError: (err) => {
+        this.opts.logger.fatal({ err }, 'coordinator cannot continue safely; exiting (state is restored from the store on restart)')
+        ;(this.opts.onFatal ?? (() => process.exit(70)))(err)
+      },
+    })
 
     this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
     await this.net.handleRpc(async (data, from) => {
@@ -99,45 +112,30 @@ export class CoordinatorRuntime {
   }
 
   dispatch(event: CoordinatorEvent): Promise<void> {
-    const next = this.queue.then(async () => {
-      if (this.stopped) return
-      const effects = coordinatorStep(this.state, this.config, event, Date.now())
-      await this.runEffects(effects)
-    }).catch((err) => this.opts.logger.error({ err }, 'coordinator event failed'))
-    this.queue = next
-    return next
+    if (this.stopped) return Promise.resolve()
+    return this.loop.dispatch(event)
   }
 
-  private async runEffects(effects: CoordinatorEffect[]): Promise<void> {
-    for (const e of effects) {
-      switch (e.type) {
-        case 'persist': {
-          const ops = [
-            ...e.puts.map((p) => ({ type: 'put' as const, key: p.key, value: p.value })),
-            ...e.dels.map((k) => ({ type: 'del' as const, key: k })),
-          ]
-          if (ops.length > 0) await this.db.batch(ops)
-          break
-        }
-        case 'publish':
-          try {
-            const recipients = await this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope))
-            this.opts.logger.info({ recipients }, 'job definition published')
-          } catch (err) {
-            // Agents that miss the gossip fetch the job with their next sync.
-            this.opts.logger.warn({ err: (err as Error).message }, 'publish failed; agents will sync the job')
-          }
-          break
-        case 'reply_rpc':
-          this.resolve(e.requestId, encodeEnvelope(e.envelope))
-          break
-        case 'reply_submit':
-          this.resolve(e.requestId, e.outcome)
-          break
-        case 'log':
-          this.opts.logger[e.level](e.fields ?? {}, e.msg)
-          break
-      }
+  private execute(e: CoordinatorEffect): void {
+    switch (e.type) {
+      case 'publish':
+        this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope)).then(
+          (recipients) => this.opts.logger.info({ recipients }, 'job definition published'),
+          // Agents that miss the gossip fetch the job with their next sync.
+          (err) => this.opts.logger.warn({ err: (err as Error).message }, 'publish failed; agents will sync the job'),
+        )
+        break
+      case 'reply_rpc':
+        this.resolve(e.requestId, encodeEnvelope(e.envelope))
+        break
+      case 'reply_submit':
+        this.resolve(e.requestId, e.outcome)
+        break
+      case 'log':
+        this.opts.logger[e.level](e.fields ?? {}, e.msg)
+        break
+      case 'persist':
+        break
     }
   }
 
@@ -176,7 +174,12 @@ export class CoordinatorRuntime {
     app.get<{ Params: { id: string } }>('/v1/instances/:id', async (req, reply) => {
       const inst = this.state.instances.get(req.params.id)
       if (!inst) return reply.code(404).send({ error: `no instance ${req.params.id}` })
-      return instanceReport(this.state, inst)
+      return instanceSummary(this.state, inst)
+    })
+    app.get<{ Params: { id: string } }>('/v1/instances/:id/runs', async (req, reply) => {
+      const inst = this.state.instances.get(req.params.id)
+      if (!inst) return reply.code(404).send({ error: `no instance ${req.params.id}` })
+      return { items: instanceReport(this.state, inst).runs }
     })
     app.get<{ Params: { id: string } }>('/v1/runs/:id', async (req, reply) => {
       const run = this.state.runs.get(req.params.id)
@@ -198,7 +201,7 @@ export class CoordinatorRuntime {
     if (this.stopped) return
     this.stopped = true
     if (this.ticker) clearInterval(this.ticker)
-    await this.queue
+    await this.loop?.close()
     await this.http?.close()
     await this.net?.stop()
     await this.db?.close()
