@@ -37,6 +37,7 @@ import { performance } from 'node:perf_hooks'
 import { encodeArtifact, MAX_ARTIFACT_BYTES } from './artifacts.js'
 import { errorMessage, failure, isRecord, requestProblem, runStepProcess, workingDirectory } from './common.js'
 import { findOnPath } from './limits.js'
+import { OutputCapture } from './process.js'
 import type { Interpreter, StepArtifact, StepRequest, StepResult } from './types.js'
 
 export const CHEF_CLIENT_INTERPRETER_NAME = 'chef-platform/chef-client-interpreter'
@@ -235,10 +236,15 @@ function createToolInterpreter(name: string, plan: (command: unknown, workDir: s
         const wd = await workingDirectory(req)
         if ('error' in wd) return failure(wd.error, start)
         let result: StepResult | undefined
+        // Output accumulates across invocations (bounded like one stream).
+        const out = new OutputCapture(req.maxOutputBytes)
+        const err = new OutputCapture(req.maxOutputBytes)
         for (const [i, { file, inv }] of resolved.entries()) {
           const last = i === resolved.length - 1
           const r = await runStepProcess(req, signal, start, { file, args: inv.args, cwd: wd.cwd, env: { ...process.env, ...inv.env } }, last ? (p.minSuccess !== undefined ? [0, 100, 101] : p.okCodes) : [0], `${inv.tool} ${inv.args[0] ?? ''}`.trim())
-          result = r.result
+          out.write(r.result.stdout)
+          err.write(r.result.stderr)
+          result = { ...r.result, stdout: out.text(), stderr: err.text(), truncated: out.truncated || err.truncated || r.result.truncated }
           if (result.status !== 'success') return result
         }
         result = result!
