@@ -5,10 +5,12 @@
 // caller and updated in place (copying a 10,000-agent simulation on every event would cost
 // more than it proves); the same (state, event, now) always yields the same state and effects.
 import type { Identity } from '../protocol/keys.js'
+import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
+import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
-  MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
+  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
   type JobBody, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
@@ -26,6 +28,10 @@ export interface AgentConfig {
   resendMaxMs: number
   /** Job definitions are kept this long after they expire, then forgotten. */
   jobRetentionMs: number
+  /** What this node permits (interpreters and command patterns); anything else never runs. */
+  allow: AllowlistConfig
+  /** Installed interpreter skills and their versions, by interpreter name. */
+  skills: Record<string, string[]>
 }
 
 export const DEFAULT_AGENT_TIMING = {
@@ -33,6 +39,9 @@ export const DEFAULT_AGENT_TIMING = {
   resendMaxMs: 30_000,
   jobRetentionMs: 24 * 3_600_000,
 } as const
+
+/** Version reported for the built-in interpreters: it satisfies every Courier sample's skill range. */
+export const BUILTIN_SKILL_VERSION = '1.0.0'
 
 /** A run of one job instance on this node, as persisted under `run/<runId>`. */
 export interface AgentRun {
@@ -55,7 +64,20 @@ export interface AgentRun {
    * the attempt may have run and records it as failed instead of running it again.
    */
   inFlight: boolean
+  /** True while a restart-interpreter step waits for the node to come back from its reboot. */
+  awaitingReboot?: boolean
+  /** Non-sensitive output values of earlier steps, by name (inputs of later steps). */
+  values: Record<string, string>
   steps: StepOutcome[]
+}
+
+/**
+ * Sensitive values of a run: kept in memory only, never persisted, logged or sent. After an
+ * agent restart they are gone, and a later step that needs one fails with that reason.
+ */
+export interface RunSecrets {
+  values: Record<string, string>
+  secrets: string[]
 }
 
 export interface OutboxEntry {
@@ -75,6 +97,8 @@ export interface AgentState {
   runs: Map<string, AgentRun>
   /** Results stored locally and re-sent until the coordinator acknowledges them. */
   outbox: Map<string, OutboxEntry>
+  /** In memory only: see RunSecrets. */
+  secrets: Map<string, RunSecrets>
 }
 
 export interface StepAttemptResult {
@@ -83,6 +107,16 @@ export interface StepAttemptResult {
   stdout: string
   stderr: string
   reason?: string
+  /** Contents of the files named by `file` output rules (request.filesToRead), by path. */
+  files?: Record<string, string>
+  /** Artifact contents by name. */
+  artifacts?: Record<string, string>
+  /** Values the interpreter reported itself; output rules of the same name take precedence. */
+  outputs?: Record<string, string>
+  /** The restart interpreter asked for a reboot: the step completes when the node is back. */
+  interim?: 'reboot_pending'
+  /** When the attempt really started (after its backoff delay), if the runtime knows. */
+  startedAt?: number
 }
 
 export type AgentEvent =
@@ -93,6 +127,8 @@ export type AgentEvent =
   /** The coordinator became reachable: resend everything now and ask for missed jobs. */
   | { type: 'connected' }
   | { type: 'tick' }
+  /** The node is back from a reboot a step asked for (the runtime's simulated reboot, or a real one seen at restore). */
+  | { type: 'rebooted' }
 
 export interface StepRunRequest {
   runId: string
@@ -105,6 +141,10 @@ export interface StepRunRequest {
   os: Os
   /** 0 means no limit. */
   timeoutMs: number
+  /** CPU limits of the step (0 = unlimited). */
+  limits: { cores: number; cpu: number }
+  /** Files the runtime reads after the attempt for `file` output rules. */
+  filesToRead: string[]
 }
 
 export type AgentEffect =
@@ -115,7 +155,7 @@ export type AgentEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), runs: new Map(), outbox: new Map() }
+  return { jobs: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map() }
 }
 
 const key = {
@@ -151,6 +191,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
       finishRun(state, config, run, 'failure', now, effects, 'job definition lost')
       continue
     }
+    if (run.awaitingReboot) continue
     if (run.inFlight) {
       effects.push({ type: 'log', level: 'warn', msg: 'attempt interrupted by agent restart; recorded as failed, not run again', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt } })
       recordAttempt(state, config, job, run, {
@@ -158,9 +199,11 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
         reason: 'agent restarted while this attempt was running; not run again (at most once)',
       }, now, effects)
     } else {
-      effects.push(...attemptEffects(config, job, run, now, now))
+      startAttempt(state, config, job, run, now, now, effects)
     }
   }
+  // A run that waited for a reboot finds the node back: restoring IS the node coming back.
+  completeReboots(state, config, now, effects)
   return { state, effects }
 }
 
@@ -189,6 +232,9 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
       effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now }) })
+      break
+    case 'rebooted':
+      completeReboots(state, config, now, effects)
       break
     case 'tick':
       for (const entry of state.outbox.values()) {
@@ -243,33 +289,68 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   const batch = Math.floor(members.indexOf(config.nodeId) / batchSizeFor(groupSpec.batchSize, members.length))
   const run: AgentRun = {
     runId, jobId: body.jobId, instanceId, group, batch,
-    status: 'running', startedAt: now, stepIndex: 0, attempt: 1, inFlight: true, steps: [],
+    status: 'running', startedAt: now, stepIndex: 0, attempt: 1, inFlight: false, values: {}, steps: [],
   }
   state.runs.set(runId, run)
   puts.push({ key: key.run(runId), value: run })
   effects.push({ type: 'persist', puts, dels: [] })
   effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, runId, group, batch, via } })
-  effects.push(...attemptEffects(config, job, run, now, now))
+  startAttempt(state, config, job, run, now, now, effects)
 }
 
-/** The effects that start the current attempt of `run`; the caller has persisted inFlight. */
-function attemptEffects(config: AgentConfig, job: KnownJob, run: AgentRun, notBefore: number, now: number): AgentEffect[] {
+/**
+ * Starts the current attempt of `run` (step `run.stepIndex`, attempt `run.attempt`), or decides
+ * without running anything: a missing skill, a failed input or condition check, or a command the
+ * allowlist refuses fail the step; false conditions skip it. Persists the run (in flight) before
+ * the `run_step` effect, so an agent that dies meanwhile knows the attempt may have run.
+ */
+function startAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run: AgentRun, notBefore: number, now: number, effects: AgentEffect[]): void {
   const template = job.body.template
   const step = template.actions.steps[run.stepIndex]!
+  const secrets = state.secrets.get(run.runId) ?? { values: {}, secrets: [] }
+  const installed = config.skills[step.interpreter.name] ?? []
+  const version = matchSkillVersion(installed, step.interpreter.skill)
+  let refusal: string | undefined
+  if (version === undefined) {
+    refusal = installed.length === 0
+      ? `skill not installed: interpreter ${step.interpreter.name} is not installed on this node`
+      : `skill not installed: ${step.interpreter.name} ${installed.join(', ')} is installed; the step needs ${step.interpreter.skill.minVersion || '*'} to ${step.interpreter.skill.maxVersion || '*'}`
+  }
+  const plan = refusal === undefined ? planStep(step, { ...run.values, ...secrets.values }, secrets.secrets) : undefined
+  if (plan?.action === 'fail') refusal = plan.reason
+  if (plan?.action === 'run') {
+    const allowed = checkAllowed(config.allow, { interpreter: step.interpreter.name, command: plan.command, os: config.os })
+    if (!allowed.ok) refusal = `refused by the agent allowlist, not run: ${allowed.reason}`
+  }
+  if (refusal !== undefined || plan?.action === 'skip') {
+    const skipped = plan?.action === 'skip'
+    const outcome: StepOutcome = {
+      number: run.stepIndex + 1, name: step.name.slice(0, 256), status: skipped ? 'skipped' : 'failure', attempts: 0,
+      exitCode: null, outputs: {}, stdout: '', stderr: '',
+      reason: (skipped ? (plan as { explanation: string }).explanation : refusal!).slice(0, MAX_REASON_CHARS),
+      finishedAt: now,
+    }
+    effects.push({ type: 'log', level: skipped ? 'info' : 'warn', msg: skipped ? 'step skipped' : 'step refused before running', fields: { runId: run.runId, step: outcome.number, reason: outcome.reason } })
+    // A refusal is deterministic: retrying it would refuse again, so it is final for this step.
+    afterStep(state, config, job, run, outcome, false, now, effects)
+    return
+  }
+  if (plan?.action !== 'run') return
   const groupTimeoutMs = template.target.groups[run.group]!.timeoutSeconds * 1000
   const stepTimeoutMs = (step.limits?.timeoutSeconds ?? 0) * 1000
   const timeoutMs = stepTimeoutMs > 0 ? Math.min(stepTimeoutMs, groupTimeoutMs || stepTimeoutMs) : groupTimeoutMs
-  const inputs: Record<string, string> = {}
-  for (const [k, v] of Object.entries(step.inputs ?? {})) inputs[k] = String(v)
-  void now
-  return [{
+  run.inFlight = true
+  effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
+  effects.push({
     type: 'run_step',
     notBefore,
     request: {
       runId: run.runId, jobId: run.jobId, stepNumber: run.stepIndex + 1, attempt: run.attempt,
-      interpreter: step.interpreter.name, command: step.command, inputs, os: config.os, timeoutMs,
+      interpreter: step.interpreter.name, command: plan.command, inputs: plan.inputs, os: config.os, timeoutMs,
+      limits: { cores: step.limits?.cores ?? 0, cpu: step.limits?.cpu ?? 0 },
+      filesToRead: outputFilesToRead(step.outputFieldRules ?? {}),
     },
-  }]
+  })
 }
 
 function clip(text: string, max: number): string {
@@ -277,57 +358,106 @@ function clip(text: string, max: number): string {
 }
 
 function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run: AgentRun, result: StepAttemptResult, now: number, effects: AgentEffect[]): void {
-  const steps = job.body.template.actions.steps
-  const step = steps[run.stepIndex]!
+  const step = job.body.template.actions.steps[run.stepIndex]!
+  const secrets = state.secrets.get(run.runId) ?? { values: {}, secrets: [] }
+  run.inFlight = false
+  if (result.interim === 'reboot_pending') {
+    // The node reboots now. The step completes when it is back (event `rebooted`, or restore).
+    run.awaitingReboot = true
+    effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
+    effects.push({ type: 'log', level: 'info', msg: 'step asked for a reboot; the run resumes when the node is back', fields: { runId: run.runId, step: run.stepIndex + 1 } })
+    return
+  }
+  const plan = planStep(step, { ...run.values, ...secrets.values }, secrets.secrets)
+  const known = plan.action === 'run' ? plan.secrets : secrets.secrets
+  const done = completeStep(step.outputFieldRules ?? {}, {
+    status: result.status, exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr,
+    ...(result.reason !== undefined ? { reason: result.reason } : {}),
+    ...(result.files ? { files: result.files } : {}),
+    ...(result.artifacts ? { artifacts: result.artifacts } : {}),
+  }, known)
+  const interpreterOutputs = result.outputs ? Object.fromEntries(Object.entries(result.outputs).filter(([k]) => !(k in done.outputs))) : {}
+  const previous = run.steps[run.stepIndex]?.attemptLog ?? []
+  const attemptLog = [...previous, { attempt: run.attempt, status: done.status, exitCode: done.exitCode, startedAt: result.startedAt ?? now, finishedAt: now }].slice(-MAX_ATTEMPT_LOG)
   const outcome: StepOutcome = {
     number: run.stepIndex + 1,
     name: step.name.slice(0, 256),
-    status: result.status,
+    status: done.status,
     attempts: run.attempt,
-    exitCode: result.exitCode,
-    outputs: {},
-    stdout: clip(result.stdout, MAX_STEP_OUTPUT_CHARS),
-    stderr: clip(result.stderr, MAX_STEP_OUTPUT_CHARS),
-    ...(result.reason ? { reason: result.reason.slice(0, MAX_REASON_CHARS) } : {}),
+    exitCode: done.exitCode,
+    outputs: Object.fromEntries(Object.entries({ ...interpreterOutputs, ...done.reportedOutputs }).slice(0, MAX_OUTPUTS_PER_STEP).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)])),
+    stdout: clip(done.stdout, MAX_STEP_OUTPUT_CHARS),
+    stderr: clip(done.stderr, MAX_STEP_OUTPUT_CHARS),
+    ...(done.reason ? { reason: done.reason.slice(0, MAX_REASON_CHARS) } : {}),
+    startedAt: attemptLog[0]!.startedAt,
     finishedAt: now,
+    attemptLog,
   }
-  void MAX_OUTPUT_VALUE_CHARS
-  run.inFlight = false
-  if (result.status === 'failure' && run.attempt <= step.retryCount) {
+  if (done.status === 'success') {
+    // Sensitive values stay in memory; the rest is persisted with the run for later steps.
+    const sensitive = new Set(done.secrets)
+    const nextSecrets: RunSecrets = { values: { ...secrets.values }, secrets: done.secrets }
+    for (const [k, v] of Object.entries({ ...interpreterOutputs, ...done.outputs })) {
+      if (sensitive.has(v) || done.reportedOutputs[k] !== v) nextSecrets.values[k] = v
+      else run.values[k] = v
+    }
+    state.secrets.set(run.runId, nextSecrets)
+  }
+  afterStep(state, config, job, run, outcome, true, now, effects)
+}
+
+/** Retry, go on to the next step, or finish the run, after `outcome` of the current step. */
+function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: AgentRun, outcome: StepOutcome, retryable: boolean, now: number, effects: AgentEffect[]): void {
+  const steps = job.body.template.actions.steps
+  const step = steps[run.stepIndex]!
+  run.steps[run.stepIndex] = outcome
+  if (outcome.status === 'failure' && retryable && run.attempt <= step.retryCount) {
     // Retry: a new attempt number, so at-most-once per (instance, step, attempt) still holds.
     run.attempt += 1
-    run.inFlight = true
     const delay = backoffDelayMs(step.failureBehavior.retryBackoffStrategy, run.attempt)
-    run.steps[run.stepIndex] = outcome
-    effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
-    effects.push({ type: 'log', level: 'info', msg: 'step attempt failed; retrying', fields: { runId: run.runId, step: outcome.number, nextAttempt: run.attempt, delayMs: delay, reason: result.reason } })
-    effects.push(...attemptEffects(config, job, run, now + delay, now))
+    effects.push({ type: 'log', level: 'info', msg: 'step attempt failed; retrying', fields: { runId: run.runId, step: outcome.number, nextAttempt: run.attempt, delayMs: delay, reason: outcome.reason } })
+    startAttempt(state, config, job, run, now + delay, now, effects)
     return
   }
-  run.steps[run.stepIndex] = outcome
-  const ignored = result.status === 'failure' && step.failureBehavior.action === 'retryThenIgnore'
-  if (result.status === 'failure' && !ignored) {
+  const ignored = outcome.status === 'failure' && step.failureBehavior.action === 'retryThenIgnore'
+  if (outcome.status === 'failure' && !ignored) {
     for (let i = run.stepIndex + 1; i < steps.length; i++) {
       run.steps[i] = { number: i + 1, name: steps[i]!.name.slice(0, 256), status: 'not_run', attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '', reason: `step ${outcome.number} failed` }
     }
-    finishRun(state, config, run, 'failure', now, effects, `step ${outcome.number} (${step.name}) failed: ${result.reason ?? 'exit code ' + String(result.exitCode)}`)
+    finishRun(state, config, run, 'failure', now, effects, `step ${outcome.number} (${step.name}) failed: ${outcome.reason ?? 'exit code ' + String(outcome.exitCode)}`)
     return
   }
+  if (ignored) effects.push({ type: 'log', level: 'info', msg: 'step failed; failure ignored (retryThenIgnore)', fields: { runId: run.runId, step: outcome.number } })
   if (run.stepIndex + 1 < steps.length) {
     run.stepIndex += 1
     run.attempt = 1
-    run.inFlight = true
-    effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
-    effects.push(...attemptEffects(config, job, run, now, now))
+    startAttempt(state, config, job, run, now, now, effects)
     return
   }
   finishRun(state, config, run, 'success', now, effects)
+}
+
+/** The node is back from a reboot: the step that asked for it succeeded; go on. */
+function completeReboots(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
+  for (const run of state.runs.values()) {
+    if (run.status !== 'running' || !run.awaitingReboot) continue
+    const job = state.jobs.get(run.jobId)
+    if (!job) continue
+    run.awaitingReboot = false
+    const step = job.body.template.actions.steps[run.stepIndex]!
+    effects.push({ type: 'log', level: 'info', msg: 'node is back from the reboot; run resumes', fields: { runId: run.runId, step: run.stepIndex + 1 } })
+    afterStep(state, config, job, run, {
+      number: run.stepIndex + 1, name: step.name.slice(0, 256), status: 'success', attempts: run.attempt,
+      exitCode: 0, outputs: {}, stdout: '', stderr: '', reason: 'node rebooted and came back', finishedAt: now,
+    }, false, now, effects)
+  }
 }
 
 function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status: 'success' | 'failure', now: number, effects: AgentEffect[], reason?: string): void {
   run.status = status
   run.finishedAt = now
   run.inFlight = false
+  state.secrets.delete(run.runId)
   if (reason) run.reason = reason.slice(0, MAX_REASON_CHARS)
   const body: ResultBody = {
     type: 'result', v: PROTOCOL_VERSION, runId: run.runId, jobId: run.jobId, instanceId: run.instanceId,

@@ -1,7 +1,7 @@
 // The agent runtime: carries out the agent core's effects with libp2p, level, child
 // processes and real timers, and feeds the core events. All decisions live in the core.
 import { hostname, cpus, totalmem, networkInterfaces, type as osType, platform, arch, release } from 'node:os'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import type { Logger } from 'pino'
@@ -9,9 +9,15 @@ import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
-import { builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
+import { BUILTIN_INTERPRETER_NAMES, builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
+import { discoverExternalInterpreters, type ExternalInterpreterConfig } from '../interpreters/external.js'
+import { limitSupport } from '../interpreters/limits.js'
+import { restartModeFrom, type RestartMode } from '../interpreters/restart.js'
+import type { Interpreter } from '../interpreters/types.js'
+import { ALLOW_EVERYTHING, DEFAULT_ALLOWLIST, parseAllowlist, type AllowlistConfig } from './allowlist.js'
+import { redact } from './secrets.js'
 import {
-  DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
+  BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -21,6 +27,51 @@ export const RPC_TIMEOUT_MS = 10_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 10_000
+/** Bytes read from each file named by a `file` output rule. */
+export const MAX_OUTPUT_FILE_BYTES = 16 * 1024
+/** How long a simulated reboot (restart interpreter in simulate mode) keeps the run waiting. */
+export const SIMULATED_REBOOT_MS = 1_000
+
+/**
+ * Agent configuration file (`chorus agent --config FILE`, JSON). Every field is optional.
+ * - allow: the allowlist, `{ "interpreters": [{ "name": "...", "commands": ["exact", "/regex/"] | "any" }] }`
+ *   (default: agent/allowlist.ts DEFAULT_ALLOWLIST, read-only commands only), or the string "any".
+ * - interpreters: external interpreters, `[{ "name", "path", "version" }]` (see interpreters/external.ts).
+ * - attributes: custom attributes advertised to the coordinator (tags, roles, environment, ...).
+ * - restartMode: "real" (default) or "simulate" for the restart interpreter.
+ */
+export interface AgentFileConfig {
+  allow?: AllowlistConfig | 'any'
+  interpreters?: ExternalInterpreterConfig[]
+  attributes?: Record<string, string>
+  restartMode?: RestartMode
+}
+
+export async function loadAgentConfig(file: string): Promise<AgentFileConfig> {
+  const raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
+  const known = new Set(['allow', 'interpreters', 'attributes', 'restartMode'])
+  for (const k of Object.keys(raw)) if (!known.has(k)) throw new Error(`${file}: unknown key "${k}"; expected ${[...known].join(', ')}`)
+  const out: AgentFileConfig = {}
+  if (raw.allow === 'any') out.allow = 'any'
+  else if (raw.allow !== undefined) {
+    const parsed = parseAllowlist(raw.allow)
+    if ('errors' in parsed) throw new Error(`${file}: ${parsed.errors.join('; ')}`)
+    out.allow = parsed
+  }
+  if (raw.interpreters !== undefined) {
+    if (!Array.isArray(raw.interpreters)) throw new Error(`${file}: interpreters: expected an array of {name, path, version}`)
+    out.interpreters = raw.interpreters as ExternalInterpreterConfig[]
+  }
+  if (raw.attributes !== undefined) {
+    if (typeof raw.attributes !== 'object' || raw.attributes === null || Object.values(raw.attributes).some((v) => typeof v !== 'string')) throw new Error(`${file}: attributes: expected an object of strings`)
+    out.attributes = raw.attributes as Record<string, string>
+  }
+  if (raw.restartMode !== undefined) {
+    if (raw.restartMode !== 'real' && raw.restartMode !== 'simulate') throw new Error(`${file}: restartMode: expected "real" or "simulate"`)
+    out.restartMode = raw.restartMode
+  }
+  return out
+}
 
 export interface AgentOptions {
   dataDir: string
@@ -29,6 +80,8 @@ export interface AgentOptions {
   nodeId?: string
   listen?: string[]
   attributes?: Record<string, string>
+  /** From the config file; defaults as documented on AgentFileConfig. */
+  fileConfig?: AgentFileConfig
   logger: Logger
   /** Called when continuing would be unsafe (default: exit with code 70). */
   onFatal?: (err: unknown) => void
@@ -80,7 +133,8 @@ export class AgentRuntime {
   private loop!: CoreLoop<AgentEvent, AgentEffect>
   private ticker?: NodeJS.Timeout
   private readonly aborter = new AbortController()
-  private readonly interpreters = builtinInterpreters()
+  private interpreters = new Map<string, Interpreter>()
+  private simulateReboots = false
   private connected = false
   private redialAt = 0
   private redialMs = REDIAL_MIN_MS
@@ -94,7 +148,23 @@ export class AgentRuntime {
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
-    this.config = { nodeId: this.nodeId, coordinatorKey: this.opts.coordinatorKey, identity: this.identity, os: currentOs(), ...DEFAULT_AGENT_TIMING }
+    const fc = this.opts.fileConfig ?? {}
+    const restartMode = fc.restartMode ?? restartModeFrom(process.env)
+    this.simulateReboots = restartMode === 'simulate'
+    this.interpreters = builtinInterpreters({ restartMode })
+    const skills: Record<string, string[]> = {}
+    for (const name of BUILTIN_INTERPRETER_NAMES) skills[name] = [BUILTIN_SKILL_VERSION]
+    if (fc.interpreters?.length) {
+      const ext = await discoverExternalInterpreters(fc.interpreters, BUILTIN_INTERPRETER_NAMES)
+      for (const p of ext.problems) log.warn({ problem: p }, 'external interpreter not loaded')
+      for (const [name, interp] of ext.interpreters) this.interpreters.set(name, interp)
+      for (const [name, version] of Object.entries(ext.versions)) skills[name] = [version]
+    }
+    const allow = fc.allow === 'any' ? ALLOW_EVERYTHING : fc.allow ?? DEFAULT_ALLOWLIST
+    if (fc.allow === 'any') log.warn('allowlist is "any": this agent runs every command of every signed job')
+    const support = await limitSupport()
+    log.info({ limits: support }, 'step limit support on this host')
+    this.config = { nodeId: this.nodeId, coordinatorKey: this.opts.coordinatorKey, identity: this.identity, os: currentOs(), allow, skills, ...DEFAULT_AGENT_TIMING }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
     await this.db.open()
     const records: [string, unknown][] = []
@@ -168,18 +238,52 @@ export class AgentRuntime {
     const wait = e.notBefore - Date.now()
     if (wait > 0) await new Promise((res) => setTimeout(res, wait))
     if (this.stopped) return
+    const startedAt = Date.now()
     const interpreter = findInterpreter(r.interpreter, this.interpreters)
+    const workDir = join(this.opts.dataDir, 'work', r.runId, `${r.stepNumber}-${r.attempt}`)
+    const artifactDir = join(workDir, 'artifacts')
+    await mkdir(artifactDir, { recursive: true })
+    const limited = r.limits.cores > 0 || r.limits.cpu > 0
     const result = interpreter
       ? await interpreter.run({
         runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt, interpreter: r.interpreter, command: r.command,
-        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS,
+        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, workDir, artifactDir,
+        ...(limited ? { limits: r.limits } : {}),
       }, this.aborter.signal)
-      : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }
+      : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', truncated: false, durationMs: 0, reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }
     if (this.stopped) return // the process is going away: the attempt stays in flight and is recorded as interrupted on restart
+    const files: Record<string, string> = {}
+    for (const path of r.filesToRead) {
+      try {
+        const fh = await open(path, 'r')
+        try {
+          const buf = Buffer.alloc(MAX_OUTPUT_FILE_BYTES)
+          const { bytesRead } = await fh.read(buf, 0, MAX_OUTPUT_FILE_BYTES, 0)
+          files[path] = buf.subarray(0, bytesRead).toString('utf8')
+        } finally { await fh.close() }
+      } catch { /* a missing file is a missing value; the output rule decides */ }
+    }
+    const artifacts: Record<string, string> = {}
+    for (const a of result.artifacts ?? []) artifacts[a.name] = a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')
+    if (result.limitsReport?.length) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, limits: result.limitsReport }, 'step limits')
+    if (result.interpreterLog) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, log: redact(result.interpreterLog, []) }, 'interpreter log')
+    await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
     await this.dispatch({
       type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
-      result: { status: result.status, exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, ...(result.reason ? { reason: result.reason } : {}) },
+      result: {
+        status: result.status, exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr,
+        ...(result.reason ? { reason: result.reason } : {}),
+        ...(r.filesToRead.length ? { files } : {}),
+        ...(result.artifacts?.length ? { artifacts } : {}),
+        ...(result.outputs ? { outputs: result.outputs } : {}),
+        ...(result.interim ? { interim: result.interim } : {}),
+        startedAt,
+      },
     })
+    if (result.interim === 'reboot_pending' && this.simulateReboots) {
+      // Simulated reboot: the node "comes back" after a moment and the run resumes.
+      setTimeout(() => void this.dispatch({ type: 'rebooted' }), SIMULATED_REBOOT_MS)
+    }
   }
 
   private async send(envelope: SignedEnvelope): Promise<void> {

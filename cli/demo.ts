@@ -7,11 +7,11 @@ import { formatReport } from '../coordinator/report.js'
 
 export const DEFAULT_DEMO_JOB = join(EXAMPLES_DIR, 'hello-fleet.json')
 
-export async function runDemo(o: { agents: number; job?: string; json?: boolean; keep?: boolean }): Promise<number> {
+export async function runDemo(o: { agents: number; job?: string; json?: boolean; keep?: boolean; agentConfig?: string }): Promise<number> {
   const file = o.job ?? DEFAULT_DEMO_JOB
   const text = await readFile(file, 'utf8')
   const say = (line: string) => { if (!o.json) process.stdout.write(line + '\n') }
-  const fleet = new LocalFleet({ agents: o.agents, keepDirs: o.keep ?? false })
+  const fleet = new LocalFleet({ agents: o.agents, keepDirs: o.keep ?? false, ...(o.agentConfig ? { agentConfigFile: o.agentConfig } : {}) })
   let keepDirs = o.keep ?? false
   const stop = async () => { await fleet.stop({ keepDirs }) }
   const onSignal = () => { void stop().then(() => process.exit(130)) }

@@ -2,7 +2,7 @@
 // data directories. Used by `chorus demo`, `chorus bench` and the integration tests. Every
 // process it starts it ends itself, by pid.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, readFile, rm, open } from 'node:fs/promises'
+import { mkdtemp, mkdir, readFile, rm, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { apiGet, apiPostText, contentTypeFor } from './client.js'
@@ -27,6 +27,12 @@ export interface FleetOptions {
   attributes?: (index: number) => Record<string, string>
   baseDir?: string
   keepDirs?: boolean
+  /** Agent configuration file passed to every agent (`--config`). */
+  agentConfigFile?: string
+  /** Agent configuration written to a file and passed to every agent; ignored when agentConfigFile is set. */
+  agentConfig?: Record<string, unknown>
+  /** Per-agent configuration (by index), written to the agent's directory; overrides the shared one. */
+  agentConfigFor?: (index: number) => Record<string, unknown> | undefined
 }
 
 async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = []): Promise<ChildProcess> {
@@ -84,6 +90,10 @@ export class LocalFleet {
   }
 
   private async startAll(): Promise<void> {
+    if (!this.opts.agentConfigFile && this.opts.agentConfig) {
+      this.opts.agentConfigFile = join(this.baseDir, 'agent-config.json')
+      await writeFile(this.opts.agentConfigFile, JSON.stringify(this.opts.agentConfig, null, 2))
+    }
     await this.startCoordinator()
     const prefix = this.opts.nodeIdPrefix ?? 'node-'
     for (let i = 0; i < this.opts.agents; i++) {
@@ -124,6 +134,12 @@ export class LocalFleet {
     const attrs = this.opts.attributes?.(index) ?? {}
     const args = ['agent', '--data', a.dir, '--join', this.multiaddr, '--coordinator-key', this.publicKey, '--node-id', a.nodeId]
     for (const [k, v] of Object.entries(attrs)) args.push('--attr', `${k}=${v}`)
+    const own = this.opts.agentConfigFor?.(index)
+    if (own) {
+      const file = join(a.dir, 'agent-config.json')
+      await writeFile(file, JSON.stringify(own, null, 2))
+      args.push('--config', file)
+    } else if (this.opts.agentConfigFile) args.push('--config', this.opts.agentConfigFile)
     a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS)
   }
 

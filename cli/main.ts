@@ -97,12 +97,19 @@ program.command('agent')
   .option('--node-id <id>', 'this node\'s id (default: the id stored in the data directory, else the host name)')
   .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
   .option('--attr <key=value>', 'a custom attribute advertised to the coordinator (repeatable)', collectAttr, {})
-  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string> }) => {
+  .option('--config <file>', 'agent configuration (JSON): allow (allowlist), interpreters (external), attributes, restartMode; see the README')
+  .option('--allow-any', 'run every command of every signed job (overrides the allowlist; logged as a warning)')
+  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean }) => {
     const { decodePublicKey } = await import('../protocol/keys.js')
     try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
-    const { AgentRuntime } = await import('../agent/runtime.js')
+    const { AgentRuntime, loadAgentConfig } = await import('../agent/runtime.js')
+    let fileConfig: import('../agent/runtime.js').AgentFileConfig = {}
+    if (o.config) {
+      try { fileConfig = await loadAgentConfig(o.config) } catch (err) { fail(`--config: ${(err as Error).message}`, 2) }
+    }
+    if (o.allowAny) fileConfig.allow = 'any'
     const logger = await makeLogger('agent')
-    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: o.attr, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}) })
+    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}) })
     onShutdown(() => rt.stop())
     await rt.start()
   })
@@ -163,7 +170,8 @@ program.command('demo')
   .option('--job <file>', 'job template to run (default: examples/hello-fleet.json)')
   .option('--json', 'print the report as JSON')
   .option('--keep', 'keep the temporary data directories and logs')
-  .action(async (o: { agents: number; job?: string; json?: boolean; keep?: boolean }) => {
+  .option('--agent-config <file>', 'agent configuration file given to every agent (e.g. a wider allowlist for --job)')
+  .action(async (o: { agents: number; job?: string; json?: boolean; keep?: boolean; agentConfig?: string }) => {
     const { runDemo } = await import('./demo.js')
     process.exitCode = await runDemo(o)
   })

@@ -13,6 +13,7 @@ export interface StepReport {
   reason?: string
   stdout: string
   stderr: string
+  attemptLog: { attempt: number; status: string; exitCode: number | null; startedAt: string | null; finishedAt: string | null }[]
 }
 
 export interface RunReport {
@@ -57,6 +58,7 @@ export function runReport(run: RunRecord): RunReport {
     steps: run.steps.map((s) => ({
       number: s.number, name: s.name, status: s.status, attempts: s.attempts, exitCode: s.exitCode,
       outputs: s.outputs, ...(s.reason ? { reason: s.reason } : {}), stdout: s.stdout, stderr: s.stderr,
+      attemptLog: (s.attemptLog ?? []).map((a) => ({ attempt: a.attempt, status: a.status, exitCode: a.exitCode, startedAt: iso(a.startedAt), finishedAt: iso(a.finishedAt) })),
     })),
   }
 }

@@ -740,7 +740,8 @@ export const FailureBehaviorSchema = closedObject(
   'a failure behaviour object {action, retryBackoffStrategy}',
 )
 
-export const DEFAULT_LIMITS = { cores: 0, cpu: 1, timeoutSeconds: 0 } as const
+/** 0 means unlimited. Courier servers echo cpu: 1; Chorus enforces only a cpu the template writes. */
+export const DEFAULT_LIMITS = { cores: 0, cpu: 0, timeoutSeconds: 0 } as const
 
 export const LimitsSchema = closedObject(
   {

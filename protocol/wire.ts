@@ -77,6 +77,18 @@ export type RunStatus = z.infer<typeof RunStatusSchema>
 export const StepStatusSchema = z.enum(['success', 'failure', 'skipped', 'not_run'])
 export type StepStatus = z.infer<typeof StepStatusSchema>
 
+/** Attempts kept per step in a result (the latest ones). */
+export const MAX_ATTEMPT_LOG = 20
+
+export const AttemptRecordSchema = z.object({
+  attempt: z.number().int().min(1),
+  status: z.enum(['success', 'failure']),
+  exitCode: z.number().int().nullable(),
+  startedAt: ms,
+  finishedAt: ms,
+}).strict()
+export type AttemptRecord = z.infer<typeof AttemptRecordSchema>
+
 export const StepOutcomeSchema = z.object({
   number: z.number().int().min(1).max(MAX_STEPS_PER_RUN),
   name: z.string().max(256),
@@ -90,6 +102,8 @@ export const StepOutcomeSchema = z.object({
   reason: z.string().max(MAX_REASON_CHARS).optional(),
   startedAt: ms.optional(),
   finishedAt: ms.optional(),
+  /** Every attempt that ran, oldest first (at most MAX_ATTEMPT_LOG, the latest). */
+  attemptLog: z.array(AttemptRecordSchema).max(MAX_ATTEMPT_LOG).optional(),
 }).strict()
 export type StepOutcome = z.infer<typeof StepOutcomeSchema>
 

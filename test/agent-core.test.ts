@@ -6,6 +6,7 @@ import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
+import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 
 const coordinator = generateIdentity()
 const stranger = generateIdentity()
@@ -21,7 +22,7 @@ function template(patch: (t: JobTemplate) => void = () => {}): JobTemplate {
 }
 
 function config(nodeId = 'node-1'): AgentConfig {
-  return { nodeId, coordinatorKey: coordinator.publicKey, identity: agentId, os: 'linux', ...DEFAULT_AGENT_TIMING }
+  return { nodeId, coordinatorKey: coordinator.publicKey, identity: agentId, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING }
 }
 
 function jobEnvelope(opts: { jobId?: string; nodes?: string[]; t?: JobTemplate; signer?: typeof coordinator; issuedAt?: number; expiresAt?: number } = {}): SignedEnvelope {

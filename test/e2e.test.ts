@@ -48,7 +48,7 @@ async function logOf(path: string): Promise<string> {
 
 beforeAll(async () => {
   markers = await mkdtemp(join(tmpdir(), 'chorus-markers-'))
-  fleet = await new LocalFleet({ agents: 3 }).start()
+  fleet = await new LocalFleet({ agents: 3, agentConfig: { allow: 'any' } }).start()
 }, 90_000)
 
 afterAll(async () => {

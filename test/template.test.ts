@@ -363,7 +363,7 @@ describe('normalisation', () => {
       expectedInputs: {},
       outputFieldRules: {},
       conditions: [],
-      limits: { cores: 0, cpu: 1, timeoutSeconds: 0 },
+      limits: { cores: 0, cpu: 0, timeoutSeconds: 0 },
     })
 
     const c = base()
@@ -371,7 +371,7 @@ describe('normalisation', () => {
     c.actions.steps[0].limits = { timeoutSeconds: 30 }
     expect(templateOf(parseTemplateObject(c)).actions.steps[0]).toMatchObject({
       conditions: [{ inputName: 'X', operator: 'eq', value: 'y', negate: false }],
-      limits: { cores: 0, cpu: 1, timeoutSeconds: 30 },
+      limits: { cores: 0, cpu: 0, timeoutSeconds: 30 },
     })
   })
 
