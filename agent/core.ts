@@ -7,11 +7,13 @@
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
+import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
+import { dueOccurrences } from '../protocol/schedule.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
-  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
-  type JobBody, type ResultBody, type SignedEnvelope, type StepOutcome,
+  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_SYNC_JOBS, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
+  type JobBody, type JobStateBody, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
 export type Os = 'linux' | 'darwin' | 'windows'
@@ -48,9 +50,11 @@ export interface AgentRun {
   runId: string
   jobId: string
   instanceId: string
+  /** The occurrence this run belongs to (the job's issuedAt for an immediate job). */
+  occurrenceAt: number
   group: number
   batch: number
-  status: 'running' | 'success' | 'failure'
+  status: 'running' | 'success' | 'failure' | 'skipped'
   startedAt: number
   finishedAt?: number
   reason?: string
@@ -92,8 +96,19 @@ export interface KnownJob {
   envelope: SignedEnvelope
 }
 
+export interface KnownJobState {
+  body: JobStateBody
+  envelope: SignedEnvelope
+}
+
 export interface AgentState {
   jobs: Map<string, KnownJob>
+  /** The latest signed state (cancellations, global exceptions) of each job, by job id. */
+  jobStates: Map<string, KnownJobState>
+  /** Per recurring job: every occurrence at or before this time has been handled (run, missed or excluded). */
+  cursors: Map<string, number>
+  /** Derived from jobs and job states; rebuilt on demand, never persisted. */
+  schedules: Map<string, JobSchedule | null>
   runs: Map<string, AgentRun>
   /** Results stored locally and re-sent until the coordinator acknowledges them. */
   outbox: Map<string, OutboxEntry>
@@ -120,7 +135,7 @@ export interface StepAttemptResult {
 }
 
 export type AgentEvent =
-  | { type: 'job'; envelope: unknown; via: 'gossip' | 'sync' }
+  | { type: 'job'; envelope: unknown; via: 'gossip' | 'sync' | 'peer' }
   | { type: 'step_done'; runId: string; stepNumber: number; attempt: number; result: StepAttemptResult }
   /** A signed reply from the coordinator (acks, jobs to sync). */
   | { type: 'reply'; envelope: unknown }
@@ -155,11 +170,16 @@ export type AgentEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map() }
+  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map() }
 }
+
+/** Occurrences handled per recurring job per tick: a bound on the work of one event. */
+export const MAX_OCCURRENCES_PER_TICK = 1_000
 
 const key = {
   job: (id: string) => `job/${id}`,
+  jobState: (id: string) => `jobstate/${id}`,
+  cursor: (id: string) => `cursor/${id}`,
   run: (id: string) => `run/${id}`,
   outbox: (id: string) => `outbox/${id}`,
 }
@@ -178,6 +198,12 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
     } else if (k.startsWith('run/')) {
       const run = v as AgentRun
       state.runs.set(run.runId, run)
+    } else if (k.startsWith('jobstate/')) {
+      const st = v as KnownJobState
+      state.jobStates.set(st.body.jobId, st)
+    } else if (k.startsWith('cursor/')) {
+      const c = v as { jobId: string; at: number }
+      state.cursors.set(c.jobId, c.at)
     } else if (k.startsWith('outbox/')) {
       const entry = v as OutboxEntry
       state.outbox.set(entry.runId, { ...entry, nextSendAt: now, intervalMs: config.resendInitialMs })
@@ -237,6 +263,9 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       completeReboots(state, config, now, effects)
       break
     case 'tick':
+      for (const job of state.jobs.values()) {
+        if (job.body.template.scheduleRule !== 'immediate' && state.cursors.has(job.body.jobId)) processSchedule(state, config, job, now, effects)
+      }
       for (const entry of state.outbox.values()) {
         if (entry.nextSendAt > now) continue
         entry.intervalMs = Math.min(config.resendMaxMs, entry.intervalMs * 2)
@@ -255,6 +284,10 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
     effects.push({ type: 'log', level: 'warn', msg: `refused job message: ${opened.reason}`, fields: { via } })
     return
   }
+  if (opened.body.type === 'job_state') {
+    onJobState(state, config, opened.body, envelope as SignedEnvelope, now, effects)
+    return
+  }
   if (opened.body.type !== 'job') {
     effects.push({ type: 'log', level: 'warn', msg: `refused message on the job path: type ${opened.body.type}`, fields: { via } })
     return
@@ -270,32 +303,127 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   }
   const job: KnownJob = { body, envelope: envelope as SignedEnvelope }
   state.jobs.set(body.jobId, job)
-  const puts: { key: string; value: unknown }[] = [{ key: key.job(body.jobId), value: job }]
-
-  const group = body.resolved.groups.findIndex((g) => g.nodes.includes(config.nodeId))
-  if (group < 0) {
-    effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
+  if (membership(body, config.nodeId) === undefined) {
     effects.push({ type: 'log', level: 'info', msg: 'job accepted; this node is not targeted', fields: { jobId: body.jobId, via } })
     return
   }
-  const instanceId = instanceIdFor(body.jobId, body.issuedAt)
-  const runId = runIdFor(instanceId, config.nodeId)
-  if (state.runs.has(runId)) {
-    effects.push({ type: 'persist', puts, dels: [] })
+  if (body.template.scheduleRule === 'immediate') {
+    createRun(state, config, job, body.issuedAt, now, effects, via)
     return
   }
-  const groupSpec = body.template.target.groups[group]!
-  const members = body.resolved.groups[group]!.nodes
-  const batch = Math.floor(members.indexOf(config.nodeId) / batchSizeFor(groupSpec.batchSize, members.length))
+  // A recurring job: occurrences from the moment it was signed are this node's to handle.
+  state.cursors.set(body.jobId, body.issuedAt - 1)
+  effects.push({ type: 'persist', puts: [{ key: key.cursor(body.jobId), value: { jobId: body.jobId, at: body.issuedAt - 1 } }], dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'recurring job accepted', fields: { jobId: body.jobId, rule: body.template.scheduleRule, via } })
+  processSchedule(state, config, job, now, effects)
+}
+
+/** This node's group and position in the job's resolved targets, if it is targeted. */
+function membership(body: JobBody, nodeId: string): { group: number; position: number; size: number } | undefined {
+  for (let g = 0; g < body.resolved.groups.length; g++) {
+    const nodes = body.resolved.groups[g]!.nodes
+    const position = nodes.indexOf(nodeId)
+    if (position >= 0) return { group: g, position, size: nodes.length }
+  }
+  return undefined
+}
+
+function scheduleOf(state: AgentState, job: KnownJob): JobSchedule | null {
+  let cached = state.schedules.get(job.body.jobId)
+  if (cached === undefined) {
+    const derived = deriveSchedule(job.body.template, job.body.issuedAt, state.jobStates.get(job.body.jobId)?.body.globalExceptions ?? [])
+    cached = derived.ok ? derived.value : null
+    state.schedules.set(job.body.jobId, cached)
+  }
+  return cached
+}
+
+/**
+ * Handles the occurrences of a recurring job that came due since the cursor: runs them,
+ * records the ones the agent missed (policy per job) as skipped, and leaves out those in an
+ * exception window. The cursor only moves forwards, so a clock that jumps back never makes an
+ * occurrence fire twice, and one that jumps forwards makes them missed, never silently lost.
+ */
+function processSchedule(state: AgentState, config: AgentConfig, job: KnownJob, now: number, effects: AgentEffect[]): void {
+  const jobId = job.body.jobId
+  const cursor = state.cursors.get(jobId)!
+  if (now <= cursor) return
+  const jobState = state.jobStates.get(jobId)?.body
+  if (jobState?.status === 'canceled') return
+  const sched = scheduleOf(state, job)
+  if (!sched) return
+  const due = dueOccurrences(sched.schedule, sched.exceptions, cursor, now, sched.policy, MAX_OCCURRENCES_PER_TICK)
+  if (due.run.length === 0 && due.missed.length === 0 && due.excluded.length === 0 && due.handledThroughMs === cursor) return
+  const canceled = new Set(jobState?.canceledOccurrences ?? [])
+  for (const at of due.run) {
+    if (canceled.has(at)) {
+      effects.push({ type: 'log', level: 'info', msg: 'occurrence canceled; not run', fields: { jobId, occurrenceAt: at } })
+      continue
+    }
+    createRun(state, config, job, at, now, effects, 'schedule')
+  }
+  for (const at of due.missed) {
+    if (canceled.has(at)) continue
+    createRun(state, config, job, at, now, effects, 'schedule', `missed: the agent was not running at ${new Date(at).toISOString()} (missed-occurrence policy ${sched.policy.kind})`)
+  }
+  for (const ex of due.excluded) {
+    effects.push({ type: 'log', level: 'info', msg: 'occurrence inside an exception window; not performed', fields: { jobId, occurrenceAt: ex.at, source: ex.source, window: [ex.windowStartMs, ex.windowEndMs] } })
+  }
+  state.cursors.set(jobId, due.handledThroughMs)
+  effects.push({ type: 'persist', puts: [{ key: key.cursor(jobId), value: { jobId, at: due.handledThroughMs } }], dels: [] })
+}
+
+/** Creates this node's run of one occurrence and starts it, or records it skipped with `skipReason`. */
+function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurrenceAt: number, now: number, effects: AgentEffect[], via: string, skipReason?: string): void {
+  const body = job.body
+  const member = membership(body, config.nodeId)
+  if (!member) return
+  const instanceId = instanceIdFor(body.jobId, occurrenceAt)
+  const runId = runIdFor(instanceId, config.nodeId)
+  if (state.runs.has(runId)) return
+  const groupSpec = body.template.target.groups[member.group]!
+  const batch = Math.floor(member.position / batchSizeFor(groupSpec.batchSize, member.size))
   const run: AgentRun = {
-    runId, jobId: body.jobId, instanceId, group, batch,
+    runId, jobId: body.jobId, instanceId, occurrenceAt, group: member.group, batch,
     status: 'running', startedAt: now, stepIndex: 0, attempt: 1, inFlight: false, values: {}, steps: [],
   }
   state.runs.set(runId, run)
-  puts.push({ key: key.run(runId), value: run })
-  effects.push({ type: 'persist', puts, dels: [] })
-  effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, runId, group, batch, via } })
+  if (skipReason !== undefined) {
+    run.steps = body.template.actions.steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, 256), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
+    finishRun(state, config, run, 'skipped', now, effects, skipReason)
+    return
+  }
+  effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, via } })
   startAttempt(state, config, job, run, now, now, effects)
+}
+
+/**
+ * What this agent can hand a peer that asks for a sync (the coordinator may be away): the
+ * coordinator-signed definitions and states it holds for jobs that target that peer. The
+ * peer verifies each envelope against the coordinator key, so relaying cannot forge anything.
+ */
+export function envelopesForPeer(state: AgentState, nodeId: string, now: number): SignedEnvelope[] {
+  const out: SignedEnvelope[] = []
+  for (const job of state.jobs.values()) {
+    if (job.body.expiresAt <= now || membership(job.body, nodeId) === undefined) continue
+    out.push(job.envelope)
+    const st = state.jobStates.get(job.body.jobId)
+    if (st) out.push(st.envelope)
+  }
+  return out.slice(-MAX_SYNC_JOBS)
+}
+
+function onJobState(state: AgentState, config: AgentConfig, body: JobStateBody, envelope: SignedEnvelope, now: number, effects: AgentEffect[]): void {
+  const known = state.jobStates.get(body.jobId)
+  if (known && known.body.version >= body.version) return
+  state.jobStates.set(body.jobId, { body, envelope })
+  state.schedules.delete(body.jobId)
+  effects.push({ type: 'persist', puts: [{ key: key.jobState(body.jobId), value: { body, envelope } }], dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'job state updated', fields: { jobId: body.jobId, version: body.version, status: body.status, canceledOccurrences: body.canceledOccurrences.length, globalExceptions: body.globalExceptions.length } })
+  void config
+  void now
 }
 
 /**
@@ -453,7 +581,7 @@ function completeReboots(state: AgentState, config: AgentConfig, now: number, ef
   }
 }
 
-function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status: 'success' | 'failure', now: number, effects: AgentEffect[], reason?: string): void {
+function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status: 'success' | 'failure' | 'skipped', now: number, effects: AgentEffect[], reason?: string): void {
   run.status = status
   run.finishedAt = now
   run.inFlight = false
@@ -461,7 +589,7 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   if (reason) run.reason = reason.slice(0, MAX_REASON_CHARS)
   const body: ResultBody = {
     type: 'result', v: PROTOCOL_VERSION, runId: run.runId, jobId: run.jobId, instanceId: run.instanceId,
-    nodeId: config.nodeId, group: run.group, batch: run.batch, status,
+    nodeId: config.nodeId, occurrenceAt: run.occurrenceAt, group: run.group, batch: run.batch, status,
     ...(run.reason ? { reason: run.reason } : {}),
     startedAt: run.startedAt, finishedAt: now, steps: run.steps,
   }

@@ -1,12 +1,12 @@
 // The agent runtime: carries out the agent core's effects with libp2p, level, child
 // processes and real timers, and feeds the core events. All decisions live in the core.
 import { hostname, cpus, totalmem, networkInterfaces, type as osType, platform, arch, release } from 'node:os'
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, open as openFile, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
-import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import { BUILTIN_INTERPRETER_NAMES, builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
@@ -17,7 +17,7 @@ import type { Interpreter } from '../interpreters/types.js'
 import { ALLOW_EVERYTHING, DEFAULT_ALLOWLIST, parseAllowlist, type AllowlistConfig } from './allowlist.js'
 import { redact } from './secrets.js'
 import {
-  BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
+  BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, envelopesForPeer, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -27,6 +27,9 @@ export const RPC_TIMEOUT_MS = 10_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 10_000
+/** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
+export const MAX_KNOWN_PEERS = 16
+export const PEER_SYNC_FANOUT = 3
 /** Bytes read from each file named by a `file` output rule. */
 export const MAX_OUTPUT_FILE_BYTES = 16 * 1024
 /** How long a simulated reboot (restart interpreter in simulate mode) keeps the run waiting. */
@@ -134,6 +137,7 @@ export class AgentRuntime {
   private ticker?: NodeJS.Timeout
   private readonly aborter = new AbortController()
   private interpreters = new Map<string, Interpreter>()
+  private readonly knownPeers = new Map<string, string[]>()
   private simulateReboots = false
   private connected = false
   private redialAt = 0
@@ -193,6 +197,7 @@ export class AgentRuntime {
       }
       this.dispatch({ type: 'job', envelope, via: 'gossip' })
     })
+    await this.net.handleRpc(async (data) => this.answerPeer(data))
     this.net.node.addEventListener('peer:disconnect', (evt) => {
       if (evt.detail.toString() === this.coordinatorPeer) {
         this.connected = false
@@ -255,7 +260,7 @@ export class AgentRuntime {
     const files: Record<string, string> = {}
     for (const path of r.filesToRead) {
       try {
-        const fh = await open(path, 'r')
+        const fh = await openFile(path, 'r')
         try {
           const buf = Buffer.alloc(MAX_OUTPUT_FILE_BYTES)
           const { bytesRead } = await fh.read(buf, 0, MAX_OUTPUT_FILE_BYTES, 0)
@@ -309,17 +314,63 @@ export class AgentRuntime {
       await this.net.node.dial(multiaddr(this.joinAddr), { signal: AbortSignal.timeout(RPC_TIMEOUT_MS) })
       const hello = seal(this.identity, {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: this.nodeId, peerId: this.net.peerId,
+        addrs: this.net.addresses().slice(0, MAX_ADDRS_PER_PEER),
         facts: nodeFacts(this.opts.attributes), agentVersion: AGENT_VERSION, sentAt: Date.now(),
       })
-      const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS)
-      await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply) })
+      const reply = decodeEnvelope(await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS))
+      await this.dispatch({ type: 'reply', envelope: reply })
+      const opened = open(reply, [this.opts.coordinatorKey])
+      if (opened.ok && opened.body.type === 'reply') this.meetPeers(opened.body.peers)
       this.connected = true
       this.redialMs = REDIAL_MIN_MS
       this.opts.logger.info({ coordinator: this.coordinatorPeer }, 'joined the coordinator')
       await this.dispatch({ type: 'connected' })
     } catch (err) {
       this.opts.logger.debug({ err: (err as Error).message }, 'could not reach the coordinator; will redial')
+      void this.syncFromPeers()
     }
+  }
+
+  /** Connects to a few other agents (from the coordinator), so gossip and syncs work without it. */
+  private meetPeers(peers: PeerInfo[]): void {
+    for (const p of peers) {
+      if (p.peerId === this.net.peerId || this.knownPeers.has(p.peerId)) continue
+      if (this.knownPeers.size >= MAX_KNOWN_PEERS) break
+      this.knownPeers.set(p.peerId, p.addrs)
+      void (async () => {
+        const { multiaddr } = await import('@multiformats/multiaddr')
+        for (const a of p.addrs) {
+          try {
+            await this.net.node.dial(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${p.peerId}`), { signal: AbortSignal.timeout(RPC_TIMEOUT_MS) })
+            return
+          } catch { /* try the next address */ }
+        }
+      })()
+    }
+  }
+
+  /** The coordinator is away: ask a few peers for the jobs (and job states) that target this node. */
+  private async syncFromPeers(): Promise<void> {
+    const request = encodeEnvelope(seal(this.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: this.nodeId, sentAt: Date.now() }))
+    const peers = this.net.node.getPeers().map((p) => p.toString()).filter((p) => p !== this.coordinatorPeer).slice(0, PEER_SYNC_FANOUT)
+    await Promise.all(peers.map(async (peer) => {
+      try {
+        const opened = open(decodeEnvelope(await this.net.request(peer, request, RPC_TIMEOUT_MS)))
+        if (!opened.ok || opened.body.type !== 'reply') return
+        // Each envelope is verified against the coordinator key by the core: a peer can relay, not forge.
+        for (const envelope of opened.body.jobs) await this.dispatch({ type: 'job', envelope, via: 'peer' })
+      } catch { /* that peer is away too */ }
+    }))
+  }
+
+  /** A peer asks for a sync while its coordinator is away. */
+  private answerPeer(data: Uint8Array): Uint8Array {
+    const opened = open(decodeEnvelope(data))
+    if (!opened.ok || opened.body.type !== 'sync') {
+      return encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error: opened.ok ? `agents answer sync only, not ${opened.body.type}` : opened.reason, ackRunIds: [], jobs: [], peers: [] }))
+    }
+    const jobs = envelopesForPeer(this.state, opened.body.nodeId, Date.now())
+    return encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs, peers: [] }))
   }
 
   async stop(): Promise<void> {

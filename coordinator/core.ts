@@ -5,9 +5,11 @@ import type { Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
+import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
+import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
-  MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
-  type HelloBody, type JobBody, type ResultBody, type SignedEnvelope, type StepOutcome,
+  MAX_CANCELED_OCCURRENCES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
+  type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
 export interface CoordinatorConfig {
@@ -29,6 +31,8 @@ export interface NodeRecord {
   peerId: string
   facts: Record<string, string>
   agentVersion: string
+  /** libp2p addresses the agent listens on, shared with other agents for the mesh. */
+  addrs: string[]
   firstSeenAt: number
   lastSeenAt: number
 }
@@ -36,14 +40,22 @@ export interface NodeRecord {
 export interface JobRecord {
   jobId: string
   name: string
-  status: 'active' | 'completed'
+  /** active: occurrences still to come or running; canceled: no new instances; completed: all done. */
+  status: 'active' | 'canceled' | 'completed'
   createdAt: number
   template: JobTemplate
   envelope: SignedEnvelope
+  resolved: JobBody['resolved']
   instanceIds: string[]
+  /** Recurring jobs: every occurrence at or before this time has an instance. */
+  cursor?: number
+  /** The job's signed mutable state (cancellations, global exceptions), version ≥ 1. */
+  jobState: JobStateBody
+  stateEnvelope: SignedEnvelope
 }
 
-export type InstanceStatus = 'running' | 'success' | 'failure'
+/** excluded: the occurrence fell in an exception window; canceled: canceled before it ran. Neither ran. */
+export type InstanceStatus = 'running' | 'success' | 'failure' | 'excluded' | 'canceled'
 
 export interface InstanceRecord {
   id: string
@@ -55,6 +67,8 @@ export interface InstanceRecord {
   /** After this time runs without a result are marked `timeout`. */
   deadlineAt: number
   runIds: string[]
+  /** Why an excluded or canceled instance was not performed. */
+  reason?: string
 }
 
 export interface RunRecord {
@@ -64,7 +78,7 @@ export interface RunRecord {
   nodeId: string
   group: number
   batch: number
-  status: 'pending' | 'running' | 'success' | 'failure' | 'timeout'
+  status: 'pending' | 'running' | 'success' | 'failure' | 'timeout' | 'skipped'
   reason?: string
   startedAt?: number
   finishedAt?: number
@@ -77,6 +91,12 @@ export interface CoordinatorState {
   instances: Map<string, InstanceRecord>
   runs: Map<string, RunRecord>
   nodes: Map<string, NodeRecord>
+  /** Global exception windows, by id; jobs opt in through `chorus.globalExceptions`. */
+  globals: Map<string, GlobalException>
+  /** Derived, not persisted: instances still running (the tick looks only at these). */
+  live: Set<string>
+  /** Derived, not persisted: parsed schedules by job id. */
+  schedules: Map<string, JobSchedule | null>
 }
 
 export interface SubmitProblem {
@@ -88,6 +108,10 @@ export type CoordinatorEvent =
   | { type: 'submit'; requestId: string; jobId: string; template: JobTemplate }
   | { type: 'rpc'; requestId: string; envelope: unknown; peerId: string }
   | { type: 'tick' }
+  /** Cancel a whole job (no new instances), or only the given occurrences (ms). */
+  | { type: 'cancel'; requestId: string; jobId: string; occurrences?: number[] }
+  | { type: 'add_exception'; requestId: string; exception: GlobalException }
+  | { type: 'remove_exception'; requestId: string; id: string }
 
 export type SubmitOutcome =
   | { ok: true; jobId: string; instanceIds: string[]; targets: number }
@@ -98,10 +122,11 @@ export type CoordinatorEffect =
   | { type: 'publish'; envelope: SignedEnvelope }
   | { type: 'reply_rpc'; requestId: string; envelope: SignedEnvelope }
   | { type: 'reply_submit'; requestId: string; outcome: SubmitOutcome }
+  | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string } }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), live: new Set(), schedules: new Map() }
 }
 
 const key = {
@@ -109,7 +134,11 @@ const key = {
   instance: (id: string) => `instance/${id}`,
   run: (id: string) => `run/${id}`,
   node: (id: string) => `node/${id}`,
+  global: (id: string) => `gexc/${id}`,
 }
+
+/** Instances a recurring job gets per tick at most (a coordinator back after a long outage catches up over several ticks). */
+export const MAX_INSTANCES_PER_TICK = 1_000
 
 export function restoreCoordinator(records: Iterable<[string, unknown]>): CoordinatorState {
   const state = emptyCoordinatorState()
@@ -117,8 +146,10 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     if (k.startsWith('job/')) { const r = v as JobRecord; state.jobs.set(r.jobId, r) }
     else if (k.startsWith('instance/')) { const r = v as InstanceRecord; state.instances.set(r.id, r) }
     else if (k.startsWith('run/')) { const r = v as RunRecord; state.runs.set(r.runId, r) }
-    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, r) }
+    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [] }) }
+    else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
   }
+  for (const inst of state.instances.values()) if (inst.status === 'running') state.live.add(inst.id)
   return state
 }
 
@@ -132,7 +163,14 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
       onRpc(state, config, event.requestId, event.envelope, event.peerId, now, effects)
       break
     case 'tick':
-      onTick(state, now, effects)
+      onTick(state, config, now, effects)
+      break
+    case 'cancel':
+      onCancel(state, config, event.requestId, event.jobId, event.occurrences, now, effects)
+      break
+    case 'add_exception':
+    case 'remove_exception':
+      onGlobalException(state, config, event, now, effects)
       break
   }
   return effects
@@ -203,9 +241,32 @@ function deadlineFor(template: JobTemplate, start: number, graceMs: number): num
   return start + span + graceMs
 }
 
+function scheduleOf(state: CoordinatorState, job: JobRecord): JobSchedule | null {
+  let cached = state.schedules.get(job.jobId)
+  if (cached === undefined) {
+    const d = deriveSchedule(job.template, job.createdAt, job.jobState.globalExceptions)
+    cached = d.ok ? d.value : null
+    state.schedules.set(job.jobId, cached)
+  }
+  return cached
+}
+
+function spanMs(template: JobTemplate): number {
+  const timeouts = template.target.groups.map((g) => g.timeoutSeconds * 1000)
+  return template.target.executionType === 'sequential' ? timeouts.reduce((a, b) => a + b, 0) : Math.max(0, ...timeouts)
+}
+
 function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId: string, jobId: string, template: JobTemplate, now: number, effects: CoordinatorEffect[]): void {
-  if (template.scheduleRule !== 'immediate') {
-    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'scheduleRule', message: `recurring and future schedules are not supported yet; use "immediate"` }] } })
+  const globals = [...state.globals.values()].filter((g) => optsInto(template, g.id))
+  const derived = deriveSchedule(template, now, globals)
+  if (!derived.ok) {
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'scheduleRule', message: derived.message }] } })
+    return
+  }
+  const recurring = template.scheduleRule !== 'immediate'
+  const first = recurring ? nextOccurrences(derived.value.schedule, now - 1, 1)[0] : now
+  if (first === undefined) {
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'scheduleRule', message: 'the rule has no occurrence from now on (check DTSTART, COUNT and UNTIL)' }] } })
     return
   }
   const resolved = resolveTargets(state, template)
@@ -213,33 +274,196 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
     effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: resolved.problems } })
     return
   }
-  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt: now + config.jobTtlMs, template, resolved }
+  // A definition is replay-protected by its id and, after the last occurrence, by its expiry.
+  let expiresAt = now + config.jobTtlMs
+  if (recurring) {
+    const last = lastOccurrence(derived.value)
+    expiresAt = last === undefined ? Number.MAX_SAFE_INTEGER : last + spanMs(template) + config.jobTtlMs
+  }
+  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved }
   const envelope = seal(config.identity, body)
-  const instanceId = instanceIdFor(jobId, now)
-  const job: JobRecord = { jobId, name: template.name, status: 'active', createdAt: now, template, envelope, instanceIds: [instanceId] }
-  const instance: InstanceRecord = { id: instanceId, jobId, status: 'running', occurrenceAt: now, createdAt: now, updatedAt: now, deadlineAt: deadlineFor(template, now, config.timeoutGraceMs), runIds: [] }
-  const puts: { key: string; value: unknown }[] = [{ key: key.job(jobId), value: job }]
-  resolved.groups.forEach((g, gi) => {
-    const size = batchSizeFor(template.target.groups[gi]!.batchSize, g.nodes.length)
+  const jobState: JobStateBody = { type: 'job_state', v: PROTOCOL_VERSION, jobId, version: 1, status: 'active', canceledOccurrences: [], globalExceptions: globals, issuedAt: now }
+  const job: JobRecord = {
+    jobId, name: template.name, status: 'active', createdAt: now, template, envelope, resolved, instanceIds: [],
+    ...(recurring ? { cursor: now - 1 } : {}), jobState, stateEnvelope: seal(config.identity, jobState),
+  }
+  state.jobs.set(jobId, job)
+  state.schedules.set(jobId, derived.value)
+  const puts: { key: string; value: unknown }[] = []
+  if (!recurring) materializeInstance(state, config, job, now, now, puts)
+  puts.push({ key: key.job(jobId), value: job })
+  effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'publish', envelope })
+  if (globals.length > 0) effects.push({ type: 'publish', envelope: job.stateEnvelope })
+  const targets = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
+  effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceIds: job.instanceIds, targets, recurring } })
+  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds: [...job.instanceIds], targets } })
+}
+
+/** An upper bound on the last occurrence (a day of slack for wall-clock rules), or undefined when the rule never ends. */
+function lastOccurrence(sched: JobSchedule): number | undefined {
+  const s = sched.schedule
+  if (s.kind === 'immediate') return s.atMs
+  const DAY = 86_400_000
+  if (s.rule.untilMs !== undefined) return s.rule.untilMs
+  if (s.rule.untilWallMs !== undefined) return s.rule.untilWallMs + DAY
+  if (s.lastWallMs !== undefined) return s.lastWallMs + DAY
+  return undefined
+}
+
+/**
+ * Creates the instance of one occurrence with a pending run per targeted node. An occurrence
+ * inside an exception window or canceled gets an instance too, already decided, so the report
+ * shows it as not performed and why; its runs are `skipped` (a late result replaces that).
+ */
+function materializeInstance(state: CoordinatorState, config: CoordinatorConfig, job: JobRecord, occurrenceAt: number, now: number, puts: { key: string; value: unknown }[]): InstanceRecord {
+  const instanceId = instanceIdFor(job.jobId, occurrenceAt)
+  const existing = state.instances.get(instanceId)
+  if (existing) return existing
+  const sched = scheduleOf(state, job)
+  const exclusion = job.template.scheduleRule !== 'immediate' && sched ? exclusionFor(sched.exceptions, occurrenceAt) : undefined
+  const canceled = job.jobState.canceledOccurrences.includes(occurrenceAt)
+  const notPerformed = exclusion
+    ? `not performed: inside the ${exclusion.source} exception window ${exclusion.source === 'global' ? `"${exclusion.id}" ` : `exceptionRules[${exclusion.ruleIndex}] `}from ${new Date(exclusion.windowStartMs).toISOString()} to ${new Date(exclusion.windowEndMs).toISOString()}`
+    : canceled ? 'not performed: occurrence canceled' : undefined
+  const instance: InstanceRecord = {
+    id: instanceId, jobId: job.jobId, status: exclusion ? 'excluded' : canceled ? 'canceled' : 'running', occurrenceAt,
+    createdAt: now, updatedAt: now, deadlineAt: occurrenceAt + spanMs(job.template) + config.timeoutGraceMs, runIds: [],
+    ...(notPerformed ? { reason: notPerformed } : {}),
+  }
+  job.resolved.groups.forEach((g, gi) => {
+    const size = batchSizeFor(job.template.target.groups[gi]!.batchSize, g.nodes.length)
     g.nodes.forEach((nodeId, i) => {
       const runId = runIdFor(instanceId, nodeId)
-      const run: RunRecord = { runId, instanceId, jobId, nodeId, group: gi, batch: Math.floor(i / size), status: 'pending', steps: [] }
+      const run: RunRecord = {
+        runId, instanceId, jobId: job.jobId, nodeId, group: gi, batch: Math.floor(i / size),
+        status: notPerformed ? 'skipped' : 'pending', ...(notPerformed ? { reason: notPerformed } : {}), steps: [],
+      }
       state.runs.set(runId, run)
       instance.runIds.push(runId)
       puts.push({ key: key.run(runId), value: run })
     })
   })
-  state.jobs.set(jobId, job)
   state.instances.set(instanceId, instance)
+  if (instance.status === 'running') state.live.add(instanceId)
+  job.instanceIds.push(instanceId)
   puts.push({ key: key.instance(instanceId), value: instance })
-  effects.push({ type: 'persist', puts, dels: [] })
-  effects.push({ type: 'publish', envelope })
-  effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceId, targets: instance.runIds.length } })
-  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds: [instanceId], targets: instance.runIds.length } })
+  return instance
 }
 
-function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[] }): CoordinatorEffect {
-  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], ...fields }) }
+/** Signs a new version of the job's state and publishes it. */
+function bumpJobState(config: CoordinatorConfig, job: JobRecord, patch: Partial<Pick<JobStateBody, 'status' | 'canceledOccurrences' | 'globalExceptions'>>, now: number, effects: CoordinatorEffect[]): void {
+  job.jobState = { ...job.jobState, ...patch, version: job.jobState.version + 1, issuedAt: now }
+  job.stateEnvelope = seal(config.identity, job.jobState)
+  effects.push({ type: 'publish', envelope: job.stateEnvelope })
+}
+
+function onCancel(state: CoordinatorState, config: CoordinatorConfig, requestId: string, jobId: string, occurrences: number[] | undefined, now: number, effects: CoordinatorEffect[]): void {
+  const job = state.jobs.get(jobId)
+  if (!job) {
+    effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 404, error: `no job ${jobId}` } })
+    return
+  }
+  if (job.status !== 'active') {
+    effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 409, error: `job ${jobId} is ${job.status}; only an active job can be canceled` } })
+    return
+  }
+  const puts: { key: string; value: unknown }[] = []
+  if (!occurrences) {
+    job.status = 'canceled'
+    bumpJobState(config, job, { status: 'canceled' }, now, effects)
+  } else {
+    const sched = scheduleOf(state, job)
+    const valid = occurrences.filter((at) => sched && occurrencesBetween(sched.schedule, at, at + 1, 1).includes(at))
+    const invalid = occurrences.filter((at) => !valid.includes(at))
+    if (invalid.length > 0) {
+      effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 400, error: `not occurrences of job ${jobId}: ${invalid.map((t) => new Date(t).toISOString()).join(', ')} (see chorus job next)` } })
+      return
+    }
+    const merged = [...new Set([...job.jobState.canceledOccurrences, ...valid])].sort((a, b) => a - b).slice(-MAX_CANCELED_OCCURRENCES)
+    bumpJobState(config, job, { canceledOccurrences: merged }, now, effects)
+    // Pending runs of live instances of these occurrences: the agents report them skipped if they had not started.
+  }
+  puts.push({ key: key.job(jobId), value: job })
+  effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: occurrences ? 'occurrences canceled' : 'job canceled', fields: { jobId, occurrences, version: job.jobState.version } })
+  effects.push({ type: 'reply_admin', requestId, outcome: { ok: true, detail: { jobId, status: job.status, version: job.jobState.version, canceledOccurrences: job.jobState.canceledOccurrences.map((t) => new Date(t).toISOString()) } } })
+}
+
+function onGlobalException(state: CoordinatorState, config: CoordinatorConfig, event: Extract<CoordinatorEvent, { type: 'add_exception' | 'remove_exception' }>, now: number, effects: CoordinatorEffect[]): void {
+  const puts: { key: string; value: unknown }[] = []
+  const dels: string[] = []
+  let id: string
+  if (event.type === 'add_exception') {
+    id = event.exception.id
+    if (!state.globals.has(id) && state.globals.size >= MAX_GLOBAL_EXCEPTIONS) {
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_GLOBAL_EXCEPTIONS} global exceptions; remove one first` } })
+      return
+    }
+    const check = deriveSchedule({ scheduleRule: 'immediate', exceptionRules: [], target: { executionType: 'parallel', groups: [] }, actions: { accessMode: 'agent', steps: [] } } as unknown as JobTemplate, now, [event.exception])
+    if (!check.ok) {
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.message } })
+      return
+    }
+    state.globals.set(id, event.exception)
+    puts.push({ key: key.global(id), value: event.exception })
+  } else {
+    id = event.id
+    if (!state.globals.delete(id)) {
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no global exception ${id}` } })
+      return
+    }
+    dels.push(key.global(id))
+  }
+  // Every active job that opted in gets a new signed state: its future occurrences are recomputed.
+  const affected: string[] = []
+  for (const job of state.jobs.values()) {
+    if (job.status !== 'active' || !optsInto(job.template, id)) continue
+    const globals = [...state.globals.values()].filter((g) => optsInto(job.template, g.id))
+    bumpJobState(config, job, { globalExceptions: globals }, now, effects)
+    state.schedules.delete(job.jobId)
+    puts.push({ key: key.job(job.jobId), value: job })
+    affected.push(job.jobId)
+  }
+  effects.push({ type: 'persist', puts, dels })
+  effects.push({ type: 'log', level: 'info', msg: event.type === 'add_exception' ? 'global exception added' : 'global exception removed', fields: { id, affectedJobs: affected.length } })
+  effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { id, affectedJobs: affected } } })
+}
+
+/** The next `count` occurrences after `afterMs`, each with why it will not run, if it will not. */
+export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterMs: number, count: number): { at: number; excluded?: string; canceled?: boolean }[] | undefined {
+  const job = state.jobs.get(jobId)
+  if (!job) return undefined
+  const sched = scheduleOf(state, job)
+  if (!sched) return []
+  if (job.status !== 'active') return []
+  const canceled = new Set(job.jobState.canceledOccurrences)
+  return planOccurrences(sched.schedule, sched.exceptions, afterMs, count).map((o) => ({
+    at: o.at,
+    ...(o.excluded ? { excluded: `${o.excluded.source} exception ${o.excluded.source === 'global' ? o.excluded.id : `exceptionRules[${o.excluded.ruleIndex}]`} (${new Date(o.excluded.windowStartMs).toISOString()} to ${new Date(o.excluded.windowEndMs).toISOString()})` } : {}),
+    ...(canceled.has(o.at) ? { canceled: true } : {}),
+  }))
+}
+
+function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[] }): CoordinatorEffect {
+  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], ...fields }) }
+}
+
+/** Whether the job's resolved targets include the node. */
+function targets(job: JobRecord, nodeId: string): boolean {
+  return job.resolved.groups.some((g) => g.nodes.includes(nodeId))
+}
+
+/** The signed definitions and states an agent should hold: active or recent jobs that target it. */
+export function envelopesFor(state: CoordinatorState, nodeId: string, now: number, ttlMs: number): SignedEnvelope[] {
+  const out: SignedEnvelope[] = []
+  for (const job of state.jobs.values()) {
+    const live = job.status === 'active' || job.createdAt + ttlMs > now
+    if (!live || !targets(job, nodeId)) continue
+    out.push(job.envelope)
+    if (job.jobState.version > 1 || job.jobState.globalExceptions.length > 0) out.push(job.stateEnvelope)
+  }
+  return out.slice(-MAX_SYNC_JOBS)
 }
 
 function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: string, envelope: unknown, peerId: string, now: number, effects: CoordinatorEffect[]): void {
@@ -264,14 +488,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
         return
       }
       touch(state, node, now, effects)
-      // Active, unexpired jobs that target this node, newest last, bounded.
-      const jobs: SignedEnvelope[] = []
-      for (const job of state.jobs.values()) {
-        if (job.status !== 'active' || job.createdAt + config.jobTtlMs <= now) continue
-        const targeted = job.instanceIds.some((iid) => state.runs.has(runIdFor(iid, body.nodeId)))
-        if (targeted) jobs.push(job.envelope)
-      }
-      effects.push(reply(config, requestId, { ok: true, jobs: jobs.slice(-MAX_SYNC_JOBS) }))
+      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs) }))
       return
     }
     default:
@@ -297,12 +514,36 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   }
   const node: NodeRecord = {
     nodeId: body.nodeId, publicKey: signer, peerId: body.peerId, facts: body.facts, agentVersion: body.agentVersion,
-    firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
+    addrs: body.addrs, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
   }
   state.nodes.set(body.nodeId, node)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
   if (!existing) effects.push({ type: 'log', level: 'info', msg: 'node registered', fields: { nodeId: body.nodeId, peerId: body.peerId } })
-  effects.push(reply(config, requestId, { ok: true }))
+  effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId) }))
+}
+
+/**
+ * A few other agents for a new agent to connect to, so gossip keeps flowing when the
+ * coordinator is away. Chosen deterministically (rendezvous hashing on the node ids) so every
+ * node gets a spread of different peers without the coordinator keeping any randomness.
+ */
+function meshPeersFor(state: CoordinatorState, nodeId: string): PeerInfo[] {
+  const scored: { score: number; node: NodeRecord }[] = []
+  for (const n of state.nodes.values()) {
+    if (n.nodeId === nodeId || n.addrs.length === 0) continue
+    scored.push({ score: fnv1a(`${nodeId}|${n.nodeId}`), node: n })
+  }
+  scored.sort((a, b) => a.score - b.score)
+  return scored.slice(0, Math.min(3, MAX_PEERS_SHARED)).map(({ node }) => ({ peerId: node.peerId, addrs: node.addrs }))
+}
+
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h
 }
 
 function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
@@ -312,7 +553,19 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     return
   }
   touch(state, node, now, effects)
-  const run = state.runs.get(body.runId)
+  let run = state.runs.get(body.runId)
+  const early: { key: string; value: unknown }[] = []
+  if (!run) {
+    // An occurrence the agent reached before this coordinator did (clock skew, or the
+    // coordinator was down): create its instance now if it is a real occurrence of the job.
+    const job = state.jobs.get(body.jobId)
+    const sched = job && scheduleOf(state, job)
+    if (job && sched && instanceIdFor(job.jobId, body.occurrenceAt) === body.instanceId && (body.occurrenceAt === job.createdAt || occurrencesBetween(sched.schedule, body.occurrenceAt, body.occurrenceAt + 1, 1).includes(body.occurrenceAt))) {
+      materializeInstance(state, config, job, body.occurrenceAt, now, early)
+      early.push({ key: key.job(job.jobId), value: job })
+      run = state.runs.get(body.runId)
+    }
+  }
   if (!run || run.nodeId !== body.nodeId || run.instanceId !== body.instanceId || runIdFor(body.instanceId, body.nodeId) !== body.runId) {
     effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { runId: body.runId, nodeId: body.nodeId } })
     // Acknowledge anyway: the agent must not retry a result that can never be accepted.
@@ -332,7 +585,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   run.steps = body.steps
   if (body.reason) run.reason = body.reason
   else delete run.reason
-  const puts: { key: string; value: unknown }[] = [{ key: key.run(run.runId), value: run }]
+  const puts: { key: string; value: unknown }[] = [...early, { key: key.run(run.runId), value: run }]
   const instance = state.instances.get(run.instanceId)
   if (instance) {
     instance.updatedAt = now
@@ -348,7 +601,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 
-const TERMINAL = new Set(['success', 'failure', 'timeout'])
+const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
 
 /**
  * An instance is decided once every run is terminal. It succeeds when every group meets
@@ -378,12 +631,45 @@ export function settleInstance(state: CoordinatorState, instance: InstanceRecord
   })
   instance.status = ok ? 'success' : 'failure'
   instance.updatedAt = now
-  if (job && job.instanceIds.every((id) => state.instances.get(id)?.status !== 'running')) job.status = 'completed'
+  state.live.delete(instance.id)
+  if (job) maybeComplete(state, job)
 }
 
-function onTick(state: CoordinatorState, now: number, effects: CoordinatorEffect[]): void {
-  for (const instance of state.instances.values()) {
-    if (instance.status !== 'running' || instance.deadlineAt > now) continue
+/** A job is completed once it will have no new instance and none is running. */
+function maybeComplete(state: CoordinatorState, job: JobRecord): void {
+  if (job.status !== 'active') return
+  if (job.instanceIds.some((id) => state.instances.get(id)?.status === 'running')) return
+  if (job.template.scheduleRule !== 'immediate') {
+    const sched = state.schedules.get(job.jobId) ?? null
+    if (!sched || job.cursor === undefined) return
+    if (nextOccurrences(sched.schedule, job.cursor, 1).length > 0) return
+  }
+  job.status = 'completed'
+}
+
+function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number, effects: CoordinatorEffect[]): void {
+  // Recurring jobs: an instance for every occurrence that came due (a restarted coordinator
+  // catches up on those it slept through, so no schedule is lost).
+  for (const job of state.jobs.values()) {
+    if (job.status !== 'active' || job.cursor === undefined || job.cursor >= now) continue
+    const sched = scheduleOf(state, job)
+    if (!sched) continue
+    const due = occurrencesBetween(sched.schedule, job.cursor + 1, now + 1, MAX_INSTANCES_PER_TICK)
+    const puts: { key: string; value: unknown }[] = []
+    for (const at of due) materializeInstance(state, config, job, at, now, puts)
+    job.cursor = due.length === MAX_INSTANCES_PER_TICK ? due[due.length - 1]! : now
+    maybeComplete(state, job)
+    puts.push({ key: key.job(job.jobId), value: job })
+    effects.push({ type: 'persist', puts, dels: [] })
+    if (due.length > 0) effects.push({ type: 'log', level: 'info', msg: 'occurrences due', fields: { jobId: job.jobId, occurrences: due.map((t) => new Date(t).toISOString()) } })
+  }
+  for (const id of [...state.live]) {
+    const instance = state.instances.get(id)
+    if (!instance || instance.status !== 'running') {
+      state.live.delete(id)
+      continue
+    }
+    if (instance.deadlineAt > now) continue
     const puts: { key: string; value: unknown }[] = []
     for (const runId of instance.runIds) {
       const run = state.runs.get(runId)

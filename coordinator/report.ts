@@ -32,7 +32,10 @@ export interface RunReport {
 export interface InstanceReport {
   id: string
   jobId: string
+  /** running (live), or past: success, failure, excluded, canceled */
   status: string
+  occurrenceAt: string | null
+  reason?: string
   createdAt: string | null
   updatedAt: string | null
   counts: Record<string, number>
@@ -71,7 +74,8 @@ export function instanceSummary(state: CoordinatorState, instance: InstanceRecor
     if (status) counts[status] = (counts[status] ?? 0) + 1
   }
   return {
-    id: instance.id, jobId: instance.jobId, status: instance.status,
+    id: instance.id, jobId: instance.jobId, status: instance.status, occurrenceAt: iso(instance.occurrenceAt),
+    ...(instance.reason ? { reason: instance.reason } : {}),
     createdAt: iso(instance.createdAt), updatedAt: iso(instance.updatedAt), counts,
   }
 }
@@ -107,7 +111,7 @@ export function formatReport(report: JobReport): string {
   lines.push(`job ${report.job.id}  "${report.job.name}"  ${report.job.status}  created ${report.job.createdAt}`)
   for (const inst of report.instances) {
     const counts = Object.entries(inst.counts).map(([k, v]) => `${k} ${v}`).join(', ')
-    lines.push('', `instance ${inst.id}  ${inst.status.toUpperCase()}  (${counts || 'no runs'})`)
+    lines.push('', `instance ${inst.id}  occurrence ${inst.occurrenceAt}  ${inst.status.toUpperCase()}  (${counts || 'no runs'})${inst.reason ? `  ${inst.reason}` : ''}`)
     const rows = [['NODE', 'GROUP', 'BATCH', 'STATUS', 'STARTED', 'FINISHED', 'STEPS', 'REASON']]
     for (const r of inst.runs) {
       const steps = r.steps.map((s) => `${s.number}:${s.status}${s.attempts > 1 ? `x${s.attempts}` : ''}${s.exitCode !== null && s.exitCode !== 0 ? `(exit ${s.exitCode})` : ''}`).join(' ')

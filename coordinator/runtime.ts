@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { TOPIC_JOBS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
@@ -13,7 +13,7 @@ import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import {
-  DEFAULT_COORDINATOR_TIMING, coordinatorStep, restoreCoordinator,
+  DEFAULT_COORDINATOR_TIMING, coordinatorStep, nextOccurrencesOf, restoreCoordinator,
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
 } from './core.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
@@ -23,6 +23,8 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
 export const DEFAULT_API = '127.0.0.1:7070'
 /** Requests waiting for the core at once; more are refused (HTTP 503, rpc error) rather than queued without bound. */
 export const MAX_PENDING_REQUESTS = 10_000
+
+type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 
 export interface CoordinatorOptions {
   dataDir: string
@@ -129,6 +131,7 @@ export class CoordinatorRuntime {
         this.resolve(e.requestId, encodeEnvelope(e.envelope))
         break
       case 'reply_submit':
+      case 'reply_admin':
         this.resolve(e.requestId, e.outcome)
         break
       case 'log':
@@ -143,6 +146,10 @@ export class CoordinatorRuntime {
     const done = this.pending.get(requestId)
     this.pending.delete(requestId)
     done?.(value)
+  }
+
+  private admin(make: (requestId: string) => CoordinatorEvent): Promise<AdminOutcome> {
+    return this.request<AdminOutcome>(make)
   }
 
   submit(template: JobTemplate): Promise<SubmitOutcome> {
@@ -166,6 +173,34 @@ export class CoordinatorRuntime {
       return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
     })
     app.get('/v1/jobs', async () => ({ items: [...this.state.jobs.values()].map(jobSummary) }))
+    const sendAdmin = (reply: FastifyReply, outcome: AdminOutcome) => (outcome.ok ? reply.send(outcome.detail ?? { ok: true }) : reply.code(outcome.status).send({ error: outcome.error }))
+    app.post<{ Params: { id: string } }>('/v1/jobs/:id/cancel', async (req, reply) => {
+      let body: { occurrences?: unknown } = {}
+      try { body = req.body ? (JSON.parse(String(req.body)) as typeof body) : {} } catch { return reply.code(400).send({ error: 'body: expected JSON {"occurrences": ["2026-01-01T00:00:00Z", ...]} or nothing' }) }
+      let occurrences: number[] | undefined
+      if (body.occurrences !== undefined) {
+        if (!Array.isArray(body.occurrences) || body.occurrences.length === 0) return reply.code(400).send({ error: 'occurrences: expected a non-empty array of ISO 8601 times or ms' })
+        occurrences = body.occurrences.map((o) => (typeof o === 'number' ? o : Date.parse(String(o))))
+        if (occurrences.some((o) => !Number.isFinite(o))) return reply.code(400).send({ error: 'occurrences: every entry must be an ISO 8601 time (e.g. 2026-11-24T05:00:00Z) or ms since the epoch' })
+      }
+      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'cancel', requestId, jobId: req.params.id, ...(occurrences ? { occurrences } : {}) })))
+    })
+    app.get<{ Params: { id: string }; Querystring: { count?: string } }>('/v1/jobs/:id/next', async (req, reply) => {
+      const count = Math.min(1000, Math.max(1, Number(req.query.count ?? 10) || 10))
+      const next = nextOccurrencesOf(this.state, req.params.id, Date.now(), count)
+      if (!next) return reply.code(404).send({ error: `no job ${req.params.id}` })
+      return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
+    })
+    app.get('/v1/exceptions', async () => ({ items: [...this.state.globals.values()] }))
+    app.post('/v1/exceptions', async (req, reply) => {
+      let body: { id?: unknown; rrule?: unknown; duration?: unknown }
+      try { body = JSON.parse(String(req.body ?? '')) as typeof body } catch { return reply.code(400).send({ error: 'body: expected JSON {"id", "rrule", "duration"}' }) }
+      if (typeof body.id !== 'string' || !/^[A-Za-z0-9._:@-]{1,128}$/.test(body.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
+      if (typeof body.rrule !== 'string') return reply.code(400).send({ error: 'rrule: expected a rule such as "RRULE:FREQ=WEEKLY;BYDAY=SA"' })
+      if (!Number.isInteger(body.duration) || (body.duration as number) < 1) return reply.code(400).send({ error: 'duration: expected a whole number of minutes, at least 1' })
+      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'add_exception', requestId, exception: { id: body.id as string, rrule: body.rrule as string, duration: body.duration as number } })))
+    })
+    app.delete<{ Params: { id: string } }>('/v1/exceptions/:id', async (req, reply) => sendAdmin(reply, await this.admin((requestId) => ({ type: 'remove_exception', requestId, id: req.params.id }))))
     app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req, reply) => {
       const job = this.state.jobs.get(req.params.id)
       if (!job) return reply.code(404).send({ error: `no job ${req.params.id}` })

@@ -25,6 +25,7 @@
 // Error messages say what is wrong and what is expected. Use `templateErrorMap` as the
 // per-parse error map (protocol/parse.ts does) so built-in issues get the same wording:
 //   target.groups[0].batchSize.type: got "percentage"; expected one of "number", "percent"
+import { parseScheduleRule } from './schedule.js'
 import { z } from 'zod'
 
 // ---------------------------------------------------------------------------------------------
@@ -426,9 +427,14 @@ export const ScheduleRuleSchema = z
   .max(MAX_RRULE_CHARS)
   .superRefine((s, ctx) => {
     if (s === 'immediate') return
-    if (!RRULE_PATTERN.test(s) || !/(^RRULE:|;)FREQ=/.test(s)) {
+    if (!/^DTSTART[;:]/.test(s) && (!RRULE_PATTERN.test(s) || !/(^RRULE:|;)FREQ=/.test(s))) {
       ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}; expected ${SCHEDULE_EXPECTED}` })
+      return
     }
+    // The occurrence engine is the judge: it accepts Courier's DTSTART= inside the rule and the
+    // RFC 5545 form with a separate DTSTART;TZID= line, and explains what it cannot use.
+    const parsed = parseScheduleRule(s, { defaultStartMs: 0 })
+    if (!parsed.ok) ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}: ${parsed.message.replace(/^scheduleRule: /, '')}` })
   })
 
 export const ExceptionRuleSchema = closedObject(
@@ -440,7 +446,10 @@ export const ExceptionRuleSchema = closedObject(
         // DTSTART=YYYYMMDD may be embedded in the rule (FORMAT.md §2), so any KEY=VALUE part is accepted.
         if (!RRULE_PATTERN.test(s)) {
           ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}; expected a recurrence rule such as "RRULE:FREQ=WEEKLY;INTERVAL=1"` })
+          return
         }
+        const parsed = parseScheduleRule(s, { defaultStartMs: 0 })
+        if (!parsed.ok) ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}: ${parsed.message}` })
       }),
     duration: int(1, MAX_EXCEPTION_DURATION),
   },
@@ -796,6 +805,45 @@ export const ActionsSchema = closedObject(
   'an actions object {accessMode, steps}',
 )
 
+/** Amount of the Where extensions (quorum), like batchSize. */
+const ExtensionAmountSchema = closedObject(
+  { type: z.enum(COUNT_TYPES), value: int(1, MAX_COUNT_VALUE) },
+  'an amount {type: "number" | "percent", value}',
+).superRefine((a, ctx) => {
+  if (a.type === 'percent' && a.value > 100) ctx.addIssue({ code: 'custom', path: ['value'], input: a.value, message: `got ${a.value}; expected a percentage from 1 to 100` })
+})
+
+export const MAX_GLOBAL_EXCEPTION_IDS = 64
+
+/**
+ * Chorus extensions: fields Courier does not have, kept in one object so a Courier template
+ * stays a Courier template. Every field is optional; README §Extensions documents each.
+ */
+export const ChorusExtensionSchema = closedObject(
+  {
+    /** IANA time zone for wall-clock recurrences (default UTC, as Courier). */
+    timeZone: text({ min: 1, max: 64 }).optional(),
+    /** What an agent does with occurrences it missed while down. */
+    missed: z.discriminatedUnion('policy', [
+      closedObject({ policy: z.literal('skip') }, 'a missed policy {policy: "skip"}'),
+      closedObject({ policy: z.literal('runOnceWithin'), withinSeconds: int(1, MAX_TIMEOUT_SECONDS) }, 'a missed policy {policy: "runOnceWithin", withinSeconds}'),
+      closedObject({ policy: z.literal('catchUp'), max: int(1, 1000) }, 'a missed policy {policy: "catchUp", max}'),
+    ]).optional(),
+    /** Opt in to the coordinator's global exception windows: true for all, or a list of ids. */
+    globalExceptions: z.union([z.boolean(), boundedArray(text({ min: 1, max: MAX_IDENTIFIER_CHARS }), MAX_GLOBAL_EXCEPTION_IDS, 0, 'a list of global exception ids')]).optional(),
+    /** Job-level quorum: no node starts until this many targets acknowledged the job. */
+    quorum: ExtensionAmountSchema.optional(),
+    /** How long agents wait for the quorum, from the occurrence (default 30 s). */
+    quorumTimeoutSeconds: int(1, MAX_TIMEOUT_SECONDS).optional(),
+    /** A rolling slot holder that stops answering: keep its slot (safe, may stall) or release it after leaseSeconds. */
+    vanishedHolder: z.enum(['keep', 'release']).optional(),
+    /** Lease of a rolling slot: renewed while the holder runs; only read with vanishedHolder "release". */
+    leaseSeconds: int(1, MAX_TIMEOUT_SECONDS).optional(),
+  },
+  'a Chorus extension object {timeZone, missed, globalExceptions, quorum, quorumTimeoutSeconds, vanishedHolder, leaseSeconds}',
+)
+export type ChorusExtension = z.output<typeof ChorusExtensionSchema>
+
 export const JobTemplateSchema = closedObject(
   {
     name: text({ min: 1, max: MAX_NAME_CHARS }),
@@ -804,8 +852,9 @@ export const JobTemplateSchema = closedObject(
     exceptionRules: boundedArray(ExceptionRuleSchema, MAX_EXCEPTION_RULES, 0, 'an array of exception rules').default([]),
     target: TargetSchema,
     actions: ActionsSchema,
+    chorus: ChorusExtensionSchema.optional(),
   },
-  'a job template object {name, description, scheduleRule, exceptionRules, target, actions}',
+  'a job template object {name, description, scheduleRule, exceptionRules, target, actions, chorus}',
 )
 
 export type JobTemplate = z.output<typeof JobTemplateSchema>

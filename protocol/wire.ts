@@ -20,6 +20,10 @@ export const MAX_FACTS = 256
 export const MAX_FACT_CHARS = 1024
 export const MAX_ACK_RUN_IDS = 1000
 export const MAX_SYNC_JOBS = 256
+export const MAX_CANCELED_OCCURRENCES = 1000
+export const MAX_GLOBAL_EXCEPTIONS = 64
+export const MAX_PEERS_SHARED = 8
+export const MAX_ADDRS_PER_PEER = 4
 
 export const TOPIC_JOBS = 'chorus/jobs/v1'
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
@@ -61,18 +65,45 @@ export type JobBody = z.infer<typeof JobBodySchema>
 export const FactsSchema = z.record(z.string().max(128), z.string().max(MAX_FACT_CHARS))
   .refine((r) => Object.keys(r).length <= MAX_FACTS, `at most ${MAX_FACTS} facts`)
 
+/**
+ * The mutable part of a job, versioned: the coordinator signs a new state for every change
+ * (cancellation, a global exception added or removed) and agents keep the highest version.
+ * It reaches agents by gossip, in sync replies, and from peers.
+ */
+export const JobStateBodySchema = z.object({
+  type: z.literal('job_state'),
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  version: z.number().int().min(1),
+  status: z.enum(['active', 'canceled']),
+  /** Occurrence times (ms) canceled before they ran or while their runs were pending. */
+  canceledOccurrences: z.array(ms).max(MAX_CANCELED_OCCURRENCES),
+  /** Global exception windows this job opted into, as they stand at this version. */
+  globalExceptions: z.array(z.object({ id, rrule: z.string().max(1024), duration: z.number().int().min(1) }).strict()).max(MAX_GLOBAL_EXCEPTIONS),
+  issuedAt: ms,
+}).strict()
+export type JobStateBody = z.infer<typeof JobStateBodySchema>
+
+export const PeerInfoSchema = z.object({
+  peerId: z.string().max(128),
+  addrs: z.array(z.string().max(256)).max(MAX_ADDRS_PER_PEER),
+}).strict()
+export type PeerInfo = z.infer<typeof PeerInfoSchema>
+
 export const HelloBodySchema = z.object({
   type: z.literal('hello'),
   v: z.literal(PROTOCOL_VERSION),
   nodeId: id,
   peerId: z.string().max(128),
+  /** Where other agents can reach this one (for the agent mesh). */
+  addrs: z.array(z.string().max(256)).max(MAX_ADDRS_PER_PEER).default([]),
   facts: FactsSchema,
   agentVersion: z.string().max(64),
   sentAt: ms,
 }).strict()
 export type HelloBody = z.infer<typeof HelloBodySchema>
 
-export const RunStatusSchema = z.enum(['pending', 'running', 'success', 'failure', 'timeout'])
+export const RunStatusSchema = z.enum(['pending', 'running', 'success', 'failure', 'timeout', 'skipped'])
 export type RunStatus = z.infer<typeof RunStatusSchema>
 export const StepStatusSchema = z.enum(['success', 'failure', 'skipped', 'not_run'])
 export type StepStatus = z.infer<typeof StepStatusSchema>
@@ -114,9 +145,12 @@ export const ResultBodySchema = z.object({
   jobId: id,
   instanceId: id,
   nodeId: id,
+  /** The occurrence this run belongs to (instanceId derives from jobId and it). */
+  occurrenceAt: ms,
   group: z.number().int().min(0),
   batch: z.number().int().min(0),
-  status: z.enum(['success', 'failure']),
+  /** skipped: the run was not performed (missed while the agent was down, canceled, distribution stopped, quorum failed); the reason says which. */
+  status: z.enum(['success', 'failure', 'skipped']),
   reason: z.string().max(MAX_REASON_CHARS).optional(),
   startedAt: ms,
   finishedAt: ms,
@@ -140,12 +174,14 @@ export const ReplyBodySchema = z.object({
   error: z.string().max(MAX_REASON_CHARS).optional(),
   /** results the coordinator has stored durably and the agent may forget */
   ackRunIds: z.array(id).max(MAX_ACK_RUN_IDS).default([]),
-  /** job definitions (signed envelopes) the node should know about */
+  /** job definitions and job states (coordinator-signed envelopes) the node should know about */
   jobs: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
+  /** a few other agents to connect to, so the mesh holds without the coordinator */
+  peers: z.array(PeerInfoSchema).max(MAX_PEERS_SHARED).default([]),
 }).strict()
 export type ReplyBody = z.infer<typeof ReplyBodySchema>
 
-export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema])
+export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema])
 export type WireBody = z.infer<typeof WireBodySchema>
 export type WireBodyInput = z.input<typeof WireBodySchema>
 

@@ -51,8 +51,8 @@ describe('agent core', () => {
     const effects = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0 + 10)
     const kinds = effects.map((e) => e.type)
     expect(kinds.indexOf('persist')).toBeLessThan(kinds.indexOf('run_step'))
-    const persisted = ofType(effects, 'persist')[0]!
-    expect(persisted.puts.map((p) => p.key)).toEqual(expect.arrayContaining(['job/job-1', `run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`]))
+    const persistedBeforeStep = effects.slice(0, kinds.indexOf('run_step')).flatMap((e) => (e.type === 'persist' ? e.puts.map((p) => p.key) : []))
+    expect(persistedBeforeStep).toEqual(expect.arrayContaining(['job/job-1', `run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`]))
     const step1 = runStepFor(effects)
     expect(step1.request).toMatchObject({ stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', inputs: { dir: '/tmp' }, timeoutMs: 10_000 })
 

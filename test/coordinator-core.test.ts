@@ -41,7 +41,7 @@ const okStep: StepOutcome = { number: 1, name: 's', status: 'success', attempts:
 function result(jobId: string, nodeId: string, status: 'success' | 'failure' = 'success', issuedAt = T0) {
   const instanceId = instanceIdFor(jobId, issuedAt)
   return seal(agents.get(nodeId)!, {
-    type: 'result', v: PROTOCOL_VERSION, runId: runIdFor(instanceId, nodeId), jobId, instanceId, nodeId, group: 0, batch: 0,
+    type: 'result', v: PROTOCOL_VERSION, runId: runIdFor(instanceId, nodeId), jobId, instanceId, nodeId, occurrenceAt: issuedAt, group: 0, batch: 0,
     status, startedAt: T0 + 1, finishedAt: T0 + 2, steps: [{ ...okStep, status }],
   })
 }
@@ -108,7 +108,7 @@ describe('coordinator core', () => {
     const takeover = hello(state, 'a', {}, impostor)
     expect(replyOf(takeover)).toMatchObject({ ok: false })
     const instanceId = instanceIdFor('job-1', T0)
-    const forged = seal(impostor, { type: 'result', v: PROTOCOL_VERSION, runId: runIdFor(instanceId, 'a'), jobId: 'job-1', instanceId, nodeId: 'a', group: 0, batch: 0, status: 'success', startedAt: T0, finishedAt: T0, steps: [] })
+    const forged = seal(impostor, { type: 'result', v: PROTOCOL_VERSION, runId: runIdFor(instanceId, 'a'), jobId: 'job-1', instanceId, nodeId: 'a', occurrenceAt: T0, group: 0, batch: 0, status: 'success', startedAt: T0, finishedAt: T0, steps: [] })
     const res = coordinatorStep(state, cfg, { type: 'rpc', requestId: 'f', envelope: forged, peerId: 'p' }, T0)
     expect(replyOf(res).ok).toBe(false)
     expect(state.runs.get(runIdFor(instanceId, 'a'))!.status).toBe('pending')

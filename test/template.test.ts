@@ -313,7 +313,7 @@ describe('targeted negatives', () => {
   })
 
   it('a non-object document', () => {
-    expect(problemsFor(null)).toEqual([{ path: '$', message: 'got null; expected a job template object {name, description, scheduleRule, exceptionRules, target, actions}' }])
+    expect(problemsFor(null)).toEqual([{ path: '$', message: 'got null; expected a job template object {name, description, scheduleRule, exceptionRules, target, actions, chorus}' }])
     expect(problemsOf(parseTemplateText('[]', 'json'))[0]?.path).toBe('$')
     expect(problemsOf(parseTemplateText('', 'yaml'))[0]?.path).toBe('$')
   })

@@ -1,0 +1,46 @@
+// The schedule of a signed job, derived the same way by agents and the coordinator from the
+// job definition (template + issuedAt) and its current job state (global exceptions).
+import {
+  compileExceptions, DEFAULT_MISSED_POLICY, parseScheduleRule,
+  type CompiledExceptions, type ExceptionRuleInput, type MissedPolicy, type Schedule,
+} from './schedule.js'
+import type { JobTemplate } from './template.js'
+
+export interface JobSchedule {
+  schedule: Schedule
+  exceptions: CompiledExceptions
+  policy: MissedPolicy
+}
+
+export interface GlobalException {
+  id: string
+  rrule: string
+  duration: number
+}
+
+export function missedPolicyOf(template: JobTemplate): MissedPolicy {
+  const m = template.chorus?.missed
+  if (!m) return DEFAULT_MISSED_POLICY
+  if (m.policy === 'skip') return { kind: 'skip' }
+  if (m.policy === 'catchUp') return { kind: 'catchUp', max: m.max }
+  return { kind: 'runOnceWithin', windowMs: m.withinSeconds * 1000 }
+}
+
+/** Whether a job opted into the global exception `id`. */
+export function optsInto(template: JobTemplate, id: string): boolean {
+  const g = template.chorus?.globalExceptions
+  return g === true || (Array.isArray(g) && g.includes(id))
+}
+
+export function deriveSchedule(template: JobTemplate, issuedAt: number, globals: readonly GlobalException[]): { ok: true; value: JobSchedule } | { ok: false; message: string } {
+  const opts = { defaultStartMs: issuedAt, ...(template.chorus?.timeZone ? { timeZone: template.chorus.timeZone } : {}) }
+  const parsed = parseScheduleRule(template.scheduleRule, opts)
+  if (!parsed.ok) return { ok: false, message: parsed.message }
+  const rules: ExceptionRuleInput[] = [
+    ...template.exceptionRules.map((r) => ({ rrule: r.rrule, duration: r.duration, source: 'job' as const })),
+    ...globals.map((g) => ({ rrule: g.rrule, duration: g.duration, source: 'global' as const, id: g.id })),
+  ]
+  const compiled = compileExceptions(rules, opts)
+  if (!compiled.ok) return { ok: false, message: compiled.message }
+  return { ok: true, value: { schedule: parsed.schedule, exceptions: compiled.windows, policy: missedPolicyOf(template) } }
+}
