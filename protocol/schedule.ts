@@ -48,10 +48,12 @@
 // blacks out one minute in three. Read as hours, every window would overlap the next and the
 // sample job (`FREQ=MINUTELY;COUNT=10`) could never run at all. The DAILY/WEEKLY samples with
 // durations 2 and 4 read naturally as short maintenance windows either way.
-import rrulePkg from 'rrule'
+import * as rruleModule from 'rrule'
 import type { Options as RRuleOptions, Weekday } from 'rrule'
 
-const { RRule } = rrulePkg
+// rrule has no `exports` map: plain Node ESM sees its CommonJS build (everything on
+// `default`), bundlers see its ESM build (named exports). Take whichever is there.
+const { RRule } = ((rruleModule as unknown as { default?: typeof rruleModule }).default ?? rruleModule) as typeof rruleModule
 
 // ---------------------------------------------------------------------------------------------
 // Bounds ("put a limit on everything").

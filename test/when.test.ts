@@ -1,0 +1,128 @@
+// When, over real processes: recurring occurrences computed by the agents themselves,
+// exception windows, cancellation, and an agent cut off from the mesh that keeps its schedule.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalFleet, waitFor } from '../cli/fleet.js'
+import { apiGet, apiPostText } from '../cli/client.js'
+
+let fleet: LocalFleet
+let dir: string
+
+const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '')
+
+function job(name: string, rule: string, lines: string[], extra: Record<string, unknown> = {}) {
+  return JSON.stringify({
+    name, scheduleRule: rule, exceptionRules: [],
+    target: {
+      executionType: 'parallel',
+      groups: [{
+        timeoutSeconds: 30, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
+        successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
+        nodeListType: 'nodes', nodeIdentifiers: ['node-1', 'node-2'],
+      }],
+    },
+    actions: {
+      accessMode: 'agent',
+      steps: [{
+        name: 'mark', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
+        command: { linux: lines }, retryCount: 0,
+        failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } },
+      }],
+    },
+    ...extra,
+  })
+}
+
+async function markers(prefix: string): Promise<string[]> {
+  return (await readdir(dir)).filter((f) => f.startsWith(prefix))
+}
+
+/** A start a few seconds ahead on a whole second, so every agent sees every occurrence coming. */
+function soon(seconds = 3): number {
+  return Math.ceil((Date.now() + seconds * 1000) / 1000) * 1000
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'chorus-when-'))
+  fleet = await new LocalFleet({ agents: 2, agentConfig: { allow: 'any' } }).start()
+}, 90_000)
+
+afterAll(async () => {
+  await fleet?.stop()
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('recurring jobs over real processes', () => {
+  it('RRULE:FREQ=SECONDLY;INTERVAL=2;COUNT=3 on two agents gives three instances with two runs each', async () => {
+    const t0 = soon()
+    const id = await fleet.submit(job('every 2 s', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=3`, [`mktemp ${dir}/tick.XXXXXX`]))
+    const next = await apiGet<{ items: { at: string }[] }>(fleet.api, `/v1/jobs/${id}/next?count=5`)
+    expect(next.items.map((n) => Date.parse(n.at))).toEqual([t0, t0 + 2000, t0 + 4000])
+    const report = await waitFor('three settled instances and the job completed', async () => {
+      const r = await fleet.report(id)
+      return r.instances.length === 3 && r.instances.every((i) => i.status !== 'running') && r.job.status === 'completed' ? r : undefined
+    }, 40_000, 200)
+    expect(report.instances.map((i) => Date.parse(i.occurrenceAt!))).toEqual([t0, t0 + 2000, t0 + 4000])
+    for (const inst of report.instances) {
+      expect(inst.status).toBe('success')
+      expect(inst.runs.map((r) => r.nodeId).sort()).toEqual(['node-1', 'node-2'])
+      // Each run started at (or just after) its occurrence, not before.
+      for (const r of inst.runs) expect(Date.parse(r.startedAt!)).toBeGreaterThanOrEqual(Date.parse(inst.occurrenceAt!) - 50)
+    }
+    expect(await markers('tick.')).toHaveLength(6)
+  })
+
+  it('an exception window removes one occurrence and the report says it was not performed', async () => {
+    const t0 = soon()
+    const id = await fleet.submit(job('with a blackout', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=3`, [`mktemp ${dir}/blackout.XXXXXX`], {
+      // A one-minute window opening at the third occurrence.
+      exceptionRules: [{ rrule: `RRULE:DTSTART=${stamp(t0 + 4000)};FREQ=YEARLY;COUNT=1`, duration: 1 }],
+    }))
+    const report = await waitFor('three settled instances', async () => {
+      const r = await fleet.report(id)
+      return r.instances.length === 3 && r.instances.every((i) => i.status !== 'running') ? r : undefined
+    }, 40_000, 200)
+    expect(report.instances.map((i) => i.status)).toEqual(['success', 'success', 'excluded'])
+    expect(report.instances[2]!.reason).toMatch(/not performed: inside the job exception window/)
+    expect(report.instances[2]!.runs.map((r) => r.status)).toEqual(['skipped', 'skipped'])
+    await new Promise((r) => setTimeout(r, 1000))
+    expect(await markers('blackout.')).toHaveLength(4)
+  })
+
+  it('an agent cut off from the coordinator keeps running its occurrences; every result arrives once after it reconnects', async () => {
+    const t0 = soon(4)
+    const id = await fleet.submit(job('offline', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=3`, [`mktemp ${dir}/offline.XXXXXX`]))
+    await waitFor('both agents to hold the job', async () => {
+      const logs = await Promise.all(fleet.agents.map((a) => readFile(a.logFile, 'utf8')))
+      return logs.every((l) => l.includes(id) && l.includes('recurring job accepted')) ? true : undefined
+    }, 10_000, 100)
+    await fleet.killCoordinator('SIGKILL')
+    await waitFor('all six occurrences to run with no coordinator', async () => ((await markers('offline.')).length === 6 ? true : undefined), 30_000, 200)
+    await fleet.startCoordinator()
+    const report = await waitFor('three settled instances', async () => {
+      const r = await fleet.report(id)
+      return r.instances.length === 3 && r.instances.every((i) => i.status !== 'running') ? r : undefined
+    }, 40_000, 200)
+    expect(report.instances.map((i) => i.status)).toEqual(['success', 'success', 'success'])
+    const stored = (await readFile(fleet.coordinator.logFile, 'utf8')).split('\n').filter((l) => l.includes('"result stored"'))
+    for (const inst of report.instances) {
+      for (const run of inst.runs) expect(stored.filter((l) => l.includes(run.runId))).toHaveLength(1)
+    }
+  })
+
+  it('a canceled job starts no new instance', async () => {
+    const t0 = soon(3)
+    const id = await fleet.submit(job('to cancel', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=20`, [`mktemp ${dir}/cancel.XXXXXX`]))
+    await waitFor('the first occurrence to run', async () => ((await markers('cancel.')).length >= 2 ? true : undefined), 20_000, 100)
+    const res = await apiPostText<{ status?: string }>(fleet.api, `/v1/jobs/${id}/cancel`, '{}', 'application/json')
+    expect(res.status).toBe(200)
+    expect(res.body.status).toBe('canceled')
+    await new Promise((r) => setTimeout(r, 1000))
+    const after = (await markers('cancel.')).length
+    await new Promise((r) => setTimeout(r, 5000))
+    expect((await markers('cancel.')).length).toBe(after)
+    expect(after).toBeLessThan(40)
+  })
+})
