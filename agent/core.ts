@@ -9,11 +9,12 @@ import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowli
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences } from '../protocol/schedule.js'
+import { decideGate, emptyKnowledge, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge } from './gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
   MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_SYNC_JOBS, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
-  type JobBody, type JobStateBody, type ResultBody, type SignedEnvelope, type StepOutcome,
+  type JobBody, type JobStateBody, type ProgressBody, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
 export type Os = 'linux' | 'darwin' | 'windows'
@@ -54,7 +55,14 @@ export interface AgentRun {
   occurrenceAt: number
   group: number
   batch: number
-  status: 'running' | 'success' | 'failure' | 'skipped'
+  /** waiting: its turn has not come (batch, window, earlier group, quorum). */
+  status: 'waiting' | 'running' | 'success' | 'failure' | 'skipped'
+  /** Position in its group's signed order. */
+  position: number
+  /** Whether the targets of this job wait on each other (it then publishes progress). */
+  gated: boolean
+  /** Release policy: the current lease of this node's slot ends then. */
+  leaseUntil?: number
   startedAt: number
   finishedAt?: number
   reason?: string
@@ -114,7 +122,14 @@ export interface AgentState {
   outbox: Map<string, OutboxEntry>
   /** In memory only: see RunSecrets. */
   secrets: Map<string, RunSecrets>
+  /** What this node knows of the other targets' progress, per gated instance. */
+  progress: Map<string, Knowledge>
+  /** In memory: when this node last asked the coordinator for a progress digest while waiting. */
+  lastWaitSyncAt: number
 }
+
+/** While a run waits for its turn, the agent asks the coordinator for missed progress this often. */
+export const WAIT_SYNC_MS = 3_000
 
 export interface StepAttemptResult {
   status: 'success' | 'failure'
@@ -144,10 +159,13 @@ export type AgentEvent =
   | { type: 'tick' }
   /** The node is back from a reboot a step asked for (the runtime's simulated reboot, or a real one seen at restore). */
   | { type: 'rebooted' }
+  /** Another target's progress, from gossip (verified against the key the job definition names). */
+  | { type: 'progress'; envelope: unknown }
 
 export interface StepRunRequest {
   runId: string
   jobId: string
+  instanceId: string
   stepNumber: number
   attempt: number
   interpreter: string
@@ -167,10 +185,12 @@ export type AgentEffect =
   | { type: 'run_step'; notBefore: number; request: StepRunRequest }
   | { type: 'send'; kind: 'result'; runId: string; envelope: SignedEnvelope }
   | { type: 'send'; kind: 'sync'; envelope: SignedEnvelope }
+  /** Gossip to the other targets of a gated rollout (TOPIC_PROGRESS). */
+  | { type: 'publish_progress'; envelope: SignedEnvelope }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map() }
+  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), lastWaitSyncAt: 0 }
 }
 
 /** Occurrences handled per recurring job per tick: a bound on the work of one event. */
@@ -180,6 +200,7 @@ const key = {
   job: (id: string) => `job/${id}`,
   jobState: (id: string) => `jobstate/${id}`,
   cursor: (id: string) => `cursor/${id}`,
+  progress: (id: string) => `progress/${id}`,
   run: (id: string) => `run/${id}`,
   outbox: (id: string) => `outbox/${id}`,
 }
@@ -201,6 +222,9 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
     } else if (k.startsWith('jobstate/')) {
       const st = v as KnownJobState
       state.jobStates.set(st.body.jobId, st)
+    } else if (k.startsWith('progress/')) {
+      const p = v as { instanceId: string; acks: string[]; started: [string, number][]; done: [string, DoneStatus][] }
+      state.progress.set(p.instanceId, { acks: new Set(p.acks), started: new Map(p.started), done: new Map(p.done) })
     } else if (k.startsWith('cursor/')) {
       const c = v as { jobId: string; at: number }
       state.cursors.set(c.jobId, c.at)
@@ -211,7 +235,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
   }
   const effects: AgentEffect[] = []
   for (const run of state.runs.values()) {
-    if (run.status !== 'running') continue
+    if (run.status !== 'running') continue // waiting runs are evaluated by the next tick
     const job = state.jobs.get(run.jobId)
     if (!job) {
       finishRun(state, config, run, 'failure', now, effects, 'job definition lost')
@@ -262,9 +286,26 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
     case 'rebooted':
       completeReboots(state, config, now, effects)
       break
-    case 'tick':
+    case 'progress':
+      onProgress(state, config, event.envelope, now, effects)
+      break
+    case 'tick': {
       for (const job of state.jobs.values()) {
         if (job.body.template.scheduleRule !== 'immediate' && state.cursors.has(job.body.jobId)) processSchedule(state, config, job, now, effects)
+      }
+      let waiting = false
+      for (const run of state.runs.values()) {
+        if (run.status === 'waiting') {
+          waiting = true
+          evaluateGate(state, config, run, now, effects)
+        } else if (run.status === 'running' && run.leaseUntil !== undefined && run.leaseUntil - now < leaseMsOf(state, run) * 2 / 3) {
+          run.leaseUntil = now + leaseMsOf(state, run)
+          publishProgress(config, run, 'renew', now, effects)
+        }
+      }
+      if (waiting && now - state.lastWaitSyncAt >= WAIT_SYNC_MS) {
+        state.lastWaitSyncAt = now
+        effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now }) })
       }
       for (const entry of state.outbox.values()) {
         if (entry.nextSendAt > now) continue
@@ -274,6 +315,7 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       }
       pruneJobs(state, config, now, effects)
       break
+    }
   }
   return effects
 }
@@ -384,19 +426,133 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   if (state.runs.has(runId)) return
   const groupSpec = body.template.target.groups[member.group]!
   const batch = Math.floor(member.position / batchSizeFor(groupSpec.batchSize, member.size))
+  const gated = isGated(body)
   const run: AgentRun = {
-    runId, jobId: body.jobId, instanceId, occurrenceAt, group: member.group, batch,
-    status: 'running', startedAt: now, stepIndex: 0, attempt: 1, inFlight: false, values: {}, steps: [],
+    runId, jobId: body.jobId, instanceId, occurrenceAt, group: member.group, batch, position: member.position, gated,
+    status: gated ? 'waiting' : 'running', startedAt: now, stepIndex: 0, attempt: 1, inFlight: false, values: {}, steps: [],
   }
   state.runs.set(runId, run)
   if (skipReason !== undefined) {
-    run.steps = body.template.actions.steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, 256), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
-    finishRun(state, config, run, 'skipped', now, effects, skipReason)
+    skipRun(state, config, run, now, effects, skipReason)
     return
   }
   effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
+  if (gated) {
+    effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
+    if (!state.progress.has(instanceId)) state.progress.set(instanceId, emptyKnowledge())
+    publishProgress(config, run, 'ack', now, effects)
+    evaluateGate(state, config, run, now, effects)
+    return
+  }
   effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, via } })
   startAttempt(state, config, job, run, now, now, effects)
+}
+
+function skipRun(state: AgentState, config: AgentConfig, run: AgentRun, now: number, effects: AgentEffect[], reason: string): void {
+  const steps = state.jobs.get(run.jobId)!.body.template.actions.steps
+  run.steps = steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, 256), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
+  finishRun(state, config, run, 'skipped', now, effects, reason)
+}
+
+function leaseMsOf(state: AgentState, run: AgentRun): number {
+  return (state.jobs.get(run.jobId)?.body.template.chorus?.leaseSeconds ?? DEFAULT_LEASE_S) * 1000
+}
+
+function publishProgress(config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
+  const body: ProgressBody = {
+    type: 'progress', v: PROTOCOL_VERSION, jobId: run.jobId, instanceId: run.instanceId, occurrenceAt: run.occurrenceAt,
+    nodeId: config.nodeId, event, at: now, ...(status ? { status } : {}), ...(run.leaseUntil !== undefined && (event === 'start' || event === 'renew') ? { leaseUntil: run.leaseUntil } : {}),
+  }
+  effects.push({ type: 'publish_progress', envelope: seal(config.identity, body) })
+}
+
+/** Takes this node's turn if the gate is open, skips the run if the rollout stopped, or keeps waiting. */
+function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now: number, effects: AgentEffect[]): void {
+  const job = state.jobs.get(run.jobId)
+  if (!job || run.status !== 'waiting') return
+  const jobState = state.jobStates.get(run.jobId)?.body
+  if (jobState && jobState.canceledOccurrences.includes(run.occurrenceAt)) {
+    skipRun(state, config, run, now, effects, 'canceled before this node\'s turn')
+    return
+  }
+  const k = state.progress.get(run.instanceId) ?? emptyKnowledge()
+  const decision = decideGate(job.body, k, config.nodeId, run.group, run.position, run.occurrenceAt, now)
+  if (decision.action === 'wait') return
+  if (decision.action === 'skip') {
+    effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { runId: run.runId, reason: decision.reason } })
+    skipRun(state, config, run, now, effects, decision.reason)
+    return
+  }
+  run.status = 'running'
+  run.startedAt = now
+  if (job.body.template.chorus?.vanishedHolder === 'release') run.leaseUntil = now + leaseMsOf(state, run)
+  k.started.set(config.nodeId, run.leaseUntil ?? Number.MAX_SAFE_INTEGER)
+  effects.push({ type: 'log', level: 'info', msg: 'turn taken; run started', fields: { jobId: run.jobId, runId: run.runId, group: run.group, batch: run.batch, position: run.position } })
+  publishProgress(config, run, 'start', now, effects)
+  startAttempt(state, config, job, run, now, now, effects)
+}
+
+function persistProgress(instanceId: string, k: Knowledge, effects: AgentEffect[]): void {
+  effects.push({ type: 'persist', puts: [{ key: key.progress(instanceId), value: { instanceId, acks: [...k.acks], started: [...k.started], done: [...k.done] } }], dels: [] })
+}
+
+function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[]): void {
+  const opened = open(envelope)
+  if (!opened.ok || opened.body.type !== 'progress') {
+    effects.push({ type: 'log', level: 'debug', msg: `progress message dropped: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
+    return
+  }
+  const p = opened.body
+  const job = state.jobs.get(p.jobId)
+  if (!job) return // not a job of ours (or not yet known: the coordinator's digest covers it later)
+  if (job.body.resolved.keys[p.nodeId] !== opened.signer) {
+    effects.push({ type: 'log', level: 'warn', msg: 'progress refused: not signed by the key the job names for that node', fields: { nodeId: p.nodeId, jobId: p.jobId } })
+    return
+  }
+  if (p.instanceId !== instanceIdFor(p.jobId, p.occurrenceAt)) return
+  let k = state.progress.get(p.instanceId)
+  if (!k) {
+    if (membership(job.body, config.nodeId) === undefined) return
+    k = emptyKnowledge()
+    state.progress.set(p.instanceId, k)
+  }
+  const changed = mergeProgress(k, p)
+  if (!changed) return
+  persistProgress(p.instanceId, k, effects)
+  for (const run of state.runs.values()) if (run.instanceId === p.instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
+}
+
+function mergeProgress(k: Knowledge, p: { nodeId: string; event: ProgressBody['event']; status?: DoneStatus; leaseUntil?: number }): boolean {
+  switch (p.event) {
+    case 'ack':
+      if (k.acks.has(p.nodeId)) return false
+      k.acks.add(p.nodeId)
+      return true
+    case 'start':
+    case 'renew': {
+      k.acks.add(p.nodeId)
+      const lease = p.leaseUntil ?? Number.MAX_SAFE_INTEGER
+      if ((k.started.get(p.nodeId) ?? -1) >= lease) return false
+      k.started.set(p.nodeId, lease)
+      return true
+    }
+    case 'done':
+      if (k.done.has(p.nodeId) || !p.status) return false
+      k.acks.add(p.nodeId)
+      k.done.set(p.nodeId, p.status)
+      return true
+  }
+}
+
+function mergeDigest(state: AgentState, config: AgentConfig, d: ProgressDigest, now: number, effects: AgentEffect[]): void {
+  const k = state.progress.get(d.instanceId)
+  if (!k) return
+  let changed = false
+  for (const n of d.acks) changed = mergeProgress(k, { nodeId: n, event: 'ack' }) || changed
+  for (const [n, status] of d.done) changed = mergeProgress(k, { nodeId: n, event: 'done', status }) || changed
+  if (!changed) return
+  persistProgress(d.instanceId, k, effects)
+  for (const run of state.runs.values()) if (run.instanceId === d.instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
 }
 
 /**
@@ -422,8 +578,12 @@ function onJobState(state: AgentState, config: AgentConfig, body: JobStateBody, 
   state.schedules.delete(body.jobId)
   effects.push({ type: 'persist', puts: [{ key: key.jobState(body.jobId), value: { body, envelope } }], dels: [] })
   effects.push({ type: 'log', level: 'info', msg: 'job state updated', fields: { jobId: body.jobId, version: body.version, status: body.status, canceledOccurrences: body.canceledOccurrences.length, globalExceptions: body.globalExceptions.length } })
-  void config
-  void now
+  // Pending runs of canceled occurrences never start; running ones finish.
+  for (const run of state.runs.values()) {
+    if (run.jobId === body.jobId && run.status === 'waiting' && body.canceledOccurrences.includes(run.occurrenceAt)) {
+      skipRun(state, config, run, now, effects, 'canceled before this node\'s turn')
+    }
+  }
 }
 
 /**
@@ -473,7 +633,7 @@ function startAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run
     type: 'run_step',
     notBefore,
     request: {
-      runId: run.runId, jobId: run.jobId, stepNumber: run.stepIndex + 1, attempt: run.attempt,
+      runId: run.runId, jobId: run.jobId, instanceId: run.instanceId, stepNumber: run.stepIndex + 1, attempt: run.attempt,
       interpreter: step.interpreter.name, command: plan.command, inputs: plan.inputs, os: config.os, timeoutMs,
       limits: { cores: step.limits?.cores ?? 0, cpu: step.limits?.cpu ?? 0 },
       filesToRead: outputFilesToRead(step.outputFieldRules ?? {}),
@@ -600,6 +760,14 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }, { key: key.outbox(run.runId), value: entry }], dels: [] })
   effects.push({ type: 'log', level: 'info', msg: `run finished: ${status}`, fields: { runId: run.runId, jobId: run.jobId, reason: run.reason } })
   effects.push({ type: 'send', kind: 'result', runId: run.runId, envelope })
+  if (run.gated) {
+    const k = state.progress.get(run.instanceId)
+    if (k) {
+      k.done.set(config.nodeId, status)
+      persistProgress(run.instanceId, k, effects)
+    }
+    publishProgress(config, run, 'done', now, effects, status)
+  }
 }
 
 function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[]): void {
@@ -616,6 +784,7 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })
   if (!reply.ok) effects.push({ type: 'log', level: 'warn', msg: `coordinator refused a request: ${reply.error ?? 'no reason given'}` })
   for (const job of reply.jobs) onJob(state, config, job, 'sync', now, effects)
+  for (const d of reply.progress) mergeDigest(state, config, d, now, effects)
 }
 
 function pruneJobs(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
-import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import { BUILTIN_INTERPRETER_NAMES, builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
@@ -197,6 +197,11 @@ export class AgentRuntime {
       }
       this.dispatch({ type: 'job', envelope, via: 'gossip' })
     })
+    this.net.subscribe(TOPIC_PROGRESS, (data) => {
+      let envelope: unknown
+      try { envelope = decodeEnvelope(data) } catch { return }
+      void this.dispatch({ type: 'progress', envelope })
+    })
     await this.net.handleRpc(async (data) => this.answerPeer(data))
     this.net.node.addEventListener('peer:disconnect', (evt) => {
       if (evt.detail.toString() === this.coordinatorPeer) {
@@ -223,6 +228,9 @@ export class AgentRuntime {
         break
       case 'send':
         if (this.connected) void this.send(e.envelope)
+        break
+      case 'publish_progress':
+        this.net.publish(TOPIC_PROGRESS, encodeEnvelope(e.envelope)).catch((err) => this.opts.logger.debug({ err: (err as Error).message }, 'progress publish failed'))
         break
       case 'log':
         this.opts.logger[e.level](e.fields ?? {}, e.msg)
@@ -253,6 +261,7 @@ export class AgentRuntime {
       ? await interpreter.run({
         runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt, interpreter: r.interpreter, command: r.command,
         inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, workDir, artifactDir,
+        env: { CHORUS_NODE_ID: this.nodeId, CHORUS_JOB_ID: r.jobId, CHORUS_INSTANCE_ID: r.instanceId, CHORUS_RUN_ID: r.runId, CHORUS_STEP: String(r.stepNumber), CHORUS_ATTEMPT: String(r.attempt) },
         ...(limited ? { limits: r.limits } : {}),
       }, this.aborter.signal)
       : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', truncated: false, durationMs: 0, reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }

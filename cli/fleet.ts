@@ -132,7 +132,7 @@ export class LocalFleet {
   async startAgent(index: number): Promise<void> {
     const a = this.agents[index]!
     const attrs = this.opts.attributes?.(index) ?? {}
-    const args = ['agent', '--data', a.dir, '--join', this.multiaddr, '--coordinator-key', this.publicKey, '--node-id', a.nodeId]
+    const args = ['agent', '--data', a.dir, '--join', this.multiaddr, `--coordinator-key=${this.publicKey}`, '--node-id', a.nodeId]
     for (const [k, v] of Object.entries(attrs)) args.push('--attr', `${k}=${v}`)
     const own = this.opts.agentConfigFor?.(index)
     if (own) {

@@ -5,11 +5,13 @@ import type { Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
+import { isGated, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
   MAX_CANCELED_OCCURRENCES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
-  type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ResultBody, type SignedEnvelope, type StepOutcome,
+  MAX_PROGRESS_DIGESTS,
+  type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
 export interface CoordinatorConfig {
@@ -55,7 +57,7 @@ export interface JobRecord {
 }
 
 /** excluded: the occurrence fell in an exception window; canceled: canceled before it ran. Neither ran. */
-export type InstanceStatus = 'running' | 'success' | 'failure' | 'excluded' | 'canceled'
+export type InstanceStatus = 'running' | 'success' | 'failure' | 'excluded' | 'canceled' | 'quorum_failed'
 
 export interface InstanceRecord {
   id: string
@@ -67,8 +69,12 @@ export interface InstanceRecord {
   /** After this time runs without a result are marked `timeout`. */
   deadlineAt: number
   runIds: string[]
-  /** Why an excluded or canceled instance was not performed. */
+  /** Why an excluded, canceled or quorum_failed instance was not performed. */
   reason?: string
+  /** Targets that acknowledged the job (gated jobs, from their progress gossip). */
+  acks?: string[]
+  /** quorum_failed: the targets that did not acknowledge in time. */
+  quorumMissing?: string[]
 }
 
 export interface RunRecord {
@@ -111,6 +117,8 @@ export type CoordinatorEvent =
   /** Cancel a whole job (no new instances), or only the given occurrences (ms). */
   | { type: 'cancel'; requestId: string; jobId: string; occurrences?: number[] }
   | { type: 'add_exception'; requestId: string; exception: GlobalException }
+  /** An agent's progress gossip (acks and starts of gated rollouts). */
+  | { type: 'progress'; envelope: unknown }
   | { type: 'remove_exception'; requestId: string; id: string }
 
 export type SubmitOutcome =
@@ -172,12 +180,15 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
     case 'remove_exception':
       onGlobalException(state, config, event, now, effects)
       break
+    case 'progress':
+      onProgress(state, config, event.envelope, now, effects)
+      break
   }
   return effects
 }
 
 /** Resolves a template's targets against the registry: one node list per group, in rollout order. */
-export function resolveTargets(state: CoordinatorState, template: JobTemplate): { groups: { nodes: string[] }[] } | { problems: SubmitProblem[] } {
+export function resolveTargets(state: CoordinatorState, template: JobTemplate): JobBody['resolved'] | { problems: SubmitProblem[] } {
   const problems: SubmitProblem[] = []
   const groups: { nodes: string[] }[] = []
   const taken = new Map<string, number>()
@@ -232,7 +243,12 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
   })
   if (problems.length > 0) return { problems }
   if (groups.every((g) => g.nodes.length === 0)) return { problems: [{ path: 'target.groups', message: 'the target matches no node; check the node ids or filters (`chorus nodes` lists the known nodes)' }] }
-  return { groups }
+  const keys: Record<string, string> = {}
+  for (const g of groups) for (const n of g.nodes) {
+    const rec = state.nodes.get(n)
+    if (rec) keys[n] = rec.publicKey
+  }
+  return { groups, keys }
 }
 
 function deadlineFor(template: JobTemplate, start: number, graceMs: number): number {
@@ -445,8 +461,85 @@ export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterM
   }))
 }
 
-function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[] }): CoordinatorEffect {
-  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], ...fields }) }
+function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; progress?: ProgressDigest[] }): CoordinatorEffect {
+  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], progress: [], ...fields }) }
+}
+
+/** What this coordinator knows of the live gated instances that target a node: acks and done runs. */
+export function digestsFor(state: CoordinatorState, nodeId: string): ProgressDigest[] {
+  const out: ProgressDigest[] = []
+  for (const id of state.live) {
+    const inst = state.instances.get(id)
+    const job = inst && state.jobs.get(inst.jobId)
+    if (!inst || !job || !targets(job, nodeId)) continue
+    const body = { template: job.template, resolved: job.resolved } as JobBody
+    if (!isGated(body)) continue
+    const done: ProgressDigest['done'] = []
+    for (const runId of inst.runIds) {
+      const r = state.runs.get(runId)
+      if (r && (r.status === 'success' || r.status === 'failure' || r.status === 'skipped') && r.receivedAt !== undefined) done.push([r.nodeId, r.status])
+    }
+    out.push({ instanceId: id, acks: inst.acks ?? [], done })
+    if (out.length >= MAX_PROGRESS_DIGESTS) break
+  }
+  return out
+}
+
+function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope: unknown, now: number, effects: CoordinatorEffect[]): void {
+  const opened = open(envelope)
+  if (!opened.ok || opened.body.type !== 'progress') return
+  const p = opened.body
+  const job = state.jobs.get(p.jobId)
+  if (!job || job.resolved.keys[p.nodeId] !== opened.signer || instanceIdFor(p.jobId, p.occurrenceAt) !== p.instanceId) return
+  const puts: { key: string; value: unknown }[] = []
+  let instance = state.instances.get(p.instanceId)
+  if (!instance) {
+    const sched = scheduleOf(state, job)
+    if (!sched || job.template.scheduleRule === 'immediate' || !occurrencesBetween(sched.schedule, p.occurrenceAt, p.occurrenceAt + 1, 1).includes(p.occurrenceAt)) return
+    instance = materializeInstance(state, config, job, p.occurrenceAt, now, puts)
+    puts.push({ key: key.job(job.jobId), value: job })
+  }
+  if (!(instance.acks ?? []).includes(p.nodeId)) {
+    instance.acks = [...(instance.acks ?? []), p.nodeId]
+    puts.push({ key: key.instance(instance.id), value: instance })
+  }
+  if (p.event === 'start') {
+    const run = state.runs.get(runIdFor(p.instanceId, p.nodeId))
+    if (run && run.status === 'pending') {
+      run.status = 'running'
+      run.startedAt = p.at
+      puts.push({ key: key.run(run.runId), value: run })
+    }
+  }
+  if (puts.length > 0) effects.push({ type: 'persist', puts, dels: [] })
+}
+
+function quorumOf(job: JobRecord): { need: number; total: number; timeoutMs: number } | undefined {
+  const q = job.template.chorus?.quorum
+  if (!q) return undefined
+  const total = job.resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
+  return { need: Math.max(1, thresholdFor(q, total)), total, timeoutMs: (job.template.chorus?.quorumTimeoutSeconds ?? DEFAULT_QUORUM_TIMEOUT_S) * 1000 }
+}
+
+/** The quorum window closed without enough acknowledgements and no node started: nothing will run. */
+function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceRecord, now: number, puts: { key: string; value: unknown }[]): void {
+  const acks = new Set(instance.acks ?? [])
+  const missing = job.resolved.groups.flatMap((g) => g.nodes).filter((n) => !acks.has(n))
+  instance.status = 'quorum_failed'
+  instance.quorumMissing = missing
+  instance.reason = `quorum failed: ${acks.size} of ${quorumOf(job)!.total} targets acknowledged, ${quorumOf(job)!.need} needed; no acknowledgement from ${missing.join(', ')}`
+  instance.updatedAt = now
+  state.live.delete(instance.id)
+  for (const runId of instance.runIds) {
+    const run = state.runs.get(runId)
+    if (!run || run.status !== 'pending') continue
+    run.status = 'skipped'
+    run.reason = acks.has(run.nodeId) ? 'not started: quorum failed' : 'not started: quorum failed; this node never acknowledged the job (unreachable?)'
+    puts.push({ key: key.run(runId), value: run })
+  }
+  puts.push({ key: key.instance(instance.id), value: instance })
+  maybeComplete(state, job)
+  puts.push({ key: key.job(job.jobId), value: job })
 }
 
 /** Whether the job's resolved targets include the node. */
@@ -488,7 +581,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
         return
       }
       touch(state, node, now, effects)
-      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs) }))
+      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs), progress: digestsFor(state, body.nodeId) }))
       return
     }
     default:
@@ -615,6 +708,10 @@ export function settleInstance(state: CoordinatorState, instance: InstanceRecord
   const runs = instance.runIds.map((id) => state.runs.get(id)!).filter(Boolean)
   if (!runs.every((r) => TERMINAL.has(r.status))) return
   const job = state.jobs.get(instance.jobId)
+  if (job && quorumOf(job) && runs.every((r) => r.status === 'skipped' || r.status === 'timeout') && runs.some((r) => r.reason?.startsWith('quorum failed'))) {
+    failQuorum(state, job, instance, now, [])
+    return
+  }
   let ok = true
   job?.template.target.groups.forEach((g, gi) => {
     const groupRuns = runs.filter((r) => r.group === gi)
@@ -667,6 +764,16 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     const instance = state.instances.get(id)
     if (!instance || instance.status !== 'running') {
       state.live.delete(id)
+      continue
+    }
+    const job0 = state.jobs.get(instance.jobId)
+    const q = job0 && quorumOf(job0)
+    if (job0 && q && now >= instance.occurrenceAt + q.timeoutMs && (instance.acks ?? []).length < q.need
+      && instance.runIds.every((r) => state.runs.get(r)?.status === 'pending' || state.runs.get(r)?.status === 'skipped')) {
+      const puts: { key: string; value: unknown }[] = []
+      failQuorum(state, job0, instance, now, puts)
+      effects.push({ type: 'persist', puts, dels: [] })
+      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { instanceId: instance.id, missing: instance.quorumMissing } })
       continue
     }
     if (instance.deadlineAt > now) continue

@@ -36,6 +36,8 @@ export interface InstanceReport {
   status: string
   occurrenceAt: string | null
   reason?: string
+  /** quorum_failed: the targets that did not acknowledge in time */
+  quorumMissing?: string[]
   createdAt: string | null
   updatedAt: string | null
   counts: Record<string, number>
@@ -76,6 +78,7 @@ export function instanceSummary(state: CoordinatorState, instance: InstanceRecor
   return {
     id: instance.id, jobId: instance.jobId, status: instance.status, occurrenceAt: iso(instance.occurrenceAt),
     ...(instance.reason ? { reason: instance.reason } : {}),
+    ...(instance.quorumMissing ? { quorumMissing: instance.quorumMissing } : {}),
     createdAt: iso(instance.createdAt), updatedAt: iso(instance.updatedAt), counts,
   }
 }

@@ -7,7 +7,7 @@ import { Level } from 'level'
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
-import { TOPIC_JOBS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
@@ -85,6 +85,11 @@ export class CoordinatorRuntime {
     })
 
     this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
+    this.net.subscribe(TOPIC_PROGRESS, (data) => {
+      let envelope: unknown
+      try { envelope = decodeEnvelope(data) } catch { return }
+      void this.dispatch({ type: 'progress', envelope })
+    })
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))

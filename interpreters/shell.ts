@@ -151,7 +151,7 @@ export class ShellInterpreter implements Interpreter {
         file: cmd.file,
         args: cmd.args,
         cwd,
-        env: process.env,
+        env: req.env ? { ...process.env, ...req.env } : process.env,
         timeoutMs,
         maxOutputBytes: req.maxOutputBytes,
         signal,

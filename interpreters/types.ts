@@ -39,6 +39,11 @@ export interface StepRequest {
    * what is enforced on this host.
    */
   limits?: StepLimits
+  /**
+   * Variables added to the step's environment: CHORUS_NODE_ID, CHORUS_JOB_ID, CHORUS_INSTANCE_ID,
+   * CHORUS_RUN_ID, CHORUS_STEP, CHORUS_ATTEMPT (so a step can tell where and when it runs).
+   */
+  env?: Record<string, string>
 }
 
 export interface StepLimits {

@@ -26,6 +26,9 @@ export const MAX_PEERS_SHARED = 8
 export const MAX_ADDRS_PER_PEER = 4
 
 export const TOPIC_JOBS = 'chorus/jobs/v1'
+/** Rollout progress between agents (acks, starts, leases, dones) of jobs that gate on each other. */
+export const TOPIC_PROGRESS = 'chorus/progress/v1'
+export const MAX_PROGRESS_DIGESTS = 16
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 
 const id = z.string().min(1).max(MAX_ID_CHARS).regex(/^[A-Za-z0-9._:@-]+$/, 'expected letters, digits and . _ : @ - only')
@@ -58,7 +61,11 @@ export const JobBodySchema = z.object({
   expiresAt: ms,
   template: JobTemplateSchema,
   /** Targets resolved by the coordinator at submit time, one entry per template group. */
-  resolved: z.object({ groups: z.array(ResolvedGroupSchema).max(100) }).strict(),
+  resolved: z.object({
+    groups: z.array(ResolvedGroupSchema).max(100),
+    /** Public keys of the targeted nodes known at submit time: agents verify each other's progress with them. */
+    keys: z.record(id, publicKey).default({}),
+  }).strict(),
 }).strict()
 export type JobBody = z.infer<typeof JobBodySchema>
 
@@ -158,6 +165,34 @@ export const ResultBodySchema = z.object({
 }).strict()
 export type ResultBody = z.infer<typeof ResultBodySchema>
 
+/**
+ * One agent's progress on one instance, gossiped to the other targets of a gated rollout
+ * (batches, sequential groups, quorum). ack: the node holds the job and will take part;
+ * start: it took its turn (leaseUntil: how long its slot is held without renewal);
+ * renew: it still holds the slot; done: its run ended with `status`.
+ */
+export const ProgressBodySchema = z.object({
+  type: z.literal('progress'),
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  instanceId: id,
+  occurrenceAt: ms,
+  nodeId: id,
+  event: z.enum(['ack', 'start', 'renew', 'done']),
+  status: z.enum(['success', 'failure', 'skipped']).optional(),
+  leaseUntil: ms.optional(),
+  at: ms,
+}).strict()
+export type ProgressBody = z.infer<typeof ProgressBodySchema>
+
+/** What the coordinator knows of an instance's progress, for agents that missed gossip. */
+export const ProgressDigestSchema = z.object({
+  instanceId: id,
+  acks: z.array(id).max(MAX_TARGET_NODES),
+  done: z.array(z.tuple([id, z.enum(['success', 'failure', 'skipped'])])).max(MAX_TARGET_NODES),
+}).strict()
+export type ProgressDigest = z.infer<typeof ProgressDigestSchema>
+
 export const SyncRequestBodySchema = z.object({
   type: z.literal('sync'),
   v: z.literal(PROTOCOL_VERSION),
@@ -178,10 +213,12 @@ export const ReplyBodySchema = z.object({
   jobs: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
   /** a few other agents to connect to, so the mesh holds without the coordinator */
   peers: z.array(PeerInfoSchema).max(MAX_PEERS_SHARED).default([]),
+  /** progress of live gated instances that target the node (coordinator replies only) */
+  progress: z.array(ProgressDigestSchema).max(MAX_PROGRESS_DIGESTS).default([]),
 }).strict()
 export type ReplyBody = z.infer<typeof ReplyBodySchema>
 
-export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema])
+export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema, ProgressBodySchema])
 export type WireBody = z.infer<typeof WireBodySchema>
 export type WireBodyInput = z.input<typeof WireBodySchema>
 

@@ -1,0 +1,124 @@
+// Where, over 8 real agent processes: rolling windows and fixed batches taken through gossip
+// between the agents, sequential groups that stop on failed criteria, and a quorum.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalFleet } from '../cli/fleet.js'
+
+let fleet: LocalFleet
+let dir: string
+const ALL = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6', 'node-7', 'node-8']
+
+const shell = { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }
+const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
+
+function group(nodes: string[], extra: Record<string, unknown> = {}) {
+  return {
+    timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
+    successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
+    nodeListType: 'nodes', nodeIdentifiers: nodes, ...extra,
+  }
+}
+
+function job(name: string, executionType: string, groups: unknown[], lines: string[], extra: Record<string, unknown> = {}) {
+  return JSON.stringify({
+    name, scheduleRule: 'immediate', exceptionRules: [],
+    target: { executionType, groups },
+    actions: { accessMode: 'agent', steps: [{ name: 'work', interpreter: shell, command: { linux: lines }, retryCount: 0, failureBehavior: failFast }] },
+    ...extra,
+  })
+}
+
+/** The step records when it starts and ends (ms), one file per run. */
+function recorder(tag: string, seconds = 0.6): string[] {
+  return [`echo "$(date +%s%3N) $CHORUS_NODE_ID start" >> ${dir}/${tag}.$CHORUS_NODE_ID`, `sleep ${seconds}`, `echo "$(date +%s%3N) $CHORUS_NODE_ID end" >> ${dir}/${tag}.$CHORUS_NODE_ID`]
+}
+
+async function intervals(tag: string): Promise<{ node: string; start: number; end: number }[]> {
+  const out: { node: string; start: number; end: number }[] = []
+  for (const f of (await readdir(dir)).filter((x) => x.startsWith(`${tag}.`))) {
+    const lines = (await readFile(join(dir, f), 'utf8')).trim().split('\n').map((l) => l.split(' '))
+    out.push({ node: lines[0]![1]!, start: Number(lines[0]![0]), end: Number(lines.find((l) => l[2] === 'end')?.[0] ?? NaN) })
+  }
+  return out.sort((a, b) => a.start - b.start)
+}
+
+function maxConcurrent(iv: { start: number; end: number }[]): number {
+  const events = iv.flatMap((i) => [[i.start, 1], [i.end, -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  let now = 0
+  let max = 0
+  for (const [, d] of events) { now += d; max = Math.max(max, now) }
+  return max
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'chorus-where-'))
+  fleet = await new LocalFleet({ agents: 8, agentConfig: { allow: 'any' } }).start()
+}, 120_000)
+
+afterAll(async () => {
+  await fleet?.stop()
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('rollouts over 8 real agents', () => {
+  it('a rolling group of batch size 2: never more than 2 at once, and all 8 ran', async () => {
+    const id = await fleet.submit(job('rolling 2', 'parallel', [group(ALL, { distributionMethod: 'rolling', batchSize: { type: 'number', value: 2 } })], recorder('roll')))
+    const report = await fleet.waitForJob(id, 90_000)
+    expect(report.instances[0]!.status).toBe('success')
+    const iv = await intervals('roll')
+    expect(iv.map((i) => i.node).sort()).toEqual(ALL)
+    expect(maxConcurrent(iv)).toBeLessThanOrEqual(2)
+    // It was a rollout, not a serial queue: two ran together at some point.
+    expect(maxConcurrent(iv)).toBe(2)
+    expect(report.instances[0]!.runs.map((r) => r.batch).sort()).toEqual([0, 0, 1, 1, 2, 2, 3, 3])
+  })
+
+  it('fixed batches of 3: 3, 3, 2, strictly one batch after another', async () => {
+    const id = await fleet.submit(job('batches of 3', 'parallel', [group(ALL, { distributionMethod: 'batching', batchSize: { type: 'number', value: 3 } })], recorder('batch')))
+    const report = await fleet.waitForJob(id, 90_000)
+    expect(report.instances[0]!.status).toBe('success')
+    const iv = await intervals('batch')
+    expect(iv).toHaveLength(8)
+    const batchOf = new Map(report.instances[0]!.runs.map((r) => [r.nodeId, r.batch]))
+    const batches = [0, 1, 2].map((b) => iv.filter((i) => batchOf.get(i.node) === b))
+    expect(batches.map((b) => b.length)).toEqual([3, 3, 2])
+    for (let b = 1; b < 3; b++) {
+      const prevEnd = Math.max(...batches[b - 1]!.map((i) => i.end))
+      const start = Math.min(...batches[b]!.map((i) => i.start))
+      expect(start).toBeGreaterThanOrEqual(prevEnd)
+    }
+  })
+
+  it('two sequential groups where the first fails its criteria: the second never starts', async () => {
+    const id = await fleet.submit(job('stop on failure', 'sequential', [
+      group(['node-1', 'node-2']),
+      group(['node-3', 'node-4']),
+    ], [`touch ${dir}/seq.$CHORUS_NODE_ID`, 'test "$CHORUS_NODE_ID" != node-2']))
+    const report = await fleet.waitForJob(id, 90_000)
+    const runs = new Map(report.instances[0]!.runs.map((r) => [r.nodeId, r]))
+    expect(report.instances[0]!.status).toBe('failure')
+    expect(runs.get('node-1')!.status).toBe('success')
+    expect(runs.get('node-2')!.status).toBe('failure')
+    for (const n of ['node-3', 'node-4']) {
+      expect(runs.get(n)!.status).toBe('skipped')
+      expect(runs.get(n)!.reason).toMatch(/distribution stopped: group 0 did not meet its success criteria/)
+    }
+    expect((await readdir(dir)).filter((f) => f.startsWith('seq.')).sort()).toEqual(['seq.node-1', 'seq.node-2'])
+  })
+
+  it('quorum 100 % with one agent stopped: nothing runs and quorum_failed names that agent', async () => {
+    await fleet.stopAgent(7)
+    const id = await fleet.submit(job('quorum', 'parallel', [group(ALL)], [`touch ${dir}/quorum.$CHORUS_NODE_ID`], {
+      chorus: { quorum: { type: 'percent', value: 100 }, quorumTimeoutSeconds: 4 },
+    }))
+    const report = await fleet.waitForJob(id, 60_000)
+    const inst = report.instances[0]!
+    expect(inst.status).toBe('quorum_failed')
+    expect(inst.quorumMissing).toEqual(['node-8'])
+    expect(inst.reason).toMatch(/no acknowledgement from node-8/)
+    expect((await readdir(dir)).filter((f) => f.startsWith('quorum.'))).toEqual([])
+    for (const r of inst.runs) expect(r.status).toBe('skipped')
+  })
+})
