@@ -324,7 +324,7 @@ export class AgentRuntime {
       const hello = seal(this.identity, {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: this.nodeId, peerId: this.net.peerId,
         addrs: this.net.addresses().slice(0, MAX_ADDRS_PER_PEER),
-        facts: nodeFacts(this.opts.attributes), agentVersion: AGENT_VERSION, sentAt: Date.now(),
+        facts: nodeFacts(this.opts.attributes), skills: Object.fromEntries(Object.entries(this.config.skills).slice(0, 256)), agentVersion: AGENT_VERSION, sentAt: Date.now(),
       })
       const reply = decodeEnvelope(await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS))
       await this.dispatch({ type: 'reply', envelope: reply })

@@ -132,6 +132,21 @@ job.command('submit')
     for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
     fail(`the coordinator refused the job (HTTP ${res.status})`)
   })
+job.command('plan')
+  .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts')
+  .argument('<file>', 'template file (JSON, YAML or TOML)')
+  .option('--json', 'print JSON')
+  .option(...apiOption)
+  .action(async (file: string, o: { api?: string; json?: boolean }) => {
+    const { apiPostText, contentTypeFor, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
+    if (res.status !== 200) {
+      for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
+      fail(`no plan (HTTP ${res.status})`)
+    }
+    const { formatPlan } = await import('../coordinator/plan.js')
+    process.stdout.write((o.json ? JSON.stringify(res.body, null, 2) : formatPlan(res.body)) + '\n')
+  })
 job.command('show')
   .description('Show a job: its template, status and instances')
   .argument('<id>', 'job id')
@@ -210,15 +225,52 @@ program.command('report')
   })
 
 program.command('nodes')
-  .description('List the nodes registered with the coordinator')
+  .description('List the nodes registered with the coordinator, with liveness (alive = connected now)')
+  .option('--search <query>', 'only nodes matching a search query, e.g. "role:webapp AND env:prod" (grammar in the README)')
   .option('--json', 'print JSON')
   .option(...apiOption)
-  .action(async (o: { api?: string; json?: boolean }) => {
+  .action(async (o: { api?: string; json?: boolean; search?: string }) => {
     const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const nodes = await apiGet<{ items: { nodeId: string; peerId: string; lastSeenAt: string; facts: Record<string, string> }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/nodes')
+    const nodes = await apiGet<{ items: { nodeId: string; alive: boolean; lastSeenAt: string; facts: Record<string, string> }[] }>(o.api ?? DEFAULT_API_ADDRESS, `/v1/nodes${o.search ? `?search=${encodeURIComponent(o.search)}` : ''}`)
     if (o.json) process.stdout.write(JSON.stringify(nodes, null, 2) + '\n')
-    else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
+    else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
   })
+
+async function adminRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+  const { apiBase, DEFAULT_API_ADDRESS } = await import('./client.js')
+  const res = await fetch(`${apiBase(api ?? DEFAULT_API_ADDRESS)}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}) })
+  const out = (await res.json()) as { error?: string }
+  if (!res.ok) fail(out.error ?? `HTTP ${res.status}`)
+  process.stdout.write(JSON.stringify(out, null, 2) + '\n')
+}
+
+const lists = program.command('lists').description('Saved node lists (nodeListType "savedList", listId)')
+lists.command('list').description('Show the saved lists').option(...apiOption).action((o: { api?: string }) => adminRequest(o.api, 'GET', '/v1/lists'))
+lists.command('set').description('Create or replace a saved list')
+  .argument('<id>', 'list id (the template\'s listId)')
+  .requiredOption('--nodes <ids>', 'comma-separated node ids')
+  .option('--name <name>', 'a readable name')
+  .option(...apiOption)
+  .action((id: string, o: { nodes: string; name?: string; api?: string }) => adminRequest(o.api, 'PUT', `/v1/lists/${encodeURIComponent(id)}`, { name: o.name ?? id, nodes: o.nodes.split(',').map((x) => x.trim()).filter(Boolean) }))
+lists.command('remove').description('Delete a saved list').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o.api, 'DELETE', `/v1/lists/${encodeURIComponent(id)}`))
+
+const filters = program.command('filters').description('Saved node filters (nodeListType "savedFilter", filterId)')
+filters.command('list').description('Show the saved filters').option(...apiOption).action((o: { api?: string }) => adminRequest(o.api, 'GET', '/v1/filters'))
+filters.command('set').description('Create or replace a saved filter; prints the nodes it matches now')
+  .argument('<id>', 'filter id (the template\'s filterId)')
+  .option('--query <query>', 'search query, e.g. "role:webapp AND env:prod"')
+  .option('--constraints <json>', 'Node Management constraints, e.g. \'{"attributes":[{"name":"kernel_name","operator":"=","value":["Linux"]}]}\'')
+  .option('--name <name>', 'a readable name')
+  .option(...apiOption)
+  .action((id: string, o: { query?: string; constraints?: string; name?: string; api?: string }) => {
+    if (!o.query && !o.constraints) fail('give --query or --constraints (or both)', 2)
+    let constraints: unknown
+    if (o.constraints) {
+      try { constraints = JSON.parse(o.constraints) } catch (err) { fail(`--constraints: not JSON: ${(err as Error).message}`, 2) }
+    }
+    return adminRequest(o.api, 'PUT', `/v1/filters/${encodeURIComponent(id)}`, { name: o.name ?? id, ...(o.query ? { query: o.query } : {}), ...(constraints ? { constraints } : {}) })
+  })
+filters.command('remove').description('Delete a saved filter').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o.api, 'DELETE', `/v1/filters/${encodeURIComponent(id)}`))
 
 program.command('demo')
   .description('Start a coordinator and N agents on 127.0.0.1, run a job, print the report, stop everything; exit 0 when the job succeeded')

@@ -6,6 +6,7 @@ import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { isGated, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
+import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeConstraint, type SkillConstraint } from './targeting.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
@@ -35,6 +36,8 @@ export interface NodeRecord {
   agentVersion: string
   /** libp2p addresses the agent listens on, shared with other agents for the mesh. */
   addrs: string[]
+  /** Installed skills (interpreters) and their versions. */
+  skills: Record<string, string[]>
   firstSeenAt: number
   lastSeenAt: number
 }
@@ -99,6 +102,10 @@ export interface CoordinatorState {
   nodes: Map<string, NodeRecord>
   /** Global exception windows, by id; jobs opt in through `chorus.globalExceptions`. */
   globals: Map<string, GlobalException>
+  lists: Map<string, SavedList>
+  filters: Map<string, SavedFilter>
+  /** Derived, not persisted: node ids with a live connection to this coordinator now. */
+  connected: Set<string>
   /** Derived, not persisted: instances still running (the tick looks only at these). */
   live: Set<string>
   /** Derived, not persisted: parsed schedules by job id. */
@@ -119,6 +126,11 @@ export type CoordinatorEvent =
   | { type: 'add_exception'; requestId: string; exception: GlobalException }
   /** An agent's progress gossip (acks and starts of gated rollouts). */
   | { type: 'progress'; envelope: unknown }
+  /** The transport saw a peer's connection open or close. */
+  | { type: 'link'; peerId: string; up: boolean }
+  | { type: 'save_list'; requestId: string; list: SavedList }
+  | { type: 'save_filter'; requestId: string; filter: SavedFilter }
+  | { type: 'delete_saved'; requestId: string; kind: 'list' | 'filter'; id: string }
   | { type: 'remove_exception'; requestId: string; id: string }
 
 export type SubmitOutcome =
@@ -134,7 +146,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), live: new Set(), schedules: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), schedules: new Map() }
 }
 
 const key = {
@@ -143,6 +155,8 @@ const key = {
   run: (id: string) => `run/${id}`,
   node: (id: string) => `node/${id}`,
   global: (id: string) => `gexc/${id}`,
+  list: (id: string) => `list/${id}`,
+  filter: (id: string) => `filter/${id}`,
 }
 
 /** Instances a recurring job gets per tick at most (a coordinator back after a long outage catches up over several ticks). */
@@ -154,7 +168,9 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     if (k.startsWith('job/')) { const r = v as JobRecord; state.jobs.set(r.jobId, r) }
     else if (k.startsWith('instance/')) { const r = v as InstanceRecord; state.instances.set(r.id, r) }
     else if (k.startsWith('run/')) { const r = v as RunRecord; state.runs.set(r.runId, r) }
-    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [] }) }
+    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [], skills: r.skills ?? {} }) }
+    else if (k.startsWith('list/')) { const r = v as SavedList; state.lists.set(r.id, r) }
+    else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
   }
   for (const inst of state.instances.values()) if (inst.status === 'running') state.live.add(inst.id)
@@ -183,8 +199,91 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
     case 'progress':
       onProgress(state, config, event.envelope, now, effects)
       break
+    case 'link': {
+      for (const n of state.nodes.values()) {
+        if (n.peerId !== event.peerId) continue
+        if (event.up) state.connected.add(n.nodeId)
+        else {
+          state.connected.delete(n.nodeId)
+          n.lastSeenAt = now
+          effects.push({ type: 'log', level: 'info', msg: 'node disconnected', fields: { nodeId: n.nodeId } })
+        }
+      }
+      break
+    }
+    case 'save_list': {
+      const problems = event.list.nodes.length > MAX_TARGET_NODES ? [`at most ${MAX_TARGET_NODES} nodes`] : []
+      if (!state.lists.has(event.list.id) && state.lists.size >= MAX_SAVED) problems.push(`at most ${MAX_SAVED} saved lists`)
+      if (problems.length) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: problems.join('; ') } }); break }
+      state.lists.set(event.list.id, event.list)
+      effects.push({ type: 'persist', puts: [{ key: key.list(event.list.id), value: event.list }], dels: [] })
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: event.list } })
+      break
+    }
+    case 'save_filter': {
+      const check = selectNodes(state, event.filter, 'filter')
+      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; ') } }); break }
+      if (!state.filters.has(event.filter.id) && state.filters.size >= MAX_SAVED) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_SAVED} saved filters` } }); break }
+      state.filters.set(event.filter.id, event.filter)
+      effects.push({ type: 'persist', puts: [{ key: key.filter(event.filter.id), value: event.filter }], dels: [] })
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { ...event.filter, matches: check.nodes } } })
+      break
+    }
+    case 'delete_saved': {
+      const map = event.kind === 'list' ? state.lists : state.filters
+      if (!map.delete(event.id)) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no saved ${event.kind} ${event.id}` } }); break }
+      effects.push({ type: 'persist', puts: [], dels: [event.kind === 'list' ? key.list(event.id) : key.filter(event.id)] })
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { deleted: event.id } } })
+      break
+    }
   }
   return effects
+}
+
+/** Resolves a template's targets against the registry: one node list per group, in rollout order. */
+export interface SavedList {
+  id: string
+  name: string
+  nodes: string[]
+}
+
+/** A saved filter: Node Management style constraints and/or a search query. */
+export interface SavedFilter {
+  id: string
+  name: string
+  constraints?: { attributes?: AttributeConstraint[]; skills?: SkillConstraint[] }
+  query?: string
+}
+
+export const MAX_SAVED = 1_000
+
+/**
+ * The nodes of the registry a filter selects, sorted by node id (the rollout order), or the
+ * problems with the filter, each with the path below `path`.
+ */
+export function selectNodes(state: CoordinatorState, filter: { constraints?: { attributes?: AttributeConstraint[]; skills?: SkillConstraint[] }; query?: unknown } | null | undefined, path: string): { nodes: string[] } | { problems: SubmitProblem[] } {
+  const problems: SubmitProblem[] = []
+  const tests: ((n: NodeRecord) => boolean)[] = []
+  ;(filter?.constraints?.attributes ?? []).forEach((a, ai) => {
+    const m = compileAttribute(a)
+    if (typeof m === 'function') tests.push((n) => m({ ...n.facts, node: n.nodeId }))
+    else problems.push({ path: `${path}.constraints.attributes[${ai}].${m.field}`, message: m.error })
+  })
+  ;(filter?.constraints?.skills ?? []).forEach((c, ci) => {
+    const m = compileSkill(c)
+    if (typeof m === 'function') tests.push((n) => m(n.skills))
+    else problems.push({ path: `${path}.constraints.skills[${ci}].version`, message: m.error })
+  })
+  if (filter?.query !== undefined) {
+    if (typeof filter.query !== 'string') problems.push({ path: `${path}.query`, message: 'expected a search query string such as "role:webapp AND env:prod"' })
+    else {
+      const q = parseQuery(filter.query)
+      if (q.ok) tests.push((n) => matchQuery(q.query, { nodeId: n.nodeId, facts: n.facts, skills: n.skills }))
+      else problems.push({ path: `${path}.query`, message: q.message })
+    }
+  }
+  if (problems.length > 0) return { problems }
+  return { nodes: [...state.nodes.values()].filter((n) => tests.every((t) => t(n))).map((n) => n.nodeId).sort() }
 }
 
 /** Resolves a template's targets against the registry: one node list per group, in rollout order. */
@@ -195,41 +294,30 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
   template.target.groups.forEach((g, gi) => {
     const path = `target.groups[${gi}]`
     let nodes: string[] = []
+    const select = (filter: Parameters<typeof selectNodes>[1], at: string) => {
+      const r = selectNodes(state, filter, at)
+      if ('problems' in r) problems.push(...r.problems)
+      else nodes = r.nodes
+    }
     switch (g.nodeListType) {
       case 'nodes':
         nodes = [...new Set(g.nodeIdentifiers ?? [])]
         break
-      case 'filter': {
-        const attributes = g.filter?.constraints?.attributes ?? []
-        const skills = g.filter?.constraints?.skills ?? []
-        if (skills.length > 0) problems.push({ path: `${path}.filter.constraints.skills`, message: 'skill constraints are not supported by this coordinator yet; target by attributes or node ids' })
-        const matchers: ((facts: Record<string, string>) => boolean)[] = []
-        attributes.forEach((a, ai) => {
-          const values = a.value ?? []
-          const op = a.operator.toUpperCase()
-          if (op === '=' || op === 'EQ' || op === 'EQUALS') matchers.push((f) => values.includes(f[a.name] ?? '\u0000'))
-          else if (op === '!=' || op === 'NE') matchers.push((f) => !values.includes(f[a.name] ?? '\u0000'))
-          else if (op === 'MATCHES') {
-            const res: RegExp[] = []
-            for (const v of values) {
-              try { res.push(new RegExp(v)) } catch (err) {
-                problems.push({ path: `${path}.filter.constraints.attributes[${ai}].value`, message: `invalid regular expression ${JSON.stringify(v)}: ${(err as Error).message}` })
-              }
-            }
-            matchers.push((f) => f[a.name] !== undefined && res.some((r) => r.test(f[a.name]!)))
-          } else {
-            problems.push({ path: `${path}.filter.constraints.attributes[${ai}].operator`, message: `unsupported operator ${JSON.stringify(a.operator)}; expected one of "=", "!=", "MATCHES"` })
-          }
-        })
-        nodes = [...state.nodes.values()].filter((n) => matchers.every((m) => m(n.facts))).map((n) => n.nodeId).sort()
+      case 'filter':
+        select(g.filter as Parameters<typeof selectNodes>[1], `${path}.filter`)
+        break
+      case 'savedList': {
+        const list = state.lists.get(String(g.listId))
+        if (!list) problems.push({ path: `${path}.listId`, message: `unknown saved list ${JSON.stringify(g.listId)}; known lists: ${[...state.lists.keys()].slice(0, 10).join(', ') || 'none'} (chorus lists)` })
+        else nodes = [...list.nodes]
         break
       }
-      case 'savedList':
-        problems.push({ path: `${path}.listId`, message: `unknown saved list ${JSON.stringify(g.listId)}; no saved lists are defined on this coordinator` })
+      case 'savedFilter': {
+        const f = state.filters.get(String(g.filterId))
+        if (!f) problems.push({ path: `${path}.filterId`, message: `unknown saved filter ${JSON.stringify(g.filterId)}; known filters: ${[...state.filters.keys()].slice(0, 10).join(', ') || 'none'} (chorus filters)` })
+        else select(f, `${path}.filterId(${f.id})`)
         break
-      case 'savedFilter':
-        problems.push({ path: `${path}.filterId`, message: `unknown saved filter ${JSON.stringify(g.filterId)}; no saved filters are defined on this coordinator` })
-        break
+      }
     }
     const kept: string[] = []
     for (const n of nodes) {
@@ -593,6 +681,7 @@ function touch(state: CoordinatorState, node: NodeRecord, now: number, effects: 
   // lastSeenAt is kept in memory on every contact but persisted at most once a minute.
   const persistedStale = now - node.lastSeenAt > 60_000
   node.lastSeenAt = now
+  state.connected.add(node.nodeId)
   if (persistedStale) effects.push({ type: 'persist', puts: [{ key: key.node(node.nodeId), value: node }], dels: [] })
   void state
 }
@@ -607,9 +696,10 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   }
   const node: NodeRecord = {
     nodeId: body.nodeId, publicKey: signer, peerId: body.peerId, facts: body.facts, agentVersion: body.agentVersion,
-    addrs: body.addrs, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
+    addrs: body.addrs, skills: body.skills, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
   }
   state.nodes.set(body.nodeId, node)
+  state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
   if (!existing) effects.push({ type: 'log', level: 'info', msg: 'node registered', fields: { nodeId: body.nodeId, peerId: body.peerId } })
   effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId) }))

@@ -13,9 +13,10 @@ import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import {
-  DEFAULT_COORDINATOR_TIMING, coordinatorStep, nextOccurrencesOf, restoreCoordinator,
+  DEFAULT_COORDINATOR_TIMING, coordinatorStep, nextOccurrencesOf, restoreCoordinator, selectNodes,
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
 } from './core.js'
+import { planJob } from './plan.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export const COORDINATOR_TICK_MS = 1_000
@@ -85,6 +86,8 @@ export class CoordinatorRuntime {
     })
 
     this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
+    this.net.node.addEventListener('peer:connect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: true }))
+    this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
     this.net.subscribe(TOPIC_PROGRESS, (data) => {
       let envelope: unknown
       try { envelope = decodeEnvelope(data) } catch { return }
@@ -231,9 +234,51 @@ export class CoordinatorRuntime {
       if (!report) return reply.code(404).send({ error: `no job or instance ${req.params.id}` })
       return report
     })
-    app.get('/v1/nodes', async () => ({
-      items: [...this.state.nodes.values()].map((n) => ({ nodeId: n.nodeId, peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, agentVersion: n.agentVersion, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString() })),
-    }))
+    app.get<{ Querystring: { search?: string } }>('/v1/nodes', async (req, reply) => {
+      let nodes = [...this.state.nodes.values()]
+      if (req.query.search) {
+        const sel = selectNodes(this.state, { query: req.query.search }, 'search')
+        if ('problems' in sel) return reply.code(400).send({ error: sel.problems.map((p) => p.message).join('; ') })
+        const keep = new Set(sel.nodes)
+        nodes = nodes.filter((n) => keep.has(n.nodeId))
+      }
+      return {
+        items: nodes.map((n) => ({
+          nodeId: n.nodeId, alive: this.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
+          agentVersion: n.agentVersion, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
+        })),
+      }
+    })
+    app.post('/v1/plan', async (req, reply) => {
+      const ct = String(req.headers['content-type'] ?? 'application/json')
+      const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json')
+      if (!parsed.ok) return reply.code(400).send({ error: 'invalid job template', problems: parsed.problems })
+      const plan = planJob(this.state, parsed.template, Date.now())
+      if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
+      return plan.plan
+    })
+    const savedBody = (req: { body: unknown }): Record<string, unknown> | undefined => {
+      try { const b = JSON.parse(String(req.body ?? '')) as unknown; return typeof b === 'object' && b !== null ? (b as Record<string, unknown>) : undefined } catch { return undefined }
+    }
+    const idOk = (id: unknown): id is string => typeof id === 'string' && /^[A-Za-z0-9._:@-]{1,128}$/.test(id)
+    app.get('/v1/lists', async () => ({ items: [...this.state.lists.values()] }))
+    app.put<{ Params: { id: string } }>('/v1/lists/:id', async (req, reply) => {
+      const b = savedBody(req)
+      if (!idOk(req.params.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
+      if (!b || !Array.isArray(b.nodes) || b.nodes.some((n) => typeof n !== 'string')) return reply.code(400).send({ error: 'body: expected {"name": "...", "nodes": ["node-id", ...]}' })
+      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'save_list', requestId, list: { id: req.params.id, name: typeof b.name === 'string' ? b.name : req.params.id, nodes: [...new Set(b.nodes as string[])] } })))
+    })
+    app.get('/v1/filters', async () => ({ items: [...this.state.filters.values()] }))
+    app.put<{ Params: { id: string } }>('/v1/filters/:id', async (req, reply) => {
+      const b = savedBody(req)
+      if (!idOk(req.params.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
+      if (!b || (b.query === undefined && b.constraints === undefined)) return reply.code(400).send({ error: 'body: expected {"name", "query": "role:web AND env:prod"} and/or {"constraints": {"attributes": [...], "skills": [...]}}' })
+      const filter = { id: req.params.id, name: typeof b.name === 'string' ? b.name : req.params.id, ...(b.query !== undefined ? { query: String(b.query) } : {}), ...(b.constraints !== undefined ? { constraints: b.constraints as never } : {}) }
+      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'save_filter', requestId, filter })))
+    })
+    for (const kind of ['list', 'filter'] as const) {
+      app.delete<{ Params: { id: string } }>(`/v1/${kind}s/:id`, async (req, reply) => sendAdmin(reply, await this.admin((requestId) => ({ type: 'delete_saved', requestId, kind, id: req.params.id }))))
+    }
     return app
   }
 

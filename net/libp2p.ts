@@ -18,6 +18,9 @@ import type { Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
+/** Connection liveness: ping period and the longest a ping may take before the connection is dropped. */
+export const LIVENESS_PING_MS = 2_000
+export const LIVENESS_TIMEOUT_MS = 2_000
 /** Concurrent inbound rpc streams one peer may hold open. */
 export const MAX_INBOUND_RPC_STREAMS = 64
 
@@ -45,6 +48,9 @@ export async function createNet(opts: NetOptions): Promise<Net> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    // Every connection is pinged: a peer that stops answering (frozen host, cut cable) is
+    // dropped within ~LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, without gossip heartbeats.
+    connectionMonitor: { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 500, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true },
     connectionManager: {
       maxConnections: 10_000,
       maxIncomingPendingConnections: 1_000,

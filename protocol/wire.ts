@@ -105,6 +105,8 @@ export const HelloBodySchema = z.object({
   /** Where other agents can reach this one (for the agent mesh). */
   addrs: z.array(z.string().max(256)).max(MAX_ADDRS_PER_PEER).default([]),
   facts: FactsSchema,
+  /** Installed skills (interpreters) and their versions. */
+  skills: z.record(z.string().max(128), z.array(z.string().max(64)).max(8)).refine((r) => Object.keys(r).length <= 256, 'at most 256 skills').default({}),
   agentVersion: z.string().max(64),
   sentAt: ms,
 }).strict()

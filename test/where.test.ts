@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LocalFleet } from '../cli/fleet.js'
+import { LocalFleet, waitFor } from '../cli/fleet.js'
+import { apiGet, apiPostText } from '../cli/client.js'
 
 let fleet: LocalFleet
 let dir: string
@@ -108,6 +109,38 @@ describe('rollouts over 8 real agents', () => {
     expect((await readdir(dir)).filter((f) => f.startsWith('seq.')).sort()).toEqual(['seq.node-1', 'seq.node-2'])
   })
 
+  it('targets saved lists and saved filters (attributes, skills, search query); plan shows batches without running anything', async () => {
+    const put = (path: string, body: unknown) => fetch(`http://${fleet.api}${path}`, { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+    expect((await put('/v1/lists/pair', { name: 'a pair', nodes: ['node-5', 'node-6'] })).status).toBe(200)
+    const f = await put('/v1/filters/three-four', { query: 'node:node-3 OR node:node-4', constraints: { skills: [{ name: 'chef-platform/shell-interpreter', version: ['>= 1.0', '< 2'] }] } })
+    expect(f.status).toBe(200)
+    const bad = await put('/v1/filters/bad', { query: 'role:web AND (env:prod' })
+    expect(bad.status).toBe(400)
+    expect(((await bad.json()) as { error: string }).error).toMatch(/not closed/)
+
+    const listJob = job('saved list', 'parallel', [{ ...group([]), nodeListType: 'savedList', listId: 'pair', nodeIdentifiers: [] }], ['true'])
+    const id = await fleet.submit(listJob)
+    const report = await fleet.waitForJob(id, 60_000)
+    expect(report.instances[0]!.runs.map((r) => r.nodeId).sort()).toEqual(['node-5', 'node-6'])
+
+    const filterJob = job('saved filter', 'parallel', [{ ...group([]), nodeListType: 'savedFilter', filterId: 'three-four', nodeIdentifiers: [], distributionMethod: 'rolling', batchSize: { type: 'percent', value: 50 } }], ['true'])
+    const plan = await apiPostText<{ groups: { batchSize: number; nodes: { nodeId: string; batch: number; alive: boolean }[] }[] }>(fleet.api, '/v1/plan', filterJob, 'application/json')
+    expect(plan.status).toBe(200)
+    expect(plan.body.groups[0]!.batchSize).toBe(1)
+    expect(plan.body.groups[0]!.nodes.map((n) => [n.nodeId, n.batch, n.alive])).toEqual([['node-3', 0, true], ['node-4', 1, true]])
+
+    const unknown = await apiPostText<{ problems: { path: string; message: string }[] }>(fleet.api, '/v1/jobs', job('nope', 'parallel', [{ ...group([]), nodeListType: 'savedList', listId: 'no-such-list', nodeIdentifiers: [] }], ['true']), 'application/json')
+    expect(unknown.status).toBe(422)
+    expect(unknown.body.problems[0]).toMatchObject({ path: 'target.groups[0].listId' })
+    expect(unknown.body.problems[0]!.message).toMatch(/unknown saved list "no-such-list"; known lists: pair/)
+
+    const search = await apiGet<{ items: { nodeId: string }[] }>(fleet.api, `/v1/nodes?search=${encodeURIComponent('node:node-1* -node:node-1')}`)
+    expect(search.items.map((n) => n.nodeId)).toEqual([])
+    const all = await apiGet<{ items: { nodeId: string; skills: Record<string, string[]>; facts: Record<string, string> }[] }>(fleet.api, `/v1/nodes?search=${encodeURIComponent('kernel_name:Linux')}`)
+    expect(all.items).toHaveLength(8)
+    expect(all.items[0]!.skills['chef-platform/shell-interpreter']).toEqual(['1.0.0'])
+  })
+
   it('quorum 100 % with one agent stopped: nothing runs and quorum_failed names that agent', async () => {
     await fleet.stopAgent(7)
     const id = await fleet.submit(job('quorum', 'parallel', [group(ALL)], [`touch ${dir}/quorum.$CHORUS_NODE_ID`], {
@@ -120,5 +153,31 @@ describe('rollouts over 8 real agents', () => {
     expect(inst.reason).toMatch(/no acknowledgement from node-8/)
     expect((await readdir(dir)).filter((f) => f.startsWith('quorum.'))).toEqual([])
     for (const r of inst.runs) expect(r.status).toBe('skipped')
+  })
+
+  it('a dead agent is seen as down within 5 s', async () => {
+    const started = Date.now()
+    await fleet.stopAgent(6, 'SIGKILL')
+    await waitFor('node-7 to be reported down', async () => {
+      const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.api, '/v1/nodes')
+      return nodes.items.find((n) => n.nodeId === 'node-7')?.alive === false ? true : undefined
+    }, 10_000, 100)
+    expect(Date.now() - started).toBeLessThan(5_000)
+  })
+
+  it('a frozen agent (SIGSTOP: process alive, connection open, no answers) is seen as down within 5 s', async () => {
+    const proc = fleet.agents[5]!.proc
+    const started = Date.now()
+    proc.kill('SIGSTOP')
+    try {
+      await waitFor('node-6 to be reported down', async () => {
+        const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.api, '/v1/nodes')
+        return nodes.items.find((n) => n.nodeId === 'node-6')?.alive === false ? true : undefined
+      }, 15_000, 100)
+      const elapsed = Date.now() - started
+      expect(elapsed).toBeLessThan(5_000)
+    } finally {
+      proc.kill('SIGCONT')
+    }
   })
 })

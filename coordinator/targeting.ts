@@ -1,0 +1,186 @@
+// Which nodes a group targets: attribute filters (Node Management style constraints), skill
+// version constraints, and a search query in the spirit of Push Jobs' `--search`. Pure.
+import { compareVersions, matchSkillVersion, parseVersionConstraint } from '../agent/steps.js'
+
+export interface NodeView {
+  nodeId: string
+  facts: Record<string, string>
+  /** Installed skills (interpreters) and their versions. */
+  skills: Record<string, string[]>
+}
+
+export interface AttributeConstraint {
+  name: string
+  operator: string
+  value?: string[]
+}
+
+export interface SkillConstraint {
+  name: string
+  version?: string[]
+}
+
+/**
+ * Attribute operators (case-insensitive). Every operator but the negated ones is true when ANY
+ * of the listed values matches; the negated ones are true when NONE does. A node without the
+ * attribute matches only the negated operators.
+ *   =, EQ, IN           equal to a value
+ *   !=, NE, NOT IN      equal to none of the values
+ *   MATCHES             matches a regular expression (JavaScript syntax, unanchored)
+ *   NOT MATCHES         matches none of the regular expressions
+ *   STARTS_WITH, ENDS_WITH, CONTAINS    string tests
+ *   >, >=, <, <=        numeric when both sides are numbers, else version order (1.10 > 1.9)
+ */
+export const ATTRIBUTE_OPERATORS = ['=', 'EQ', 'IN', '!=', 'NE', 'NOT IN', 'MATCHES', 'NOT MATCHES', 'STARTS_WITH', 'ENDS_WITH', 'CONTAINS', '>', '>=', '<', '<='] as const
+
+function compareValues(a: string, b: string): number {
+  const x = Number(a)
+  const y = Number(b)
+  if (a.trim() !== '' && b.trim() !== '' && Number.isFinite(x) && Number.isFinite(y)) return x - y
+  return compareVersions(a, b) ?? a.localeCompare(b)
+}
+
+/** Compiles one attribute constraint, or says what is wrong with it. */
+export function compileAttribute(c: AttributeConstraint): ((facts: Record<string, string>) => boolean) | { error: string; field: 'operator' | 'value' } {
+  const op = c.operator.trim().toUpperCase().replace(/\s+/g, ' ')
+  const values = c.value ?? []
+  const has = (f: Record<string, string>) => f[c.name] !== undefined
+  switch (op) {
+    case '=': case 'EQ': case 'IN':
+      return (f) => has(f) && values.includes(f[c.name]!)
+    case '!=': case 'NE': case 'NOT IN':
+      return (f) => !has(f) || !values.includes(f[c.name]!)
+    case 'MATCHES': case 'NOT MATCHES': {
+      const res: RegExp[] = []
+      for (const v of values) {
+        try { res.push(new RegExp(v)) } catch (err) { return { error: `invalid regular expression ${JSON.stringify(v)}: ${(err as Error).message}`, field: 'value' } }
+      }
+      return op === 'MATCHES' ? (f) => has(f) && res.some((r) => r.test(f[c.name]!)) : (f) => !has(f) || !res.some((r) => r.test(f[c.name]!))
+    }
+    case 'STARTS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.startsWith(v))
+    case 'ENDS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.endsWith(v))
+    case 'CONTAINS': return (f) => has(f) && values.some((v) => f[c.name]!.includes(v))
+    case '>': return (f) => has(f) && values.some((v) => compareValues(f[c.name]!, v) > 0)
+    case '>=': return (f) => has(f) && values.some((v) => compareValues(f[c.name]!, v) >= 0)
+    case '<': return (f) => has(f) && values.some((v) => compareValues(f[c.name]!, v) < 0)
+    case '<=': return (f) => has(f) && values.some((v) => compareValues(f[c.name]!, v) <= 0)
+    default:
+      return { error: `unsupported operator ${JSON.stringify(c.operator)}; expected one of ${ATTRIBUTE_OPERATORS.map((o) => `"${o}"`).join(', ')}`, field: 'operator' }
+  }
+}
+
+/** A skill constraint holds when some installed version satisfies every listed constraint ("<= 1.9.996", "= 0.1.0", "4.x"). */
+export function compileSkill(c: SkillConstraint): ((skills: Record<string, string[]>) => boolean) | { error: string } {
+  for (const text of c.version ?? []) {
+    const parsed = parseVersionConstraint(text)
+    if ('error' in parsed) return { error: `invalid version constraint ${JSON.stringify(text)}: ${parsed.error}; expected e.g. ">= 1.2", "= 0.1.0", "4.x"` }
+  }
+  const all = (c.version ?? []).join(', ')
+  return (skills) => matchSkillVersion(skills[c.name] ?? [], {}, all) !== undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search queries. Grammar (whitespace separates tokens; keywords are case-insensitive):
+//   query  := or
+//   or     := and ( "OR" and )*
+//   and    := not ( ["AND"] not )*          two terms side by side mean AND
+//   not    := "NOT" not | "-" atom | atom
+//   atom   := "(" query ")" | term
+//   term   := NAME ":" VALUE                 VALUE may use * (any run of characters) and ?
+//                                            (one character); quote it "like this" for spaces
+// NAME is an attribute name (a fact, a --attr, or "node" for the node id, "skill" for an
+// installed skill name). Matching is case-sensitive on values. Examples:
+//   role:webapp AND env:prod
+//   os:linux (role:web OR role:api) NOT env:dev
+//   hostname:web-* -skill:chef-platform/ansible-interpreter
+
+export type Query =
+  | { kind: 'term'; name: string; pattern: string }
+  | { kind: 'not'; q: Query }
+  | { kind: 'and'; qs: Query[] }
+  | { kind: 'or'; qs: Query[] }
+
+export const MAX_QUERY_CHARS = 2048
+
+export function parseQuery(text: string): { ok: true; query: Query } | { ok: false; message: string } {
+  if (text.length > MAX_QUERY_CHARS) return { ok: false, message: `a query is at most ${MAX_QUERY_CHARS} characters` }
+  const tokens: string[] = []
+  const re = /\s*(\(|\)|-(?=[^\s])|"(?:[^"\\]|\\.)*"|[^\s()"]+(?:"(?:[^"\\]|\\.)*")?)/gy
+  let m: RegExpExecArray | null
+  let pos = 0
+  while (pos < text.length) {
+    re.lastIndex = pos
+    m = re.exec(text)
+    if (!m) {
+      if (/^\s*$/.test(text.slice(pos))) break
+      return { ok: false, message: `cannot read the query at character ${pos + 1}: ${JSON.stringify(text.slice(pos, pos + 20))}` }
+    }
+    tokens.push(m[1]!)
+    pos = re.lastIndex
+  }
+  let i = 0
+  const peek = () => tokens[i]
+  const isKw = (t: string | undefined, kw: string) => t !== undefined && t.toUpperCase() === kw
+  function parseOr(): Query {
+    const qs = [parseAnd()]
+    while (isKw(peek(), 'OR')) { i++; qs.push(parseAnd()) }
+    return qs.length === 1 ? qs[0]! : { kind: 'or', qs }
+  }
+  function parseAnd(): Query {
+    const qs = [parseNot()]
+    for (;;) {
+      const t = peek()
+      if (t === undefined || t === ')' || isKw(t, 'OR')) break
+      if (isKw(t, 'AND')) i++
+      qs.push(parseNot())
+    }
+    return qs.length === 1 ? qs[0]! : { kind: 'and', qs }
+  }
+  function parseNot(): Query {
+    const t = peek()
+    if (isKw(t, 'NOT')) { i++; return { kind: 'not', q: parseNot() } }
+    if (t === '-') { i++; return { kind: 'not', q: parseAtom() } }
+    return parseAtom()
+  }
+  function parseAtom(): Query {
+    const t = tokens[i++]
+    if (t === undefined) throw new Error('the query ends too early; expected a term such as role:web')
+    if (t === '(') {
+      const q = parseOr()
+      if (tokens[i++] !== ')') throw new Error('a "(" is not closed')
+      return q
+    }
+    const colon = t.indexOf(':')
+    if (colon <= 0) throw new Error(`expected NAME:VALUE, got ${JSON.stringify(t)}`)
+    let value = t.slice(colon + 1)
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = JSON.parse(value) as string
+    return { kind: 'term', name: t.slice(0, colon), pattern: value }
+  }
+  try {
+    if (tokens.length === 0) return { ok: false, message: 'the query is empty; expected e.g. role:webapp AND env:prod' }
+    const query = parseOr()
+    if (i < tokens.length) return { ok: false, message: `unexpected ${JSON.stringify(tokens[i])} at token ${i + 1}` }
+    return { ok: true, query }
+  } catch (err) {
+    return { ok: false, message: (err as Error).message }
+  }
+}
+
+function wildcard(pattern: string): RegExp {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
+}
+
+export function matchQuery(q: Query, node: NodeView): boolean {
+  switch (q.kind) {
+    case 'not': return !matchQuery(q.q, node)
+    case 'and': return q.qs.every((x) => matchQuery(x, node))
+    case 'or': return q.qs.some((x) => matchQuery(x, node))
+    case 'term': {
+      const re = wildcard(q.pattern)
+      if (q.name === 'node') return re.test(node.nodeId)
+      if (q.name === 'skill') return Object.keys(node.skills).some((s) => re.test(s))
+      const v = node.facts[q.name]
+      return v !== undefined && re.test(v)
+    }
+  }
+}
