@@ -296,4 +296,18 @@ program.command('bench')
     process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
   })
 
+program.command('sim')
+  .description('Run the agent and coordinator cores over a deterministic simulated network (faults, partitions, crashes) and check the safety properties')
+  .requiredOption('--scenario <name>', 'fleet-patch, partition-heal, coordinator-crash, edge-offline, quorum-upgrade')
+  .option('--agents <n>', 'simulated agents', positiveInt)
+  .option('--seed <s>', 'one seed (replays a run bit for bit)', (v: string) => Number(v))
+  .option('--seeds <k>', 'run K seeds (1..K)', positiveInt)
+  .option('--job <file>', 'simulate your own Courier template instead of the built-in job')
+  .option('--json', 'print the JSON summary')
+  .option('--report <file.html>', 'write a self-contained HTML page with a timeline of the run')
+  .action(async (o: { scenario: string; agents?: number; seed?: number; seeds?: number; job?: string; json?: boolean; report?: string }) => {
+    const { runSimCommand } = await import('../sim/cli.js')
+    process.exitCode = await runSimCommand(o)
+  })
+
 program.parseAsync(process.argv).catch((err: Error) => fail(err.message))
