@@ -124,12 +124,19 @@ export interface AgentState {
   secrets: Map<string, RunSecrets>
   /** What this node knows of the other targets' progress, per gated instance. */
   progress: Map<string, Knowledge>
-  /** In memory: when this node last asked the coordinator for a progress digest while waiting. */
-  lastWaitSyncAt: number
+  /** In memory: the sync with the coordinator (jobs, job states, progress the node missed). */
+  sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; waitIntervalMs: number }
 }
 
-/** While a run waits for its turn, the agent asks the coordinator for missed progress this often. */
-export const WAIT_SYNC_MS = 3_000
+/** An unanswered sync is sent again after this long. */
+export const SYNC_RETRY_MS = 5_000
+/** Anti-entropy: even a node that misses nothing syncs this often (gossip can be lost). */
+export const SYNC_PERIOD_MS = 60_000
+/** While a run waits for its turn, it asks for missed progress after this long, doubling while nothing changes. */
+export const WAIT_SYNC_MIN_MS = 3_000
+export const WAIT_SYNC_MAX_MS = 10_000
+/** Jobs a sync request says it holds, so the reply carries only what is missing. */
+export const MAX_KNOWN_IN_SYNC = 256
 
 export interface StepAttemptResult {
   status: 'success' | 'failure'
@@ -153,7 +160,7 @@ export type AgentEvent =
   | { type: 'job'; envelope: unknown; via: 'gossip' | 'sync' | 'peer' }
   | { type: 'step_done'; runId: string; stepNumber: number; attempt: number; result: StepAttemptResult }
   /** A signed reply from the coordinator (acks, jobs to sync). */
-  | { type: 'reply'; envelope: unknown }
+  | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello' }
   /** The coordinator became reachable: resend everything now and ask for missed jobs. */
   | { type: 'connected' }
   | { type: 'tick' }
@@ -190,7 +197,7 @@ export type AgentEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), lastWaitSyncAt: 0 }
+  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS } }
 }
 
 /** Occurrences handled per recurring job per tick: a bound on the work of one event. */
@@ -274,14 +281,22 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       break
     }
     case 'reply':
-      onReply(state, config, event.envelope, now, effects)
+      onReply(state, config, event.envelope, now, effects, event.to)
       break
     case 'connected':
       for (const entry of state.outbox.values()) {
         entry.nextSendAt = now + entry.intervalMs
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
-      effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now }) })
+      state.sync.wanted = true
+      sendSync(state, config, now, effects)
+      // Progress published while this node was cut off went nowhere: say again where its gated runs stand.
+      for (const run of state.runs.values()) {
+        if (!run.gated || !state.progress.has(run.instanceId)) continue
+        if (run.status === 'waiting') publishProgress(config, run, 'ack', now, effects)
+        else if (run.status === 'running') publishProgress(config, run, 'start', now, effects)
+        else publishProgress(config, run, 'done', now, effects, run.status)
+      }
       break
     case 'rebooted':
       completeReboots(state, config, now, effects)
@@ -303,9 +318,11 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
           publishProgress(config, run, 'renew', now, effects)
         }
       }
-      if (waiting && now - state.lastWaitSyncAt >= WAIT_SYNC_MS) {
-        state.lastWaitSyncAt = now
-        effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now }) })
+      if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS) state.sync.wanted = true
+      const sinceSent = now - state.sync.lastSentAt
+      if ((state.sync.wanted && sinceSent >= SYNC_RETRY_MS) || (waiting && sinceSent >= state.sync.waitIntervalMs)) {
+        if (waiting && !state.sync.wanted) state.sync.waitIntervalMs = Math.min(WAIT_SYNC_MAX_MS, state.sync.waitIntervalMs * 2)
+        sendSync(state, config, now, effects)
       }
       for (const entry of state.outbox.values()) {
         if (entry.nextSendAt > now) continue
@@ -363,12 +380,22 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
 
 /** This node's group and position in the job's resolved targets, if it is targeted. */
 function membership(body: JobBody, nodeId: string): { group: number; position: number; size: number } | undefined {
-  for (let g = 0; g < body.resolved.groups.length; g++) {
-    const nodes = body.resolved.groups[g]!.nodes
-    const position = nodes.indexOf(nodeId)
-    if (position >= 0) return { group: g, position, size: nodes.length }
+  return memberIndex(body).get(nodeId)
+}
+
+/** node id → (group, position), built once per definition (bodies are shared and immutable). */
+const memberIndexes = new WeakMap<JobBody, Map<string, { group: number; position: number; size: number }>>()
+function memberIndex(body: JobBody): Map<string, { group: number; position: number; size: number }> {
+  let index = memberIndexes.get(body)
+  if (!index) {
+    index = new Map()
+    for (let g = 0; g < body.resolved.groups.length; g++) {
+      const nodes = body.resolved.groups[g]!.nodes
+      for (let p = 0; p < nodes.length; p++) if (!index.has(nodes[p]!)) index.set(nodes[p]!, { group: g, position: p, size: nodes.length })
+    }
+    memberIndexes.set(body, index)
   }
-  return undefined
+  return index
 }
 
 function scheduleOf(state: AgentState, job: KnownJob): JobSchedule | null {
@@ -439,7 +466,7 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
   if (gated) {
     effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
-    if (!state.progress.has(instanceId)) state.progress.set(instanceId, emptyKnowledge())
+    knowledgeFor(state, instanceId)
     publishProgress(config, run, 'ack', now, effects)
     evaluateGate(state, config, run, now, effects)
     return
@@ -475,7 +502,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
     skipRun(state, config, run, now, effects, 'canceled before this node\'s turn')
     return
   }
-  const k = state.progress.get(run.instanceId) ?? emptyKnowledge()
+  const k = knowledgeFor(state, run.instanceId)
   const decision = decideGate(job.body, k, config.nodeId, run.group, run.position, run.occurrenceAt, now)
   if (decision.action === 'wait') return
   if (decision.action === 'skip') {
@@ -510,14 +537,11 @@ function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, n
     return
   }
   if (p.instanceId !== instanceIdFor(p.jobId, p.occurrenceAt)) return
-  let k = state.progress.get(p.instanceId)
-  if (!k) {
-    if (membership(job.body, config.nodeId) === undefined) return
-    k = emptyKnowledge()
-    state.progress.set(p.instanceId, k)
-  }
+  if (!state.progress.has(p.instanceId) && membership(job.body, config.nodeId) === undefined) return
+  const k = knowledgeFor(state, p.instanceId)
   const changed = mergeProgress(k, p)
   if (!changed) return
+  state.sync.waitIntervalMs = WAIT_SYNC_MIN_MS
   persistProgress(p.instanceId, k, effects)
   for (const run of state.runs.values()) if (run.instanceId === p.instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
 }
@@ -544,9 +568,19 @@ function mergeProgress(k: Knowledge, p: { nodeId: string; event: ProgressBody['e
   }
 }
 
+function knowledgeFor(state: AgentState, instanceId: string): Knowledge {
+  let k = state.progress.get(instanceId)
+  if (!k) {
+    k = emptyKnowledge()
+    state.progress.set(instanceId, k)
+  }
+  return k
+}
+
 function mergeDigest(state: AgentState, config: AgentConfig, d: ProgressDigest, now: number, effects: AgentEffect[]): void {
-  const k = state.progress.get(d.instanceId)
-  if (!k) return
+  // Only instances this node takes part in (a restarted agent may not have written any progress yet).
+  if (!state.progress.has(d.instanceId) && ![...state.runs.values()].some((r) => r.instanceId === d.instanceId)) return
+  const k = knowledgeFor(state, d.instanceId)
   let changed = false
   for (const n of d.acks) changed = mergeProgress(k, { nodeId: n, event: 'ack' }) || changed
   for (const [n, status] of d.done) changed = mergeProgress(k, { nodeId: n, event: 'done', status }) || changed
@@ -770,13 +804,25 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   }
 }
 
-function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[]): void {
+/** Asks the coordinator for what this node missed, saying which jobs (and job-state versions) it holds. */
+function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
+  state.sync.lastSentAt = now
+  const known: { jobId: string; version: number }[] = []
+  for (const job of state.jobs.values()) known.push({ jobId: job.body.jobId, version: state.jobStates.get(job.body.jobId)?.body.version ?? 0 })
+  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(-MAX_KNOWN_IN_SYNC) }) })
+}
+
+function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello'): void {
   const opened = open(envelope, [config.coordinatorKey])
   if (!opened.ok || opened.body.type !== 'reply') {
     effects.push({ type: 'log', level: 'warn', msg: `refused reply: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
     return
   }
   const reply = opened.body
+  if (to === 'sync' && reply.ok) {
+    state.sync.wanted = false
+    state.sync.lastOkAt = now
+  }
   const dels: string[] = []
   for (const runId of reply.ackRunIds) {
     if (state.outbox.delete(runId)) dels.push(key.outbox(runId))

@@ -227,7 +227,7 @@ export class AgentRuntime {
         void this.runStep(e)
         break
       case 'send':
-        if (this.connected) void this.send(e.envelope)
+        if (this.connected) void this.send(e.envelope, e.kind)
         break
       case 'publish_progress':
         this.net.publish(TOPIC_PROGRESS, encodeEnvelope(e.envelope)).catch((err) => this.opts.logger.debug({ err: (err as Error).message }, 'progress publish failed'))
@@ -300,10 +300,10 @@ export class AgentRuntime {
     }
   }
 
-  private async send(envelope: SignedEnvelope): Promise<void> {
+  private async send(envelope: SignedEnvelope, kind: 'sync' | 'result'): Promise<void> {
     try {
       const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(envelope), RPC_TIMEOUT_MS)
-      await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply) })
+      await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply), to: kind })
     } catch (err) {
       this.opts.logger.debug({ err: (err as Error).message }, 'send to coordinator failed; will retry')
     }
@@ -327,7 +327,7 @@ export class AgentRuntime {
         facts: nodeFacts(this.opts.attributes), skills: Object.fromEntries(Object.entries(this.config.skills).slice(0, 256)), agentVersion: AGENT_VERSION, sentAt: Date.now(),
       })
       const reply = decodeEnvelope(await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS))
-      await this.dispatch({ type: 'reply', envelope: reply })
+      await this.dispatch({ type: 'reply', envelope: reply, to: 'hello' })
       const opened = open(reply, [this.opts.coordinatorKey])
       if (opened.ok && opened.body.type === 'reply') this.meetPeers(opened.body.peers)
       this.connected = true

@@ -108,6 +108,10 @@ export interface CoordinatorState {
   connected: Set<string>
   /** Derived, not persisted: instances still running (the tick looks only at these). */
   live: Set<string>
+  /** Derived, not persisted: runs of each live instance not yet terminal (settling is O(1) until it reaches 0). */
+  openRuns: Map<string, number>
+  /** Instances whose acks changed since they were last written (written on the next tick). */
+  dirty: Set<string>
   /** Derived, not persisted: parsed schedules by job id. */
   schedules: Map<string, JobSchedule | null>
 }
@@ -146,7 +150,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), schedules: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map() }
 }
 
 const key = {
@@ -158,6 +162,8 @@ const key = {
   list: (id: string) => `list/${id}`,
   filter: (id: string) => `filter/${id}`,
 }
+
+const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
 
 /** Instances a recurring job gets per tick at most (a coordinator back after a long outage catches up over several ticks). */
 export const MAX_INSTANCES_PER_TICK = 1_000
@@ -173,7 +179,11 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
   }
-  for (const inst of state.instances.values()) if (inst.status === 'running') state.live.add(inst.id)
+  for (const inst of state.instances.values()) {
+    if (inst.status !== 'running') continue
+    state.live.add(inst.id)
+    state.openRuns.set(inst.id, inst.runIds.filter((r) => !TERMINAL.has(state.runs.get(r)?.status ?? 'pending')).length)
+  }
   return state
 }
 
@@ -449,7 +459,10 @@ function materializeInstance(state: CoordinatorState, config: CoordinatorConfig,
     })
   })
   state.instances.set(instanceId, instance)
-  if (instance.status === 'running') state.live.add(instanceId)
+  if (instance.status === 'running') {
+    state.live.add(instanceId)
+    state.openRuns.set(instanceId, instance.runIds.length)
+  }
   job.instanceIds.push(instanceId)
   puts.push({ key: key.instance(instanceId), value: instance })
   return instance
@@ -587,9 +600,12 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
     instance = materializeInstance(state, config, job, p.occurrenceAt, now, puts)
     puts.push({ key: key.job(job.jobId), value: job })
   }
-  if (!(instance.acks ?? []).includes(p.nodeId)) {
-    instance.acks = [...(instance.acks ?? []), p.nodeId]
-    puts.push({ key: key.instance(instance.id), value: instance })
+  const acks = ackSet(state, instance)
+  if (!acks.has(p.nodeId)) {
+    acks.add(p.nodeId)
+    ;(instance.acks ??= []).push(p.nodeId)
+    // Acks are written with the instance at its next status change or tick, not one write per ack.
+    state.dirty.add(instance.id)
   }
   if (p.event === 'start') {
     const run = state.runs.get(runIdFor(p.instanceId, p.nodeId))
@@ -600,6 +616,16 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
     }
   }
   if (puts.length > 0) effects.push({ type: 'persist', puts, dels: [] })
+}
+
+const ackSets = new WeakMap<InstanceRecord, Set<string>>()
+function ackSet(_state: CoordinatorState, instance: InstanceRecord): Set<string> {
+  let set = ackSets.get(instance)
+  if (!set) {
+    set = new Set(instance.acks ?? [])
+    ackSets.set(instance, set)
+  }
+  return set
 }
 
 function quorumOf(job: JobRecord): { need: number; total: number; timeoutMs: number } | undefined {
@@ -618,10 +644,11 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
   instance.reason = `quorum failed: ${acks.size} of ${quorumOf(job)!.total} targets acknowledged, ${quorumOf(job)!.need} needed; no acknowledgement from ${missing.join(', ')}`
   instance.updatedAt = now
   state.live.delete(instance.id)
+  state.openRuns.delete(instance.id)
   for (const runId of instance.runIds) {
     const run = state.runs.get(runId)
     if (!run || run.status !== 'pending') continue
-    run.status = 'skipped'
+    setRunStatus(state, run, 'skipped')
     run.reason = acks.has(run.nodeId) ? 'not started: quorum failed' : 'not started: quorum failed; this node never acknowledged the job (unreachable?)'
     puts.push({ key: key.run(runId), value: run })
   }
@@ -635,14 +662,17 @@ function targets(job: JobRecord, nodeId: string): boolean {
   return job.resolved.groups.some((g) => g.nodes.includes(nodeId))
 }
 
-/** The signed definitions and states an agent should hold: active or recent jobs that target it. */
-export function envelopesFor(state: CoordinatorState, nodeId: string, now: number, ttlMs: number): SignedEnvelope[] {
+/** The signed definitions and states an agent should hold and does not: active or recent jobs that target it. */
+export function envelopesFor(state: CoordinatorState, nodeId: string, now: number, ttlMs: number, known: readonly { jobId: string; version: number }[] = []): SignedEnvelope[] {
+  const held = new Map(known.map((k) => [k.jobId, k.version]))
   const out: SignedEnvelope[] = []
   for (const job of state.jobs.values()) {
     const live = job.status === 'active' || job.createdAt + ttlMs > now
     if (!live || !targets(job, nodeId)) continue
-    out.push(job.envelope)
-    if (job.jobState.version > 1 || job.jobState.globalExceptions.length > 0) out.push(job.stateEnvelope)
+    const version = held.get(job.jobId)
+    if (version === undefined) out.push(job.envelope)
+    const stateWorthSending = job.jobState.version > 1 || job.jobState.globalExceptions.length > 0
+    if (stateWorthSending && (version ?? 0) < job.jobState.version) out.push(job.stateEnvelope)
   }
   return out.slice(-MAX_SYNC_JOBS)
 }
@@ -669,7 +699,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
         return
       }
       touch(state, node, now, effects)
-      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs), progress: digestsFor(state, body.nodeId) }))
+      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs, body.known), progress: digestsFor(state, body.nodeId) }))
       return
     }
     default:
@@ -761,7 +791,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
-  run.status = body.status
+  setRunStatus(state, run, body.status)
   run.startedAt = body.startedAt
   run.finishedAt = body.finishedAt
   run.receivedAt = now
@@ -771,11 +801,13 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const puts: { key: string; value: unknown }[] = [...early, { key: key.run(run.runId), value: run }]
   const instance = state.instances.get(run.instanceId)
   if (instance) {
+    // The instance record is written when its status changes, not on every result (it lists every run).
     instance.updatedAt = now
     const job = state.jobs.get(instance.jobId)
     const jobStatusBefore = job?.status
+    const statusBefore = instance.status
     settleInstance(state, instance, now)
-    puts.push({ key: key.instance(instance.id), value: instance })
+    if (instance.status !== statusBefore) puts.push({ key: key.instance(instance.id), value: instance })
     if (job && job.status !== jobStatusBefore) puts.push({ key: key.job(job.jobId), value: job })
   }
   // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
@@ -784,7 +816,15 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 
-const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
+/** Changes a run's status, keeping the count of its instance's open runs. */
+function setRunStatus(state: CoordinatorState, run: RunRecord, status: RunRecord['status']): void {
+  const wasOpen = !TERMINAL.has(run.status)
+  run.status = status
+  if (wasOpen && TERMINAL.has(status)) {
+    const open = state.openRuns.get(run.instanceId)
+    if (open !== undefined) state.openRuns.set(run.instanceId, open - 1)
+  }
+}
 
 /**
  * An instance is decided once every run is terminal. It succeeds when every group meets
@@ -795,6 +835,7 @@ const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
  */
 export function settleInstance(state: CoordinatorState, instance: InstanceRecord, now: number): void {
   if (instance.status !== 'running') return
+  if ((state.openRuns.get(instance.id) ?? 0) > 0) return
   const runs = instance.runIds.map((id) => state.runs.get(id)!).filter(Boolean)
   if (!runs.every((r) => TERMINAL.has(r.status))) return
   const job = state.jobs.get(instance.jobId)
@@ -819,6 +860,7 @@ export function settleInstance(state: CoordinatorState, instance: InstanceRecord
   instance.status = ok ? 'success' : 'failure'
   instance.updatedAt = now
   state.live.delete(instance.id)
+  state.openRuns.delete(instance.id)
   if (job) maybeComplete(state, job)
 }
 
@@ -835,6 +877,11 @@ function maybeComplete(state: CoordinatorState, job: JobRecord): void {
 }
 
 function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number, effects: CoordinatorEffect[]): void {
+  if (state.dirty.size > 0) {
+    const puts = [...state.dirty].flatMap((id) => { const inst = state.instances.get(id); return inst ? [{ key: key.instance(id), value: inst }] : [] })
+    state.dirty.clear()
+    effects.push({ type: 'persist', puts, dels: [] })
+  }
   // Recurring jobs: an instance for every occurrence that came due (a restarted coordinator
   // catches up on those it slept through, so no schedule is lost).
   for (const job of state.jobs.values()) {
@@ -871,7 +918,7 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     for (const runId of instance.runIds) {
       const run = state.runs.get(runId)
       if (!run || TERMINAL.has(run.status)) continue
-      run.status = 'timeout'
+      setRunStatus(state, run, 'timeout')
       run.reason = 'no result before the group timeout: the node was unreachable or still running'
       puts.push({ key: key.run(runId), value: run })
     }

@@ -200,6 +200,8 @@ export const SyncRequestBodySchema = z.object({
   v: z.literal(PROTOCOL_VERSION),
   nodeId: id,
   sentAt: ms,
+  /** Jobs the node holds, with the job-state version it has (0: none): the reply leaves those out. */
+  known: z.array(z.object({ jobId: id, version: z.number().int().min(0) }).strict()).max(256).default([]),
 }).strict()
 export type SyncRequestBody = z.infer<typeof SyncRequestBodySchema>
 
@@ -237,11 +239,34 @@ export type OpenResult =
  * Verifies an envelope and parses its body. `trusted`, when given, lists the only signers
  * accepted. Never throws: a bad message is an operating error and comes back as a reason.
  */
+/**
+ * Verified and parsed envelopes, by signature: the same definition reaching many cores in one
+ * process (the simulator; several agents per process) is verified and parsed once and its
+ * parsed body shared. Callers must treat bodies as immutable. Bounded (OPEN_CACHE_MAX, LRU).
+ */
+const openCache = new Map<string, { signer: string; body: string; result: OpenResult }>()
+export const OPEN_CACHE_MAX = 1024
+
 export function open(envelope: unknown, trusted?: readonly string[]): OpenResult {
   const env = SignedEnvelopeSchema.safeParse(envelope)
   if (!env.success) return { ok: false, reason: `malformed envelope: ${env.error.issues[0]?.path.join('.')}: ${env.error.issues[0]?.message}` }
   const { signer, sig, body } = env.data
   if (trusted && !trusted.includes(signer)) return { ok: false, reason: `signed by untrusted key ${signer}` }
+  const cached = openCache.get(sig)
+  if (cached && cached.signer === signer && cached.body === body) {
+    openCache.delete(sig)
+    openCache.set(sig, cached)
+    return cached.result
+  }
+  const result = openUncached(signer, sig, body)
+  if (result.ok) {
+    if (openCache.size >= OPEN_CACHE_MAX) openCache.delete(openCache.keys().next().value!)
+    openCache.set(sig, { signer, body, result })
+  }
+  return result
+}
+
+function openUncached(signer: string, sig: string, body: string): OpenResult {
   if (!verifyBytes(signer, Buffer.from(body, 'utf8'), sig)) return { ok: false, reason: 'bad signature (tampered or corrupted)' }
   let json: unknown
   try {

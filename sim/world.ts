@@ -596,7 +596,7 @@ export class World {
         break
       case 'send':
         this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
-        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply }))
+        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }))
         break
       case 'log':
         this.logCounts[e.level]++

@@ -161,11 +161,30 @@ describe('agent core', () => {
     finishStep(state, cfg, s2, 'success', T0)
     const sendTimes: number[] = []
     for (let t = T0; t <= T0 + 10_000; t += 500) {
-      if (ofType(agentStep(state, cfg, { type: 'tick' }, t), 'send').length > 0) sendTimes.push(t - T0)
+      if (ofType(agentStep(state, cfg, { type: 'tick' }, t), 'send').some((e) => e.kind === 'result')) sendTimes.push(t - T0)
     }
     expect(sendTimes).toEqual([1_000, 3_000, 7_000])
     const onConnect = agentStep(state, cfg, { type: 'connected' }, T0 + 10_001)
     expect(ofType(onConnect, 'send').map((s) => s.kind)).toEqual(['result', 'sync'])
+  })
+
+  it('re-sends a sync that got no answer, and says which jobs it already holds', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    const first = ofType(agentStep(state, cfg, { type: 'connected' }, T0), 'send').filter((e) => e.kind === 'sync')
+    expect(first).toHaveLength(1)
+    const body = open(first[0]!.envelope)
+    if (!body.ok || body.body.type !== 'sync') throw new Error('not a sync')
+    expect(body.body.known).toEqual([{ jobId: 'job-1', version: 0 }])
+    // The reply never comes: the sync goes out again after SYNC_RETRY_MS, and stops once answered.
+    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 2_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(0)
+    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 5_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
+    const answer = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [], peers: [], progress: [] })
+    agentStep(state, cfg, { type: 'reply', envelope: answer, to: 'sync' }, T0 + 5_100)
+    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 20_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(0)
+    // Anti-entropy: a minute later it syncs anyway.
+    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 66_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
   })
 
   it('accepts jobs delivered in a sync reply, and only from the coordinator', () => {

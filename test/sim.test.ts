@@ -26,7 +26,13 @@ const AGENTS_BY_SCENARIO: Record<string, number> = { 'edge-offline': 12 }
  * delete `knownBug` and the seed becomes an ordinary regression test).
  */
 const REGRESSIONS: { scenario: string; agents: number; seed: number }[] = [
-  // (none yet that pass: add a seed here once the bug it found is fixed)
+  // A sync that failed was never retried: an agent that missed the gossip never learned the job.
+  { scenario: 'edge-offline', agents: 40, seed: 2 },
+  { scenario: 'edge-offline', agents: 40, seed: 3 },
+  { scenario: 'partition-heal', agents: 21, seed: 2272813389 },
+  // A restarted agent without persisted progress dropped the coordinator's progress digests and waited forever.
+  { scenario: 'fleet-patch', agents: 100, seed: 2 },
+  { scenario: 'fleet-patch', agents: 100, seed: 3 },
 ]
 
 /**
@@ -36,10 +42,7 @@ const REGRESSIONS: { scenario: string; agents: number; seed: number }[] = [
  * test fails: move the seed it printed to REGRESSIONS and delete the entry.
  */
 const KNOWN_CORE_BUGS: { scenario: string; agents: number; seeds: [number, number]; property: string; issue: string; alsoIn: string[] }[] = [
-  {
-    scenario: 'edge-offline', agents: 16, seeds: [1, 40], property: 'liveness', alsoIn: ['partition-heal', 'fleet-patch', 'coordinator-crash'],
-    issue: 'the agent sends `sync` only on `connected`; a sync rpc that fails (reset, timeout) is never retried, so an agent that missed the gossip never learns the job until its next reconnect',
-  },
+  // (none open)
 ]
 
 function brief(r: SeedResult): string {
