@@ -1,0 +1,88 @@
+// The `chorus` command as an operator meets it: help for every command, validate's exit codes
+// and messages, keys, and the API refusing bad templates with path-named problems.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CHORUS_BIN } from '../cli/paths.js'
+import { waitFor } from '../cli/fleet.js'
+
+const SAMPLES = new URL('../../shared/courier/samples/', import.meta.url).pathname
+
+function chorus(...args: string[]) {
+  return spawnSync(process.execPath, [CHORUS_BIN, ...args], { encoding: 'utf8', timeout: 30_000 })
+}
+
+let dir: string
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'chorus-cli-'))
+})
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('chorus CLI', () => {
+  it('has help for every command', () => {
+    const top = chorus('--help')
+    expect(top.status).toBe(0)
+    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'demo', 'bench fanout', 'sim']
+    for (const c of commands) {
+      const r = chorus(...c.split(' '), '--help')
+      expect(r.status, c).toBe(0)
+      expect(r.stdout, c).toMatch(/Usage: chorus /)
+      expect(r.stdout.length, c).toBeGreaterThan(80)
+    }
+  })
+
+  it('validate exits 0 for valid templates and 1 with FILE: path: problem lines otherwise', async () => {
+    const ok = chorus('validate', join(SAMPLES, 'samples_create-job-simple.json'), join(SAMPLES, 'yaml/samples_create-job-simple.yaml'))
+    expect(ok.status).toBe(0)
+    expect(ok.stdout).toMatch(/samples_create-job-simple.json: ok/)
+    const toml = join(dir, 'job.toml')
+    await writeFile(toml, 'name = "x"\nname = "y"\n')
+    const bad = chorus('validate', join(SAMPLES, 'samples_job_reboot.json'), join(SAMPLES, 'samples_ssl_cert_rotation.json'), toml)
+    expect(bad.status).toBe(1)
+    expect(bad.stdout).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required: expected an output rule object/)
+    expect(bad.stdout).toMatch(/samples_ssl_cert_rotation\.json: actions\.steps\[1\]\.(inputs|expectedInputs|outputFieldRules|conditions): .*duplicate/i)
+    expect(bad.stdout).toMatch(/job\.toml: name: .*/)
+  })
+
+  it('keys creates a key once and prints the same public key afterwards', () => {
+    const a = chorus('keys', '--data', join(dir, 'k'))
+    const b = chorus('keys', '--data', join(dir, 'k'))
+    expect(a.status).toBe(0)
+    expect(a.stdout.trim()).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    expect(b.stdout).toBe(a.stdout)
+    expect(a.stderr).toMatch(/created a new key/)
+    expect(b.stderr).toBe('')
+  })
+
+  it('the agent refuses a malformed coordinator key with a clear message', () => {
+    const r = chorus('agent', '--data', join(dir, 'a'), '--join', '/ip4/127.0.0.1/tcp/1', '--coordinator-key=not-a-key')
+    expect(r.status).toBe(2)
+    expect(r.stderr).toMatch(/--coordinator-key: a public key is 32 bytes in base64url/)
+  })
+
+  it('the API answers a bad template with 400 and path-named problems, and job submit prints them', async () => {
+    const data = join(dir, 'coord')
+    const proc = spawn(process.execPath, [CHORUS_BIN, 'coordinator', '--data', data, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0'], { stdio: 'ignore' })
+    try {
+      const { api } = await waitFor('the coordinator', async () => JSON.parse(await readFile(join(data, 'endpoints.json'), 'utf8')) as { api: string }, 30_000)
+      const res = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "scheduleRule": "sometimes"}', headers: { 'content-type': 'application/json' } })
+      expect(res.status).toBe(400)
+      const body = (await res.json()) as { problems: { path: string; message: string }[] }
+      expect(body.problems.map((p) => p.path)).toEqual(expect.arrayContaining(['scheduleRule', 'target', 'actions']))
+      expect(body.problems.find((p) => p.path === 'scheduleRule')!.message).toMatch(/expected "immediate" or a recurrence rule/)
+      const dup = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "name": "y"}', headers: { 'content-type': 'application/json' } })
+      expect(((await dup.json()) as { problems: { message: string }[] }).problems[0]!.message).toMatch(/duplicate/i)
+      const submit = chorus('job', 'submit', join(SAMPLES, 'samples_job_reboot.json'), '--api', api)
+      expect(submit.status).toBe(1)
+      expect(submit.stderr).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required/)
+    } finally {
+      proc.kill('SIGTERM')
+    }
+  })
+})
