@@ -833,19 +833,37 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   for (const d of reply.progress) mergeDigest(state, config, d, now, effects)
 }
 
+/**
+ * Forgets what is no longer needed, so a long-lived agent with recurring jobs stays bounded:
+ * finished runs whose result the coordinator acknowledged, jobRetentionMs after they finished
+ * (the schedule cursor, not the run record, keeps an occurrence from running twice), with their
+ * progress; and jobs past their expiry plus jobRetentionMs once none of their runs is open.
+ */
 function pruneJobs(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
   const dels: string[] = []
+  const openJobs = new Set<string>()
+  for (const [runId, run] of state.runs) {
+    const finished = run.status === 'success' || run.status === 'failure' || run.status === 'skipped'
+    if (!finished || state.outbox.has(runId)) {
+      openJobs.add(run.jobId)
+      continue
+    }
+    if ((run.finishedAt ?? now) + config.jobRetentionMs > now) continue
+    state.runs.delete(runId)
+    dels.push(key.run(runId))
+    if (state.progress.delete(run.instanceId)) dels.push(key.progress(run.instanceId))
+  }
   for (const [jobId, job] of state.jobs) {
-    if (job.body.expiresAt + config.jobRetentionMs > now) continue
-    const runsOpen = [...state.runs.values()].some((r) => r.jobId === jobId && (r.status === 'running' || state.outbox.has(r.runId)))
-    if (runsOpen) continue
+    if (job.body.expiresAt + config.jobRetentionMs > now || openJobs.has(jobId)) continue
     state.jobs.delete(jobId)
+    state.schedules.delete(jobId)
     dels.push(key.job(jobId))
+    if (state.jobStates.delete(jobId)) dels.push(key.jobState(jobId))
+    if (state.cursors.delete(jobId)) dels.push(key.cursor(jobId))
     for (const [runId, run] of state.runs) {
-      if (run.jobId === jobId) {
-        state.runs.delete(runId)
-        dels.push(key.run(runId))
-      }
+      if (run.jobId !== jobId) continue
+      state.runs.delete(runId)
+      dels.push(key.run(runId))
     }
   }
   if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })

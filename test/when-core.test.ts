@@ -88,6 +88,21 @@ describe('recurring jobs in the agent core', () => {
     expect(started).toEqual([T0, T0 + 2000, T0 + 4000])
   })
 
+  it('forgets acknowledged runs after the retention period without ever re-running their occurrences', () => {
+    const state = emptyAgentState()
+    const cfg = { ...config(), jobRetentionMs: 10_000 }
+    drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(template(rule)), via: 'gossip' }, T0), T0)
+    tickThrough(state, cfg, T0 + 500, T0 + 5_000)
+    expect(state.runs.size).toBe(3)
+    const ack = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [...state.outbox.keys()], jobs: [], peers: [], progress: [] })
+    agentStep(state, cfg, { type: 'reply', envelope: ack, to: 'result' }, T0 + 5_100)
+    expect(state.outbox.size).toBe(0)
+    const later = tickThrough(state, cfg, T0 + 16_000, T0 + 20_000)
+    expect(later).toEqual([])
+    expect(state.runs.size).toBe(0)
+    expect(state.jobs.has('job-r')).toBe(true) // the job stays: its cursor keeps old occurrences from running again
+  })
+
   it('records occurrences missed while down as skipped, by policy, never silently', () => {
     const state = emptyAgentState()
     const cfg = config()
