@@ -7,6 +7,7 @@
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
+import { redact } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences } from '../protocol/schedule.js'
 import { decideGate, emptyKnowledge, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge } from './gate.js'
@@ -154,6 +155,8 @@ export interface StepAttemptResult {
   interim?: 'reboot_pending'
   /** When the attempt really started (after its backoff delay), if the runtime knows. */
   startedAt?: number
+  /** The interpreter's own diagnostic log (bounded); logged by the core after redaction. */
+  interpreterLog?: string
 }
 
 export type AgentEvent =
@@ -698,6 +701,9 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     ...(result.files ? { files: result.files } : {}),
     ...(result.artifacts ? { artifacts: result.artifacts } : {}),
   }, known)
+  if (result.interpreterLog) {
+    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redact(result.interpreterLog.slice(-4096), done.secrets) } })
+  }
   const interpreterOutputs = result.outputs ? Object.fromEntries(Object.entries(result.outputs).filter(([k]) => !(k in done.outputs))) : {}
   const previous = run.steps[run.stepIndex]?.attemptLog ?? []
   const attemptLog = [...previous, { attempt: run.attempt, status: done.status, exitCode: done.exitCode, startedAt: result.startedAt ?? now, finishedAt: now }].slice(-MAX_ATTEMPT_LOG)

@@ -15,7 +15,6 @@ import { limitSupport } from '../interpreters/limits.js'
 import { restartModeFrom, type RestartMode } from '../interpreters/restart.js'
 import type { Interpreter } from '../interpreters/types.js'
 import { ALLOW_EVERYTHING, DEFAULT_ALLOWLIST, parseAllowlist, type AllowlistConfig } from './allowlist.js'
-import { redact } from './secrets.js'
 import {
   BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, envelopesForPeer, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
@@ -280,7 +279,6 @@ export class AgentRuntime {
     const artifacts: Record<string, string> = {}
     for (const a of result.artifacts ?? []) artifacts[a.name] = a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')
     if (result.limitsReport?.length) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, limits: result.limitsReport }, 'step limits')
-    if (result.interpreterLog) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, log: redact(result.interpreterLog, []) }, 'interpreter log')
     await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
     await this.dispatch({
       type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
@@ -291,6 +289,7 @@ export class AgentRuntime {
         ...(result.artifacts?.length ? { artifacts } : {}),
         ...(result.outputs ? { outputs: result.outputs } : {}),
         ...(result.interim ? { interim: result.interim } : {}),
+        ...(result.interpreterLog ? { interpreterLog: result.interpreterLog } : {}),
         startedAt,
       },
     })
