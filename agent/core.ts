@@ -14,7 +14,7 @@ import { decideGate, emptyKnowledge, isGated, DEFAULT_LEASE_S, type DoneStatus, 
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
-  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_SYNC_JOBS, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
+  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
   type JobBody, type JobStateBody, type ProgressBody, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
 
@@ -147,8 +147,8 @@ export interface StepAttemptResult {
   reason?: string
   /** Contents of the files named by `file` output rules (request.filesToRead), by path. */
   files?: Record<string, string>
-  /** Artifact contents by name. */
-  artifacts?: Record<string, string>
+  /** Evidence the interpreter attached (interpreters/artifacts.ts bounds). */
+  artifacts?: { name: string; encoding: 'utf8' | 'base64'; content: string; bytes: number }[]
   /** Values the interpreter reported itself; output rules of the same name take precedence. */
   outputs?: Record<string, string>
   /** The restart interpreter asked for a reboot: the step completes when the node is back. */
@@ -699,7 +699,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     status: result.status, exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr,
     ...(result.reason !== undefined ? { reason: result.reason } : {}),
     ...(result.files ? { files: result.files } : {}),
-    ...(result.artifacts ? { artifacts: result.artifacts } : {}),
+    ...(result.artifacts ? { artifacts: Object.fromEntries(result.artifacts.map((a) => [a.name, a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')])) } : {}),
   }, known)
   if (result.interpreterLog) {
     effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redact(result.interpreterLog.slice(-4096), done.secrets) } })
@@ -720,6 +720,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     startedAt: attemptLog[0]!.startedAt,
     finishedAt: now,
     attemptLog,
+    ...(result.artifacts?.length ? { artifacts: reportArtifacts(run, result.artifacts, done.secrets) } : {}),
   }
   if (done.status === 'success') {
     // Sensitive values stay in memory; the rest is persisted with the run for later steps.
@@ -732,6 +733,27 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     state.secrets.set(run.runId, nextSecrets)
   }
   afterStep(state, config, job, run, outcome, true, now, effects)
+}
+
+/**
+ * The evidence a result carries: each artifact cut to MAX_REPORTED_ARTIFACT_CHARS and the
+ * run's total to MAX_RESULT_ARTIFACT_CHARS; text redacted like any output; binary content that
+ * contains a secret is dropped.
+ */
+function reportArtifacts(run: AgentRun, artifacts: NonNullable<StepAttemptResult['artifacts']>, secrets: string[]): Artifact[] {
+  let used = 0
+  for (const s of run.steps) for (const a of s?.artifacts ?? []) used += a.content.length
+  const out: Artifact[] = []
+  for (const a of artifacts.slice(0, 8)) {
+    let content = a.encoding === 'utf8' ? redact(a.content, secrets) : a.content
+    if (a.encoding === 'base64' && secrets.some((sec) => sec && Buffer.from(a.content, 'base64').includes(sec))) content = ''
+    const room = Math.max(0, Math.min(MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS - used))
+    const truncated = content.length > room
+    if (truncated) content = content.slice(0, a.encoding === 'base64' ? room - (room % 4) : room)
+    used += content.length
+    out.push({ name: a.name.slice(0, 128), encoding: a.encoding, bytes: a.bytes, content, truncated: truncated || (a.encoding === 'base64' && content === '' && a.content !== '') })
+  }
+  return out
 }
 
 /** Retry, go on to the next step, or finish the run, after `outcome` of the current step. */

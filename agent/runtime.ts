@@ -161,7 +161,7 @@ export class AgentRuntime {
       const ext = await discoverExternalInterpreters(fc.interpreters, BUILTIN_INTERPRETER_NAMES)
       for (const p of ext.problems) log.warn({ problem: p }, 'external interpreter not loaded')
       for (const [name, interp] of ext.interpreters) this.interpreters.set(name, interp)
-      for (const [name, version] of Object.entries(ext.versions)) skills[name] = [version]
+      for (const [name, versions] of ext.versions) skills[name] = versions
     }
     const allow = fc.allow === 'any' ? ALLOW_EVERYTHING : fc.allow ?? DEFAULT_ALLOWLIST
     if (fc.allow === 'any') log.warn('allowlist is "any": this agent runs every command of every signed job')
@@ -276,8 +276,7 @@ export class AgentRuntime {
         } finally { await fh.close() }
       } catch { /* a missing file is a missing value; the output rule decides */ }
     }
-    const artifacts: Record<string, string> = {}
-    for (const a of result.artifacts ?? []) artifacts[a.name] = a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')
+    const artifacts = (result.artifacts ?? []).map((a) => ({ name: a.name, encoding: a.encoding, content: a.content, bytes: a.bytes }))
     if (result.limitsReport?.length) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, limits: result.limitsReport }, 'step limits')
     await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
     await this.dispatch({

@@ -224,6 +224,26 @@ program.command('report')
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
   })
 
+program.command('artifacts')
+  .description('List the evidence a run\'s steps attached, or print one artifact')
+  .argument('<run-id>', 'run id (chorus report --json shows them)')
+  .option('--step <n>', 'step number', positiveInt)
+  .option('--name <name>', 'artifact name (with --step): print its content')
+  .option(...apiOption)
+  .action(async (runId: string, o: { api?: string; step?: number; name?: string }) => {
+    const { apiBase, apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const api = o.api ?? DEFAULT_API_ADDRESS
+    if (o.name && o.step) {
+      const res = await fetch(`${apiBase(api)}/v1/runs/${encodeURIComponent(runId)}/steps/${o.step}/artifacts/${encodeURIComponent(o.name)}`)
+      if (!res.ok) fail(((await res.json()) as { error?: string }).error ?? `HTTP ${res.status}`)
+      process.stdout.write(Buffer.from(await res.arrayBuffer()))
+      if (res.headers.get('x-chorus-truncated') === 'true') process.stderr.write('(truncated: the agent carries at most 64 KiB of an artifact)\n')
+      return
+    }
+    const list = await apiGet<{ items: { step: number; name: string; bytes: number; truncated: boolean }[] }>(api, `/v1/runs/${encodeURIComponent(runId)}/artifacts`)
+    for (const a of list.items.filter((x) => !o.step || x.step === o.step)) process.stdout.write(`step ${a.step}\t${a.name}\t${a.bytes} bytes${a.truncated ? ' (truncated)' : ''}\n`)
+  })
+
 program.command('nodes')
   .description('List the nodes registered with the coordinator, with liveness (alive = connected now)')
   .option('--search <query>', 'only nodes matching a search query, e.g. "role:webapp AND env:prod" (grammar in the README)')

@@ -14,6 +14,8 @@ export interface StepReport {
   stdout: string
   stderr: string
   attemptLog: { attempt: number; status: string; exitCode: number | null; startedAt: string | null; finishedAt: string | null }[]
+  /** Evidence attached by the step (content: `chorus artifacts RUN_ID`). */
+  artifacts: { name: string; encoding: string; bytes: number; truncated: boolean }[]
 }
 
 export interface RunReport {
@@ -64,6 +66,7 @@ export function runReport(run: RunRecord): RunReport {
       number: s.number, name: s.name, status: s.status, attempts: s.attempts, exitCode: s.exitCode,
       outputs: s.outputs, ...(s.reason ? { reason: s.reason } : {}), stdout: s.stdout, stderr: s.stderr,
       attemptLog: (s.attemptLog ?? []).map((a) => ({ attempt: a.attempt, status: a.status, exitCode: a.exitCode, startedAt: iso(a.startedAt), finishedAt: iso(a.finishedAt) })),
+      artifacts: (s.artifacts ?? []).map((a) => ({ name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated })),
     })),
   }
 }

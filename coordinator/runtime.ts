@@ -229,6 +229,17 @@ export class CoordinatorRuntime {
       if (!run) return reply.code(404).send({ error: `no run ${req.params.id}` })
       return runReport(run)
     })
+    app.get<{ Params: { id: string } }>('/v1/runs/:id/artifacts', async (req, reply) => {
+      const run = this.state.runs.get(req.params.id)
+      if (!run) return reply.code(404).send({ error: `no run ${req.params.id}` })
+      return { items: run.steps.flatMap((s) => (s.artifacts ?? []).map((a) => ({ step: s.number, name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated }))) }
+    })
+    app.get<{ Params: { id: string; step: string; name: string } }>('/v1/runs/:id/steps/:step/artifacts/:name', async (req, reply) => {
+      const run = this.state.runs.get(req.params.id)
+      const a = run?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
+      if (!a) return reply.code(404).send({ error: `no artifact ${req.params.name} on step ${req.params.step} of run ${req.params.id}` })
+      return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
+    })
     app.get<{ Params: { id: string } }>('/v1/reports/:id', async (req, reply) => {
       const report = buildReport(this.state, req.params.id)
       if (!report) return reply.code(404).send({ error: `no job or instance ${req.params.id}` })

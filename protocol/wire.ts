@@ -117,6 +117,21 @@ export type RunStatus = z.infer<typeof RunStatusSchema>
 export const StepStatusSchema = z.enum(['success', 'failure', 'skipped', 'not_run'])
 export type StepStatus = z.infer<typeof StepStatusSchema>
 
+/** Evidence carried in a result: per artifact and per run (later artifacts are cut when the run's budget is spent). */
+export const MAX_REPORTED_ARTIFACT_CHARS = 64 * 1024
+export const MAX_RESULT_ARTIFACT_CHARS = 512 * 1024
+
+export const ArtifactSchema = z.object({
+  name: z.string().min(1).max(128),
+  encoding: z.enum(['utf8', 'base64']),
+  /** Size of the file the interpreter attached. */
+  bytes: z.number().int().min(0),
+  content: z.string().max(MAX_REPORTED_ARTIFACT_CHARS),
+  /** The content was cut to fit MAX_REPORTED_ARTIFACT_CHARS or the run's budget. */
+  truncated: z.boolean(),
+}).strict()
+export type Artifact = z.infer<typeof ArtifactSchema>
+
 /** Attempts kept per step in a result (the latest ones). */
 export const MAX_ATTEMPT_LOG = 20
 
@@ -144,6 +159,8 @@ export const StepOutcomeSchema = z.object({
   finishedAt: ms.optional(),
   /** Every attempt that ran, oldest first (at most MAX_ATTEMPT_LOG, the latest). */
   attemptLog: z.array(AttemptRecordSchema).max(MAX_ATTEMPT_LOG).optional(),
+  /** Evidence the step attached (last attempt), bounded. */
+  artifacts: z.array(ArtifactSchema).max(8).optional(),
 }).strict()
 export type StepOutcome = z.infer<typeof StepOutcomeSchema>
 

@@ -44,7 +44,7 @@ async function exists(path: string): Promise<boolean> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'chorus-what-'))
   // node-1 runs anything signed; node-2 keeps the default allowlist (read-only commands).
-  fleet = await new LocalFleet({ agents: 2, agentConfigFor: (i) => (i === 0 ? { allow: 'any', restartMode: 'simulate' } : undefined) }).start()
+  fleet = await new LocalFleet({ agents: 2, agentConfigFor: (i) => (i === 0 ? { allow: 'any', restartMode: 'simulate', interpreters: [{ name: 'acme/evidence-interpreter', path: new URL('../interpreters/bin/test-interpreter.js', import.meta.url).pathname, version: '1.0.0' }] } : undefined) }).start()
 }, 90_000)
 
 afterAll(async () => {
@@ -135,6 +135,17 @@ describe('step semantics over real processes', () => {
     expect(await exists(`${dir}/after-reboot`)).toBe(true)
     const log = await readFile(fleet.agents[0]!.logFile, 'utf8')
     expect(log.indexOf('step asked for a reboot')).toBeLessThan(log.indexOf('node is back from the reboot'))
+  })
+
+  it('an external interpreter attaches evidence that the API returns, bounded', async () => {
+    const run = await runOf('evidence', 'node-1', [{ name: 'scan', interpreter: { name: 'acme/evidence-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { mode: 'artifacts' } }])
+    expect(run.status, JSON.stringify(run.steps[0])).toBe('success')
+    expect(run.steps[0]!.artifacts.map((a) => a.name)).toEqual(['report'])
+    const res = await fetch(`http://${fleet.api}/v1/runs/${run.runId}/steps/1/artifacts/report`)
+    expect(res.status).toBe(200)
+    expect(await res.text()).toBe('evidence\n')
+    const missing = await fetch(`http://${fleet.api}/v1/runs/${run.runId}/steps/1/artifacts/big`)
+    expect(missing.status).toBe(404) // over MAX_ARTIFACT_BYTES: refused by the agent, never carried
   })
 
   it('a command outside the allowlist never runs', async () => {
