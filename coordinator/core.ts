@@ -349,12 +349,6 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
   return { groups, keys }
 }
 
-function deadlineFor(template: JobTemplate, start: number, graceMs: number): number {
-  const timeouts = template.target.groups.map((g) => g.timeoutSeconds * 1000)
-  const span = template.target.executionType === 'sequential' ? timeouts.reduce((a, b) => a + b, 0) : Math.max(0, ...timeouts)
-  return start + span + graceMs
-}
-
 function scheduleOf(state: CoordinatorState, job: JobRecord): JobSchedule | null {
   let cached = state.schedules.get(job.jobId)
   if (cached === undefined) {
@@ -707,13 +701,16 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
   }
 }
 
+/** Node records written at most this often for a mere contact (lastSeenAt is kept in memory on every one). */
+export const NODE_TOUCH_PERSIST_MS = 60_000
+const lastTouchPersisted = new WeakMap<NodeRecord, number>()
+
 function touch(state: CoordinatorState, node: NodeRecord, now: number, effects: CoordinatorEffect[]): void {
-  // lastSeenAt is kept in memory on every contact but persisted at most once a minute.
-  const persistedStale = now - node.lastSeenAt > 60_000
   node.lastSeenAt = now
   state.connected.add(node.nodeId)
-  if (persistedStale) effects.push({ type: 'persist', puts: [{ key: key.node(node.nodeId), value: node }], dels: [] })
-  void state
+  if (now - (lastTouchPersisted.get(node) ?? 0) < NODE_TOUCH_PERSIST_MS) return
+  lastTouchPersisted.set(node, now)
+  effects.push({ type: 'persist', puts: [{ key: key.node(node.nodeId), value: node }], dels: [] })
 }
 
 function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: HelloBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
@@ -729,6 +726,7 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
     addrs: body.addrs, skills: body.skills, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
   }
   state.nodes.set(body.nodeId, node)
+  lastTouchPersisted.set(node, now)
   state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
   if (!existing) effects.push({ type: 'log', level: 'info', msg: 'node registered', fields: { nodeId: body.nodeId, peerId: body.peerId } })
@@ -929,8 +927,4 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     effects.push({ type: 'persist', puts, dels: [] })
     effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { instanceId: instance.id, status: instance.status } })
   }
-}
-
-export function jobKeyFor(jobId: string): string {
-  return key.job(jobId)
 }
