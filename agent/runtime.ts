@@ -9,6 +9,7 @@ import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
+import { subscribeEnvelopes } from '../protocol/transport.js'
 import { BUILTIN_INTERPRETER_NAMES, builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
 import { discoverExternalInterpreters, type ExternalInterpreterConfig } from '../interpreters/external.js'
 import { limitSupport } from '../interpreters/limits.js'
@@ -188,19 +189,9 @@ export class AgentRuntime {
       throw new Error(`--join ${this.opts.join} names a peer other than the one --coordinator-key belongs to (${this.coordinatorPeer})`)
     }
     this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer })
-    this.net.subscribe(TOPIC_JOBS, (data) => {
-      let envelope: unknown
-      try { envelope = decodeEnvelope(data) } catch (err) {
-        log.warn({ err: (err as Error).message }, 'undecodable gossip message dropped')
-        return
-      }
-      this.dispatch({ type: 'job', envelope, via: 'gossip' })
-    })
-    this.net.subscribe(TOPIC_PROGRESS, (data) => {
-      let envelope: unknown
-      try { envelope = decodeEnvelope(data) } catch { return }
-      void this.dispatch({ type: 'progress', envelope })
-    })
+    const undecodable = (reason: string) => log.warn({ err: reason }, 'undecodable gossip message dropped')
+    subscribeEnvelopes(this.net, TOPIC_JOBS, (envelope) => void this.dispatch({ type: 'job', envelope, via: 'gossip' }), undecodable)
+    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }), undecodable)
     await this.net.handleRpc(async (data) => this.answerPeer(data))
     this.net.node.addEventListener('peer:disconnect', (evt) => {
       if (evt.detail.toString() === this.coordinatorPeer) {

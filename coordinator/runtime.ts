@@ -12,6 +12,7 @@ import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../p
 import type { JobTemplate } from '../protocol/template.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
+import { subscribeEnvelopes } from '../protocol/transport.js'
 import {
   DEFAULT_COORDINATOR_TIMING, coordinatorStep, nextOccurrencesOf, restoreCoordinator, selectNodes,
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
@@ -88,11 +89,7 @@ export class CoordinatorRuntime {
     this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
     this.net.node.addEventListener('peer:connect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: true }))
     this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
-    this.net.subscribe(TOPIC_PROGRESS, (data) => {
-      let envelope: unknown
-      try { envelope = decodeEnvelope(data) } catch { return }
-      void this.dispatch({ type: 'progress', envelope })
-    })
+    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }))
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))

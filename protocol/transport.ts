@@ -10,6 +10,8 @@
 //   request may or may not have been processed by the peer: callers retry idempotent messages.
 // - Handlers receive the sender's transport-level peer id; authenticity of the content is
 //   checked separately, from the ed25519 signature inside the message.
+import { decodeEnvelope } from './wire.js'
+
 export interface Transport {
   readonly peerId: string
   publish(topic: string, data: Uint8Array): Promise<number>
@@ -17,4 +19,22 @@ export interface Transport {
   handleRpc(handler: (data: Uint8Array, from: string) => Promise<Uint8Array>): Promise<void>
   request(target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>
   stop(): Promise<void>
+}
+
+/**
+ * Subscribes to a topic of signed envelopes: each message is decoded (bounded by
+ * MAX_ENVELOPE_BYTES) and handed over; undecodable ones go to `onBad` and no further.
+ * Verification is the receiving core's job.
+ */
+export function subscribeEnvelopes(transport: Transport, topic: string, onEnvelope: (envelope: unknown, from: string) => void, onBad: (reason: string) => void = () => {}): void {
+  transport.subscribe(topic, (data, from) => {
+    let envelope: unknown
+    try {
+      envelope = decodeEnvelope(data)
+    } catch (err) {
+      onBad((err as Error).message)
+      return
+    }
+    onEnvelope(envelope, from)
+  })
 }
