@@ -4,16 +4,18 @@ import { readFile } from 'node:fs/promises'
 import { LocalFleet, waitFor } from './fleet.js'
 import { apiGet } from './client.js'
 
-async function rssMb(pid: number | undefined): Promise<number | null> {
+/** A field of /proc/PID/status in MB: VmRSS (what the kernel counts, shared pages of the Node binary included) or RssAnon (private). */
+async function statusMb(pid: number | undefined, field: 'VmRSS' | 'RssAnon'): Promise<number | null> {
   if (!pid) return null
   try {
     const status = await readFile(`/proc/${pid}/status`, 'utf8')
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1])
+    const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1])
     return Number.isFinite(kb) ? Math.round((kb / 1024) * 10) / 10 : null
   } catch {
     return null
   }
 }
+const rssMb = (pid: number | undefined) => statusMb(pid, 'VmRSS')
 
 export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b)
@@ -67,6 +69,7 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
       times.push((performance.now() - start) / 1000)
     }
     const rss = (await Promise.all(fleet.agents.map((a) => rssMb(a.proc.pid)))).filter((x): x is number => x !== null)
+    const priv = (await Promise.all(fleet.agents.map((a) => statusMb(a.proc.pid, 'RssAnon')))).filter((x): x is number => x !== null)
     return {
       agents: o.agents,
       rounds: o.rounds,
@@ -76,6 +79,7 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
       join_s: Number(joinS.toFixed(2)),
       agent_rss_mb_median: rss.length ? median(rss) : null,
       agent_rss_mb_max: rss.length ? Math.max(...rss) : null,
+      agent_private_mb_median: priv.length ? median(priv) : null,
       coordinator_rss_mb: await rssMb(fleet.coordinator.proc.pid),
     }
   } finally {
