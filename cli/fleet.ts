@@ -12,7 +12,9 @@ import { CHORUS_BIN } from './paths.js'
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
 /** V8 flags for agent processes: a small young generation keeps an idle agent's RSS low. */
-export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96']
+export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
+  ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
+  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96']
 
 export interface ProcInfo {
   proc: ChildProcess
