@@ -86,7 +86,7 @@ export class CoordinatorRuntime {
       },
     })
 
-    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN] })
+    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true })
     this.net.node.addEventListener('peer:connect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: true }))
     this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
     subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }))

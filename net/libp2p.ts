@@ -18,9 +18,15 @@ import type { Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
-/** Connection liveness: ping period and the longest a ping may take before the connection is dropped. */
-export const LIVENESS_PING_MS = 2_000
-export const LIVENESS_TIMEOUT_MS = 2_000
+/**
+ * Connection liveness, for the coordinator: ping every connection this often, and drop it when
+ * a ping takes longer than the timeout (a frozen agent is seen within about 5 s). Agents ping
+ * with libp2p's defaults and never drop a connection on a slow ping: on a loaded host (100
+ * agents on 2 cores) aggressive pings on every side time out, connections drop, reconnect
+ * handshakes load the host further, and the fleet spirals.
+ */
+export const LIVENESS_PING_MS = 1_500
+export const LIVENESS_TIMEOUT_MS = 3_000
 /** Concurrent inbound rpc streams one peer may hold open. */
 export const MAX_INBOUND_RPC_STREAMS = 64
 
@@ -29,6 +35,8 @@ export interface NetOptions {
   listen: string[]
   /** Only gossip authored by this peer is accepted on the job topic (agents pin the coordinator). */
   trustedPublisher?: string
+  /** Ping connections every LIVENESS_PING_MS and drop the silent ones (the coordinator). */
+  fastLiveness?: boolean
 }
 
 export interface Net extends Transport {
@@ -50,7 +58,9 @@ export async function createNet(opts: NetOptions): Promise<Net> {
     streamMuxers: [yamux()],
     // Every connection is pinged: a peer that stops answering (frozen host, cut cable) is
     // dropped within ~LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, without gossip heartbeats.
-    connectionMonitor: { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 500, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true },
+    connectionMonitor: opts.fastLiveness
+      ? { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 1_000, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true }
+      : { abortConnectionOnPingFailure: false },
     connectionManager: {
       maxConnections: 10_000,
       maxIncomingPendingConnections: 1_000,
