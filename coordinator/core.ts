@@ -10,7 +10,7 @@ import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeC
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
-  MAX_CANCELED_OCCURRENCES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
+  MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
   MAX_PROGRESS_DIGESTS,
   type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
 } from '../protocol/wire.js'
@@ -390,6 +390,11 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
   }
   const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved }
   const envelope = seal(config.identity, body)
+  if (envelope.body.length > MAX_ENVELOPE_BYTES) {
+    // No node could open it (found by the simulator at ~46,000 targets): refuse now, clearly.
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'target.groups', message: `the signed definition would be ${envelope.body.length} bytes, over the ${MAX_ENVELOPE_BYTES}-byte limit of a message (${resolved.groups.reduce((n, g) => n + g.nodes.length, 0)} targets with their keys); split the job into several jobs with fewer targets` }] } })
+    return
+  }
   const jobState: JobStateBody = { type: 'job_state', v: PROTOCOL_VERSION, jobId, version: 1, status: 'active', canceledOccurrences: [], globalExceptions: globals, issuedAt: now }
   const job: JobRecord = {
     jobId, name: template.name, status: 'active', createdAt: now, template, envelope, resolved, instanceIds: [],
@@ -652,8 +657,14 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
 }
 
 /** Whether the job's resolved targets include the node. */
+const targetSets = new WeakMap<JobBody['resolved'], Set<string>>()
 function targets(job: JobRecord, nodeId: string): boolean {
-  return job.resolved.groups.some((g) => g.nodes.includes(nodeId))
+  let set = targetSets.get(job.resolved)
+  if (!set) {
+    set = new Set(job.resolved.groups.flatMap((g) => g.nodes))
+    targetSets.set(job.resolved, set)
+  }
+  return set.has(nodeId)
 }
 
 /** The signed definitions and states an agent should hold and does not: active or recent jobs that target it. */

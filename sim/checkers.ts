@@ -2,6 +2,10 @@
 // optional hooks: `onExec` sees every step attempt as a node starts it, `final` sees the
 // world after the liveness phase. Each problem becomes a violation { seed, property, detail }.
 // New properties (batches, groups, quorum, exceptions) add a Checker here and to ALL_CHECKERS.
+import { thresholdFor, batchSizeFor, type Amount } from '../protocol/rollout.js'
+import { deriveSchedule } from '../protocol/jobschedule.js'
+import { exclusionFor } from '../protocol/schedule.js'
+import type { JobBody } from '../protocol/wire.js'
 import type { Checker, World } from './world.js'
 
 /**
@@ -51,8 +55,13 @@ export const nothingLost: Checker = {
         problems.push(`run ${o.runId} on ${o.node}: coordinator reports ${run.status} ${JSON.stringify(reported)}, the agent decided ${o.status} ${JSON.stringify(o.steps)}`)
       }
     }
+    const perNode = new Map<string, string>()
     for (const run of state.runs.values()) {
       if (run.receivedAt !== undefined && !world.outcomes.has(run.runId)) problems.push(`coordinator stored a result for run ${run.runId} (${run.nodeId}, ${run.status}) that no agent decided`)
+      const k = `${run.instanceId}|${run.nodeId}`
+      const dup = perNode.get(k)
+      if (dup !== undefined) problems.push(`coordinator holds two runs (${dup}, ${run.runId}) of instance ${run.instanceId} for ${run.nodeId}: a result counted twice`)
+      perNode.set(k, run.runId)
     }
     for (const e of world.execList) {
       if (!world.legitJobs.has(e.jobId)) continue
@@ -77,7 +86,318 @@ export const liveness: Checker = {
   },
 }
 
-export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness]
+// ---------------------------------------------------------------- rollout ground truth
+//
+// The checkers below judge the rollout rules (README "Where") from what the world recorded in
+// simulated time, never from the nodes' skewed clocks: when each node first started a step of
+// a run (exec start), when its last attempt ended, when its decision became durable
+// (outcome.at), when each node accepted the job (its run record became durable), and the
+// coordinator's signed resolution of the targets. The rule arithmetic (budgets, thresholds)
+// is re-derived here from the README, not imported from agent/gate.ts, so a wrong rule in
+// the core is not mirrored by the checker.
+
+const DEFAULT_LEASE_MS = 30_000
+
+/** Failures a group can take and still meet every criterion (README: failure budget). */
+function budgetOf(criteria: readonly { numRuns: Amount; status: string }[], n: number): number {
+  if (criteria.length === 0) return 0
+  let b = n
+  for (const c of criteria) {
+    const t = thresholdFor(c.numRuns, n)
+    b = Math.min(b, c.status === 'success' ? n - t : Math.max(0, Math.max(1, t) - 1))
+  }
+  return b
+}
+
+function neededOf(criteria: readonly { numRuns: Amount; status: string }[], n: number): number {
+  const s = criteria.filter((c) => c.status === 'success').map((c) => thresholdFor(c.numRuns, n))
+  return criteria.length === 0 ? n : Math.max(0, ...s)
+}
+
+interface RunTruth {
+  node: string
+  runId: string
+  instanceId: string
+  jobId: string
+  group: number
+  position: number
+  occurrenceAt: number
+  /** First step attempt started (simulated ms); undefined: the run never executed anything. */
+  start?: number
+  /** Last step attempt ended (or the end of the run if one is still going). */
+  lastEnd?: number
+  /** Terminal decision durable (outcome). */
+  decidedAt?: number
+  status?: string
+}
+
+/** Per instance: the runs the world saw, by node id. */
+function truth(world: World): Map<string, { body: JobBody; occurrenceAt: number; runs: Map<string, RunTruth> }> {
+  const out = new Map<string, { body: JobBody; occurrenceAt: number; runs: Map<string, RunTruth> }>()
+  const get = (jobId: string, instanceId: string, node: string, runId: string, group: number, position: number, occurrenceAt: number): RunTruth | undefined => {
+    const body = world.jobBodies.get(jobId)
+    if (!body) return undefined
+    let inst = out.get(instanceId)
+    if (!inst) { inst = { body, occurrenceAt, runs: new Map() }; out.set(instanceId, inst) }
+    let r = inst.runs.get(node)
+    if (!r) { r = { node, runId, instanceId, jobId, group, position, occurrenceAt }; inst.runs.set(node, r) }
+    return r
+  }
+  for (const e of world.execList) {
+    const r = get(e.jobId, e.instanceId, e.node, e.runId, e.group, e.position, e.occurrenceAt)
+    if (!r) continue
+    r.start = Math.min(r.start ?? Infinity, e.start)
+    r.lastEnd = Math.max(r.lastEnd ?? -Infinity, e.end ?? world.now)
+  }
+  for (const o of world.outcomes.values()) {
+    const r = get(o.jobId, o.instanceId, o.node, o.runId, o.group, o.position, o.occurrenceAt)
+    if (!r) continue
+    r.decidedAt = o.at
+    r.status = o.status
+  }
+  return out
+}
+
+function fmt(ms: number): string {
+  return `${(ms / 1000).toFixed(3)} s`
+}
+
+/** Simulated time when `nodeId`'s clock reaches group `g`'s deadline (README: budgets add up in a sequential rollout). */
+function deadlineFor(world: World, body: JobBody, occurrenceAt: number, g: number, nodeId: string): number {
+  const groups = body.template.target.groups
+  let local = occurrenceAt
+  if (body.template.target.executionType === 'sequential') for (let j = 0; j <= g; j++) local += groups[j]!.timeoutSeconds * 1000
+  else local += groups[g]!.timeoutSeconds * 1000
+  const node = world.agents.find((a) => a.id === nodeId)
+  return node ? world.simTimeOfLocal(node, local) : Infinity
+}
+
+const released = (world: World, runId: string, node: string) => world.releasedAtStart.get(runId)?.includes(node) ?? false
+
+/**
+ * (3) Batches. Rolling: at no instant do more than batchSize runs of a group run (a run counts
+ * from its first step's start to its last step's end). Batching: no node of batch b + 1 starts
+ * before every node of batch b decided (success, failure or skipped). Under vanishedHolder
+ * "release" the documented exception (a released holder still running makes k + 1) is
+ * reported as a trade-off when a release explains it, and a violation when none does.
+ */
+export const batches: Checker = {
+  name: 'batches',
+  onExec(world, exec, request, agent) {
+    // Record what the starting node's knowledge counted as released (release policy only).
+    if (world.releasedAtStart.has(exec.runId)) return undefined
+    const body = world.jobBodies.get(request.jobId)
+    if (!body || body.template.chorus?.vanishedHolder !== 'release') return undefined
+    const k = agent.state?.progress.get(exec.instanceId)
+    const now = world.localNow(agent)
+    const lease = (body.template.chorus.leaseSeconds ?? DEFAULT_LEASE_MS / 1000) * 1000
+    const list: string[] = []
+    for (const g of body.resolved.groups) for (const n of g.nodes) {
+      if (n === exec.node || k?.done.has(n)) continue
+      const until = k?.started.get(n)
+      if ((until !== undefined && until < now) || (until === undefined && !k?.acks.has(n) && now >= exec.occurrenceAt + lease)) list.push(n)
+    }
+    world.releasedAtStart.set(exec.runId, list)
+    return undefined
+  },
+  final(world) {
+    const problems: string[] = []
+    for (const [instanceId, inst] of truth(world)) {
+      const t = inst.body.template
+      const release = t.chorus?.vanishedHolder === 'release'
+      t.target.groups.forEach((spec, g) => {
+        const members = inst.body.resolved.groups[g]!.nodes
+        const k = batchSizeFor(spec.batchSize, members.length)
+        if (k >= members.length) return
+        const runs = members.map((m) => inst.runs.get(m)).filter((r): r is RunTruth => r?.start !== undefined)
+        if (spec.distributionMethod === 'rolling') {
+          const ev: [number, number, RunTruth][] = []
+          for (const r of runs) ev.push([r.start!, 1, r], [r.lastEnd!, -1, r])
+          ev.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+          const running = new Set<RunTruth>()
+          for (const [at, d, r] of ev) {
+            if (d < 0) { running.delete(r); continue }
+            running.add(r)
+            if (running.size <= k) continue
+            const others = [...running].filter((x) => x !== r)
+            const rel = others.filter((x) => released(world, r.runId, x.node))
+            const what = `instance ${instanceId} group ${g} (rolling, window ${k}): ${running.size} runs at once at ${fmt(at)} when ${r.node} (position ${r.position}) started; running: ${[...running].map((x) => `${x.node}@${x.position}`).slice(0, 8).join(', ')}`
+            if (release && rel.length > 0 && running.size <= k + rel.length) world.tradeoff('batches', `${what}; ${rel.map((x) => x.node).join(', ')} released (lease expired), documented vanishedHolder "release" trade-off`)
+            else problems.push(what)
+          }
+        } else {
+          for (const r of runs) {
+            const b = Math.floor(r.position / k)
+            if (b === 0) continue
+            for (const m of members.slice((b - 1) * k, b * k)) {
+              const prev = inst.runs.get(m)
+              if (prev?.decidedAt !== undefined && prev.decidedAt <= r.start!) continue
+              const what = `instance ${instanceId} group ${g} (batching, size ${k}): ${r.node} of batch ${b} started at ${fmt(r.start!)} before ${m} of batch ${b - 1} ${prev?.decidedAt !== undefined ? `decided (at ${fmt(prev.decidedAt)})` : 'ever decided'}`
+              if (release && released(world, r.runId, m)) world.tradeoff('batches', `${what}; ${m} released (lease expired), documented vanishedHolder "release" trade-off`)
+              else problems.push(what)
+              break
+            }
+          }
+        }
+      })
+    }
+    return problems
+  },
+}
+
+/**
+ * (4) Groups. With sequential execution no node of group g + 1 starts before group g finished
+ * (every member decided, or group g's time budget passed by the starting node's clock) and met
+ * its success criteria (README: the silent ones count as failed); so a group that cannot meet
+ * them stops distribution. Also the overshoot bound: failures in a group never exceed its
+ * failure budget + batch size (the runs already in flight).
+ */
+export const groups: Checker = {
+  name: 'groups',
+  final(world) {
+    const problems: string[] = []
+    for (const [instanceId, inst] of truth(world)) {
+      const t = inst.body.template
+      const release = t.chorus?.vanishedHolder === 'release'
+      const specs = t.target.groups
+      specs.forEach((spec, g) => {
+        const members = inst.body.resolved.groups[g]!.nodes
+        const n = members.length
+        const k = batchSizeFor(spec.batchSize, n)
+        const failures = members.filter((m) => inst.runs.get(m)?.status === 'failure').length
+        const budget = budgetOf(spec.successCriteria, n)
+        if (failures > budget + k && n > 0) {
+          const what = `instance ${instanceId} group ${g}: ${failures} runs failed, more than the failure budget ${budget} + batch size ${k}`
+          if (release) world.tradeoff('groups', `${what} (vanishedHolder "release": released holders do not bound the runs in flight)`)
+          else problems.push(what)
+        }
+        if (t.target.executionType !== 'sequential' || g === 0) return
+        const prevMembers = inst.body.resolved.groups[g - 1]!.nodes
+        const prevSpec = specs[g - 1]!
+        const pn = prevMembers.length
+        for (const m of members) {
+          const r = inst.runs.get(m)
+          if (r?.start === undefined) continue
+          const S = r.start
+          const pastDeadline = S >= deadlineFor(world, inst.body, inst.occurrenceAt, g - 1, m)
+          const open = prevMembers.filter((p) => { const pr = inst.runs.get(p); return !(pr?.decidedAt !== undefined && pr.decidedAt <= S) })
+          const unexplained = open.filter((p) => !(release && released(world, r.runId, p)))
+          if (unexplained.length > 0 && !pastDeadline) {
+            problems.push(`instance ${instanceId}: ${m} of group ${g} started at ${fmt(S)} before group ${g - 1} finished (${unexplained.length} of ${pn} not decided, e.g. ${unexplained.slice(0, 3).join(', ')}; its time budget had not passed)`)
+            continue
+          }
+          const succeeded = prevMembers.filter((p) => { const pr = inst.runs.get(p); return pr?.status === 'success' && pr.decidedAt! <= S }).length
+          const need = neededOf(prevSpec.successCriteria, pn)
+          const pb = budgetOf(prevSpec.successCriteria, pn)
+          if (succeeded < need || pn - succeeded > pb) {
+            problems.push(`instance ${instanceId}: ${m} of group ${g} started at ${fmt(S)} although group ${g - 1} had not met its success criteria (${succeeded} of ${pn} succeeded, ${need} needed, at most ${pb} may fail): distribution should have stopped`)
+          }
+        }
+      })
+    }
+    return problems
+  },
+}
+
+/** (5) Quorum: no node starts a quorum-gated job before the quorum of its targets accepted it (durably held the job). */
+export const quorum: Checker = {
+  name: 'quorum',
+  final(world) {
+    const problems: string[] = []
+    for (const [instanceId, inst] of truth(world)) {
+      const q = inst.body.template.chorus?.quorum
+      if (!q) continue
+      const targets = inst.body.resolved.groups.reduce((a, g) => a + g.nodes.length, 0)
+      const need = Math.max(1, thresholdFor(q, targets))
+      const acc = world.accepted.get(instanceId) ?? new Map<string, number>()
+      for (const r of inst.runs.values()) {
+        if (r.start === undefined) continue
+        const before = [...acc.values()].filter((at) => at <= r.start!).length
+        if (before < need) problems.push(`instance ${instanceId}: ${r.node} started at ${fmt(r.start)} when ${before} of ${targets} targets had accepted the job; the quorum is ${need}`)
+      }
+    }
+    return problems
+  },
+}
+
+/**
+ * (6) Exceptions: no occurrence inside an exception window runs anywhere, and the coordinator
+ * records every such occurrence it reached as excluded (not performed). Missed occurrences
+ * (the agent was not running) are reported as skipped with the "missed" reason, ran nothing,
+ * and the coordinator holds that same status and reason.
+ */
+export const exceptions: Checker = {
+  name: 'exceptions',
+  final(world) {
+    const problems: string[] = []
+    const c = world.coordinator.state
+    for (const [jobId, body] of world.jobBodies) {
+      if (body.template.scheduleRule === 'immediate') continue
+      const sched = deriveSchedule(body.template, body.issuedAt, [])
+      if (!sched.ok) { problems.push(`job ${jobId}: its schedule does not derive: ${sched.message}`); continue }
+      const ex = (at: number) => exclusionFor(sched.value.exceptions, at)
+      for (const e of world.execList) {
+        if (e.jobId !== jobId) continue
+        const w = ex(e.occurrenceAt)
+        if (w) problems.push(`node ${e.node} ran step ${e.step} of occurrence ${new Date(e.occurrenceAt).toISOString()}, inside the exception window ${new Date(w.windowStartMs).toISOString()}..${new Date(w.windowEndMs).toISOString()}`)
+      }
+      for (const o of world.outcomes.values()) {
+        if (o.jobId !== jobId) continue
+        if (ex(o.occurrenceAt) && o.status !== 'skipped') problems.push(`node ${o.node} decided ${o.status} for occurrence ${new Date(o.occurrenceAt).toISOString()}, inside an exception window`)
+        if (o.reason?.startsWith('missed')) {
+          if (o.status !== 'skipped') problems.push(`node ${o.node}: missed occurrence ${new Date(o.occurrenceAt).toISOString()} decided ${o.status}, not skipped`)
+          if (world.execList.some((e) => e.runId === o.runId)) problems.push(`node ${o.node}: occurrence ${new Date(o.occurrenceAt).toISOString()} was reported missed but ran`)
+          const cr = c?.runs.get(o.runId)
+          if (cr && cr.receivedAt !== undefined && (cr.status !== 'skipped' || cr.reason !== o.reason)) problems.push(`node ${o.node}: missed occurrence ${new Date(o.occurrenceAt).toISOString()} is ${cr.status} (${cr.reason ?? 'no reason'}) at the coordinator`)
+        }
+      }
+      if (!c) continue
+      for (const inst of c.instances.values()) {
+        if (inst.jobId !== jobId) continue
+        const w = ex(inst.occurrenceAt)
+        if (w && inst.status !== 'excluded') problems.push(`coordinator: occurrence ${new Date(inst.occurrenceAt).toISOString()} lies in an exception window but its instance is ${inst.status}`)
+        if (!w && inst.status === 'excluded') problems.push(`coordinator: occurrence ${new Date(inst.occurrenceAt).toISOString()} is recorded excluded but no exception window holds it`)
+      }
+    }
+    return problems
+  },
+}
+
+/** quorum-upgrade: at no instant are more than world.maxUnavailable targets down or upgrading (start of the run to its durable decision). */
+export const clusterAvailability: Checker = {
+  name: 'cluster-availability',
+  final(world) {
+    const max = world.maxUnavailable
+    if (max === undefined) return []
+    const ev: [number, number, string][] = []
+    const byNode = new Map<string, [number, number][]>()
+    const add = (node: string, a: number, b: number) => { let l = byNode.get(node); if (!l) { l = []; byNode.set(node, l) } l.push([a, b]) }
+    for (const inst of truth(world).values()) for (const r of inst.runs.values()) if (r.start !== undefined) add(r.node, r.start, r.decidedAt ?? world.now)
+    for (const a of world.agents) {
+      for (const [x, y] of a.downIntervals) add(a.id, x, y)
+      if (!a.up && a.downSince > 0) add(a.id, a.downSince, world.now)
+    }
+    for (const [node, list] of byNode) {
+      list.sort((p, q) => p[0] - q[0])
+      let cur: [number, number] | undefined
+      for (const iv of [...list, undefined]) {
+        if (iv && cur && iv[0] <= cur[1]) { cur[1] = Math.max(cur[1], iv[1]); continue }
+        if (cur) ev.push([cur[0], 1, node], [cur[1], -1, node])
+        cur = iv ? [iv[0], iv[1]] : undefined
+      }
+    }
+    ev.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    const now = new Set<string>()
+    for (const [at, d, node] of ev) {
+      if (d < 0) { now.delete(node); continue }
+      now.add(node)
+      if (now.size > max) return [`${now.size} cluster members down or upgrading at ${fmt(at)} (${[...now].join(', ')}); at most ${max} may be`]
+    }
+    return []
+  },
+}
+
+export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness, batches, groups, quorum, exceptions, clusterAvailability]
 
 export function checkersByName(names: string[]): Checker[] {
   return names.map((n) => {

@@ -44,6 +44,13 @@ export interface SeedResult {
   bytes_coordinator_per_s: number
   max_concurrent_by_group: Record<string, number>
   trace_hash: string
+  /** Liveness bound of this run (sim/bound.ts) and how it was derived. */
+  liveness_bound_s: number
+  liveness_formula: string
+  /** Gossip messages carrying progress (gated rollouts): the O(group²) part of the traffic. */
+  progress_messages: number
+  /** Documented trade-offs observed (vanishedHolder "release" overflow): reported, not violations. */
+  tradeoffs: Violation[]
   converged_after_heal_s: number | null
   events: number
   core_steps: number
@@ -67,7 +74,7 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
   const agents = o.agents ?? scenario.defaultAgents
   if (!Number.isInteger(agents) || agents < 1 || agents > 100_000) throw new SimUsageError(`--agents must be an integer from 1 to 100000; got ${agents}`)
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) throw new SimUsageError(`--seed must be an integer from 0 to 4294967295; got ${o.seed}`)
-  const template = o.template ?? builtinTemplate()
+  const template = o.template ?? scenario.template?.(o.seed) ?? builtinTemplate()
   const wall0 = performance.now()
   const world = new World({
     seed: o.seed, agents, template, nodeIds: namedTargets(template), checkers: o.checkers ?? ALL_CHECKERS,
@@ -93,6 +100,10 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
     bytes_coordinator_per_s: round((world.coordinator.bytesSent + world.coordinator.bytesRecv) / simS, 1),
     max_concurrent_by_group: maxConcurrentByGroup(world),
     trace_hash: world.traceHash(),
+    liveness_bound_s: round(world.livenessBoundMs / 1000, 1),
+    liveness_formula: world.livenessFormula,
+    progress_messages: world.progressMessages,
+    tradeoffs: world.tradeoffs.map((v) => ({ seed: o.seed, property: v.property, detail: v.detail })),
     converged_after_heal_s: world.convergedAt === undefined ? null : round((world.convergedAt - world.healedAt) / 1000, 3),
     events: world.events,
     core_steps: world.coreSteps,
@@ -151,6 +162,10 @@ export interface SimSummary {
   bytes_per_node_per_s: number
   max_concurrent_by_group: Record<string, number>
   trace_hash: string
+  /** Largest liveness bound over the seeds, and the formula of the first seed (sim/bound.ts). */
+  liveness_bound_s: number
+  liveness_formula: string
+  documented_tradeoffs: Violation[]
   peak_rss_mb: number
 }
 
@@ -252,6 +267,9 @@ export function summarize(scenario: string, agents: number, results: SeedResult[
     bytes_per_node_per_s: round(results.reduce((a, r) => a + r.bytes_per_node_per_s * r.sim_time_s, 0) / Math.max(sim, 1e-3), 1),
     max_concurrent_by_group: mcg,
     trace_hash: trace,
+    liveness_bound_s: Math.max(...results.map((r) => r.liveness_bound_s)),
+    liveness_formula: results[0]?.liveness_formula ?? '',
+    documented_tradeoffs: results.flatMap((r) => r.tradeoffs).slice(0, 50),
     peak_rss_mb: Math.max(...results.map((r) => r.peak_rss_mb)),
   }
 }

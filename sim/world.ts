@@ -15,7 +15,13 @@
 // - The coordinator ticks every COORDINATOR_TICK_MS; rpc requests wait in its queue; beyond
 //   MAX_PENDING_REQUESTS they are refused.
 // - publish() is gossip over a mesh of degree GOSSIP_DEGREE with relaying, dedupe by message
-//   id, and IHAVE/IWANT repair for GOSSIP_HISTORY heartbeats; rpc is reliable-or-reject.
+//   id (a seen-cache with gossipsub's TTL), and IHAVE/IWANT repair: a node holding messages of
+//   the last GOSSIP_HISTORY heartbeats advertises them all in one IHAVE per lazy peer per
+//   heartbeat (as gossipsub does), so repair costs O(nodes) events per heartbeat, not
+//   O(nodes x messages). Two topics: jobs (coordinator -> agents) and progress (agents'
+//   ack/start/renew/done of gated rollouts, to every agent and the coordinator; every target
+//   receives every progress message, so a gated rollout costs O(group^2) deliveries).
+//   rpc is reliable-or-reject.
 // - Every node's `now` is its own clock: an offset and a drift rate over simulated time.
 import { createHash } from 'node:crypto'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
@@ -28,7 +34,8 @@ import {
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
 } from '../coordinator/core.js'
 import { identityFromSeed, type Identity } from '../protocol/keys.js'
-import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
+import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
+import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
 import { EventHeap } from './heap.js'
@@ -52,6 +59,8 @@ export const GOSSIP_DEGREE = 6
 export const GOSSIP_LAZY = 6
 export const GOSSIP_HEARTBEAT_MS = 1_000
 export const GOSSIP_HISTORY = 3
+/** gossipsub seenTTL: how long a node remembers a message id (dedupe). */
+export const GOSSIP_SEEN_TTL_MS = 120_000
 /** Framing bytes added to every gossip frame (topic, seqno, from, libp2p signature, noise tag). */
 export const GOSSIP_FRAME_BYTES = 160
 export const IHAVE_BYTES = 80
@@ -118,7 +127,9 @@ export class SimNode {
   store = new Map<string, unknown>()
   /** Nodes that may crash keep JSON snapshots; the others keep references (never restored). */
   snapshot = false
-  seen = new Set<number>()
+  /** Messages seen in the last GOSSIP_HISTORY heartbeats (the IHAVE window), and whether the heartbeat runs. */
+  history: { msg: GossipMessage; at: number }[] = []
+  beating = false
   neighbors: number[] = []
   bytesSent = 0
   bytesRecv = 0
@@ -166,6 +177,8 @@ export interface ExecRecord {
   instanceId: string
   group: number
   batch: number
+  position: number
+  occurrenceAt: number
   step: number
   attempt: number
   start: number
@@ -178,11 +191,20 @@ export interface OutcomeRecord {
   node: string
   runId: string
   instanceId: string
+  jobId: string
+  occurrenceAt: number
+  group: number
+  batch: number
+  position: number
   /** As the core's AgentRun status says: success, failure, or what a newer core adds (skipped). */
   status: string
+  reason?: string
   steps: [number, string, number][]
+  /** Simulated time the terminal record became durable. */
   at: number
 }
+
+export type GossipTopic = 'jobs' | 'progress'
 
 export interface GossipMessage {
   id: number
@@ -190,6 +212,11 @@ export interface GossipMessage {
   bytes: number
   origin: number
   label: string
+  topic: GossipTopic
+  /** Per node: the (16-bit) incarnation that saw it; null once older than the seen-cache TTL. */
+  seenBy: Uint16Array | null
+  /** Simulated time of publication. */
+  at: number
 }
 
 export interface ViolationDetail {
@@ -239,7 +266,9 @@ export class World {
   cores: Cores
   readonly template: JobTemplate
   readonly stepModel: StepModel
-  readonly livenessBoundMs: number
+  /** See sim/bound.ts: derived from the job (re-derived from the resolved group sizes at publish) unless fixed by the options. */
+  livenessBoundMs: number
+  livenessFormula: string
   now = 0
   events = 0
   coreSteps = 0
@@ -248,15 +277,26 @@ export class World {
   readonly executed = new Map<string, ExecRecord>()
   readonly execList: ExecRecord[] = []
   readonly outcomes = new Map<string, OutcomeRecord>()
+  /** Per instance: when each node's run record first became durable (it accepted the job). */
+  readonly accepted = new Map<string, Map<string, number>>()
+  /** Per run: released slot holders this node's knowledge counted when it took its turn (vanishedHolder "release"). */
+  readonly releasedAtStart = new Map<string, string[]>()
+  progressMessages = 0
+  /** Parsed bodies of the jobs the coordinator published, by job id. */
+  readonly jobBodies = new Map<string, JobBody>()
+  private readonly boundResolved = new Set<string>()
   /** Job bodies the coordinator signed and published, by job id. */
   readonly legitJobs = new Map<string, { body: string; commands: string[] }>()
   readonly submitted: { jobId: string; at: number; outcome?: SubmitOutcome }[] = []
   readonly violations: ViolationDetail[] = []
   readonly notes: string[] = []
+  readonly tradeoffs: ViolationDetail[] = []
   readonly logCounts = { debug: 0, info: 0, warn: 0 }
   readonly buckets = new Map<number, MessageBucket>()
   readonly phaseMarks: { at: number; label: string }[] = []
   safetyEndsAt = Infinity
+  /** Set by a scenario (quorum-upgrade): at most this many targets down or upgrading at once. */
+  maxUnavailable: number | undefined
   /** For the report: partitions and dark links as they happened. */
   readonly partitionLog: { id: number; mode: string; members: number[]; from: number; to: number }[] = []
   readonly offlineLog: { node: number; from: number; to: number }[] = []
@@ -273,6 +313,9 @@ export class World {
   private traceBuf = ''
   private rpcSeq = 0
   private msgSeq = 0
+  /** Messages whose seen marks are still kept (newest last), from liveHead on. */
+  private readonly liveMessages: GossipMessage[] = []
+  private liveHead = 0
   private readonly violationCounts = new Map<string, number>()
   /** Called by scenarios once the rollout job is known to every live agent, etc. */
   private readonly onGossip: ((node: SimNode, msg: GossipMessage) => void)[] = []
@@ -282,7 +325,9 @@ export class World {
     this.cores = REAL_CORES
     this.template = options.template
     this.stepModel = { ...DEFAULT_STEP_MODEL, ...options.stepModel }
-    this.livenessBoundMs = options.livenessBoundMs ?? 300_000
+    const initial = livenessBound(options.template, this.stepModel, options.template.target.groups.map(() => options.agents))
+    this.livenessBoundMs = options.livenessBoundMs ?? initial.ms
+    this.livenessFormula = options.livenessBoundMs !== undefined ? `fixed by the caller: ${options.livenessBoundMs / 1000} s` : `${initial.formula} (before the coordinator resolved the targets)`
     this.checkers = options.checkers
     this.timelineOn = options.timeline ?? false
     this.gossipRepair = options.gossipRepair ?? true
@@ -304,10 +349,11 @@ export class World {
         nodeId: id, coordinatorKey: coordIdentity.publicKey, identity, os: 'linux', ...DEFAULT_AGENT_TIMING,
         allow: ALLOW_EVERYTHING, skills: { [SHELL_INTERPRETER]: [BUILTIN_SKILL_VERSION] },
       }
-      const ring = i <= Math.max(1, Math.ceil(n / 20)) ? 'canary' : 'main'
+      // Rings: canary 5 %, early the next 25 %, main the rest (the jobs target rings by fact).
+      const ring = i <= Math.max(1, Math.ceil(n / 20)) ? 'canary' : i <= Math.max(2, Math.ceil(n * 0.3)) ? 'early' : 'main'
       const facts: Record<string, string> = {
         hostname: id, kernel_name: 'Linux', kernel_release: '6.1.0-sim', os: 'linux', platform: 'ubuntu', arch: 'x86_64',
-        fleet: 'chorus-sim', ring, primary_ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, cpus: '4', memory: '8589934592',
+        fleet: 'chorus-sim', ring, shard: String(i % 4), primary_ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, cpus: '4', memory: '8589934592',
       }
       const agent = new AgentNode(i, id, identity, this.drawOffset(2_000), this.drawRate(), config, facts)
       this.nodes.push(agent)
@@ -333,6 +379,11 @@ export class World {
 
   localNow(node: SimNode): number {
     return Math.floor(SIM_EPOCH_MS + node.clockOffsetMs + this.now * node.clockRate)
+  }
+
+  /** Simulated time at which `node`'s local clock reads `local` (ground truth for deadlines the node computes). */
+  simTimeOfLocal(node: SimNode, local: number): number {
+    return (local - SIM_EPOCH_MS - node.clockOffsetMs) / node.clockRate
   }
 
   /** Simulated ms until `node`'s local clock reads `local`. */
@@ -365,6 +416,12 @@ export class World {
     this.traceBuf = ''
     const h = this.trace.copy().digest('hex')
     return h
+  }
+
+  /** A documented trade-off (README), observed: reported in the summary, not a violation. */
+  tradeoff(property: string, detail: string): void {
+    this.record(`TRADEOFF ${property} ${detail}`)
+    if (this.tradeoffs.length < 20) this.tradeoffs.push({ property, detail })
   }
 
   violation(property: string, detail: string): void {
@@ -412,7 +469,8 @@ export class World {
     node.epoch++
     node.queue.clear()
     node.busy = false
-    node.seen.clear()
+    node.history = []
+    node.beating = false
     node.downSince = this.now
     this.record(`crash ${node.id}`)
     for (const e of node.running) { e.end = this.now; e.status = 'interrupted' }
@@ -437,7 +495,7 @@ export class World {
     const keys = [...node.store.keys()].sort()
     return keys.map((k) => {
       const v = node.store.get(k)
-      return [k, node.snapshot ? JSON.parse(v as string) : v]
+      return [k, node.snapshot && typeof v === 'string' ? JSON.parse(v) : v]
     })
   }
 
@@ -487,7 +545,9 @@ export class World {
       if (e.type === 'persist') {
         if (e.puts.length + e.dels.length === 0) continue
         // level encodes values when batch() is called; the batch lands atomically later.
-        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: JSON.stringify(p.value) })) : e.puts
+        // Job definitions (job/...) are immutable signed bodies shared by every node (open()
+        // memoizes them): a snapshot keeps the reference instead of 1 MB of JSON per copy at 10,000 targets.
+        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: p.key.startsWith('job/') ? p.value : JSON.stringify(p.value) })) : e.puts
         const dels = e.dels
         const epoch = node.epoch
         const rest = i + 1
@@ -598,6 +658,10 @@ export class World {
         this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
         if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }))
         break
+      case 'publish_progress':
+        this.progressMessages++
+        this.publish(a, e.envelope, `progress ${a.index}`, 'progress')
+        break
       case 'log':
         this.logCounts[e.level]++
         if (e.level === 'warn') this.record(`${a.index} warn ${e.msg}`)
@@ -612,6 +676,11 @@ export class World {
     for (const p of puts) {
       if (!p.key.startsWith('run/')) continue
       const run = p.value as AgentRun
+      // Ground truth of acknowledgement: the node holds the job and its run record is durable
+      // (the core publishes its `ack` only after this write).
+      let acc = this.accepted.get(run.instanceId)
+      if (!acc) { acc = new Map(); this.accepted.set(run.instanceId, acc) }
+      if (!acc.has(a.id)) acc.set(a.id, this.now)
       if (!RUN_TERMINAL.has(run.status)) continue
       const steps = run.steps.map((s): [number, string, number] => [s.number, s.status, s.attempts])
       const prev = this.outcomes.get(run.runId)
@@ -621,7 +690,10 @@ export class World {
         }
         continue
       }
-      this.outcomes.set(run.runId, { node: a.id, runId: run.runId, instanceId: run.instanceId, status: run.status, steps, at: this.now })
+      this.outcomes.set(run.runId, {
+        node: a.id, runId: run.runId, instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, group: run.group, batch: run.batch,
+        position: run.position, status: run.status, steps, at: this.now, ...(run.reason !== undefined ? { reason: run.reason } : {}),
+      })
       this.record(`${a.index} decided ${run.runId} ${run.status}`)
     }
   }
@@ -630,7 +702,7 @@ export class World {
     const run = a.state?.runs.get(r.runId)
     const exec: ExecRecord = {
       node: a.id, runId: r.runId, jobId: r.jobId, instanceId: run?.instanceId ?? '?', group: run?.group ?? 0, batch: run?.batch ?? 0,
-      step: r.stepNumber, attempt: r.attempt, start: this.now,
+      position: run?.position ?? 0, occurrenceAt: run?.occurrenceAt ?? 0, step: r.stepNumber, attempt: r.attempt, start: this.now,
     }
     for (const c of this.checkers) {
       const problem = c.onExec?.(this, exec, r, a)
@@ -680,9 +752,21 @@ export class World {
     switch (e.type) {
       case 'publish': {
         const opened = open(e.envelope, [c.identity.publicKey])
-        if (!opened.ok || opened.body.type !== 'job') throw new Error(`the coordinator published an envelope it cannot open: ${opened.ok ? opened.body.type : opened.reason}`)
+        if (!opened.ok || opened.body.type !== 'job') {
+          // A core bug, not a simulator invariant: the job was accepted, yet no node can open
+          // what was signed (e.g. past MAX_ENVELOPE_BYTES at ~46,000 targets), so it never runs.
+          this.violation('liveness', `the coordinator accepted a job and published an envelope no node can open (${opened.ok ? `type ${opened.body.type}` : opened.reason}; body ${e.envelope.body.length} characters): the job can never run`)
+          this.publish(c, e.envelope, 'job (unopenable)')
+          break
+        }
         const body = opened.body
         this.legitJobs.set(body.jobId, { body: e.envelope.body, commands: body.template.actions.steps.map((s) => canonicalJson(s.command)) })
+        this.jobBodies.set(body.jobId, body)
+        if (this.options.livenessBoundMs === undefined && !this.boundResolved.has(body.jobId)) {
+          this.boundResolved.add(body.jobId)
+          const b = livenessBound(body.template, this.stepModel, body.resolved.groups.map((g) => g.nodes.length))
+          if (this.boundResolved.size === 1 || b.ms > this.livenessBoundMs) { this.livenessBoundMs = b.ms; this.livenessFormula = b.formula }
+        }
         this.record(`0 publish ${body.jobId}`)
         this.publish(c, e.envelope, `job ${body.jobId}`)
         break
@@ -730,10 +814,19 @@ export class World {
 
   // ---------------------------------------------------------------- rpc: reliable-or-reject
 
+  private readonly sizes = new WeakMap<object, number>()
   private envelopeBytes(envelope: unknown): number {
     const env = envelope as SignedEnvelope
     if (typeof env?.body !== 'string') return 200
-    return Buffer.byteLength(JSON.stringify(env.body)) + 160
+    let n = this.sizes.get(env)
+    if (n === undefined) {
+      // JSON escaping of the body string: quotes and backslashes double; bytes beyond ASCII count as UTF-8.
+      n = Buffer.byteLength(env.body) + 2 + 160
+      for (let i = env.body.indexOf('"'); i >= 0; i = env.body.indexOf('"', i + 1)) n++
+      for (let i = env.body.indexOf('\\'); i >= 0; i = env.body.indexOf('\\', i + 1)) n++
+      this.sizes.set(env, n)
+    }
+    return n
   }
 
   /**
@@ -792,26 +885,43 @@ export class World {
 
   // ---------------------------------------------------------------- gossip: best effort
 
-  newMessage(envelope: unknown, origin: SimNode, label: string): GossipMessage {
-    return { id: ++this.msgSeq, envelope, bytes: this.envelopeBytes(envelope) + GOSSIP_FRAME_BYTES, origin: origin.index, label }
+  newMessage(envelope: unknown, origin: SimNode, label: string, topic: GossipTopic = 'jobs'): GossipMessage {
+    return { id: ++this.msgSeq, envelope, bytes: this.envelopeBytes(envelope) + GOSSIP_FRAME_BYTES, origin: origin.index, label, topic, seenBy: new Uint16Array(this.nodes.length), at: this.now }
   }
 
-  publish(from: SimNode, envelope: unknown, label: string): GossipMessage {
-    const msg = this.newMessage(envelope, from, label)
+  publish(from: SimNode, envelope: unknown, label: string, topic: GossipTopic = 'jobs'): GossipMessage {
+    const msg = this.newMessage(envelope, from, label, topic)
     this.publishMessage(from, msg)
     return msg
   }
 
+  /** Whether `node` (in its current incarnation) has seen `msg`; a crash forgets, and so does the seen-cache's TTL. */
+  private hasSeen(node: SimNode, msg: GossipMessage): boolean {
+    // Past the seen-cache TTL the per-node marks are freed; a frame that late is treated as a
+    // duplicate the mesh already carried (gossipsub would pass it on as new: app_duplicate models that).
+    return msg.seenBy === null || msg.seenBy[node.index] === (node.epoch & 0xffff)
+  }
+
+  private markSeen(node: SimNode, msg: GossipMessage): void {
+    if (msg.seenBy) msg.seenBy[node.index] = node.epoch & 0xffff
+    node.history.push({ msg, at: this.now })
+    if (!node.beating) {
+      node.beating = true
+      this.afterFor(node, this.prng.range(0, GOSSIP_HEARTBEAT_MS), () => this.heartbeat(node))
+    }
+  }
+
   publishMessage(from: SimNode, msg: GossipMessage): void {
     if (!from.up) return
-    from.seen.add(msg.id)
+    this.liveMessages.push(msg)
+    this.markSeen(from, msg)
     this.record(`${from.index} gossip-publish #${msg.id} ${msg.label}`)
     // net/libp2p.ts publishes with floodPublish: the author sends its own message to every
     // connected subscriber, not only to its mesh. Every connected agent dialled the coordinator.
     const targets = new Set(from.neighbors)
-    if (from === this.coordinator) for (const a of this.agents) if (a.up && a.connected) targets.add(a.index)
+    if (from === this.coordinator) { for (const a of this.agents) if (a.up && a.connected) targets.add(a.index) }
+    else if (from instanceof AgentNode && from.connected) targets.add(0)
     for (const t of targets) this.transmit(from, t, msg)
-    this.scheduleRepair(from, msg)
   }
 
   /**
@@ -855,48 +965,68 @@ export class World {
   private arrive(node: SimNode, msg: GossipMessage, from: number): void {
     if (!node.up) return
     node.bytesRecv += msg.bytes
-    if (node.seen.has(msg.id)) {
+    if (this.hasSeen(node, msg)) {
       // The seen-cache is bounded in time; a late duplicate may get past it.
       if (this.net.faults.app_duplicate > 0 && this.prng.chance(this.net.faults.app_duplicate)) this.deliver(node, msg)
       return
     }
-    node.seen.add(msg.id)
+    this.markSeen(node, msg)
     this.deliver(node, msg)
     for (const nb of node.neighbors) if (nb !== from) this.transmit(node, nb, msg)
-    this.scheduleRepair(node, msg)
   }
 
   private deliver(node: SimNode, msg: GossipMessage): void {
     this.record(`${node.index} gossip-deliver #${msg.id}`)
     for (const fn of this.onGossip) fn(node, msg)
-    if (node instanceof AgentNode) this.dispatch(node, { type: 'job', envelope: msg.envelope, via: 'gossip' })
+    if (msg.topic === 'progress') {
+      // Agents and the coordinator subscribe to the progress topic (agent/runtime.ts, coordinator/runtime.ts).
+      if (node instanceof AgentNode || node instanceof CoordinatorNode) this.dispatch(node, { type: 'progress', envelope: msg.envelope })
+    } else if (node instanceof AgentNode) this.dispatch(node, { type: 'job', envelope: msg.envelope, via: 'gossip' })
   }
 
-  /** IHAVE/IWANT: for GOSSIP_HISTORY heartbeats a holder advertises the message to GOSSIP_LAZY random peers. */
-  private scheduleRepair(node: SimNode, msg: GossipMessage): void {
-    if (!this.gossipRepair) return
-    const phase = this.prng.range(0, GOSSIP_HEARTBEAT_MS)
-    let round = 0
-    const beat = () => {
-      round++
-      const total = this.nodes.length
-      for (let k = 0; k < GOSSIP_LAZY; k++) {
-        const t = this.prng.int(total)
-        if (t === node.index) continue
-        node.bytesSent += IHAVE_BYTES
-        if (this.net.blocked(node.index, t) || this.net.lost(node.index, t)) continue
-        const target = this.nodes[t]!
-        if (!target.up) continue
-        target.bytesRecv += IHAVE_BYTES
-        if (target.seen.has(msg.id)) continue
-        // IWANT goes back, then the message comes over.
-        target.bytesSent += IHAVE_BYTES
-        if (this.net.blocked(t, node.index)) continue
-        this.transmit(node, t, msg, this.net.latency(node.index, t) + this.net.latency(t, node.index))
+  /**
+   * One gossipsub heartbeat of `node`: IHAVE to GOSSIP_LAZY random peers, listing every message
+   * id it saw in the last GOSSIP_HISTORY heartbeats (one frame per peer, as gossipsub sends);
+   * a peer that misses some answers IWANT and they come over. The heartbeat only runs while
+   * the node holds recent messages, so an idle mesh costs nothing.
+   */
+  private heartbeat(node: SimNode): void {
+    const cutoff = this.now - GOSSIP_HISTORY * GOSSIP_HEARTBEAT_MS
+    let keep = 0
+    for (const h of node.history) if (h.at > cutoff) node.history[keep++] = h
+    node.history.length = keep
+    this.expireSeen()
+    if (keep === 0 || !this.gossipRepair) { node.beating = false; node.history.length = 0; return }
+    const total = this.nodes.length
+    const ihave = IHAVE_BYTES + 16 * (keep - 1)
+    for (let k = 0; k < GOSSIP_LAZY; k++) {
+      const t = this.prng.int(total)
+      if (t === node.index) continue
+      node.bytesSent += ihave
+      if (this.net.blocked(node.index, t) || this.net.lost(node.index, t)) continue
+      const target = this.nodes[t]!
+      if (!target.up) continue
+      target.bytesRecv += ihave
+      let wanted = 0
+      for (const { msg: m } of node.history) {
+        if (this.hasSeen(target, m)) continue
+        if (wanted++ === 0) {
+          // IWANT goes back, then the messages come over.
+          target.bytesSent += IHAVE_BYTES
+          if (this.net.blocked(t, node.index)) break
+        }
+        this.transmit(node, t, m, this.net.latency(node.index, t) + this.net.latency(t, node.index))
       }
-      if (round < GOSSIP_HISTORY) this.afterFor(node, GOSSIP_HEARTBEAT_MS, beat)
     }
-    this.afterFor(node, phase, beat)
+    this.afterFor(node, GOSSIP_HEARTBEAT_MS, () => this.heartbeat(node))
+  }
+
+  /** Frees the per-node seen marks of messages older than the seen-cache TTL. */
+  private expireSeen(): void {
+    const cutoff = this.now - GOSSIP_SEEN_TTL_MS
+    const live = this.liveMessages
+    while (this.liveHead < live.length && live[this.liveHead]!.at < cutoff) live[this.liveHead++]!.seenBy = null
+    if (this.liveHead > 1024 && this.liveHead * 2 > live.length) { live.splice(0, this.liveHead); this.liveHead = 0 }
   }
 
   // ---------------------------------------------------------------- faults and phases

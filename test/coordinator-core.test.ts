@@ -132,6 +132,16 @@ describe('coordinator core', () => {
     expect(state.instances.get(instanceIdFor('job-1', T0))!.status).toBe('failure')
   })
 
+  it('refuses a job whose signed definition would be too large for any node to open', () => {
+    const state = emptyCoordinatorState()
+    const ids = Array.from({ length: 19_000 }, (_, i) => `node-with-a-long-identifier-${String(i).padStart(6, '0')}-abcdefghijklmnopqrstuvwxyz-abcdefghijklmnopqrstuvwxyz`)
+    const t = byIds(ids)
+    const out = ofType(coordinatorStep(state, cfg, { type: 'submit', requestId: 'big', jobId: 'big', template: t }, T0), 'reply_submit')[0]!.outcome
+    expect(out.ok).toBe(false)
+    if (!out.ok) expect(out.problems[0]!.message).toMatch(/over the 2097152-byte limit of a message/)
+    expect(state.jobs.size).toBe(0)
+  })
+
   it('answers a sync with the active jobs that target the node', () => {
     const state = emptyCoordinatorState()
     for (const n of ['a', 'b']) hello(state, n)
