@@ -318,7 +318,7 @@ program.command('bench')
 
 program.command('sim')
   .description('Run the agent and coordinator cores over a deterministic simulated network (faults, partitions, crashes) and check the safety properties')
-  .requiredOption('--scenario <name>', 'fleet-patch, partition-heal, coordinator-crash, edge-offline, quorum-upgrade')
+  .requiredOption('--scenario <name>', 'fleet-patch, fleet-scale, partition-heal, coordinator-crash, edge-offline, edge-dark-publish, quorum-upgrade, gated-rollout')
   .option('--agents <n>', 'simulated agents', positiveInt)
   .option('--seed <s>', 'one seed (replays a run bit for bit)', (v: string) => Number(v))
   .option('--seeds <k>', 'run K seeds (1..K)', positiveInt)
