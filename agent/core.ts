@@ -9,7 +9,7 @@ import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowli
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
 import { redact } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
-import { dueOccurrences } from '../protocol/schedule.js'
+import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
 import { decideGate, emptyKnowledge, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge } from './gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
@@ -118,6 +118,8 @@ export interface AgentState {
   cursors: Map<string, number>
   /** Derived from jobs and job states; rebuilt on demand, never persisted. */
   schedules: Map<string, JobSchedule | null>
+  /** Derived, in memory: the next occurrence after each recurring job's cursor (no work before it). */
+  nextDue: Map<string, number>
   runs: Map<string, AgentRun>
   /** Results stored locally and re-sent until the coordinator acknowledges them. */
   outbox: Map<string, OutboxEntry>
@@ -200,7 +202,7 @@ export type AgentEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS } }
+  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS } }
 }
 
 /** Occurrences handled per recurring job per tick: a bound on the work of one event. */
@@ -421,11 +423,14 @@ function processSchedule(state: AgentState, config: AgentConfig, job: KnownJob, 
   const jobId = job.body.jobId
   const cursor = state.cursors.get(jobId)!
   if (now <= cursor) return
+  const nextDue = state.nextDue.get(jobId)
+  if (nextDue !== undefined && now < nextDue) return // nothing can be due: no rule walk, no write
   const jobState = state.jobStates.get(jobId)?.body
   if (jobState?.status === 'canceled') return
   const sched = scheduleOf(state, job)
   if (!sched) return
   const due = dueOccurrences(sched.schedule, sched.exceptions, cursor, now, sched.policy, MAX_OCCURRENCES_PER_TICK)
+  state.nextDue.set(jobId, nextOccurrences(sched.schedule, due.handledThroughMs, 1)[0] ?? Number.POSITIVE_INFINITY)
   if (due.run.length === 0 && due.missed.length === 0 && due.excluded.length === 0 && due.handledThroughMs === cursor) return
   const canceled = new Set(jobState?.canceledOccurrences ?? [])
   for (const at of due.run) {
@@ -613,6 +618,7 @@ function onJobState(state: AgentState, config: AgentConfig, body: JobStateBody, 
   if (known && known.body.version >= body.version) return
   state.jobStates.set(body.jobId, { body, envelope })
   state.schedules.delete(body.jobId)
+  state.nextDue.delete(body.jobId)
   effects.push({ type: 'persist', puts: [{ key: key.jobState(body.jobId), value: { body, envelope } }], dels: [] })
   effects.push({ type: 'log', level: 'info', msg: 'job state updated', fields: { jobId: body.jobId, version: body.version, status: body.status, canceledOccurrences: body.canceledOccurrences.length, globalExceptions: body.globalExceptions.length } })
   // Pending runs of canceled occurrences never start; running ones finish.
@@ -885,6 +891,7 @@ function pruneJobs(state: AgentState, config: AgentConfig, now: number, effects:
     if (job.body.expiresAt + config.jobRetentionMs > now || openJobs.has(jobId)) continue
     state.jobs.delete(jobId)
     state.schedules.delete(jobId)
+    state.nextDue.delete(jobId)
     dels.push(key.job(jobId))
     if (state.jobStates.delete(jobId)) dels.push(key.jobState(jobId))
     if (state.cursors.delete(jobId)) dels.push(key.cursor(jobId))
