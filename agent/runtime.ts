@@ -20,13 +20,8 @@ import {
   BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, envelopesForPeer, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
 
-export const AGENT_VERSION = '0.1.0'
-/** How often the runtime ticks the core (resends, pruning) and checks its link to the coordinator. */
-export const AGENT_TICK_MS = 500
-export const RPC_TIMEOUT_MS = 10_000
-/** Redial backoff towards the coordinator, doubling from the first value to the second. */
-export const REDIAL_MIN_MS = 500
-export const REDIAL_MAX_MS = 10_000
+import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
+export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
 export const MAX_KNOWN_PEERS = 16
 export const PEER_SYNC_FANOUT = 3

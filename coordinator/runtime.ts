@@ -20,11 +20,10 @@ import {
 import { planJob } from './plan.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
-export const COORDINATOR_TICK_MS = 1_000
+import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS } from '../protocol/timing.js'
+export { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS }
 export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
 export const DEFAULT_API = '127.0.0.1:7070'
-/** Requests waiting for the core at once; more are refused (HTTP 503, rpc error) rather than queued without bound. */
-export const MAX_PENDING_REQUESTS = 10_000
 
 type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 

@@ -42,15 +42,9 @@ import { EventHeap } from './heap.js'
 import { Prng } from './prng.js'
 import { LINK_PROFILES, NO_FAULTS, NetworkModel, buildOverlay, type FaultSettings, type LinkProfileName } from './network.js'
 
-// The runtimes' timing, copied rather than imported: importing agent/runtime.ts would load
-// libp2p and level into the simulator. test/sim.test.ts asserts the copies still match.
-export const AGENT_TICK_MS = 500
-export const RPC_TIMEOUT_MS = 10_000
-export const REDIAL_MIN_MS = 500
-export const REDIAL_MAX_MS = 10_000
-export const AGENT_VERSION = '0.1.0'
-export const COORDINATOR_TICK_MS = 1_000
-export const MAX_PENDING_REQUESTS = 10_000
+// The runtimes' own timing (protocol/timing.ts, shared with agent/ and coordinator/runtime.ts).
+import { AGENT_TICK_MS, AGENT_VERSION, COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
+export { AGENT_TICK_MS, AGENT_VERSION, COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** libp2p's connection monitor: ping interval and the time after which a silent peer is dropped. */
 export const CONN_MONITOR_MS = 10_000
 export const PING_TIMEOUT_MS = 5_000
