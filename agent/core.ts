@@ -6,7 +6,7 @@
 // more than it proves); the same (state, event, now) always yields the same state and effects.
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
-import { completeStep, matchSkillVersion, outputFilesToRead, planStep } from './steps.js'
+import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
 import { redact } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
@@ -141,14 +141,8 @@ export const WAIT_SYNC_MAX_MS = 10_000
 /** Jobs a sync request says it holds, so the reply carries only what is missing. */
 export const MAX_KNOWN_IN_SYNC = 256
 
-export interface StepAttemptResult {
-  status: 'success' | 'failure'
-  exitCode: number | null
-  stdout: string
-  stderr: string
-  reason?: string
-  /** Contents of the files named by `file` output rules (request.filesToRead), by path. */
-  files?: Record<string, string>
+/** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
+export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'> {
   /** Evidence the interpreter attached (interpreters/artifacts.ts bounds). */
   artifacts?: { name: string; encoding: 'utf8' | 'base64'; content: string; bytes: number }[]
   /** Values the interpreter reported itself; output rules of the same name take precedence. */
