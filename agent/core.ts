@@ -10,12 +10,12 @@ import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type Inte
 import { redact } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
-import { decideGate, emptyKnowledge, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge } from './gate.js'
+import { decideGate, emptyKnowledge, factFor, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
   MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
-  type JobBody, type JobStateBody, type ProgressBody, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
+  MAX_GATED_IN_SYNC, type CheckpointBody, type JobBody, type JobStateBody, type ProgressBody, type ResultBody, type SignedEnvelope, type StepOutcome, type TicketBody,
 } from '../protocol/wire.js'
 
 export type Os = 'linux' | 'darwin' | 'windows'
@@ -103,6 +103,8 @@ export interface OutboxEntry {
 export interface KnownJob {
   body: JobBody
   envelope: SignedEnvelope
+  /** This node's ticket (its place in the job, or null: not targeted), once the coordinator sent it. */
+  ticket?: { place: TicketBody['place']; envelope: SignedEnvelope }
 }
 
 export interface KnownJobState {
@@ -127,8 +129,10 @@ export interface AgentState {
   secrets: Map<string, RunSecrets>
   /** What this node knows of the other targets' progress, per gated instance. */
   progress: Map<string, Knowledge>
-  /** In memory: the sync with the coordinator (jobs, job states, progress the node missed). */
-  sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; waitIntervalMs: number }
+  /** In memory: the sync with the coordinator (jobs, tickets, job states, checkpoints the node missed). */
+  sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; waitIntervalMs: number; ticketWanted: boolean }
+  /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
+  link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
 }
 
 /** An unanswered sync is sent again after this long. */
@@ -140,6 +144,13 @@ export const WAIT_SYNC_MIN_MS = 3_000
 export const WAIT_SYNC_MAX_MS = 10_000
 /** Jobs a sync request says it holds, so the reply carries only what is missing. */
 export const MAX_KNOWN_IN_SYNC = 256
+/**
+ * The coordinator counts as away when a request has gone unanswered this long. Gated runs
+ * then gossip their progress (with their tickets) to the other targets directly, so a rollout
+ * goes on without the coordinator; while it answers, progress reaches it by sync and comes
+ * back to every target as its checkpoints (O(1) per node instead of O(group)).
+ */
+export const COORDINATOR_AWAY_MS = 6_000
 
 /** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
 export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'> {
@@ -196,7 +207,10 @@ export type AgentEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyAgentState(): AgentState {
-  return { jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(), sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS } }
+  return {
+    jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
+    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS, ticketWanted: false }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
+  }
 }
 
 /** Occurrences handled per recurring job per tick: a bound on the work of one event. */
@@ -229,8 +243,8 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
       const st = v as KnownJobState
       state.jobStates.set(st.body.jobId, st)
     } else if (k.startsWith('progress/')) {
-      const p = v as { instanceId: string; acks: string[]; started: [string, number][]; done: [string, DoneStatus][] }
-      state.progress.set(p.instanceId, { acks: new Set(p.acks), started: new Map(p.started), done: new Map(p.done) })
+      const p = v as PersistedProgress
+      state.progress.set(p.instanceId, { facts: new Map(p.facts.map(([g, fs]) => [g, new Map(fs)])) })
     } else if (k.startsWith('cursor/')) {
       const c = v as { jobId: string; at: number }
       state.cursors.set(c.jobId, c.at)
@@ -285,17 +299,12 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
     case 'connected':
       for (const entry of state.outbox.values()) {
         entry.nextSendAt = now + entry.intervalMs
+        noteRequest(state, now)
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
       state.sync.wanted = true
+      // The sync says where this node's gated runs stand; its reply brings their checkpoints.
       sendSync(state, config, now, effects)
-      // Progress published while this node was cut off went nowhere: say again where its gated runs stand.
-      for (const run of state.runs.values()) {
-        if (!run.gated || !state.progress.has(run.instanceId)) continue
-        if (run.status === 'waiting') publishProgress(config, run, 'ack', now, effects)
-        else if (run.status === 'running') publishProgress(config, run, 'start', now, effects)
-        else publishProgress(config, run, 'done', now, effects, run.status)
-      }
       break
     case 'rebooted':
       completeReboots(state, config, now, effects)
@@ -314,9 +323,23 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
           evaluateGate(state, config, run, now, effects)
         } else if (run.status === 'running' && run.leaseUntil !== undefined && run.leaseUntil - now < leaseMsOf(state, run) * 2 / 3) {
           run.leaseUntil = now + leaseMsOf(state, run)
-          publishProgress(config, run, 'renew', now, effects)
+          factFor(knowledgeFor(state, run.instanceId), run.group, run.position).lease = run.leaseUntil
+          publishProgress(state, config, run, 'renew', now, effects)
         }
       }
+      // The coordinator stopped answering: tell the other targets directly where this node's gated runs stand.
+      const away = coordinatorAway(state, now)
+      if (away && !state.link.gossiping) {
+        state.link.gossiping = true
+        for (const run of state.runs.values()) {
+          if (!run.gated || !state.progress.has(run.instanceId)) continue
+          const j = state.jobs.get(run.jobId)
+          if (!j || j.body.expiresAt <= now) continue
+          if (run.status === 'waiting') gossipProgress(state, config, run, 'ack', now, effects)
+          else if (run.status === 'running') gossipProgress(state, config, run, 'start', now, effects)
+          else gossipProgress(state, config, run, 'done', now, effects, run.status)
+        }
+      } else if (!away) state.link.gossiping = false
       if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS) state.sync.wanted = true
       const sinceSent = now - state.sync.lastSentAt
       if ((state.sync.wanted && sinceSent >= SYNC_RETRY_MS) || (waiting && sinceSent >= state.sync.waitIntervalMs)) {
@@ -327,9 +350,19 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
         if (entry.nextSendAt > now) continue
         entry.intervalMs = Math.min(config.resendMaxMs, entry.intervalMs * 2)
         entry.nextSendAt = now + entry.intervalMs
+        noteRequest(state, now)
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
       pruneJobs(state, config, now, effects)
+      break
+    }
+  }
+  // Jobs arrived without this node's ticket: one sync asks for all of them.
+  if (state.sync.ticketWanted) {
+    state.sync.ticketWanted = false
+    for (const job of state.jobs.values()) {
+      if (job.ticket || job.body.expiresAt <= now) continue
+      sendSync(state, config, now, effects)
       break
     }
   }
@@ -362,10 +395,39 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   const job: KnownJob = { body, envelope: envelope as SignedEnvelope }
   state.jobs.set(body.jobId, job)
   effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
-  if (membership(body, config.nodeId) === undefined) {
-    effects.push({ type: 'log', level: 'info', msg: 'job accepted; this node is not targeted', fields: { jobId: body.jobId, via } })
+  // Whether and where this node is targeted is in its ticket: ask for it now.
+  effects.push({ type: 'log', level: 'debug', msg: 'job received; asking the coordinator for this node\'s ticket', fields: { jobId: body.jobId, via } })
+  state.sync.wanted = true
+  state.sync.ticketWanted = true
+}
+
+/** The node's ticket for a job it holds arrived: run it, schedule it, or note it is not targeted. */
+function onTicket(state: AgentState, config: AgentConfig, envelope: SignedEnvelope, now: number, effects: AgentEffect[]): void {
+  const opened = open(envelope, [config.coordinatorKey])
+  if (!opened.ok || opened.body.type !== 'ticket') {
+    effects.push({ type: 'log', level: 'warn', msg: `refused ticket: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
     return
   }
+  const t = opened.body
+  if (t.nodeId !== config.nodeId || t.key !== config.identity.publicKey) {
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a ticket issued to another node or key', fields: { jobId: t.jobId, nodeId: t.nodeId } })
+    return
+  }
+  const job = state.jobs.get(t.jobId)
+  if (!job || job.ticket) return
+  job.ticket = { place: t.place, envelope }
+  effects.push({ type: 'persist', puts: [{ key: key.job(t.jobId), value: job }], dels: [] })
+  onPlaced(state, config, job, now, effects)
+}
+
+function onPlaced(state: AgentState, config: AgentConfig, job: KnownJob, now: number, effects: AgentEffect[]): void {
+  const body = job.body
+  const via = 'ticket'
+  if (!job.ticket?.place) {
+    effects.push({ type: 'log', level: 'info', msg: 'job accepted; this node is not targeted', fields: { jobId: body.jobId } })
+    return
+  }
+  if (body.expiresAt <= now) return
   if (body.template.scheduleRule === 'immediate') {
     createRun(state, config, job, body.issuedAt, now, effects, via)
     return
@@ -377,24 +439,11 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   processSchedule(state, config, job, now, effects)
 }
 
-/** This node's group and position in the job's resolved targets, if it is targeted. */
-function membership(body: JobBody, nodeId: string): { group: number; position: number; size: number } | undefined {
-  return memberIndex(body).get(nodeId)
-}
-
-/** node id → (group, position), built once per definition (bodies are shared and immutable). */
-const memberIndexes = new WeakMap<JobBody, Map<string, { group: number; position: number; size: number }>>()
-function memberIndex(body: JobBody): Map<string, { group: number; position: number; size: number }> {
-  let index = memberIndexes.get(body)
-  if (!index) {
-    index = new Map()
-    for (let g = 0; g < body.resolved.groups.length; g++) {
-      const nodes = body.resolved.groups[g]!.nodes
-      for (let p = 0; p < nodes.length; p++) if (!index.has(nodes[p]!)) index.set(nodes[p]!, { group: g, position: p, size: nodes.length })
-    }
-    memberIndexes.set(body, index)
-  }
-  return index
+/** This node's group and position in a job (from its ticket), if it is targeted. */
+function placeOf(job: KnownJob): { group: number; position: number; size: number } | undefined {
+  const place = job.ticket?.place
+  if (!place) return undefined
+  return { ...place, size: job.body.resolved.groups[place.group]?.size ?? 0 }
 }
 
 function scheduleOf(state: AgentState, job: KnownJob): JobSchedule | null {
@@ -448,7 +497,7 @@ function processSchedule(state: AgentState, config: AgentConfig, job: KnownJob, 
 /** Creates this node's run of one occurrence and starts it, or records it skipped with `skipReason`. */
 function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurrenceAt: number, now: number, effects: AgentEffect[], via: string, skipReason?: string): void {
   const body = job.body
-  const member = membership(body, config.nodeId)
+  const member = placeOf(job)
   if (!member) return
   const instanceId = instanceIdFor(body.jobId, occurrenceAt)
   const runId = runIdFor(instanceId, config.nodeId)
@@ -468,8 +517,8 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
   if (gated) {
     effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
-    knowledgeFor(state, instanceId)
-    publishProgress(config, run, 'ack', now, effects)
+    factFor(knowledgeFor(state, instanceId), run.group, run.position)
+    publishProgress(state, config, run, 'ack', now, effects)
     evaluateGate(state, config, run, now, effects)
     return
   }
@@ -487,12 +536,30 @@ function leaseMsOf(state: AgentState, run: AgentRun): number {
   return (state.jobs.get(run.jobId)?.body.template.chorus?.leaseSeconds ?? DEFAULT_LEASE_S) * 1000
 }
 
-function publishProgress(config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
+/**
+ * A gated run's state changed (ack, start, renew; done travels in the result): the coordinator
+ * hears it in a sync now (its reply carries the instance's checkpoint), and, while the
+ * coordinator is away, the other targets hear it by gossip.
+ */
+function publishProgress(state: AgentState, config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
+  if (event !== 'done') sendSync(state, config, now, effects)
+  if (coordinatorAway(state, now)) gossipProgress(state, config, run, event, now, effects, status)
+}
+
+function gossipProgress(state: AgentState, config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
+  const ticket = state.jobs.get(run.jobId)?.ticket
+  if (!ticket?.place) return
   const body: ProgressBody = {
     type: 'progress', v: PROTOCOL_VERSION, jobId: run.jobId, instanceId: run.instanceId, occurrenceAt: run.occurrenceAt,
     nodeId: config.nodeId, event, at: now, ...(status ? { status } : {}), ...(run.leaseUntil !== undefined && (event === 'start' || event === 'renew') ? { leaseUntil: run.leaseUntil } : {}),
+    ticket: ticket.envelope,
   }
   effects.push({ type: 'publish_progress', envelope: seal(config.identity, body) })
+}
+
+/** A request to the coordinator has gone unanswered for COORDINATOR_AWAY_MS. */
+export function coordinatorAway(state: AgentState, now: number): boolean {
+  return state.link.lastRequestAt > state.link.lastReplyAt && now - state.link.lastRequestAt >= COORDINATOR_AWAY_MS
 }
 
 /** Takes this node's turn if the gate is open, skips the run if the rollout stopped, or keeps waiting. */
@@ -505,7 +572,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
     return
   }
   const k = knowledgeFor(state, run.instanceId)
-  const decision = decideGate(job.body, k, config.nodeId, run.group, run.position, run.occurrenceAt, now)
+  const decision = decideGate(job.body, k, run.group, run.position, run.occurrenceAt, now)
   if (decision.action === 'wait') return
   if (decision.action === 'skip') {
     effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { runId: run.runId, reason: decision.reason } })
@@ -515,57 +582,71 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   run.status = 'running'
   run.startedAt = now
   if (job.body.template.chorus?.vanishedHolder === 'release') run.leaseUntil = now + leaseMsOf(state, run)
-  k.started.set(config.nodeId, run.leaseUntil ?? Number.MAX_SAFE_INTEGER)
+  factFor(k, run.group, run.position).lease = run.leaseUntil ?? Number.MAX_SAFE_INTEGER
+  persistProgress(run.instanceId, k, effects)
   effects.push({ type: 'log', level: 'info', msg: 'turn taken; run started', fields: { jobId: run.jobId, runId: run.runId, group: run.group, batch: run.batch, position: run.position } })
-  publishProgress(config, run, 'start', now, effects)
+  publishProgress(state, config, run, 'start', now, effects)
   startAttempt(state, config, job, run, now, now, effects)
 }
 
-function persistProgress(instanceId: string, k: Knowledge, effects: AgentEffect[]): void {
-  effects.push({ type: 'persist', puts: [{ key: key.progress(instanceId), value: { instanceId, acks: [...k.acks], started: [...k.started], done: [...k.done] } }], dels: [] })
+interface PersistedProgress {
+  instanceId: string
+  facts: [number, [number, PeerFact][]][]
 }
 
+/** The targets' own facts of an instance (checkpoints are not written: the next one replaces a lost one). */
+function persistProgress(instanceId: string, k: Knowledge, effects: AgentEffect[]): void {
+  const value: PersistedProgress = { instanceId, facts: [...k.facts].map(([g, fs]) => [g, [...fs]]) }
+  effects.push({ type: 'persist', puts: [{ key: key.progress(instanceId), value }], dels: [] })
+}
+
+/** Gossip on the progress topic: a peer's progress (coordinator away), or a coordinator checkpoint. */
 function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[]): void {
   const opened = open(envelope)
-  if (!opened.ok || opened.body.type !== 'progress') {
-    effects.push({ type: 'log', level: 'debug', msg: `progress message dropped: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
+  if (!opened.ok) {
+    effects.push({ type: 'log', level: 'debug', msg: `progress message dropped: ${opened.reason}` })
     return
   }
+  if (opened.body.type === 'checkpoint') {
+    if (opened.signer !== config.coordinatorKey) return
+    onCheckpoint(state, config, opened.body, now, effects)
+    return
+  }
+  if (opened.body.type !== 'progress') return
   const p = opened.body
+  if (!state.progress.has(p.instanceId)) return // not an instance this node takes part in (or not yet)
   const job = state.jobs.get(p.jobId)
-  if (!job) return // not a job of ours (or not yet known: the coordinator's digest covers it later)
-  if (job.body.resolved.keys[p.nodeId] !== opened.signer) {
-    effects.push({ type: 'log', level: 'warn', msg: 'progress refused: not signed by the key the job names for that node', fields: { nodeId: p.nodeId, jobId: p.jobId } })
+  if (!job || p.instanceId !== instanceIdFor(p.jobId, p.occurrenceAt)) return
+  const ticket = p.ticket ? open(p.ticket, [config.coordinatorKey]) : undefined
+  if (!ticket?.ok || ticket.body.type !== 'ticket' || ticket.body.jobId !== p.jobId || ticket.body.nodeId !== p.nodeId || ticket.body.key !== opened.signer || !ticket.body.place) {
+    effects.push({ type: 'log', level: 'warn', msg: 'progress refused: no coordinator ticket naming that node, its place and the key that signed it', fields: { nodeId: p.nodeId, jobId: p.jobId } })
     return
   }
-  if (p.instanceId !== instanceIdFor(p.jobId, p.occurrenceAt)) return
-  if (!state.progress.has(p.instanceId) && membership(job.body, config.nodeId) === undefined) return
   const k = knowledgeFor(state, p.instanceId)
-  const changed = mergeProgress(k, p)
-  if (!changed) return
+  if (!mergeProgress(factFor(k, ticket.body.place.group, ticket.body.place.position), p)) return
   state.sync.waitIntervalMs = WAIT_SYNC_MIN_MS
   persistProgress(p.instanceId, k, effects)
-  for (const run of state.runs.values()) if (run.instanceId === p.instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
+  reevaluate(state, config, p.instanceId, now, effects)
 }
 
-function mergeProgress(k: Knowledge, p: { nodeId: string; event: ProgressBody['event']; status?: DoneStatus; leaseUntil?: number }): boolean {
+function reevaluate(state: AgentState, config: AgentConfig, instanceId: string, now: number, effects: AgentEffect[]): void {
+  for (const run of state.runs.values()) if (run.instanceId === instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
+}
+
+function mergeProgress(f: PeerFact, p: { event: ProgressBody['event']; status?: DoneStatus; leaseUntil?: number }): boolean {
   switch (p.event) {
     case 'ack':
-      if (k.acks.has(p.nodeId)) return false
-      k.acks.add(p.nodeId)
-      return true
+      return false // the fact exists now: that is the acknowledgement
     case 'start':
     case 'renew': {
-      k.acks.add(p.nodeId)
       const lease = p.leaseUntil ?? Number.MAX_SAFE_INTEGER
-      if ((k.started.get(p.nodeId) ?? -1) >= lease) return false
-      k.started.set(p.nodeId, lease)
+      if ((f.lease ?? -1) >= lease) return false
+      f.lease = lease
       return true
     }
     case 'done':
-      if (k.done.has(p.nodeId) || !p.status) return false
-      k.acks.add(p.nodeId)
-      k.done.set(p.nodeId, p.status)
+      if (f.done || !p.status) return false
+      f.done = p.status
       return true
   }
 }
@@ -579,16 +660,14 @@ function knowledgeFor(state: AgentState, instanceId: string): Knowledge {
   return k
 }
 
-function mergeDigest(state: AgentState, config: AgentConfig, d: ProgressDigest, now: number, effects: AgentEffect[]): void {
-  // Only instances this node takes part in (a restarted agent may not have written any progress yet).
-  if (!state.progress.has(d.instanceId) && ![...state.runs.values()].some((r) => r.instanceId === d.instanceId)) return
-  const k = knowledgeFor(state, d.instanceId)
-  let changed = false
-  for (const n of d.acks) changed = mergeProgress(k, { nodeId: n, event: 'ack' }) || changed
-  for (const [n, status] of d.done) changed = mergeProgress(k, { nodeId: n, event: 'done', status }) || changed
-  if (!changed) return
-  persistProgress(d.instanceId, k, effects)
-  for (const run of state.runs.values()) if (run.instanceId === d.instanceId && run.status === 'waiting') evaluateGate(state, config, run, now, effects)
+/** A coordinator checkpoint (gossip or sync reply): kept if newer, then the waiting runs look again. */
+function onCheckpoint(state: AgentState, config: AgentConfig, cp: CheckpointBody, now: number, effects: AgentEffect[]): void {
+  const k = state.progress.get(cp.instanceId)
+  if (!k) return // only instances this node takes part in
+  if (k.checkpoint && k.checkpoint.seq >= cp.seq) return
+  k.checkpoint = cp
+  state.sync.waitIntervalMs = WAIT_SYNC_MIN_MS
+  reevaluate(state, config, cp.instanceId, now, effects)
 }
 
 /**
@@ -599,7 +678,8 @@ function mergeDigest(state: AgentState, config: AgentConfig, d: ProgressDigest, 
 export function envelopesForPeer(state: AgentState, nodeId: string, now: number): SignedEnvelope[] {
   const out: SignedEnvelope[] = []
   for (const job of state.jobs.values()) {
-    if (job.body.expiresAt <= now || membership(job.body, nodeId) === undefined) continue
+    // Who a job targets is in the tickets, which only the coordinator holds: relay every live job (bounded).
+    if (job.body.expiresAt <= now) continue
     out.push(job.envelope)
     const st = state.jobStates.get(job.body.jobId)
     if (st) out.push(st.envelope)
@@ -821,23 +901,38 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   // The result is durable before it is sent: a crash after this point re-sends it on restart.
   effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }, { key: key.outbox(run.runId), value: entry }], dels: [] })
   effects.push({ type: 'log', level: 'info', msg: `run finished: ${status}`, fields: { runId: run.runId, jobId: run.jobId, reason: run.reason } })
+  noteRequest(state, now)
   effects.push({ type: 'send', kind: 'result', runId: run.runId, envelope })
   if (run.gated) {
     const k = state.progress.get(run.instanceId)
     if (k) {
-      k.done.set(config.nodeId, status)
+      factFor(k, run.group, run.position).done = status
       persistProgress(run.instanceId, k, effects)
     }
-    publishProgress(config, run, 'done', now, effects, status)
+    publishProgress(state, config, run, 'done', now, effects, status)
   }
 }
 
 /** Asks the coordinator for what this node missed, saying which jobs (and job-state versions) it holds. */
 function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
   state.sync.lastSentAt = now
-  const known: { jobId: string; version: number }[] = []
-  for (const job of state.jobs.values()) known.push({ jobId: job.body.jobId, version: state.jobStates.get(job.body.jobId)?.body.version ?? 0 })
-  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(-MAX_KNOWN_IN_SYNC) }) })
+  state.sync.ticketWanted = false
+  const known: { jobId: string; version: number; ticket: boolean }[] = []
+  for (const job of state.jobs.values()) known.push({ jobId: job.body.jobId, version: state.jobStates.get(job.body.jobId)?.body.version ?? 0, ticket: job.ticket !== undefined })
+  // Jobs without a ticket first, so a bounded list never leaves out one this node waits on.
+  known.sort((a, b) => Number(a.ticket) - Number(b.ticket))
+  const gated: { instanceId: string; jobId: string; occurrenceAt: number; state: 'waiting' | 'running'; leaseUntil?: number }[] = []
+  for (const run of state.runs.values()) {
+    if (!run.gated || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
+    gated.push({ instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, state: run.status, ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}) })
+  }
+  noteRequest(state, now)
+  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated }) })
+}
+
+function noteRequest(state: AgentState, now: number): void {
+  // Only the first unanswered request counts: a stream of them must not keep "away" from ever arriving.
+  if (state.link.lastRequestAt <= state.link.lastReplyAt) state.link.lastRequestAt = now
 }
 
 function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello'): void {
@@ -847,6 +942,8 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
     return
   }
   const reply = opened.body
+  state.link.lastReplyAt = now
+  state.link.gossiping = false
   if (to === 'sync' && reply.ok) {
     state.sync.wanted = false
     state.sync.lastOkAt = now
@@ -858,7 +955,11 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })
   if (!reply.ok) effects.push({ type: 'log', level: 'warn', msg: `coordinator refused a request: ${reply.error ?? 'no reason given'}` })
   for (const job of reply.jobs) onJob(state, config, job, 'sync', now, effects)
-  for (const d of reply.progress) mergeDigest(state, config, d, now, effects)
+  for (const t of reply.tickets) onTicket(state, config, t, now, effects)
+  for (const c of reply.checkpoints) {
+    const cp = open(c, [config.coordinatorKey])
+    if (cp.ok && cp.body.type === 'checkpoint') onCheckpoint(state, config, cp.body, now, effects)
+  }
 }
 
 /**

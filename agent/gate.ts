@@ -3,6 +3,13 @@
 // the same rule over the same signed order, and knowledge only grows (an ack, a start, a done
 // is never taken back), so a decision to start made on stale knowledge is still safe.
 //
+// Knowledge comes from two sources, both only ever lower bounds of the truth: facts signed by
+// the targets themselves (this node's own, and peers' progress gossiped while the coordinator
+// is away), and the coordinator's latest signed checkpoint (counts per group, O(groups) bytes).
+// Every count below is the larger of the two bounds, so it is still a lower bound: a node
+// never starts on knowledge the truth contradicts. The cost of a decision is O(facts heard),
+// not O(group): nothing here walks the member list (no node holds it).
+//
 // Rolling (window k): the node at position p starts once at least p − k + 1 of the nodes
 // before it are done. Proof of "never more than k at once": take the running node with the
 // highest position m; it started after seeing m − k + 1 of positions [0, m) done, and done is
@@ -15,16 +22,22 @@
 // the slot of a holder whose lease expired, and counts a target that never acknowledged the
 // job within leaseSeconds as gone: the rollout goes on, but a holder that was only cut off
 // and is still running makes k + 1. Quorum clusters must keep the default.
-import type { JobBody } from '../protocol/wire.js'
+import type { CheckpointBody, CheckpointGroup, JobBody } from '../protocol/wire.js'
 import { batchSizeFor, thresholdFor, type Amount } from '../protocol/rollout.js'
 
 export type DoneStatus = 'success' | 'failure' | 'skipped'
 
+/** What a target said of itself: present = it acknowledged the job; lease: it took its turn (slot held until then); done: its run ended. */
+export interface PeerFact {
+  lease?: number
+  done?: DoneStatus
+}
+
 export interface Knowledge {
-  acks: Set<string>
-  /** Nodes that took their turn, with the end of their current lease. */
-  started: Map<string, number>
-  done: Map<string, DoneStatus>
+  /** Facts signed by targets (this node's own; peers' gossip), by group, then position in the group. */
+  facts: Map<number, Map<number, PeerFact>>
+  /** The coordinator's latest checkpoint of the instance (highest seq). */
+  checkpoint?: CheckpointBody
 }
 
 export const DEFAULT_QUORUM_TIMEOUT_S = 30
@@ -33,7 +46,21 @@ export const DEFAULT_LEASE_S = 30
 export type GateDecision = { action: 'start' } | { action: 'wait'; why: string } | { action: 'skip'; reason: string }
 
 export function emptyKnowledge(): Knowledge {
-  return { acks: new Set(), started: new Map(), done: new Map() }
+  return { facts: new Map() }
+}
+
+/** The fact of (group, position), created empty (= acknowledged) if missing. */
+export function factFor(k: Knowledge, group: number, position: number): PeerFact {
+  let g = k.facts.get(group)
+  if (!g) { g = new Map(); k.facts.set(group, g) }
+  let f = g.get(position)
+  if (!f) { f = {}; g.set(position, f) }
+  return f
+}
+
+/** Sizes of the job's groups, as the coordinator resolved them at submit. */
+export function groupSizes(body: JobBody): number[] {
+  return body.resolved.groups.map((g) => g.size)
 }
 
 /** True when targets of this job wait on each other: batches, sequential groups or a quorum. */
@@ -41,7 +68,7 @@ export function isGated(body: JobBody): boolean {
   const t = body.template
   if (t.chorus?.quorum) return true
   if (t.target.executionType === 'sequential' && t.target.groups.length > 1) return true
-  return body.resolved.groups.some((g, gi) => batchSizeFor(t.target.groups[gi]!.batchSize, g.nodes.length) < g.nodes.length)
+  return body.resolved.groups.some((g, gi) => batchSizeFor(t.target.groups[gi]!.batchSize, g.size) < g.size)
 }
 
 /**
@@ -79,69 +106,97 @@ export function successNeeded(criteria: readonly { numRuns: Amount; status: 'suc
 function quorumOf(body: JobBody): { need: number; total: number; timeoutMs: number } | undefined {
   const q = body.template.chorus?.quorum
   if (!q) return undefined
-  const total = body.resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
+  const total = body.resolved.groups.reduce((n, g) => n + g.size, 0)
   return { need: Math.max(1, thresholdFor(q, total)), total, timeoutMs: (body.template.chorus?.quorumTimeoutSeconds ?? DEFAULT_QUORUM_TIMEOUT_S) * 1000 }
 }
 
-/** Whether `node` counts as done for the nodes after it: it finished, or (release policy) it is gone. */
-function doneOrReleased(body: JobBody, k: Knowledge, node: string, occurrenceAt: number, now: number): DoneStatus | 'released' | undefined {
-  const status = k.done.get(node)
-  if (status) return status
-  if (body.template.chorus?.vanishedHolder !== 'release') return undefined
-  const leaseMs = (body.template.chorus?.leaseSeconds ?? DEFAULT_LEASE_S) * 1000
-  const leaseUntil = k.started.get(node)
-  if (leaseUntil !== undefined) return leaseUntil < now ? 'released' : undefined
-  return !k.acks.has(node) && now >= occurrenceAt + leaseMs ? 'released' : undefined
+/**
+ * Whether a target's own fact makes it count as done for the nodes after it: it finished, or
+ * (release policy) its lease ran out. A target never heard from is released only by the
+ * coordinator's checkpoint, which knows every ack (a node cannot tell "silent" from "not heard").
+ */
+function factDone(release: boolean, f: PeerFact, now: number): DoneStatus | 'released' | undefined {
+  if (f.done) return f.done
+  if (release && f.lease !== undefined && f.lease < now) return 'released'
+  return undefined
 }
 
-/** Statuses of a group's members as known now; `missingAs` for the ones not known. */
-function groupStatuses(body: JobBody, k: Knowledge, group: number, occurrenceAt: number, now: number): { done: number; failed: number; succeeded: number; unknown: string[] } {
-  let done = 0
-  let failed = 0
-  let succeeded = 0
-  const unknown: string[] = []
-  for (const n of body.resolved.groups[group]!.nodes) {
-    const s = doneOrReleased(body, k, n, occurrenceAt, now)
-    if (s === undefined) { unknown.push(n); continue }
-    done++
-    if (s === 'success') succeeded++
-    else failed++
+interface Tally { done: number; succeeded: number; failed: number }
+
+/** Done, succeeded and failed among positions below `below` of a group, from the targets' own facts. */
+function factTally(body: JobBody, k: Knowledge, group: number, below: number, now: number): Tally {
+  const t: Tally = { done: 0, succeeded: 0, failed: 0 }
+  const facts = k.facts.get(group)
+  if (!facts) return t
+  const release = body.template.chorus?.vanishedHolder === 'release'
+  for (const [pos, f] of facts) {
+    if (pos >= below) continue
+    const s = factDone(release, f, now)
+    if (s === undefined) continue
+    t.done++
+    if (s === 'success') t.succeeded++
+    else t.failed++
   }
-  return { done, failed, succeeded, unknown }
+  return t
 }
 
-export function decideGate(body: JobBody, k: Knowledge, self: string, group: number, position: number, occurrenceAt: number, now: number): GateDecision {
+/** A lower bound, from a checkpoint, of the done positions below `p`. */
+export function checkpointDoneBelow(cp: CheckpointGroup | undefined, p: number): number {
+  if (!cp) return 0
+  if (p >= cp.frontier) return cp.done
+  return Math.max(0, Math.min(cp.prefix, p), cp.done - (cp.frontier - p))
+}
+
+/** Lower bounds of a group's done, succeeded and failed runs (all positions). */
+export function groupTally(body: JobBody, k: Knowledge, group: number, now: number): Tally {
+  const own = factTally(body, k, group, Number.POSITIVE_INFINITY, now)
+  const cp = k.checkpoint?.groups[group]
+  if (!cp) return own
+  return { done: Math.max(own.done, cp.done), succeeded: Math.max(own.succeeded, cp.succeeded), failed: Math.max(own.failed, cp.done - cp.succeeded) }
+}
+
+/** A lower bound of the done positions below `p` in a group. */
+export function doneBelow(body: JobBody, k: Knowledge, group: number, p: number, now: number): number {
+  return Math.max(factTally(body, k, group, p, now).done, checkpointDoneBelow(k.checkpoint?.groups[group], p))
+}
+
+/** A lower bound of the targets that acknowledged (every group). */
+export function ackedCount(k: Knowledge): number {
+  let own = 0
+  for (const g of k.facts.values()) own += g.size
+  const cp = k.checkpoint ? k.checkpoint.groups.reduce((n, g) => n + g.acked, 0) : 0
+  return Math.max(own, cp)
+}
+
+export function decideGate(body: JobBody, k: Knowledge, group: number, position: number, occurrenceAt: number, now: number): GateDecision {
   const t = body.template
   const q = quorumOf(body)
   if (q) {
-    const acks = new Set(k.acks)
-    acks.add(self)
-    if (acks.size < q.need) {
+    const acked = ackedCount(k)
+    if (acked < q.need) {
       if (now >= occurrenceAt + q.timeoutMs) {
-        const all = body.resolved.groups.flatMap((g) => g.nodes)
-        const missing = all.filter((n) => !acks.has(n))
-        return { action: 'skip', reason: `quorum failed: ${acks.size} of ${q.total} targets acknowledged within ${q.timeoutMs / 1000} s, ${q.need} needed; no acknowledgement from ${missing.slice(0, 20).join(', ')}${missing.length > 20 ? ', …' : ''}` }
+        return { action: 'skip', reason: `quorum failed: ${acked} of ${q.total} targets acknowledged within ${q.timeoutMs / 1000} s, ${q.need} needed (the coordinator's report names the silent ones)` }
       }
-      return { action: 'wait', why: `quorum: ${acks.size} of ${q.need} acknowledgements` }
+      return { action: 'wait', why: `quorum: ${acked} of ${q.need} acknowledgements` }
     }
   }
   const window = groupWindow(body, occurrenceAt, group)
   if (t.target.executionType === 'sequential' && group > 0) {
     const prev = group - 1
     const prevWindow = groupWindow(body, occurrenceAt, prev)
-    const st = groupStatuses(body, k, prev, occurrenceAt, now)
-    if (st.unknown.length > 0 && now < prevWindow.deadlineAt) return { action: 'wait', why: `group ${prev} still running (${st.unknown.length} not done)` }
-    const n = body.resolved.groups[prev]!.nodes.length
-    const failed = st.failed + st.unknown.length // past the deadline, the silent ones count as failed
+    const n = body.resolved.groups[prev]!.size
+    const st = groupTally(body, k, prev, now)
+    if (st.done < n && now < prevWindow.deadlineAt) return { action: 'wait', why: `group ${prev} still running (${n - st.done} not done)` }
+    // Past the deadline the silent ones count as failed: everything not known to have succeeded.
+    const failed = n - st.succeeded
     const spec = t.target.groups[prev]!
     if (failed > failureBudget(spec.successCriteria, n) || st.succeeded < successNeeded(spec.successCriteria, n)) {
       return { action: 'skip', reason: `distribution stopped: group ${prev} did not meet its success criteria (${st.succeeded} succeeded, ${failed} failed or unreachable of ${n})` }
     }
   }
   const spec = t.target.groups[group]!
-  const members = body.resolved.groups[group]!.nodes
-  const n = members.length
-  const mine = groupStatuses(body, k, group, occurrenceAt, now)
+  const n = body.resolved.groups[group]!.size
+  const mine = groupTally(body, k, group, now)
   const budget = failureBudget(spec.successCriteria, n)
   if (mine.failed > budget) {
     return { action: 'skip', reason: `distribution stopped: group ${group} can no longer meet its success criteria (${mine.failed} failed of ${n}, at most ${budget} may fail)` }
@@ -155,12 +210,13 @@ export function decideGate(body: JobBody, k: Knowledge, self: string, group: num
   if (spec.distributionMethod === 'batching') {
     const batch = Math.floor(position / size)
     if (batch === 0) return { action: 'start' }
-    const waiting = members.slice((batch - 1) * size, batch * size).filter((m) => doneOrReleased(body, k, m, occurrenceAt, now) === undefined)
-    return waiting.length === 0 ? { action: 'start' } : { action: 'wait', why: `batch ${batch - 1} not done (${waiting.length} running or silent)` }
+    // Batch b starts once every node before it is done (batches b − 2 and earlier were done before b − 1 began).
+    const end = batch * size
+    const done = doneBelow(body, k, group, end, now)
+    return done >= end ? { action: 'start' } : { action: 'wait', why: `batch ${batch - 1} not done (${end - done} running or silent)` }
   }
   const need = position - size + 1
   if (need <= 0) return { action: 'start' }
-  let doneBefore = 0
-  for (let j = 0; j < position; j++) if (doneOrReleased(body, k, members[j]!, occurrenceAt, now) !== undefined) doneBefore++
+  const doneBefore = doneBelow(body, k, group, position, now)
   return doneBefore >= need ? { action: 'start' } : { action: 'wait', why: `rolling window: ${doneBefore} of the ${position} nodes before this one done, ${need} needed` }
 }

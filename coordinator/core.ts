@@ -5,14 +5,14 @@ import type { Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
-import { isGated, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
+import { isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
 import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeConstraint, type SkillConstraint } from './targeting.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
   MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
-  MAX_PROGRESS_DIGESTS,
-  type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ProgressDigest, type ResultBody, type SignedEnvelope, type StepOutcome,
+  MAX_CHECKPOINTS_IN_REPLY,
+  type CheckpointBody, type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ResultBody, type SignedEnvelope, type StepOutcome, type SyncRequestBody,
 } from '../protocol/wire.js'
 
 export interface CoordinatorConfig {
@@ -50,13 +50,20 @@ export interface JobRecord {
   createdAt: number
   template: JobTemplate
   envelope: SignedEnvelope
-  resolved: JobBody['resolved']
+  /** Who the job targets, per group in rollout order, with their keys: kept here, handed out one ticket at a time. */
+  resolved: Targets
   instanceIds: string[]
   /** Recurring jobs: every occurrence at or before this time has an instance. */
   cursor?: number
   /** The job's signed mutable state (cancellations, global exceptions), version ≥ 1. */
   jobState: JobStateBody
   stateEnvelope: SignedEnvelope
+}
+
+/** A job's targets as the coordinator resolved them at submit (agents only see the group sizes and their own ticket). */
+export interface Targets {
+  groups: { nodes: string[] }[]
+  keys: Record<string, string>
 }
 
 /** excluded: the occurrence fell in an exception window; canceled: canceled before it ran. Neither ran. */
@@ -114,7 +121,35 @@ export interface CoordinatorState {
   dirty: Set<string>
   /** Derived, not persisted: parsed schedules by job id. */
   schedules: Map<string, JobSchedule | null>
+  /** Derived, not persisted (rebuilt from runs and acks): progress of live gated instances, for checkpoints. */
+  tallies: Map<string, InstanceTally>
 }
+
+/** Per position of a group: what the coordinator knows of that target's run. */
+const enum Pos { Unknown = 0, Acked = 1, Started = 2, Succeeded = 3, Failed = 4, Released = 5 }
+
+export interface GroupTally {
+  status: Uint8Array
+  /** Lease ends of started targets (release policy), by position. */
+  leases: Map<number, number>
+  acked: number
+  done: number
+  succeeded: number
+  prefix: number
+  frontier: number
+}
+
+export interface InstanceTally {
+  groups: GroupTally[]
+  seq: number
+  /** Changed since the last checkpoint was signed. */
+  dirty: boolean
+  publishedAt: number
+  envelope?: SignedEnvelope
+}
+
+/** Checkpoints of one instance are published at most this often (changes in between wait for the next tick). */
+export const CHECKPOINT_MIN_INTERVAL_MS = 250
 
 export interface SubmitProblem {
   path: string
@@ -143,14 +178,15 @@ export type SubmitOutcome =
 
 export type CoordinatorEffect =
   | { type: 'persist'; puts: { key: string; value: unknown }[]; dels: string[] }
-  | { type: 'publish'; envelope: SignedEnvelope }
+  /** Gossip: job definitions and states on the jobs topic, checkpoints on the progress topic. */
+  | { type: 'publish'; envelope: SignedEnvelope; topic?: 'jobs' | 'progress' }
   | { type: 'reply_rpc'; requestId: string; envelope: SignedEnvelope }
   | { type: 'reply_submit'; requestId: string; outcome: SubmitOutcome }
   | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string } }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map() }
 }
 
 const key = {
@@ -297,7 +333,7 @@ export function selectNodes(state: CoordinatorState, filter: { constraints?: { a
 }
 
 /** Resolves a template's targets against the registry: one node list per group, in rollout order. */
-export function resolveTargets(state: CoordinatorState, template: JobTemplate): JobBody['resolved'] | { problems: SubmitProblem[] } {
+export function resolveTargets(state: CoordinatorState, template: JobTemplate): Targets | { problems: SubmitProblem[] } {
   const problems: SubmitProblem[] = []
   const groups: { nodes: string[] }[] = []
   const taken = new Map<string, number>()
@@ -388,11 +424,11 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
     const last = lastOccurrence(derived.value)
     expiresAt = last === undefined ? Number.MAX_SAFE_INTEGER : last + spanMs(template) + config.jobTtlMs
   }
-  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved }
+  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } }
   const envelope = seal(config.identity, body)
   if (envelope.body.length > MAX_ENVELOPE_BYTES) {
-    // No node could open it (found by the simulator at ~46,000 targets): refuse now, clearly.
-    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'target.groups', message: `the signed definition would be ${envelope.body.length} bytes, over the ${MAX_ENVELOPE_BYTES}-byte limit of a message (${resolved.groups.reduce((n, g) => n + g.nodes.length, 0)} targets with their keys); split the job into several jobs with fewer targets` }] } })
+    // No node could open it: refuse now, clearly (the template itself is what is too big).
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'target', message: `the signed definition would be ${envelope.body.length} bytes, over the ${MAX_ENVELOPE_BYTES}-byte limit of a message; shorten the template (long node lists belong in a saved list or filter)` }] } })
     return
   }
   const jobState: JobStateBody = { type: 'job_state', v: PROTOCOL_VERSION, jobId, version: 1, status: 'active', canceledOccurrences: [], globalExceptions: globals, issuedAt: now }
@@ -561,28 +597,166 @@ export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterM
   }))
 }
 
-function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; progress?: ProgressDigest[] }): CoordinatorEffect {
-  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], progress: [], ...fields }) }
+function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; tickets?: SignedEnvelope[]; checkpoints?: SignedEnvelope[] }): CoordinatorEffect {
+  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], tickets: [], checkpoints: [], ...fields }) }
 }
 
-/** What this coordinator knows of the live gated instances that target a node: acks and done runs. */
-export function digestsFor(state: CoordinatorState, nodeId: string): ProgressDigest[] {
-  const out: ProgressDigest[] = []
+/** node id → (group, position) of a job's targets, built once per resolution. */
+const placeIndexes = new WeakMap<Targets, Map<string, { group: number; position: number }>>()
+export function placeIn(resolved: Targets, nodeId: string): { group: number; position: number } | undefined {
+  let index = placeIndexes.get(resolved)
+  if (!index) {
+    index = new Map()
+    resolved.groups.forEach((g, group) => g.nodes.forEach((n, position) => { if (!index!.has(n)) index!.set(n, { group, position }) }))
+    placeIndexes.set(resolved, index)
+  }
+  return index.get(nodeId)
+}
+
+/** Signed tickets, by job then node (ed25519 is deterministic: a ticket signed again would be the same bytes). */
+const ticketCache = new WeakMap<JobRecord, Map<string, SignedEnvelope>>()
+/** A node's ticket for a job: its place (or null, not targeted) and the key it registered with. */
+export function ticketFor(config: CoordinatorConfig, job: JobRecord, node: NodeRecord): SignedEnvelope {
+  let cache = ticketCache.get(job)
+  if (!cache) { cache = new Map(); ticketCache.set(job, cache) }
+  let t = cache.get(node.nodeId)
+  if (!t || JSON.parse(t.body).key !== node.publicKey) {
+    t = seal(config.identity, { type: 'ticket', v: PROTOCOL_VERSION, jobId: job.jobId, nodeId: node.nodeId, key: node.publicKey, place: placeIn(job.resolved, node.nodeId) ?? null, issuedAt: job.createdAt })
+    cache.set(node.nodeId, t)
+  }
+  return t
+}
+
+/** The progress of a live gated instance as counts per group, built from its runs and acks once, then kept up to date. */
+function tallyOf(state: CoordinatorState, instance: InstanceRecord, job: JobRecord): InstanceTally {
+  let t = state.tallies.get(instance.id)
+  if (t) return t
+  t = { groups: job.resolved.groups.map((g) => ({ status: new Uint8Array(g.nodes.length), leases: new Map(), acked: 0, done: 0, succeeded: 0, prefix: 0, frontier: 0 })), seq: 0, dirty: true, publishedAt: 0 }
+  state.tallies.set(instance.id, t)
+  const acks = new Set(instance.acks ?? [])
+  for (const runId of instance.runIds) {
+    const run = state.runs.get(runId)
+    const place = run && placeIn(job.resolved, run.nodeId)
+    if (!run || !place) continue
+    const st = run.status === 'success' ? Pos.Succeeded : TERMINAL.has(run.status) && run.receivedAt !== undefined ? Pos.Failed : run.status === 'running' ? Pos.Started : acks.has(run.nodeId) ? Pos.Acked : Pos.Unknown
+    markPosition(t, place.group, place.position, st)
+  }
+  return t
+}
+
+/** Raises what is known of one position (knowledge only grows; a released target may still report its end). */
+function markPosition(t: InstanceTally, group: number, position: number, to: Pos, leaseUntil?: number): boolean {
+  const g = t.groups[group]
+  if (!g || position >= g.status.length) return false
+  const from = g.status[position] as Pos
+  if (leaseUntil !== undefined && (to === Pos.Started) && (g.leases.get(position) ?? -1) < leaseUntil) { g.leases.set(position, leaseUntil); t.dirty = true }
+  const isDone = (s: Pos) => s === Pos.Succeeded || s === Pos.Failed || s === Pos.Released
+  if (from === to || isDone(from) && !isDone(to) || (from === Pos.Started && to === Pos.Acked)) return false
+  if ((from === Pos.Succeeded || from === Pos.Failed) && isDone(to)) return false
+  g.status[position] = to
+  if (from === Pos.Unknown) g.acked++
+  if (!isDone(from) && isDone(to)) g.done++
+  if (to === Pos.Succeeded) g.succeeded++
+  if (isDone(to)) g.leases.delete(position)
+  if (to !== Pos.Acked && position + 1 > g.frontier) g.frontier = position + 1
+  while (g.prefix < g.status.length && isDone(g.status[g.prefix] as Pos)) g.prefix++
+  t.dirty = true
+  return true
+}
+
+/** Signs and publishes the instance's checkpoint if it changed and the last one is old enough. */
+function maybePublishCheckpoint(config: CoordinatorConfig, instance: InstanceRecord, t: InstanceTally, now: number, effects: CoordinatorEffect[]): void {
+  if (!t.dirty || now - t.publishedAt < CHECKPOINT_MIN_INTERVAL_MS) return
+  t.dirty = false
+  t.publishedAt = now
+  t.seq++
+  const body: CheckpointBody = {
+    type: 'checkpoint', v: PROTOCOL_VERSION, jobId: instance.jobId, instanceId: instance.id, occurrenceAt: instance.occurrenceAt, seq: t.seq, issuedAt: now,
+    groups: t.groups.map((g) => ({ acked: g.acked, done: g.done, succeeded: g.succeeded, prefix: g.prefix, frontier: g.frontier })),
+  }
+  t.envelope = seal(config.identity, body)
+  effects.push({ type: 'publish', envelope: t.envelope, topic: 'progress' })
+}
+
+/**
+ * Release policy: a holder whose lease ran out, and a target that never acknowledged within
+ * leaseSeconds of the occurrence, count as done (not succeeded) in the checkpoints, so the
+ * rollout goes on without them (by this coordinator's clock; the README says what it costs).
+ */
+function releaseVanished(job: JobRecord, instance: InstanceRecord, t: InstanceTally, now: number): void {
+  const leaseMs = (job.template.chorus?.leaseSeconds ?? DEFAULT_LEASE_S) * 1000
+  const silentToo = now >= instance.occurrenceAt + leaseMs
+  t.groups.forEach((g, gi) => {
+    for (const [pos, until] of g.leases) if (until < now && g.status[pos] === Pos.Started) markPosition(t, gi, pos, Pos.Released)
+    if (!silentToo || g.acked >= g.status.length) return
+    for (let pos = 0; pos < g.status.length; pos++) if (g.status[pos] === Pos.Unknown) markPosition(t, gi, pos, Pos.Released)
+  })
+}
+
+/** The live gated instances of a job, with their tallies (none for a job whose targets do not wait on each other). */
+function gatedJob(job: JobRecord): boolean {
+  return isGated({ template: job.template, resolved: { groups: job.resolved.groups.map((g) => ({ size: g.nodes.length })) } } as JobBody)
+}
+
+/** Records what a target said of its run (ack, start with its lease, end) and publishes the checkpoint if due. */
+function noteProgress(state: CoordinatorState, config: CoordinatorConfig, instance: InstanceRecord, job: JobRecord, nodeId: string, to: Pos, now: number, effects: CoordinatorEffect[], leaseUntil?: number): void {
+  if (instance.status !== 'running' || !gatedJob(job)) return
+  const place = placeIn(job.resolved, nodeId)
+  if (!place) return
+  const t = tallyOf(state, instance, job)
+  markPosition(t, place.group, place.position, to, leaseUntil)
+  maybePublishCheckpoint(config, instance, t, now, effects)
+}
+
+/** Current checkpoints of the live gated instances that target a node (signed now if none was yet). */
+export function checkpointsFor(state: CoordinatorState, config: CoordinatorConfig, nodeId: string, now: number): SignedEnvelope[] {
+  const out: SignedEnvelope[] = []
   for (const id of state.live) {
     const inst = state.instances.get(id)
     const job = inst && state.jobs.get(inst.jobId)
-    if (!inst || !job || !targets(job, nodeId)) continue
-    const body = { template: job.template, resolved: job.resolved } as JobBody
-    if (!isGated(body)) continue
-    const done: ProgressDigest['done'] = []
-    for (const runId of inst.runIds) {
-      const r = state.runs.get(runId)
-      if (r && (r.status === 'success' || r.status === 'failure' || r.status === 'skipped') && r.receivedAt !== undefined) done.push([r.nodeId, r.status])
+    if (!inst || !job || !placeIn(job.resolved, nodeId) || !gatedJob(job)) continue
+    const t = tallyOf(state, inst, job)
+    if (!t.envelope || t.dirty) {
+      t.publishedAt = 0
+      const fx: CoordinatorEffect[] = []
+      maybePublishCheckpoint(config, inst, t, now, fx) // signed now; the gossip copy waits for the tick
+      t.dirty = fx.length > 0
+      t.publishedAt = now - CHECKPOINT_MIN_INTERVAL_MS
     }
-    out.push({ instanceId: id, acks: inst.acks ?? [], done })
-    if (out.length >= MAX_PROGRESS_DIGESTS) break
+    if (t.envelope) out.push(t.envelope)
+    if (out.length >= MAX_CHECKPOINTS_IN_REPLY) break
   }
   return out
+}
+
+/** A sync says which gated runs the node has waiting (acknowledged) or running (slot held until leaseUntil). */
+function noteGated(state: CoordinatorState, config: CoordinatorConfig, nodeId: string, gated: SyncRequestBody['gated'], now: number, effects: CoordinatorEffect[]): void {
+  for (const g of gated) {
+    const job = state.jobs.get(g.jobId)
+    if (!job || instanceIdFor(g.jobId, g.occurrenceAt) !== g.instanceId) continue
+    const instance = state.instances.get(g.instanceId)
+    if (!instance) continue
+    recordAck(state, instance, nodeId)
+    if (g.state === 'running') markStarted(state, instance, nodeId, g.leaseUntil ?? Number.MAX_SAFE_INTEGER, effects)
+    noteProgress(state, config, instance, job, nodeId, g.state === 'running' ? Pos.Started : Pos.Acked, now, effects, g.state === 'running' ? (g.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
+  }
+}
+
+function recordAck(state: CoordinatorState, instance: InstanceRecord, nodeId: string): void {
+  const acks = ackSet(state, instance)
+  if (acks.has(nodeId)) return
+  acks.add(nodeId)
+  ;(instance.acks ??= []).push(nodeId)
+  // Acks are written with the instance at its next status change or tick, not one write per ack.
+  state.dirty.add(instance.id)
+}
+
+function markStarted(state: CoordinatorState, instance: InstanceRecord, nodeId: string, at: number, effects: CoordinatorEffect[]): void {
+  const run = state.runs.get(runIdFor(instance.id, nodeId))
+  if (!run || run.status !== 'pending') return
+  run.status = 'running'
+  run.startedAt = at
+  effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
 }
 
 function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope: unknown, now: number, effects: CoordinatorEffect[]): void {
@@ -599,22 +773,11 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
     instance = materializeInstance(state, config, job, p.occurrenceAt, now, puts)
     puts.push({ key: key.job(job.jobId), value: job })
   }
-  const acks = ackSet(state, instance)
-  if (!acks.has(p.nodeId)) {
-    acks.add(p.nodeId)
-    ;(instance.acks ??= []).push(p.nodeId)
-    // Acks are written with the instance at its next status change or tick, not one write per ack.
-    state.dirty.add(instance.id)
-  }
-  if (p.event === 'start') {
-    const run = state.runs.get(runIdFor(p.instanceId, p.nodeId))
-    if (run && run.status === 'pending') {
-      run.status = 'running'
-      run.startedAt = p.at
-      puts.push({ key: key.run(run.runId), value: run })
-    }
-  }
+  recordAck(state, instance, p.nodeId)
   if (puts.length > 0) effects.push({ type: 'persist', puts, dels: [] })
+  if (p.event === 'start' || p.event === 'renew') markStarted(state, instance, p.nodeId, p.at, effects)
+  const to = p.event === 'done' ? (p.status === 'success' ? Pos.Succeeded : Pos.Failed) : p.event === 'ack' ? Pos.Acked : Pos.Started
+  noteProgress(state, config, instance, job, p.nodeId, to, now, effects, p.event === 'start' || p.event === 'renew' ? (p.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
 }
 
 const ackSets = new WeakMap<InstanceRecord, Set<string>>()
@@ -657,14 +820,8 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
 }
 
 /** Whether the job's resolved targets include the node. */
-const targetSets = new WeakMap<JobBody['resolved'], Set<string>>()
 function targets(job: JobRecord, nodeId: string): boolean {
-  let set = targetSets.get(job.resolved)
-  if (!set) {
-    set = new Set(job.resolved.groups.flatMap((g) => g.nodes))
-    targetSets.set(job.resolved, set)
-  }
-  return set.has(nodeId)
+  return placeIn(job.resolved, nodeId) !== undefined
 }
 
 /** The signed definitions and states an agent should hold and does not: active or recent jobs that target it. */
@@ -704,12 +861,31 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
         return
       }
       touch(state, node, now, effects)
-      effects.push(reply(config, requestId, { ok: true, jobs: envelopesFor(state, body.nodeId, now, config.jobTtlMs, body.known), progress: digestsFor(state, body.nodeId) }))
+      noteGated(state, config, body.nodeId, body.gated, now, effects)
+      const jobs = envelopesFor(state, body.nodeId, now, config.jobTtlMs, body.known)
+      effects.push(reply(config, requestId, { ok: true, jobs, tickets: ticketsFor(state, config, node, jobs, body.known), checkpoints: checkpointsFor(state, config, body.nodeId, now) }))
       return
     }
     default:
       effects.push(reply(config, requestId, { ok: false, error: `unexpected message type ${body.type}` }))
   }
+}
+
+/** Tickets for the jobs a sync reply sends and those the node holds without its ticket (bounded). */
+function ticketsFor(state: CoordinatorState, config: CoordinatorConfig, node: NodeRecord, sent: SignedEnvelope[], known: SyncRequestBody['known']): SignedEnvelope[] {
+  const ids = new Set<string>()
+  for (const k of known) if (!k.ticket) ids.add(k.jobId)
+  for (const env of sent) {
+    const o = open(env, [config.identity.publicKey])
+    if (o.ok && o.body.type === 'job') ids.add(o.body.jobId)
+  }
+  const out: SignedEnvelope[] = []
+  for (const id of ids) {
+    const job = state.jobs.get(id)
+    if (job) out.push(ticketFor(config, job, node))
+    if (out.length >= MAX_SYNC_JOBS) break
+  }
+  return out
 }
 
 /** Node records written at most this often for a mere contact (lastSeenAt is kept in memory on every one). */
@@ -801,6 +977,11 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     return
   }
   setRunStatus(state, run, body.status)
+  {
+    const inst = state.instances.get(run.instanceId)
+    const job = inst && state.jobs.get(inst.jobId)
+    if (inst && job) noteProgress(state, config, inst, job, body.nodeId, body.status === 'success' ? Pos.Succeeded : Pos.Failed, now, effects)
+  }
   run.startedAt = body.startedAt
   run.finishedAt = body.finishedAt
   run.receivedAt = now
@@ -906,11 +1087,19 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     effects.push({ type: 'persist', puts, dels: [] })
     if (due.length > 0) effects.push({ type: 'log', level: 'info', msg: 'occurrences due', fields: { jobId: job.jobId, occurrences: due.map((t) => new Date(t).toISOString()) } })
   }
+  for (const id of state.tallies.keys()) if (!state.live.has(id)) state.tallies.delete(id)
   for (const id of [...state.live]) {
     const instance = state.instances.get(id)
     if (!instance || instance.status !== 'running') {
       state.live.delete(id)
+      state.tallies.delete(id)
       continue
+    }
+    const tally = state.tallies.get(id)
+    const tallyJob = state.jobs.get(instance.jobId)
+    if (tally && tallyJob) {
+      if (tallyJob.template.chorus?.vanishedHolder === 'release') releaseVanished(tallyJob, instance, tally, now)
+      maybePublishCheckpoint(config, instance, tally, now, effects)
     }
     const job0 = state.jobs.get(instance.jobId)
     const q = job0 && quorumOf(job0)

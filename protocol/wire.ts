@@ -10,7 +10,7 @@ export const PROTOCOL_VERSION = 1
 /** Largest envelope we accept or send: gossipsub drops messages over ~4 MiB silently, so stay well below. */
 export const MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 export const MAX_ID_CHARS = 128
-export const MAX_TARGET_NODES = 20_000
+export const MAX_TARGET_NODES = 100_000
 export const MAX_STEP_OUTPUT_CHARS = 16 * 1024
 export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
 export const MAX_OUTPUTS_PER_STEP = 64
@@ -28,7 +28,9 @@ export const MAX_ADDRS_PER_PEER = 4
 export const TOPIC_JOBS = 'chorus/jobs/v1'
 /** Rollout progress between agents (acks, starts, leases, dones) of jobs that gate on each other. */
 export const TOPIC_PROGRESS = 'chorus/progress/v1'
-export const MAX_PROGRESS_DIGESTS = 16
+/** Checkpoints in one reply, and gated runs a sync request reports. */
+export const MAX_CHECKPOINTS_IN_REPLY = 16
+export const MAX_GATED_IN_SYNC = 64
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 
 const id = z.string().min(1).max(MAX_ID_CHARS).regex(/^[A-Za-z0-9._:@-]+$/, 'expected letters, digits and . _ : @ - only')
@@ -47,8 +49,8 @@ export const SignedEnvelopeSchema = z.object({
 export type SignedEnvelope = z.infer<typeof SignedEnvelopeSchema>
 
 export const ResolvedGroupSchema = z.object({
-  /** Node ids in this group, in the deterministic rollout order (sorted). */
-  nodes: z.array(id).max(MAX_TARGET_NODES),
+  /** Nodes in this group at submit time. Who they are is not in the definition: each node learns its own place from its ticket. */
+  size: z.number().int().min(0).max(MAX_TARGET_NODES),
 }).strict()
 
 export const JobBodySchema = z.object({
@@ -60,14 +62,62 @@ export const JobBodySchema = z.object({
   /** Agents drop the definition after this time: a bound on replays of old messages. */
   expiresAt: ms,
   template: JobTemplateSchema,
-  /** Targets resolved by the coordinator at submit time, one entry per template group. */
+  /**
+   * Targets resolved by the coordinator at submit time, one entry per template group: only
+   * the sizes (percent batches and criteria need them), so a definition is O(groups) bytes
+   * whatever the fleet size. Each target learns its group and position from its ticket.
+   */
   resolved: z.object({
     groups: z.array(ResolvedGroupSchema).max(100),
-    /** Public keys of the targeted nodes known at submit time: agents verify each other's progress with them. */
-    keys: z.record(id, publicKey).default({}),
   }).strict(),
 }).strict()
 export type JobBody = z.infer<typeof JobBodySchema>
+
+/**
+ * A node's place in a job, signed by the coordinator: its group and position in the group's
+ * deterministic rollout order (sorted node ids), and the key it registered with, or `place:
+ * null` when the job does not target it. Agents fetch their own ticket in a sync reply and
+ * attach it to the progress they gossip, so any target can check a peer's place and key.
+ */
+export const TicketBodySchema = z.object({
+  type: z.literal('ticket'),
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  nodeId: id,
+  key: publicKey,
+  place: z.object({ group: z.number().int().min(0).max(99), position: z.number().int().min(0).max(MAX_TARGET_NODES) }).strict().nullable(),
+  issuedAt: ms,
+}).strict()
+export type TicketBody = z.infer<typeof TicketBodySchema>
+
+/**
+ * The coordinator's aggregate of one gated instance's progress, per group (in group order):
+ * lower bounds an agent can gate on without hearing from every other target. `done` counts
+ * runs that ended (or, release policy, whose holder the coordinator released) and
+ * `succeeded` those that succeeded; every position below `prefix` is done; no position at or
+ * above `frontier` has started or finished as far as the coordinator knows. O(groups) bytes.
+ */
+export const CheckpointGroupSchema = z.object({
+  acked: z.number().int().min(0),
+  done: z.number().int().min(0),
+  succeeded: z.number().int().min(0),
+  prefix: z.number().int().min(0),
+  frontier: z.number().int().min(0),
+}).strict()
+export type CheckpointGroup = z.infer<typeof CheckpointGroupSchema>
+
+export const CheckpointBodySchema = z.object({
+  type: z.literal('checkpoint'),
+  v: z.literal(PROTOCOL_VERSION),
+  jobId: id,
+  instanceId: id,
+  occurrenceAt: ms,
+  /** Increases with every change: agents keep the highest. */
+  seq: z.number().int().min(1),
+  groups: z.array(CheckpointGroupSchema).max(100),
+  issuedAt: ms,
+}).strict()
+export type CheckpointBody = z.infer<typeof CheckpointBodySchema>
 
 export const FactsSchema = z.record(z.string().max(128), z.string().max(MAX_FACT_CHARS))
   .refine((r) => Object.keys(r).length <= MAX_FACTS, `at most ${MAX_FACTS} facts`)
@@ -201,24 +251,20 @@ export const ProgressBodySchema = z.object({
   status: z.enum(['success', 'failure', 'skipped']).optional(),
   leaseUntil: ms.optional(),
   at: ms,
+  /** The sender's ticket (coordinator-signed place and key): attached when gossiped to peers. */
+  ticket: SignedEnvelopeSchema.optional(),
 }).strict()
 export type ProgressBody = z.infer<typeof ProgressBodySchema>
-
-/** What the coordinator knows of an instance's progress, for agents that missed gossip. */
-export const ProgressDigestSchema = z.object({
-  instanceId: id,
-  acks: z.array(id).max(MAX_TARGET_NODES),
-  done: z.array(z.tuple([id, z.enum(['success', 'failure', 'skipped'])])).max(MAX_TARGET_NODES),
-}).strict()
-export type ProgressDigest = z.infer<typeof ProgressDigestSchema>
 
 export const SyncRequestBodySchema = z.object({
   type: z.literal('sync'),
   v: z.literal(PROTOCOL_VERSION),
   nodeId: id,
   sentAt: ms,
-  /** Jobs the node holds, with the job-state version it has (0: none): the reply leaves those out. */
-  known: z.array(z.object({ jobId: id, version: z.number().int().min(0) }).strict()).max(256).default([]),
+  /** Jobs the node holds, with the job-state version it has (0: none) and whether it holds its ticket: the reply leaves those out. */
+  known: z.array(z.object({ jobId: id, version: z.number().int().min(0), ticket: z.boolean().default(true) }).strict()).max(256).default([]),
+  /** The node's gated runs not yet finished (waiting: acknowledged; running: holds its slot until leaseUntil). */
+  gated: z.array(z.object({ instanceId: id, jobId: id, occurrenceAt: ms, state: z.enum(['waiting', 'running']), leaseUntil: ms.optional() }).strict()).max(MAX_GATED_IN_SYNC).default([]),
 }).strict()
 export type SyncRequestBody = z.infer<typeof SyncRequestBodySchema>
 
@@ -234,12 +280,14 @@ export const ReplyBodySchema = z.object({
   jobs: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
   /** a few other agents to connect to, so the mesh holds without the coordinator */
   peers: z.array(PeerInfoSchema).max(MAX_PEERS_SHARED).default([]),
-  /** progress of live gated instances that target the node (coordinator replies only) */
-  progress: z.array(ProgressDigestSchema).max(MAX_PROGRESS_DIGESTS).default([]),
+  /** the node's tickets for the jobs it holds without one, or is sent here (coordinator-signed envelopes) */
+  tickets: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
+  /** checkpoints of live gated instances that target the node (coordinator-signed envelopes) */
+  checkpoints: z.array(SignedEnvelopeSchema).max(MAX_CHECKPOINTS_IN_REPLY).default([]),
 }).strict()
 export type ReplyBody = z.infer<typeof ReplyBodySchema>
 
-export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema, ProgressBodySchema])
+export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, TicketBodySchema, CheckpointBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema, ProgressBodySchema])
 export type WireBody = z.infer<typeof WireBodySchema>
 export type WireBodyInput = z.input<typeof WireBodySchema>
 

@@ -172,6 +172,10 @@ function deadlineFor(world: World, body: JobBody, occurrenceAt: number, g: numbe
   return node ? world.simTimeOfLocal(node, local) : Infinity
 }
 
+/** The coordinator tally's code for a released position (coordinator/core.ts Pos.Released). */
+const RELEASED = 5
+/** A group's members in rollout order, as the coordinator resolved them (the simulator reads its state at publish). */
+const membersOf = (world: World, jobId: string, group: number): string[] => world.jobTargets.get(jobId)?.groups[group]?.nodes ?? []
 const released = (world: World, runId: string, node: string) => world.releasedAtStart.get(runId)?.includes(node) ?? false
 
 /**
@@ -188,15 +192,19 @@ export const batches: Checker = {
     if (world.releasedAtStart.has(exec.runId)) return undefined
     const body = world.jobBodies.get(request.jobId)
     if (!body || body.template.chorus?.vanishedHolder !== 'release') return undefined
+    // Released as the starting node could know it: a holder whose lease fact it holds ran out,
+    // or a target the coordinator's tally released (its checkpoints count those as done).
     const k = agent.state?.progress.get(exec.instanceId)
     const now = world.localNow(agent)
-    const lease = (body.template.chorus.leaseSeconds ?? DEFAULT_LEASE_MS / 1000) * 1000
+    const targets = world.jobTargets.get(request.jobId)
+    const tally = world.coordinator.state?.tallies.get(exec.instanceId)
     const list: string[] = []
-    for (const g of body.resolved.groups) for (const n of g.nodes) {
-      if (n === exec.node || k?.done.has(n)) continue
-      const until = k?.started.get(n)
-      if ((until !== undefined && until < now) || (until === undefined && !k?.acks.has(n) && now >= exec.occurrenceAt + lease)) list.push(n)
-    }
+    targets?.groups.forEach((g, gi) => g.nodes.forEach((n, pos) => {
+      if (n === exec.node) return
+      const f = k?.facts.get(gi)?.get(pos)
+      if (f?.done) return
+      if ((f?.lease !== undefined && f.lease < now) || tally?.groups[gi]?.status[pos] === RELEASED) list.push(n)
+    }))
     world.releasedAtStart.set(exec.runId, list)
     return undefined
   },
@@ -206,7 +214,7 @@ export const batches: Checker = {
       const t = inst.body.template
       const release = t.chorus?.vanishedHolder === 'release'
       t.target.groups.forEach((spec, g) => {
-        const members = inst.body.resolved.groups[g]!.nodes
+        const members = membersOf(world, inst.body.jobId, g)
         const k = batchSizeFor(spec.batchSize, members.length)
         if (k >= members.length) return
         const runs = members.map((m) => inst.runs.get(m)).filter((r): r is RunTruth => r?.start !== undefined)
@@ -261,7 +269,7 @@ export const groups: Checker = {
       const release = t.chorus?.vanishedHolder === 'release'
       const specs = t.target.groups
       specs.forEach((spec, g) => {
-        const members = inst.body.resolved.groups[g]!.nodes
+        const members = membersOf(world, inst.body.jobId, g)
         const n = members.length
         const k = batchSizeFor(spec.batchSize, n)
         const failures = members.filter((m) => inst.runs.get(m)?.status === 'failure').length
@@ -272,7 +280,7 @@ export const groups: Checker = {
           else problems.push(what)
         }
         if (t.target.executionType !== 'sequential' || g === 0) return
-        const prevMembers = inst.body.resolved.groups[g - 1]!.nodes
+        const prevMembers = membersOf(world, inst.body.jobId, g - 1)
         const prevSpec = specs[g - 1]!
         const pn = prevMembers.length
         for (const m of members) {
@@ -307,7 +315,7 @@ export const quorum: Checker = {
     for (const [instanceId, inst] of truth(world)) {
       const q = inst.body.template.chorus?.quorum
       if (!q) continue
-      const targets = inst.body.resolved.groups.reduce((a, g) => a + g.nodes.length, 0)
+      const targets = inst.body.resolved.groups.reduce((a, g) => a + g.size, 0)
       const need = Math.max(1, thresholdFor(q, targets))
       const acc = world.accepted.get(instanceId) ?? new Map<string, number>()
       for (const r of inst.runs.values()) {

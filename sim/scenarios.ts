@@ -295,7 +295,7 @@ function attack(world: World): void {
   const forgedBody = (jobId: string, issuedAt: number) => {
     const t = structuredClone(world.template) as JobTemplate
     for (const s of t.actions.steps) (s as { command: unknown }).command = evil
-    return { type: 'job' as const, v: PROTOCOL_VERSION as 1, jobId, issuedAt, expiresAt: issuedAt + 3_600_000, template: t, resolved: { groups: t.target.groups.map((_, i) => ({ nodes: i === 0 ? allIds() : [] })) } }
+    return { type: 'job' as const, v: PROTOCOL_VERSION as 1, jobId, issuedAt, expiresAt: issuedAt + 3_600_000, template: t, resolved: { groups: t.target.groups.map((_, i) => ({ size: i === 0 ? allIds().length : 0 })) } }
   }
   // The attacker reaches its mesh neighbours and a sample of other agents directly.
   const reach = [...new Set([...attacker.neighbors.filter((i) => i !== 0), ...pickAgents(world, Math.min(1, 50 / world.agents.length)).map((a) => a.index)])]

@@ -31,7 +31,7 @@ import {
 } from '../agent/core.js'
 import {
   coordinatorStep, restoreCoordinator, DEFAULT_COORDINATOR_TIMING,
-  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
+  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome, type Targets,
 } from '../coordinator/core.js'
 import { identityFromSeed, type Identity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
@@ -276,8 +276,12 @@ export class World {
   /** Per run: released slot holders this node's knowledge counted when it took its turn (vanishedHolder "release"). */
   readonly releasedAtStart = new Map<string, string[]>()
   progressMessages = 0
+  /** Checkpoints the coordinator gossiped (progress topic). */
+  checkpointMessages = 0
   /** Parsed bodies of the jobs the coordinator published, by job id. */
   readonly jobBodies = new Map<string, JobBody>()
+  /** Who each published job targets, as the coordinator resolved it (ground truth for the checkers; agents never see these lists). */
+  readonly jobTargets = new Map<string, Targets>()
   private readonly boundResolved = new Set<string>()
   /** Job bodies the coordinator signed and published, by job id. */
   readonly legitJobs = new Map<string, { body: string; commands: string[] }>()
@@ -746,6 +750,15 @@ export class World {
     switch (e.type) {
       case 'publish': {
         const opened = open(e.envelope, [c.identity.publicKey])
+        if (opened.ok && opened.body.type === 'checkpoint') {
+          this.checkpointMessages++
+          this.publish(c, e.envelope, `checkpoint ${opened.body.instanceId} #${opened.body.seq}`, 'progress')
+          break
+        }
+        if (opened.ok && opened.body.type === 'job_state') {
+          this.publish(c, e.envelope, `job_state ${opened.body.jobId} v${opened.body.version}`)
+          break
+        }
         if (!opened.ok || opened.body.type !== 'job') {
           // A core bug, not a simulator invariant: the job was accepted, yet no node can open
           // what was signed (e.g. past MAX_ENVELOPE_BYTES at ~46,000 targets), so it never runs.
@@ -756,9 +769,11 @@ export class World {
         const body = opened.body
         this.legitJobs.set(body.jobId, { body: e.envelope.body, commands: body.template.actions.steps.map((s) => canonicalJson(s.command)) })
         this.jobBodies.set(body.jobId, body)
+        const targets = c.state?.jobs.get(body.jobId)?.resolved
+        if (targets) this.jobTargets.set(body.jobId, targets)
         if (this.options.livenessBoundMs === undefined && !this.boundResolved.has(body.jobId)) {
           this.boundResolved.add(body.jobId)
-          const b = livenessBound(body.template, this.stepModel, body.resolved.groups.map((g) => g.nodes.length))
+          const b = livenessBound(body.template, this.stepModel, body.resolved.groups.map((g) => g.size))
           if (this.boundResolved.size === 1 || b.ms > this.livenessBoundMs) { this.livenessBoundMs = b.ms; this.livenessFormula = b.formula }
         }
         this.record(`0 publish ${body.jobId}`)
