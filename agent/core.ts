@@ -130,7 +130,7 @@ export interface AgentState {
   /** What this node knows of the other targets' progress, per gated instance. */
   progress: Map<string, Knowledge>
   /** In memory: the sync with the coordinator (jobs, tickets, job states, checkpoints the node missed). */
-  sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; waitIntervalMs: number; ticketWanted: boolean }
+  sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; ticketWanted: boolean; watchSentAt: number }
   /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
   link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
 }
@@ -139,9 +139,12 @@ export interface AgentState {
 export const SYNC_RETRY_MS = 5_000
 /** Anti-entropy: even a node that misses nothing syncs this often (gossip can be lost). */
 export const SYNC_PERIOD_MS = 60_000
-/** While a run waits for its turn, it asks for missed progress after this long, doubling while nothing changes. */
-export const WAIT_SYNC_MIN_MS = 3_000
-export const WAIT_SYNC_MAX_MS = 10_000
+/**
+ * While a run waits for its turn the node keeps one watch (a sync the coordinator holds until a
+ * checkpoint decides the run, at most WATCH_HOLD_MS = 4 s) in flight; one unanswered this long
+ * is taken as lost and sent again.
+ */
+export const WATCH_RETRY_MS = 15_000
 /** Jobs a sync request says it holds, so the reply carries only what is missing. */
 export const MAX_KNOWN_IN_SYNC = 256
 /**
@@ -150,7 +153,7 @@ export const MAX_KNOWN_IN_SYNC = 256
  * goes on without the coordinator; while it answers, progress reaches it by sync and comes
  * back to every target as its checkpoints (O(1) per node instead of O(group)).
  */
-export const COORDINATOR_AWAY_MS = 6_000
+export const COORDINATOR_AWAY_MS = 12_000
 
 /** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
 export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'> {
@@ -209,7 +212,7 @@ export type AgentEffect =
 export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
-    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, waitIntervalMs: WAIT_SYNC_MIN_MS, ticketWanted: false }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
+    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
   }
 }
 
@@ -303,6 +306,7 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
       state.sync.wanted = true
+      state.sync.watchSentAt = 0
       // The sync says where this node's gated runs stand; its reply brings their checkpoints.
       sendSync(state, config, now, effects)
       break
@@ -342,10 +346,8 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       } else if (!away) state.link.gossiping = false
       if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS) state.sync.wanted = true
       const sinceSent = now - state.sync.lastSentAt
-      if ((state.sync.wanted && sinceSent >= SYNC_RETRY_MS) || (waiting && sinceSent >= state.sync.waitIntervalMs)) {
-        if (waiting && !state.sync.wanted) state.sync.waitIntervalMs = Math.min(WAIT_SYNC_MAX_MS, state.sync.waitIntervalMs * 2)
-        sendSync(state, config, now, effects)
-      }
+      if (state.sync.wanted && sinceSent >= SYNC_RETRY_MS) sendSync(state, config, now, effects)
+      else if (waiting && (state.sync.watchSentAt === 0 || now - state.sync.watchSentAt >= WATCH_RETRY_MS)) sendSync(state, config, now, effects, true)
       for (const entry of state.outbox.values()) {
         if (entry.nextSendAt > now) continue
         entry.intervalMs = Math.min(config.resendMaxMs, entry.intervalMs * 2)
@@ -624,7 +626,6 @@ function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, n
   }
   const k = knowledgeFor(state, p.instanceId)
   if (!mergeProgress(factFor(k, ticket.body.place.group, ticket.body.place.position), p)) return
-  state.sync.waitIntervalMs = WAIT_SYNC_MIN_MS
   persistProgress(p.instanceId, k, effects)
   reevaluate(state, config, p.instanceId, now, effects)
 }
@@ -666,7 +667,6 @@ function onCheckpoint(state: AgentState, config: AgentConfig, cp: CheckpointBody
   if (!k) return // only instances this node takes part in
   if (k.checkpoint && k.checkpoint.seq >= cp.seq) return
   k.checkpoint = cp
-  state.sync.waitIntervalMs = WAIT_SYNC_MIN_MS
   reevaluate(state, config, cp.instanceId, now, effects)
 }
 
@@ -914,20 +914,24 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
 }
 
 /** Asks the coordinator for what this node missed, saying which jobs (and job-state versions) it holds. */
-function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
+function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[], watch = false): void {
   state.sync.lastSentAt = now
+  if (watch) state.sync.watchSentAt = now
   state.sync.ticketWanted = false
   const known: { jobId: string; version: number; ticket: boolean }[] = []
   for (const job of state.jobs.values()) known.push({ jobId: job.body.jobId, version: state.jobStates.get(job.body.jobId)?.body.version ?? 0, ticket: job.ticket !== undefined })
   // Jobs without a ticket first, so a bounded list never leaves out one this node waits on.
   known.sort((a, b) => Number(a.ticket) - Number(b.ticket))
-  const gated: { instanceId: string; jobId: string; occurrenceAt: number; state: 'waiting' | 'running'; leaseUntil?: number }[] = []
+  const gated: { instanceId: string; jobId: string; occurrenceAt: number; state: 'waiting' | 'running'; leaseUntil?: number; seq: number }[] = []
   for (const run of state.runs.values()) {
     if (!run.gated || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
-    gated.push({ instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, state: run.status, ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}) })
+    gated.push({
+      instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, state: run.status,
+      ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}), seq: state.progress.get(run.instanceId)?.checkpoint?.seq ?? 0,
+    })
   }
   noteRequest(state, now)
-  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated }) })
+  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch }) })
 }
 
 function noteRequest(state: AgentState, now: number): void {
@@ -944,6 +948,7 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   const reply = opened.body
   state.link.lastReplyAt = now
   state.link.gossiping = false
+  if (to === 'sync') state.sync.watchSentAt = 0
   if (to === 'sync' && reply.ok) {
     state.sync.wanted = false
     state.sync.lastOkAt = now

@@ -5,7 +5,8 @@ import type { Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
-import { isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
+import { decideGate, isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
+import { emptyWatches, expired, forgetInstance, hold, markAnswered, MAX_WATCHERS, WATCH_HOLD_MS, type Watcher, type Watches } from './watch.js'
 import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeConstraint, type SkillConstraint } from './targeting.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
@@ -123,6 +124,8 @@ export interface CoordinatorState {
   schedules: Map<string, JobSchedule | null>
   /** Derived, not persisted (rebuilt from runs and acks): progress of live gated instances, for checkpoints. */
   tallies: Map<string, InstanceTally>
+  /** In memory: held sync requests of waiting targets (coordinator/watch.ts); a restart drops them and agents ask again. */
+  watches: Watches
 }
 
 /** Per position of a group: what the coordinator knows of that target's run. */
@@ -144,12 +147,9 @@ export interface InstanceTally {
   seq: number
   /** Changed since the last checkpoint was signed. */
   dirty: boolean
-  publishedAt: number
+  body?: CheckpointBody
   envelope?: SignedEnvelope
 }
-
-/** Checkpoints of one instance are published at most this often (changes in between wait for the next tick). */
-export const CHECKPOINT_MIN_INTERVAL_MS = 250
 
 export interface SubmitProblem {
   path: string
@@ -186,7 +186,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches() }
 }
 
 const key = {
@@ -631,7 +631,7 @@ export function ticketFor(config: CoordinatorConfig, job: JobRecord, node: NodeR
 function tallyOf(state: CoordinatorState, instance: InstanceRecord, job: JobRecord): InstanceTally {
   let t = state.tallies.get(instance.id)
   if (t) return t
-  t = { groups: job.resolved.groups.map((g) => ({ status: new Uint8Array(g.nodes.length), leases: new Map(), acked: 0, done: 0, succeeded: 0, prefix: 0, frontier: 0 })), seq: 0, dirty: true, publishedAt: 0 }
+  t = { groups: job.resolved.groups.map((g) => ({ status: new Uint8Array(g.nodes.length), leases: new Map(), acked: 0, done: 0, succeeded: 0, prefix: 0, frontier: 0 })), seq: 0, dirty: true }
   state.tallies.set(instance.id, t)
   const acks = new Set(instance.acks ?? [])
   for (const runId of instance.runIds) {
@@ -664,69 +664,132 @@ function markPosition(t: InstanceTally, group: number, position: number, to: Pos
   return true
 }
 
-/** Signs and publishes the instance's checkpoint if it changed and the last one is old enough. */
-function maybePublishCheckpoint(config: CoordinatorConfig, instance: InstanceRecord, t: InstanceTally, now: number, effects: CoordinatorEffect[]): void {
-  if (!t.dirty || now - t.publishedAt < CHECKPOINT_MIN_INTERVAL_MS) return
-  t.dirty = false
-  t.publishedAt = now
-  t.seq++
-  const body: CheckpointBody = {
-    type: 'checkpoint', v: PROTOCOL_VERSION, jobId: instance.jobId, instanceId: instance.id, occurrenceAt: instance.occurrenceAt, seq: t.seq, issuedAt: now,
-    groups: t.groups.map((g) => ({ acked: g.acked, done: g.done, succeeded: g.succeeded, prefix: g.prefix, frontier: g.frontier })),
-  }
-  t.envelope = seal(config.identity, body)
-  effects.push({ type: 'publish', envelope: t.envelope, topic: 'progress' })
-}
-
 /**
  * Release policy: a holder whose lease ran out, and a target that never acknowledged within
  * leaseSeconds of the occurrence, count as done (not succeeded) in the checkpoints, so the
  * rollout goes on without them (by this coordinator's clock; the README says what it costs).
  */
-function releaseVanished(job: JobRecord, instance: InstanceRecord, t: InstanceTally, now: number): void {
+function releaseVanished(job: JobRecord, instance: InstanceRecord, t: InstanceTally, now: number): boolean {
   const leaseMs = (job.template.chorus?.leaseSeconds ?? DEFAULT_LEASE_S) * 1000
   const silentToo = now >= instance.occurrenceAt + leaseMs
+  let changed = false
   t.groups.forEach((g, gi) => {
-    for (const [pos, until] of g.leases) if (until < now && g.status[pos] === Pos.Started) markPosition(t, gi, pos, Pos.Released)
+    for (const [pos, until] of g.leases) if (until < now && g.status[pos] === Pos.Started) changed = markPosition(t, gi, pos, Pos.Released) || changed
     if (!silentToo || g.acked >= g.status.length) return
-    for (let pos = 0; pos < g.status.length; pos++) if (g.status[pos] === Pos.Unknown) markPosition(t, gi, pos, Pos.Released)
+    for (let pos = 0; pos < g.status.length; pos++) if (g.status[pos] === Pos.Unknown) changed = markPosition(t, gi, pos, Pos.Released) || changed
   })
+  return changed
 }
 
-/** The live gated instances of a job, with their tallies (none for a job whose targets do not wait on each other). */
+/** The instance's current checkpoint, signed again only when the tally changed since the last one. */
+function checkpointOf(config: CoordinatorConfig, instance: InstanceRecord, t: InstanceTally, now: number): { body: CheckpointBody; envelope: SignedEnvelope } {
+  if (t.dirty || !t.envelope || !t.body) {
+    t.dirty = false
+    // Sequence numbers are coordinator timestamps (or one more than the last): a restarted
+    // coordinator, whose tallies start over from its records, still issues newer checkpoints.
+    t.seq = Math.max(t.seq + 1, Math.floor(now))
+    t.body = {
+      type: 'checkpoint', v: PROTOCOL_VERSION, jobId: instance.jobId, instanceId: instance.id, occurrenceAt: instance.occurrenceAt, seq: t.seq, issuedAt: now,
+      groups: t.groups.map((g) => ({ acked: g.acked, done: g.done, succeeded: g.succeeded, prefix: g.prefix, frontier: g.frontier })),
+    }
+    t.envelope = seal(config.identity, t.body)
+  }
+  return { body: t.body, envelope: t.envelope }
+}
+
+/** Whether the job's targets wait on each other (only those instances get tallies and checkpoints). */
+const gatedJobs = new WeakMap<JobRecord, boolean>()
 function gatedJob(job: JobRecord): boolean {
-  return isGated({ template: job.template, resolved: { groups: job.resolved.groups.map((g) => ({ size: g.nodes.length })) } } as JobBody)
+  let g = gatedJobs.get(job)
+  if (g === undefined) {
+    g = isGated(bodyOf(job))
+    gatedJobs.set(job, g)
+  }
+  return g
 }
 
-/** Records what a target said of its run (ack, start with its lease, end) and publishes the checkpoint if due. */
+/** The signed definition's body (open() memoizes it). */
+function bodyOf(job: JobRecord): JobBody {
+  const o = open(job.envelope)
+  if (!o.ok || o.body.type !== 'job') throw new Error(`job ${job.jobId}: stored definition does not open (${o.ok ? o.body.type : o.reason})`)
+  return o.body
+}
+
+/** Records what a target said of its run (ack, start with its lease, end) and wakes the watchers it decides. */
 function noteProgress(state: CoordinatorState, config: CoordinatorConfig, instance: InstanceRecord, job: JobRecord, nodeId: string, to: Pos, now: number, effects: CoordinatorEffect[], leaseUntil?: number): void {
   if (instance.status !== 'running' || !gatedJob(job)) return
   const place = placeIn(job.resolved, nodeId)
   if (!place) return
   const t = tallyOf(state, instance, job)
-  markPosition(t, place.group, place.position, to, leaseUntil)
-  maybePublishCheckpoint(config, instance, t, now, effects)
+  if (markPosition(t, place.group, place.position, to, leaseUntil)) wake(state, config, instance, job, t, now, effects)
 }
 
-/** Current checkpoints of the live gated instances that target a node (signed now if none was yet). */
+/** What a waiting target at (group, position) would decide from the checkpoint alone. */
+function decisionAt(job: JobRecord, cp: CheckpointBody, group: number, position: number, occurrenceAt: number, now: number): 'start' | 'wait' | 'skip' {
+  return decideGate(bodyOf(job), { facts: new Map(), checkpoint: cp }, group, position, occurrenceAt, now).action
+}
+
+/**
+ * After a change: answers, group by group, the front watchers the new checkpoint decides, and
+ * stops at the first that still waits (see coordinator/watch.ts for why that is enough).
+ * A watcher that already holds this checkpoint and still waits (its clock says otherwise) is
+ * left for its hold to run out, so a disagreement cannot turn into a request loop.
+ */
+function wake(state: CoordinatorState, config: CoordinatorConfig, instance: InstanceRecord, job: JobRecord, t: InstanceTally, now: number, effects: CoordinatorEffect[]): void {
+  const groups = state.watches.byInstance.get(instance.id)
+  if (!groups || groups.size === 0) return
+  const cp = checkpointOf(config, instance, t, now)
+  for (const [group, heap] of groups) {
+    for (let front = heap.peek(); front; front = heap.peek()) {
+      if (decisionAt(job, cp.body, group, front.position, instance.occurrenceAt, now) === 'wait') break
+      heap.pop()
+      if ((front.w.seqs.get(instance.id) ?? 0) < cp.body.seq) answerWatcher(state, config, front.w, now, effects)
+    }
+  }
+}
+
+function answerWatcher(state: CoordinatorState, config: CoordinatorConfig, w: Watcher, now: number, effects: CoordinatorEffect[]): void {
+  if (w.answered) return
+  markAnswered(state.watches, w)
+  effects.push(reply(config, w.requestId, { ok: true, checkpoints: checkpointsFor(state, config, w.nodeId, now) }))
+}
+
+/** Current checkpoints of the live gated instances that target a node. */
 export function checkpointsFor(state: CoordinatorState, config: CoordinatorConfig, nodeId: string, now: number): SignedEnvelope[] {
   const out: SignedEnvelope[] = []
   for (const id of state.live) {
     const inst = state.instances.get(id)
     const job = inst && state.jobs.get(inst.jobId)
-    if (!inst || !job || !placeIn(job.resolved, nodeId) || !gatedJob(job)) continue
-    const t = tallyOf(state, inst, job)
-    if (!t.envelope || t.dirty) {
-      t.publishedAt = 0
-      const fx: CoordinatorEffect[] = []
-      maybePublishCheckpoint(config, inst, t, now, fx) // signed now; the gossip copy waits for the tick
-      t.dirty = fx.length > 0
-      t.publishedAt = now - CHECKPOINT_MIN_INTERVAL_MS
-    }
-    if (t.envelope) out.push(t.envelope)
+    if (!inst || !job || !gatedJob(job) || !placeIn(job.resolved, nodeId)) continue
+    out.push(checkpointOf(config, inst, tallyOf(state, inst, job), now).envelope)
     if (out.length >= MAX_CHECKPOINTS_IN_REPLY) break
   }
   return out
+}
+
+/**
+ * A sync with `watch`: held until a newer checkpoint decides one of the node's waiting runs, or
+ * for WATCH_HOLD_MS. Returns false when the request must be answered now (a newer checkpoint
+ * already decides a run, nothing to wait on, or MAX_WATCHERS reached).
+ */
+function tryHold(state: CoordinatorState, config: CoordinatorConfig, requestId: string, nodeId: string, gated: SyncRequestBody['gated'], now: number): boolean {
+  if (state.watches.held >= MAX_WATCHERS) return false
+  const w: Watcher = { requestId, nodeId, heldUntil: now + WATCH_HOLD_MS, seqs: new Map(), places: [], answered: false }
+  for (const g of gated) {
+    if (g.state !== 'waiting') continue
+    const inst = state.instances.get(g.instanceId)
+    const job = inst && state.jobs.get(inst.jobId)
+    if (!inst || !job || inst.status !== 'running' || !gatedJob(job)) continue
+    const place = placeIn(job.resolved, nodeId)
+    if (!place) continue
+    const cp = checkpointOf(config, inst, tallyOf(state, inst, job), now)
+    if (cp.body.seq > (g.seq ?? 0) && decisionAt(job, cp.body, place.group, place.position, inst.occurrenceAt, now) !== 'wait') return false
+    w.seqs.set(g.instanceId, g.seq ?? 0)
+    w.places.push({ instanceId: g.instanceId, ...place })
+  }
+  if (w.places.length === 0) return false
+  hold(state.watches, w)
+  return true
 }
 
 /** A sync says which gated runs the node has waiting (acknowledged) or running (slot held until leaseUntil). */
@@ -863,7 +926,9 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
       touch(state, node, now, effects)
       noteGated(state, config, body.nodeId, body.gated, now, effects)
       const jobs = envelopesFor(state, body.nodeId, now, config.jobTtlMs, body.known)
-      effects.push(reply(config, requestId, { ok: true, jobs, tickets: ticketsFor(state, config, node, jobs, body.known), checkpoints: checkpointsFor(state, config, body.nodeId, now) }))
+      const tickets = ticketsFor(state, config, node, jobs, body.known)
+      if (body.watch && jobs.length === 0 && tickets.length === 0 && tryHold(state, config, requestId, body.nodeId, body.gated, now)) return
+      effects.push(reply(config, requestId, { ok: true, jobs, tickets, checkpoints: checkpointsFor(state, config, body.nodeId, now) }))
       return
     }
     default:
@@ -1087,19 +1152,20 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     effects.push({ type: 'persist', puts, dels: [] })
     if (due.length > 0) effects.push({ type: 'log', level: 'info', msg: 'occurrences due', fields: { jobId: job.jobId, occurrences: due.map((t) => new Date(t).toISOString()) } })
   }
-  for (const id of state.tallies.keys()) if (!state.live.has(id)) state.tallies.delete(id)
+  for (const id of state.tallies.keys()) if (!state.live.has(id)) { state.tallies.delete(id); forgetInstance(state.watches, id) }
+  for (const w of expired(state.watches, now)) answerWatcher(state, config, w, now, effects)
   for (const id of [...state.live]) {
     const instance = state.instances.get(id)
     if (!instance || instance.status !== 'running') {
       state.live.delete(id)
       state.tallies.delete(id)
+      forgetInstance(state.watches, id)
       continue
     }
     const tally = state.tallies.get(id)
     const tallyJob = state.jobs.get(instance.jobId)
-    if (tally && tallyJob) {
-      if (tallyJob.template.chorus?.vanishedHolder === 'release') releaseVanished(tallyJob, instance, tally, now)
-      maybePublishCheckpoint(config, instance, tally, now, effects)
+    if (tally && tallyJob && tallyJob.template.chorus?.vanishedHolder === 'release' && releaseVanished(tallyJob, instance, tally, now)) {
+      wake(state, config, instance, tallyJob, tally, now, effects)
     }
     const job0 = state.jobs.get(instance.jobId)
     const q = job0 && quorumOf(job0)

@@ -12,4 +12,4 @@ export const REDIAL_MAX_MS = 10_000
 /** How often the coordinator runtime ticks its core (deadlines, occurrences, quorum windows). */
 export const COORDINATOR_TICK_MS = 1_000
 /** Requests waiting for the coordinator core at once; more are refused rather than queued without bound. */
-export const MAX_PENDING_REQUESTS = 10_000
+export const MAX_PENDING_REQUESTS = 60_000

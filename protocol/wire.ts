@@ -112,7 +112,7 @@ export const CheckpointBodySchema = z.object({
   jobId: id,
   instanceId: id,
   occurrenceAt: ms,
-  /** Increases with every change: agents keep the highest. */
+  /** Increases with every change, across coordinator restarts (a timestamp in ms, or the last + 1): agents keep the highest. */
   seq: z.number().int().min(1),
   groups: z.array(CheckpointGroupSchema).max(100),
   issuedAt: ms,
@@ -264,7 +264,9 @@ export const SyncRequestBodySchema = z.object({
   /** Jobs the node holds, with the job-state version it has (0: none) and whether it holds its ticket: the reply leaves those out. */
   known: z.array(z.object({ jobId: id, version: z.number().int().min(0), ticket: z.boolean().default(true) }).strict()).max(256).default([]),
   /** The node's gated runs not yet finished (waiting: acknowledged; running: holds its slot until leaseUntil). */
-  gated: z.array(z.object({ instanceId: id, jobId: id, occurrenceAt: ms, state: z.enum(['waiting', 'running']), leaseUntil: ms.optional() }).strict()).max(MAX_GATED_IN_SYNC).default([]),
+  gated: z.array(z.object({ instanceId: id, jobId: id, occurrenceAt: ms, state: z.enum(['waiting', 'running']), leaseUntil: ms.optional(), seq: z.number().int().min(0).optional() }).strict()).max(MAX_GATED_IN_SYNC).default([]),
+  /** Hold the reply until a newer checkpoint decides one of the waiting runs (or a few seconds pass). */
+  watch: z.boolean().default(false),
 }).strict()
 export type SyncRequestBody = z.infer<typeof SyncRequestBodySchema>
 

@@ -18,8 +18,8 @@
 //   backoff, the run stopping at a failed step unless it is retryThenIgnore). The draws use
 //   their own PRNG: computing the bound does not change the world's trace.
 //
-//   H = HANDOFF_MS: a done reaching the next node: a few gossip hops, or when the gossip was
-//   lost the waiting node's sync (WAIT_SYNC_MAX_MS = 10 s) plus an rpc timeout.
+//   H = HANDOFF_MS: a done reaching the next node: the result reaching the coordinator, which
+//   answers the next node's held watch; when that watch was lost, its resend (WATCH_RETRY_MS = 15 s).
 //   SLACK = BASE_SLACK_MS: everything that is not the job: agents redialling (≤ 10 s), result
 //   resends backing off to 30 s, the periodic sync (60 s), a coordinator restart. It is the
 //   fixed bound the simulator used before, which small ungated jobs always met.
