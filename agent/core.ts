@@ -105,6 +105,8 @@ export interface KnownJob {
   envelope: SignedEnvelope
   /** This node's ticket (its place in the job, or null: not targeted), once the coordinator sent it. */
   ticket?: { place: TicketBody['place']; envelope: SignedEnvelope }
+  /** How the definition reached this node (gossip, sync, peer), for the logs. */
+  via?: string
 }
 
 export interface KnownJobState {
@@ -154,6 +156,14 @@ export const MAX_KNOWN_IN_SYNC = 256
  * back to every target as its checkpoints (O(1) per node instead of O(group)).
  */
 export const COORDINATOR_AWAY_MS = 12_000
+/**
+ * Targets gossip their progress to each other while the coordinator is away only in jobs of at
+ * most this many targets (a quorum cluster, a small rollout): every gossiped message reaches
+ * the whole mesh, so for a large rollout that would be O(targets × fleet) traffic. A larger
+ * gated rollout pauses while its targets cannot reach the coordinator (runs already started
+ * finish; results wait in the outbox) and resumes when it answers again.
+ */
+export const PEER_PROGRESS_MAX_TARGETS = 64
 
 /** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
 export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'> {
@@ -394,7 +404,7 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
     effects.push({ type: 'log', level: 'warn', msg: 'refused stale job definition (past its expiry)', fields: { jobId: body.jobId, expiresAt: body.expiresAt, via } })
     return
   }
-  const job: KnownJob = { body, envelope: envelope as SignedEnvelope }
+  const job: KnownJob = { body, envelope: envelope as SignedEnvelope, via }
   state.jobs.set(body.jobId, job)
   effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
   // Whether and where this node is targeted is in its ticket: ask for it now.
@@ -424,7 +434,7 @@ function onTicket(state: AgentState, config: AgentConfig, envelope: SignedEnvelo
 
 function onPlaced(state: AgentState, config: AgentConfig, job: KnownJob, now: number, effects: AgentEffect[]): void {
   const body = job.body
-  const via = 'ticket'
+  const via = job.via ?? 'sync'
   if (!job.ticket?.place) {
     effects.push({ type: 'log', level: 'info', msg: 'job accepted; this node is not targeted', fields: { jobId: body.jobId } })
     return
@@ -549,8 +559,10 @@ function publishProgress(state: AgentState, config: AgentConfig, run: AgentRun, 
 }
 
 function gossipProgress(state: AgentState, config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
-  const ticket = state.jobs.get(run.jobId)?.ticket
-  if (!ticket?.place) return
+  const job = state.jobs.get(run.jobId)
+  const ticket = job?.ticket
+  if (!job || !ticket?.place) return
+  if (job.body.resolved.groups.reduce((n, g) => n + g.size, 0) > PEER_PROGRESS_MAX_TARGETS) return
   const body: ProgressBody = {
     type: 'progress', v: PROTOCOL_VERSION, jobId: run.jobId, instanceId: run.instanceId, occurrenceAt: run.occurrenceAt,
     nodeId: config.nodeId, event, at: now, ...(status ? { status } : {}), ...(run.leaseUntil !== undefined && (event === 'start' || event === 'renew') ? { leaseUntil: run.leaseUntil } : {}),

@@ -108,7 +108,7 @@ describe('a local fleet over real libp2p', () => {
 
   it('loses no result when the coordinator is SIGKILLed while results are in flight: each arrives exactly once', async () => {
     await fleet.waitForNodes(3, 30_000)
-    const id = await fleet.submit(JSON.stringify(job('through a crash', ['node-1', 'node-2', 'node-3'], ['sleep 1', `mktemp ${markers}/crash.XXXXXX`])))
+    const id = await fleet.submit(JSON.stringify(job('through a crash', ['node-1', 'node-2', 'node-3'], ['sleep 2', `mktemp ${markers}/crash.XXXXXX`])))
     // Kill it once every agent has started the run (gossip delivery time varies on a loaded machine).
     await waitFor('all three agents to start the run', async () => {
       const logs = await Promise.all(fleet.agents.map((a) => logOf(a.logFile)))
