@@ -7,6 +7,7 @@ import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
+import { syncReply, ticketEnvelope, ticketReply, type Place } from './helpers/tickets.js'
 
 const coordinator = generateIdentity()
 const stranger = generateIdentity()
@@ -25,10 +26,30 @@ function config(nodeId = 'node-1'): AgentConfig {
   return { nodeId, coordinatorKey: coordinator.publicKey, identity: agentId, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING }
 }
 
-function jobEnvelope(opts: { jobId?: string; nodes?: string[]; t?: JobTemplate; signer?: typeof coordinator; issuedAt?: number; expiresAt?: number } = {}): SignedEnvelope {
+function jobEnvelope(opts: { jobId?: string; sizes?: number[]; t?: JobTemplate; signer?: typeof coordinator; issuedAt?: number; expiresAt?: number } = {}): SignedEnvelope {
   return seal(opts.signer ?? coordinator, {
     type: 'job', v: PROTOCOL_VERSION, jobId: opts.jobId ?? 'job-1', issuedAt: opts.issuedAt ?? T0, expiresAt: opts.expiresAt ?? T0 + 3_600_000,
-    template: opts.t ?? template(), resolved: { groups: [{ nodes: opts.nodes ?? ['node-1', 'node-2'] }] },
+    template: opts.t ?? template(), resolved: { groups: (opts.sizes ?? [2]).map((size) => ({ size })) },
+  })
+}
+
+/** The coordinator's answer to the agent's ticket request: node-1 (this agent's key) first in group 0 unless told otherwise. */
+function myTicket(cfg: AgentConfig, jobId = 'job-1', place: Place = { group: 0, position: 0 }): SignedEnvelope {
+  return ticketReply(coordinator, jobId, cfg.nodeId, cfg.identity.publicKey, place)
+}
+
+/** Feeds a job by gossip, then the coordinator's sync reply with this node's ticket; returns the effects of both, in order. */
+function accept(state: AgentState, cfg: AgentConfig, now: number, opts: Parameters<typeof jobEnvelope>[0] = {}, place: Place = { group: 0, position: 0 }): AgentEffect[] {
+  const onJob = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(opts), via: 'gossip' }, now)
+  const onTicket = agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg, opts.jobId, place), to: 'sync' }, now)
+  return [...onJob, ...onTicket]
+}
+
+function syncsIn(effects: AgentEffect[]) {
+  return ofType(effects, 'send').filter((e) => e.kind === 'sync').map((e) => {
+    const o = open(e.envelope, [agentId.publicKey])
+    if (!o.ok || o.body.type !== 'sync') throw new Error('not a sync')
+    return o.body
   })
 }
 
@@ -45,11 +66,17 @@ function finishStep(state: AgentState, cfg: AgentConfig, e: Extract<AgentEffect,
 }
 
 describe('agent core', () => {
-  it('runs a targeted job: persists the run before starting the step, then sends a signed result', () => {
+  it('runs a targeted job once its ticket arrives: persists the run before starting the step, then sends a signed result', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const effects = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0 + 10)
+    const onJob = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0 + 10)
+    // The definition alone says nothing of this node's place: it is stored, and nothing runs yet.
+    expect(ofType(onJob, 'run_step')).toHaveLength(0)
+    expect(state.runs.size).toBe(0)
+    expect(ofType(onJob, 'persist').flatMap((p) => p.puts.map((x) => x.key))).toEqual(['job/job-1'])
+    const effects = agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 10)
     const kinds = effects.map((e) => e.type)
+    expect(kinds.indexOf('persist')).toBeGreaterThanOrEqual(0)
     expect(kinds.indexOf('persist')).toBeLessThan(kinds.indexOf('run_step'))
     const persistedBeforeStep = effects.slice(0, kinds.indexOf('run_step')).flatMap((e) => (e.type === 'persist' ? e.puts.map((p) => p.key) : []))
     expect(persistedBeforeStep).toEqual(expect.arrayContaining(['job/job-1', `run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`]))
@@ -73,10 +100,20 @@ describe('agent core', () => {
     expect(state.outbox.size).toBe(1)
 
     // The coordinator acknowledges: the result leaves the outbox and its record is deleted.
-    const ack = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [opened.body.runId], jobs: [] })
+    const ack = syncReply(coordinator, { ackRunIds: [opened.body.runId] })
     const afterAck = agentStep(state, cfg, { type: 'reply', envelope: ack }, T0 + 40)
     expect(ofType(afterAck, 'persist')[0]!.dels).toEqual([`outbox/${opened.body.runId}`])
     expect(state.outbox.size).toBe(0)
+  })
+
+  it('takes its group, position and batch from the ticket', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    const t = template((x) => { x.target.groups.push(structuredClone(x.target.groups[0]!)); x.target.groups[1]!.batchSize = { type: 'number', value: 2 } })
+    // Group 1 has 6 nodes in batches of 2 (the job is gated); this node is 5th in it: batch 2.
+    accept(state, cfg, T0, { t, sizes: [3, 6] }, { group: 1, position: 4 })
+    const run = state.runs.get(runIdFor(instanceIdFor('job-1', T0), 'node-1'))!
+    expect(run).toMatchObject({ group: 1, position: 4, batch: 2, gated: true, status: 'waiting' })
   })
 
   it('refuses jobs signed by another key, tampered jobs, replays and stale definitions', () => {
@@ -85,29 +122,41 @@ describe('agent core', () => {
     const foreign = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope({ signer: stranger }), via: 'gossip' }, T0)
     expect(ofType(foreign, 'run_step')).toHaveLength(0)
     expect(ofType(foreign, 'log')[0]!.msg).toMatch(/untrusted key/)
+    // A foreign job is not even held: the coordinator's ticket for that id finds nothing to run.
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0), 'run_step')).toHaveLength(0)
 
     const env = jobEnvelope()
     const tampered = { ...env, body: env.body.replace('"hostname"', '"rm -rf /"') }
+    expect(tampered.body).not.toBe(env.body)
     const t = agentStep(state, cfg, { type: 'job', envelope: tampered, via: 'gossip' }, T0)
     expect(ofType(t, 'run_step')).toHaveLength(0)
     expect(ofType(t, 'log')[0]!.msg).toMatch(/bad signature/)
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0), 'run_step')).toHaveLength(0)
 
     const stale = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope({ jobId: 'old', expiresAt: T0 - 1 }), via: 'gossip' }, T0)
     expect(ofType(stale, 'run_step')).toHaveLength(0)
     expect(ofType(stale, 'log')[0]!.msg).toMatch(/stale/)
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg, 'old'), to: 'sync' }, T0), 'run_step')).toHaveLength(0)
+    expect(state.jobs.size).toBe(0)
 
-    expect(ofType(agentStep(state, cfg, { type: 'job', envelope: env, via: 'gossip' }, T0), 'run_step')).toHaveLength(1)
+    agentStep(state, cfg, { type: 'job', envelope: env, via: 'gossip' }, T0)
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0), 'run_step')).toHaveLength(1)
     const replay = agentStep(state, cfg, { type: 'job', envelope: env, via: 'sync' }, T0 + 5)
     expect(ofType(replay, 'run_step')).toHaveLength(0)
+    expect(syncsIn(replay)).toHaveLength(0)
+    // The ticket delivered again starts nothing either.
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 6), 'run_step')).toHaveLength(0)
     expect(state.runs.size).toBe(1)
   })
 
   it('does nothing but remember a job that does not target it', () => {
     const state = emptyAgentState()
-    const effects = agentStep(state, config('node-9'), { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    const cfg = config('node-9')
+    const effects = accept(state, cfg, T0, {}, null)
     expect(ofType(effects, 'run_step')).toHaveLength(0)
     expect(state.runs.size).toBe(0)
     expect(state.jobs.has('job-1')).toBe(true)
+    expect(state.jobs.get('job-1')!.ticket?.place).toBeNull()
   })
 
   it('retries a failed step with a new attempt number after the backoff delay, then fails the run', () => {
@@ -116,7 +165,7 @@ describe('agent core', () => {
     const t = template((x) => {
       x.actions.steps = [x.actions.steps[1]!] // retryCount 1, linear 1 s
     })
-    const first = runStepFor(agentStep(state, cfg, { type: 'job', envelope: jobEnvelope({ t }), via: 'gossip' }, T0))
+    const first = runStepFor(accept(state, cfg, T0, { t }))
     const retry = runStepFor(finishStep(state, cfg, first, 'failure', T0 + 100, 3))
     expect(retry.request.attempt).toBe(2)
     expect(retry.notBefore).toBe(T0 + 100 + 1_000)
@@ -130,7 +179,7 @@ describe('agent core', () => {
   it('marks the remaining steps not_run after a failure', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const first = runStepFor(agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0))
+    const first = runStepFor(accept(state, cfg, T0))
     const end = finishStep(state, cfg, first, 'failure', T0 + 1)
     const result = open(ofType(end, 'send')[0]!.envelope)
     if (!result.ok || result.body.type !== 'result') throw new Error('no result')
@@ -140,23 +189,27 @@ describe('agent core', () => {
   it('after a restart records an attempt that was in flight as failed and never runs it again', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const effects = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    const effects = accept(state, cfg, T0)
+    expect(ofType(effects, 'run_step')).toHaveLength(1)
     // Replay exactly what the runtime would have persisted, then "crash" before the step finished.
     const db = new Map<string, unknown>()
     for (const p of ofType(effects, 'persist')) for (const put of p.puts) db.set(put.key, structuredClone(put.value))
     const { state: restored, effects: after } = restoreAgent(db.entries(), cfg, T0 + 5_000)
     expect(ofType(after, 'run_step')).toHaveLength(0)
+    expect(restored.runs.size).toBe(1)
     const run = [...restored.runs.values()][0]!
     expect(run.status).toBe('failure')
     expect(run.steps[0]).toMatchObject({ status: 'failure', attempts: 1 })
     expect(run.steps[0]!.reason).toMatch(/at most once/)
     expect(ofType(after, 'send')).toHaveLength(1)
+    // The ticket was persisted with the job: the restored agent does not ask for it again.
+    expect(restored.jobs.get('job-1')!.ticket?.place).toEqual({ group: 0, position: 0 })
   })
 
   it('re-sends unacknowledged results with doubling intervals and on reconnect', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const s1 = runStepFor(agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0))
+    const s1 = runStepFor(accept(state, cfg, T0))
     const s2 = runStepFor(finishStep(state, cfg, s1, 'success', T0))
     finishStep(state, cfg, s2, 'success', T0)
     const sendTimes: number[] = []
@@ -172,27 +225,98 @@ describe('agent core', () => {
     const state = emptyAgentState()
     const cfg = config()
     agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
-    const first = ofType(agentStep(state, cfg, { type: 'connected' }, T0), 'send').filter((e) => e.kind === 'sync')
+    const first = syncsIn(agentStep(state, cfg, { type: 'connected' }, T0))
     expect(first).toHaveLength(1)
-    const body = open(first[0]!.envelope)
-    if (!body.ok || body.body.type !== 'sync') throw new Error('not a sync')
-    expect(body.body.known).toEqual([{ jobId: 'job-1', version: 0 }])
+    expect(first[0]!.known).toEqual([{ jobId: 'job-1', version: 0, ticket: false }])
     // The reply never comes: the sync goes out again after SYNC_RETRY_MS, and stops once answered.
-    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 2_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(0)
-    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 5_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
-    const answer = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [], peers: [], progress: [] })
-    agentStep(state, cfg, { type: 'reply', envelope: answer, to: 'sync' }, T0 + 5_100)
-    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 20_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(0)
-    // Anti-entropy: a minute later it syncs anyway.
-    expect(ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 66_000), 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
+    expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 2_000))).toHaveLength(0)
+    expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 5_000))).toHaveLength(1)
+    agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 5_100)
+    expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 20_000))).toHaveLength(0)
+    // Anti-entropy: a minute later it syncs anyway, saying it holds the job and its ticket.
+    const later = syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 66_000))
+    expect(later).toHaveLength(1)
+    expect(later[0]!.known).toEqual([{ jobId: 'job-1', version: 0, ticket: true }])
   })
 
   it('accepts jobs delivered in a sync reply, and only from the coordinator', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const fake = seal(stranger, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [jobEnvelope()] })
-    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: fake }, T0), 'run_step')).toHaveLength(0)
-    const real = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [jobEnvelope()] })
-    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: real }, T0), 'run_step')).toHaveLength(1)
+    const ticket = ticketEnvelope(coordinator, 'job-1', 'node-1', agentId.publicKey, { group: 0, position: 0 })
+    const fake = seal(stranger, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs: [jobEnvelope()], tickets: [ticket] })
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: fake, to: 'sync' }, T0), 'run_step')).toHaveLength(0)
+    expect(state.jobs.size).toBe(0)
+    const real = syncReply(coordinator, { jobs: [jobEnvelope()], tickets: [ticket] })
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: real, to: 'sync' }, T0), 'run_step')).toHaveLength(1)
+  })
+})
+
+describe('tickets in the agent core', () => {
+  it('refuses a ticket signed by another key, or issued to another node id or another public key', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    const here = { group: 0, position: 0 }
+    const bad = [
+      // A well-formed ticket naming this node and key, but signed by a stranger (inside a coordinator-signed reply).
+      ticketEnvelope(stranger, 'job-1', 'node-1', agentId.publicKey, here),
+      // Signed by the coordinator, but issued to another node id.
+      ticketEnvelope(coordinator, 'job-1', 'node-2', agentId.publicKey, here),
+      // Signed by the coordinator for this node id, but bound to another key (a node that took over the id elsewhere).
+      ticketEnvelope(coordinator, 'job-1', 'node-1', stranger.publicKey, here),
+    ]
+    for (const [i, ticket] of bad.entries()) {
+      const effects = agentStep(state, cfg, { type: 'reply', envelope: syncReply(coordinator, { tickets: [ticket] }), to: 'sync' }, T0 + i)
+      expect(ofType(effects, 'run_step')).toHaveLength(0)
+      expect(ofType(effects, 'log').map((l) => l.msg).join('\n')).toMatch(/refused (a )?ticket/)
+      expect(state.runs.size).toBe(0)
+      expect(state.jobs.get('job-1')!.ticket).toBeUndefined()
+    }
+    // The refusals left the job waiting for its real ticket: it still asks for it, and runs when it comes.
+    const ask = syncsIn(agentStep(state, cfg, { type: 'connected' }, T0 + 10))
+    expect(ask[0]!.known).toEqual([{ jobId: 'job-1', version: 0, ticket: false }])
+    expect(ofType(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 20), 'run_step')).toHaveLength(1)
+  })
+
+  it('creates no run for a place: null ticket and stops asking for it', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    const onJob = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    expect(syncsIn(onJob)[0]!.known).toEqual([{ jobId: 'job-1', version: 0, ticket: false }])
+    const effects = agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg, 'job-1', null), to: 'sync' }, T0 + 100)
+    expect(ofType(effects, 'run_step')).toHaveLength(0)
+    expect(syncsIn(effects)).toHaveLength(0)
+    expect(state.runs.size).toBe(0)
+    // The answer is kept (persisted with the job), so the node does not ask again.
+    expect(ofType(effects, 'persist').flatMap((p) => p.puts).find((p) => p.key === 'job/job-1')).toBeDefined()
+    for (let t = T0 + 500; t < T0 + 60_000; t += 500) expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, t))).toHaveLength(0)
+    const next = syncsIn(agentStep(state, cfg, { type: 'connected' }, T0 + 60_000))
+    expect(next).toHaveLength(1)
+    expect(next[0]!.known).toEqual([{ jobId: 'job-1', version: 0, ticket: true }])
+    expect(state.runs.size).toBe(0)
+  })
+
+  it('asks for the tickets of jobs it received in one sync listing them with ticket: false', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    const gossip = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0)
+    const asked = syncsIn(gossip)
+    expect(asked).toHaveLength(1)
+    expect(asked[0]!).toMatchObject({ nodeId: 'node-1', watch: false, known: [{ jobId: 'job-1', version: 0, ticket: false }] })
+    expect(ofType(gossip, 'run_step')).toHaveLength(0)
+
+    // Two jobs in one sync reply (job-1 now with its ticket): still one request, listing those without one first.
+    const s2 = emptyAgentState()
+    agentStep(s2, cfg, { type: 'job', envelope: jobEnvelope({ jobId: 'job-0' }), via: 'gossip' }, T0)
+    agentStep(s2, cfg, { type: 'reply', envelope: myTicket(cfg, 'job-0', null), to: 'sync' }, T0)
+    const both = agentStep(s2, cfg, { type: 'reply', envelope: syncReply(coordinator, { jobs: [jobEnvelope({ jobId: 'job-2' }), jobEnvelope({ jobId: 'job-3' })] }), to: 'sync' }, T0 + 10)
+    const one = syncsIn(both)
+    expect(one).toHaveLength(1)
+    expect(one[0]!.known).toEqual([
+      { jobId: 'job-2', version: 0, ticket: false },
+      { jobId: 'job-3', version: 0, ticket: false },
+      { jobId: 'job-0', version: 0, ticket: true },
+    ])
+    expect(ofType(both, 'run_step')).toHaveLength(0)
   })
 })

@@ -9,6 +9,7 @@ import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
+import { syncReply, ticketReply } from './helpers/tickets.js'
 
 const coordinator = generateIdentity()
 const T0 = Date.UTC(2026, 10, 24, 5, 0, 0)
@@ -29,7 +30,20 @@ function config(): AgentConfig {
 }
 
 function jobEnvelope(t: JobTemplate, issuedAt = T0, jobId = 'job-r'): SignedEnvelope {
-  return seal(coordinator, { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt, expiresAt: Number.MAX_SAFE_INTEGER, template: t, resolved: { groups: [{ nodes: ['node-1'] }] } })
+  return seal(coordinator, { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt, expiresAt: Number.MAX_SAFE_INTEGER, template: t, resolved: { groups: [{ size: 1 }] } })
+}
+
+/**
+ * Feeds a recurring job by gossip, then the coordinator's sync reply with this node's ticket
+ * (first in the only group): only then does the node start the job's schedule. Returns the
+ * effects of both events.
+ */
+function accept(state: AgentState, cfg: AgentConfig, envelope: SignedEnvelope, now: number): AgentEffect[] {
+  const jobId = (JSON.parse(envelope.body) as { jobId: string }).jobId
+  const onJob = agentStep(state, cfg, { type: 'job', envelope, via: 'gossip' }, now)
+  expect(ofType(onJob, 'run_step')).toHaveLength(0)
+  expect(state.cursors.has(jobId)).toBe(false)
+  return [...onJob, ...agentStep(state, cfg, { type: 'reply', envelope: ticketReply(coordinator, jobId, cfg.nodeId, cfg.identity.publicKey, { group: 0, position: 0 }), to: 'sync' }, now)]
 }
 
 const ofType = <T extends AgentEffect['type']>(effects: AgentEffect[], type: T) => effects.filter((e): e is Extract<AgentEffect, { type: T }> => e.type === type)
@@ -61,10 +75,10 @@ function tickThrough(state: AgentState, cfg: AgentConfig, from: number, to: numb
 describe('recurring jobs in the agent core', () => {
   const rule = `RRULE:DTSTART=${stamp(T0)};FREQ=SECONDLY;INTERVAL=2;COUNT=3`
 
-  it('runs each occurrence once, at its time, from the signed definition alone', () => {
+  it('runs each occurrence once, at its time, from the signed definition and the node\'s ticket', () => {
     const state = emptyAgentState()
     const cfg = config()
-    const started = drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(template(rule)), via: 'gossip' }, T0), T0)
+    const started = drive(state, cfg, accept(state, cfg, jobEnvelope(template(rule)), T0), T0)
     started.push(...tickThrough(state, cfg, T0 + 500, T0 + 10_000))
     expect(started).toEqual([T0, T0 + 2000, T0 + 4000])
     const instances = [...state.runs.values()].map((r) => r.instanceId)
@@ -76,7 +90,7 @@ describe('recurring jobs in the agent core', () => {
     const state = emptyAgentState()
     const cfg = config()
     const db = new Map<string, unknown>()
-    const started = drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(template(rule)), via: 'gossip' }, T0), T0, db)
+    const started = drive(state, cfg, accept(state, cfg, jobEnvelope(template(rule)), T0), T0, db)
     started.push(...tickThrough(state, cfg, T0 + 500, T0 + 2500, db))
     expect(started).toEqual([T0, T0 + 2000])
     // Restart from what was persisted, with the clock set back 10 s.
@@ -91,10 +105,10 @@ describe('recurring jobs in the agent core', () => {
   it('forgets acknowledged runs after the retention period without ever re-running their occurrences', () => {
     const state = emptyAgentState()
     const cfg = { ...config(), jobRetentionMs: 10_000 }
-    drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(template(rule)), via: 'gossip' }, T0), T0)
+    drive(state, cfg, accept(state, cfg, jobEnvelope(template(rule)), T0), T0)
     tickThrough(state, cfg, T0 + 500, T0 + 5_000)
     expect(state.runs.size).toBe(3)
-    const ack = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [...state.outbox.keys()], jobs: [], peers: [], progress: [] })
+    const ack = syncReply(coordinator, { ackRunIds: [...state.outbox.keys()] })
     agentStep(state, cfg, { type: 'reply', envelope: ack, to: 'result' }, T0 + 5_100)
     expect(state.outbox.size).toBe(0)
     const later = tickThrough(state, cfg, T0 + 16_000, T0 + 20_000)
@@ -107,7 +121,7 @@ describe('recurring jobs in the agent core', () => {
     const state = emptyAgentState()
     const cfg = config()
     const daily = template(`RRULE:DTSTART=${stamp(T0)};FREQ=MINUTELY;COUNT=10`, (t) => { t.chorus = { missed: { policy: 'skip' } } })
-    drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(daily), via: 'gossip' }, T0), T0)
+    drive(state, cfg, accept(state, cfg, jobEnvelope(daily), T0), T0)
     // The clock jumps 5 minutes forwards (agent down or suspended).
     const effects = agentStep(state, cfg, { type: 'tick' }, T0 + 5 * 60_000 + 30_000)
     const results = ofType(effects, 'send').map((s) => open(s.envelope)).flatMap((o) => (o.ok && o.body.type === 'result' ? [o.body] : []))
@@ -124,14 +138,14 @@ describe('recurring jobs in the agent core', () => {
     const t = template(`RRULE:DTSTART=${stamp(T0)};FREQ=SECONDLY;INTERVAL=2;COUNT=5`, (x) => {
       x.exceptionRules = [{ rrule: `RRULE:DTSTART=${stamp(T0 + 2000)};FREQ=YEARLY;COUNT=1`, duration: 1 }]
     })
-    const started = drive(state, cfg, agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(t), via: 'gossip' }, T0), T0)
+    const started = drive(state, cfg, accept(state, cfg, jobEnvelope(t), T0), T0)
     expect(started).toEqual([T0])
     // The window [T0+2s, T0+62s) excludes every later occurrence of this short rule.
     expect(tickThrough(state, cfg, T0 + 500, T0 + 10_000)).toEqual([])
 
     const s2 = emptyAgentState()
     const r2 = template(`RRULE:DTSTART=${stamp(T0)};FREQ=SECONDLY;INTERVAL=2;COUNT=5`)
-    drive(s2, cfg, agentStep(s2, cfg, { type: 'job', envelope: jobEnvelope(r2), via: 'gossip' }, T0), T0)
+    drive(s2, cfg, accept(s2, cfg, jobEnvelope(r2), T0), T0)
     const cancel = seal(coordinator, { type: 'job_state', v: PROTOCOL_VERSION, jobId: 'job-r', version: 2, status: 'active', canceledOccurrences: [T0 + 4000], globalExceptions: [], issuedAt: T0 })
     agentStep(s2, cfg, { type: 'job', envelope: cancel, via: 'gossip' }, T0 + 100)
     expect(tickThrough(s2, cfg, T0 + 500, T0 + 4_500)).toEqual([T0 + 2000])
@@ -140,6 +154,40 @@ describe('recurring jobs in the agent core', () => {
     // An older state arriving late does not undo the cancellation.
     agentStep(s2, cfg, { type: 'job', envelope: cancel, via: 'gossip' }, T0 + 4_800)
     expect(tickThrough(s2, cfg, T0 + 5_000, T0 + 20_000)).toEqual([])
+  })
+})
+
+describe('recurring jobs wait for the node\'s ticket', () => {
+  const rule = `RRULE:DTSTART=${stamp(T0)};FREQ=MINUTELY;COUNT=10`
+
+  it('starts the schedule only when the ticket comes, handling every occurrence since the definition was signed', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    const t = template(rule, (x) => { x.chorus = { missed: { policy: 'skip' } } })
+    const onJob = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(t), via: 'gossip' }, T0)
+    expect(ofType(onJob, 'run_step')).toHaveLength(0)
+    // No ticket yet (the coordinator is slow to answer): the node runs nothing and keeps no cursor.
+    expect(tickThrough(state, cfg, T0, T0 + 150_000)).toEqual([])
+    expect(state.runs.size).toBe(0)
+    expect(state.cursors.has('job-r')).toBe(false)
+    // The ticket arrives 2.5 min late: the occurrences at +0 and +1 min are reported missed, the one at +2 min (30 s late) runs.
+    const now = T0 + 150_000
+    const effects = agentStep(state, cfg, { type: 'reply', envelope: ticketReply(coordinator, 'job-r', 'node-1', cfg.identity.publicKey, { group: 0, position: 0 }), to: 'sync' }, now)
+    const results = ofType(effects, 'send').map((s) => open(s.envelope)).flatMap((o) => (o.ok && o.body.type === 'result' ? [o.body] : []))
+    expect(results.filter((r) => r.status === 'skipped').map((r) => r.occurrenceAt)).toEqual([T0, T0 + 60_000])
+    expect(drive(state, cfg, effects, now)).toEqual([T0 + 120_000])
+    expect(tickThrough(state, cfg, now + 500, T0 + 185_000)).toEqual([T0 + 180_000])
+  })
+
+  it('never runs an occurrence of a recurring job whose ticket says the node is not targeted', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(template(rule)), via: 'gossip' }, T0)
+    const effects = agentStep(state, cfg, { type: 'reply', envelope: ticketReply(coordinator, 'job-r', 'node-1', cfg.identity.publicKey, null), to: 'sync' }, T0)
+    expect(drive(state, cfg, effects, T0)).toEqual([])
+    expect(tickThrough(state, cfg, T0 + 500, T0 + 11 * 60_000)).toEqual([])
+    expect(state.runs.size).toBe(0)
+    expect(ofType(effects, 'send').filter((s) => s.kind === 'result')).toHaveLength(0)
   })
 })
 
