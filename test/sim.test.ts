@@ -5,14 +5,14 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentStep, type AgentEffect, type AgentRun } from '../agent/core.js'
-import type { Knowledge } from '../agent/gate.js'
+import { factFor, type Knowledge } from '../agent/gate.js'
 import { batchSizeFor } from '../protocol/rollout.js'
-import type { JobBody } from '../protocol/wire.js'
+import type { CheckpointBody, JobBody } from '../protocol/wire.js'
 import { PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
 import { runScenario, runSimCommand, type SeedResult } from '../sim/cli.js'
 import { Prng } from '../sim/prng.js'
 import { EventHeap } from '../sim/heap.js'
-import { SCENARIOS, builtinTemplate } from '../sim/scenarios.js'
+import { SCENARIOS, builtinTemplate, gatedTemplate } from '../sim/scenarios.js'
 import { livenessBound } from '../sim/bound.js'
 import * as simWorld from '../sim/world.js'
 import type { Cores, World } from '../sim/world.js'
@@ -164,12 +164,21 @@ describe('fixed seeds: every property holds', () => {
   })
 
   it('vanishedHolder "release": an overflow a release explains is a documented trade-off, not a violation', () => {
-    // gated-rollout seed 49 draws the release policy with a 30 s lease; a holder cut off by a
-    // partition is released and a later batch starts while it still runs.
-    const r = runScenario({ scenario: 'gated-rollout', agents: 40, seed: 49 })
-    expect(r.violations, brief(r)).toEqual([])
-    expect(r.tradeoffs.length, 'seed 49 no longer shows a release').toBeGreaterThan(0)
-    expect(r.tradeoffs[0]!.detail).toMatch(/released \(lease expired\), documented vanishedHolder "release" trade-off/)
+    // gated-rollout draws the release policy (30 s lease) on one seed in four. On some of those
+    // a holder whose lease ran out while it was still running is released and a later node
+    // starts beside it. Which seeds show it moves whenever a core changes the trajectories
+    // (seed 49 did, and stops doing so with a 30 s watch hold; 39 is the first at this writing),
+    // so take the first release-policy seed that does: every seed on the way must hold every
+    // property too.
+    let shown: SeedResult | undefined
+    for (let seed = 1; seed <= 200 && !shown; seed++) {
+      if (gatedTemplate(seed).chorus?.vanishedHolder !== 'release') continue
+      const r = runScenario({ scenario: 'gated-rollout', agents: 40, seed })
+      expect(r.violations, brief(r)).toEqual([])
+      if (r.tradeoffs.length > 0) shown = r
+    }
+    expect(shown, 'no release-policy seed of gated-rollout in 1..200 shows a release').toBeDefined()
+    expect(shown!.tradeoffs[0]!.detail).toMatch(/released \(lease expired\), documented vanishedHolder "release" trade-off/)
   })
 
   it('the liveness bound comes from the job: turns per group, capped by the time budget', () => {
@@ -286,35 +295,68 @@ describe('broken cores are caught', () => {
 })
 
 /**
- * A test double around the real agent core: before each tick (where waiting runs evaluate the
- * gate), `lie` may plant false knowledge in the node's view of the instance. The real gate
- * then decides on the lie, exactly as a core with that bug would.
+ * A test double around the real agent core: before each event, `lie` may plant false
+ * knowledge in the node's view of each instance it waits in (fake `done` or ack facts of other
+ * positions, or a checkpoint that counts more than the coordinator signed). The real gate then
+ * decides on the lie, exactly as a core with that bug would. A coordinator checkpoint that an
+ * event carries (a sync reply, gossip) is taken in first, so the lie applies to it before the
+ * gate sees it (the real core evaluates a newer checkpoint the moment it arrives).
  */
 function lyingCore(lie: (k: Knowledge, body: JobBody, run: AgentRun) => void): Partial<Cores> {
   return {
     agentStep(state, config, event, now) {
-      if (event.type === 'tick') {
-        for (const run of state.runs.values()) {
-          if (run.status !== 'waiting' || !run.gated) continue
-          const k = state.progress.get(run.instanceId)
-          const job = state.jobs.get(run.jobId)
-          if (k && job) lie(k, job.body, run)
-        }
+      const incoming: CheckpointBody[] = []
+      const take = (env: unknown) => {
+        const o = open(env, [config.coordinatorKey])
+        if (o.ok && o.body.type === 'checkpoint') incoming.push(o.body)
+      }
+      if (event.type === 'progress') take(event.envelope)
+      if (event.type === 'reply') {
+        const o = open(event.envelope, [config.coordinatorKey])
+        if (o.ok && o.body.type === 'reply') for (const c of o.body.checkpoints) take(c)
+      }
+      for (const cp of incoming) {
+        const k = state.progress.get(cp.instanceId)
+        if (k && (!k.checkpoint || k.checkpoint.seq < cp.seq)) k.checkpoint = cp
+      }
+      for (const run of state.runs.values()) {
+        if (run.status !== 'waiting' || !run.gated) continue
+        const k = state.progress.get(run.instanceId)
+        const job = state.jobs.get(run.jobId)
+        if (k && job) lie(k, job.body, run)
       }
       return agentStep(state, config, event, now)
     },
   }
 }
 
+/** Marks positions [from, to) of a group done (success) in the node's knowledge; `overwrite` also turns known failures into successes. */
+function fakeDone(k: Knowledge, group: number, from: number, to: number, overwrite = false): void {
+  for (let pos = from; pos < to; pos++) {
+    const f = factFor(k, group, pos)
+    if (!f.done || overwrite) f.done = 'success'
+  }
+}
+
 describe('broken rollout cores are caught', () => {
-  it('batches: a core that over-admits a rolling slot (hands a waiting run a fake done of the slot holder)', () => {
+  it('batches: a core that over-admits a rolling slot (counts the slot holder as done)', () => {
+    // The node at p needs p − k + 1 done before it; this core counts one more than it knows: it
+    // takes the coordinator's checkpoint as if the holder of the slot it waits for had ended
+    // (done + 1 in its group), or, before any checkpoint came, fakes that holder's done fact.
+    const forged = new WeakSet<CheckpointBody>()
     const cores = lyingCore((k, body, run) => {
       const spec = body.template.target.groups[run.group]!
       if (spec.distributionMethod !== 'rolling') return
-      const members = body.resolved.groups[run.group]!.nodes
-      const size = batchSizeFor(spec.batchSize, members.length)
-      const holder = members[run.position - size]
-      if (holder !== undefined && !k.done.has(holder)) k.done.set(holder, 'success')
+      const cp = k.checkpoint
+      if (cp) {
+        if (forged.has(cp)) return
+        const lie: CheckpointBody = { ...cp, groups: cp.groups.map((g, gi) => gi === run.group ? { ...g, done: g.done + 1, succeeded: g.succeeded + 1 } : g) }
+        forged.add(lie)
+        k.checkpoint = lie
+        return
+      }
+      const size = batchSizeFor(spec.batchSize, body.resolved.groups[run.group]!.size)
+      if (run.position >= size) fakeDone(k, run.group, run.position - size, run.position - size + 1)
     })
     const seed = 2
     const r = runScenario({ scenario: 'fleet-patch', agents: 60, seed, cores })
@@ -325,24 +367,25 @@ describe('broken rollout cores are caught', () => {
   })
 
   it('batches: a core that starts batch b + 1 while batch b runs', () => {
+    // Batch b needs every position before it done; this core fakes them all.
     const cores = lyingCore((k, body, run) => {
       const spec = body.template.target.groups[run.group]!
       if (spec.distributionMethod !== 'batching' || run.batch === 0) return
-      const members = body.resolved.groups[run.group]!.nodes
-      const size = batchSizeFor(spec.batchSize, members.length)
-      for (const m of members.slice((run.batch - 1) * size, run.batch * size)) if (!k.done.has(m)) k.done.set(m, 'success')
+      const size = batchSizeFor(spec.batchSize, body.resolved.groups[run.group]!.size)
+      fakeDone(k, run.group, 0, run.batch * size)
     })
     const seed = 4
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores })
     const hits = r.violations.filter((v) => v.property === 'batches')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
+    expect(hits[0]!.seed).toBe(seed)
     expect(hits[0]!.detail).toMatch(/batching, size \d+\): .* of batch \d+ started/)
   })
 
   it('groups: a core that starts group g + 1 before group g finished', () => {
     const cores = lyingCore((k, body, run) => {
       if (run.group === 0) return
-      for (const m of body.resolved.groups[run.group - 1]!.nodes) if (!k.done.has(m)) k.done.set(m, 'success')
+      fakeDone(k, run.group - 1, 0, body.resolved.groups[run.group - 1]!.size)
     })
     const seed = 6
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores })
@@ -353,23 +396,33 @@ describe('broken rollout cores are caught', () => {
   })
 
   it('groups: a core that goes on after the previous group failed its criteria', () => {
-    // Attempts fail 60 % of the time, so the canary ring misses its 90 % criterion; the lie
-    // reports every canary as a success to the next group, which then goes ahead.
-    const cores = lyingCore((k, body, run) => {
+    // Attempts fail 60 % of the time, so the canary ring misses its 90 % criterion. This core
+    // still waits for group 0 to end, but takes every run of it that ended as a success: the
+    // coordinator's checkpoint as if succeeded = done, and any failure it heard as a success.
+    const forged = new WeakSet<CheckpointBody>()
+    const cores = lyingCore((k, _body, run) => {
       if (run.group === 0) return
-      for (const m of body.resolved.groups[0]!.nodes) k.done.set(m, 'success')
+      const prev = run.group - 1
+      for (const f of k.facts.get(prev)?.values() ?? []) if (f.done) f.done = 'success'
+      const cp = k.checkpoint
+      if (!cp || forged.has(cp)) return
+      const lie: CheckpointBody = { ...cp, groups: cp.groups.map((g, gi) => gi === prev ? { ...g, succeeded: g.done } : g) }
+      forged.add(lie)
+      k.checkpoint = lie
     })
-    const seed = 9
+    const seed = 10 // the canary ring ends with 1 of 2 succeeded (on seed 9 both happen to succeed: nothing to catch)
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores, stepModel: { failure_rate: 0.6 } })
     const hits = r.violations.filter((v) => v.property === 'groups')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
-    expect(hits.map((h) => h.detail).join('\n')).toMatch(/had not met its success criteria|before group 0 finished/)
+    expect(hits[0]!.seed).toBe(seed)
+    expect(hits[0]!.detail, brief(r)).toMatch(/of group 1 started at .* although group 0 had not met its success criteria \(\d+ of \d+ succeeded, \d+ needed, at most \d+ may fail\): distribution should have stopped/)
   })
 
   it('quorum: a core that ignores the quorum (counts every target as acknowledged)', () => {
+    // A fact (even an empty one) is an acknowledgement: this core holds one for every position.
     const cores = lyingCore((k, body) => {
       if (!body.template.chorus?.quorum) return
-      for (const g of body.resolved.groups) for (const n of g.nodes) k.acks.add(n)
+      body.resolved.groups.forEach((g, gi) => { for (let pos = 0; pos < g.size; pos++) factFor(k, gi, pos) })
     })
     const seed = 2 // even: a 100 % quorum, and one member misses the publish
     const r = runScenario({ scenario: 'quorum-upgrade', seed, cores })
