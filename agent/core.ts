@@ -10,8 +10,9 @@ import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type Inte
 import { redact } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
-import { decideGate, emptyKnowledge, factFor, isGated, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
+import { decideGate, emptyKnowledge, factFor, isGated, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
+import { RPC_TIMEOUT_MS, WATCH_HOLD_MS } from '../protocol/timing.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
   MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
@@ -133,6 +134,10 @@ export interface AgentState {
   progress: Map<string, Knowledge>
   /** In memory: the sync with the coordinator (jobs, tickets, job states, checkpoints the node missed). */
   sync: { wanted: boolean; lastSentAt: number; lastOkAt: number; ticketWanted: boolean; watchSentAt: number }
+  /** In memory, per waiting run: the knowledge version it last decided on and when time alone could change the answer. */
+  gateChecks: Map<string, { version: number; recheckAt: number }>
+  /** In memory: the next time finished runs and expired jobs are looked at for pruning. */
+  nextPruneAt: number
   /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
   link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
 }
@@ -143,10 +148,10 @@ export const SYNC_RETRY_MS = 5_000
 export const SYNC_PERIOD_MS = 60_000
 /**
  * While a run waits for its turn the node keeps one watch (a sync the coordinator holds until a
- * checkpoint decides the run, at most WATCH_HOLD_MS = 4 s) in flight; one unanswered this long
+ * checkpoint decides the run, at most WATCH_HOLD_MS = 60 s) in flight; one unanswered this long
  * is taken as lost and sent again.
  */
-export const WATCH_RETRY_MS = 15_000
+export const WATCH_RETRY_MS = WATCH_HOLD_MS + RPC_TIMEOUT_MS + 5_000
 /** Jobs a sync request says it holds, so the reply carries only what is missing. */
 export const MAX_KNOWN_IN_SYNC = 256
 /**
@@ -214,7 +219,8 @@ export type AgentEffect =
   | { type: 'persist'; puts: { key: string; value: unknown }[]; dels: string[] }
   | { type: 'run_step'; notBefore: number; request: StepRunRequest }
   | { type: 'send'; kind: 'result'; runId: string; envelope: SignedEnvelope }
-  | { type: 'send'; kind: 'sync'; envelope: SignedEnvelope }
+  /** waitMs: the coordinator may hold the reply this long (a watch): wait that much longer for it. */
+  | { type: 'send'; kind: 'sync'; envelope: SignedEnvelope; waitMs?: number }
   /** Gossip to the other targets of a gated rollout (TOPIC_PROGRESS). */
   | { type: 'publish_progress'; envelope: SignedEnvelope }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
@@ -222,9 +228,13 @@ export type AgentEffect =
 export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
+    gateChecks: new Map(), nextPruneAt: 0,
     sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
   }
 }
+
+/** Finished runs and expired jobs are looked at this often (they are kept jobRetentionMs anyway). */
+export const PRUNE_EVERY_MS = 10_000
 
 /** Occurrences handled per recurring job per tick: a bound on the work of one event. */
 export const MAX_OCCURRENCES_PER_TICK = 1_000
@@ -257,7 +267,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
       state.jobStates.set(st.body.jobId, st)
     } else if (k.startsWith('progress/')) {
       const p = v as PersistedProgress
-      state.progress.set(p.instanceId, { facts: new Map(p.facts.map(([g, fs]) => [g, new Map(fs)])) })
+      state.progress.set(p.instanceId, { facts: new Map(p.facts.map(([g, fs]) => [g, new Map(fs)])), version: 0 })
     } else if (k.startsWith('cursor/')) {
       const c = v as { jobId: string; at: number }
       state.cursors.set(c.jobId, c.at)
@@ -334,10 +344,14 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       for (const run of state.runs.values()) {
         if (run.status === 'waiting') {
           waiting = true
+          const check = state.gateChecks.get(run.runId)
+          if (check && check.version === state.progress.get(run.instanceId)?.version && now < check.recheckAt) continue
           evaluateGate(state, config, run, now, effects)
         } else if (run.status === 'running' && run.leaseUntil !== undefined && run.leaseUntil - now < leaseMsOf(state, run) * 2 / 3) {
           run.leaseUntil = now + leaseMsOf(state, run)
-          factFor(knowledgeFor(state, run.instanceId), run.group, run.position).lease = run.leaseUntil
+          const kr = knowledgeFor(state, run.instanceId)
+          factFor(kr, run.group, run.position).lease = run.leaseUntil
+          kr.version++
           publishProgress(state, config, run, 'renew', now, effects)
         }
       }
@@ -354,7 +368,8 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
           else gossipProgress(state, config, run, 'done', now, effects, run.status)
         }
       } else if (!away) state.link.gossiping = false
-      if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS) state.sync.wanted = true
+      // A watch in flight is a sync the coordinator holds: it answers with whatever the node misses.
+      if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS && state.sync.watchSentAt === 0) state.sync.wanted = true
       const sinceSent = now - state.sync.lastSentAt
       if (state.sync.wanted && sinceSent >= SYNC_RETRY_MS) sendSync(state, config, now, effects)
       else if (waiting && (state.sync.watchSentAt === 0 || now - state.sync.watchSentAt >= WATCH_RETRY_MS)) sendSync(state, config, now, effects, true)
@@ -365,7 +380,10 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
         noteRequest(state, now)
         effects.push({ type: 'send', kind: 'result', runId: entry.runId, envelope: entry.envelope })
       }
-      pruneJobs(state, config, now, effects)
+      if (now >= state.nextPruneAt) {
+        state.nextPruneAt = now + PRUNE_EVERY_MS
+        pruneJobs(state, config, now, effects)
+      }
       break
     }
   }
@@ -529,6 +547,7 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
   if (gated) {
     effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
+    knowledgeFor(state, instanceId).version++
     factFor(knowledgeFor(state, instanceId), run.group, run.position)
     publishProgress(state, config, run, 'ack', now, effects)
     evaluateGate(state, config, run, now, effects)
@@ -549,12 +568,15 @@ function leaseMsOf(state: AgentState, run: AgentRun): number {
 }
 
 /**
- * A gated run's state changed (ack, start, renew; done travels in the result): the coordinator
- * hears it in a sync now (its reply carries the instance's checkpoint), and, while the
- * coordinator is away, the other targets hear it by gossip.
+ * A gated run's state changed (ack, start, renew; done travels in the result). Acks count only
+ * towards a quorum and leases only under the release policy: for those jobs the coordinator
+ * hears the change in a sync now; for the others the node's next watch (within a tick) says it
+ * waits, and its result says it is done. While the coordinator is away, small jobs' targets
+ * tell each other by gossip.
  */
 function publishProgress(state: AgentState, config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
-  if (event !== 'done') sendSync(state, config, now, effects)
+  const chorus = state.jobs.get(run.jobId)?.body.template.chorus
+  if (event !== 'done' && (chorus?.quorum || chorus?.vanishedHolder === 'release')) sendSync(state, config, now, effects)
   if (coordinatorAway(state, now)) gossipProgress(state, config, run, event, now, effects, status)
 }
 
@@ -587,7 +609,11 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   }
   const k = knowledgeFor(state, run.instanceId)
   const decision = decideGate(job.body, k, run.group, run.position, run.occurrenceAt, now)
-  if (decision.action === 'wait') return
+  if (decision.action === 'wait') {
+    state.gateChecks.set(run.runId, { version: k.version, recheckAt: nextGateChange(job.body, k, run.group, run.occurrenceAt, now) })
+    return
+  }
+  state.gateChecks.delete(run.runId)
   if (decision.action === 'skip') {
     effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { runId: run.runId, reason: decision.reason } })
     skipRun(state, config, run, now, effects, decision.reason)
@@ -597,6 +623,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   run.startedAt = now
   if (job.body.template.chorus?.vanishedHolder === 'release') run.leaseUntil = now + leaseMsOf(state, run)
   factFor(k, run.group, run.position).lease = run.leaseUntil ?? Number.MAX_SAFE_INTEGER
+  k.version++
   persistProgress(run.instanceId, k, effects)
   effects.push({ type: 'log', level: 'info', msg: 'turn taken; run started', fields: { jobId: run.jobId, runId: run.runId, group: run.group, batch: run.batch, position: run.position } })
   publishProgress(state, config, run, 'start', now, effects)
@@ -637,7 +664,10 @@ function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, n
     return
   }
   const k = knowledgeFor(state, p.instanceId)
-  if (!mergeProgress(factFor(k, ticket.body.place.group, ticket.body.place.position), p)) return
+  const { group, position } = ticket.body.place
+  const heard = k.facts.get(group)?.has(position) ?? false // a first fact is the acknowledgement
+  if (!mergeProgress(factFor(k, group, position), p) && heard) return
+  k.version++
   persistProgress(p.instanceId, k, effects)
   reevaluate(state, config, p.instanceId, now, effects)
 }
@@ -679,6 +709,7 @@ function onCheckpoint(state: AgentState, config: AgentConfig, cp: CheckpointBody
   if (!k) return // only instances this node takes part in
   if (k.checkpoint && k.checkpoint.seq >= cp.seq) return
   k.checkpoint = cp
+  k.version++
   reevaluate(state, config, cp.instanceId, now, effects)
 }
 
@@ -919,6 +950,7 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
     const k = state.progress.get(run.instanceId)
     if (k) {
       factFor(k, run.group, run.position).done = status
+      k.version++
       persistProgress(run.instanceId, k, effects)
     }
     publishProgress(state, config, run, 'done', now, effects, status)
@@ -942,13 +974,14 @@ function sendSync(state: AgentState, config: AgentConfig, now: number, effects: 
       ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}), seq: state.progress.get(run.instanceId)?.checkpoint?.seq ?? 0,
     })
   }
-  noteRequest(state, now)
-  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch }) })
+  // A watch may be held WATCH_HOLD_MS: only silence beyond that says the coordinator is away.
+  noteRequest(state, watch ? now + WATCH_HOLD_MS : now)
+  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch }), ...(watch ? { waitMs: WATCH_HOLD_MS } : {}) })
 }
 
-function noteRequest(state: AgentState, now: number): void {
+function noteRequest(state: AgentState, at: number): void {
   // Only the first unanswered request counts: a stream of them must not keep "away" from ever arriving.
-  if (state.link.lastRequestAt <= state.link.lastReplyAt) state.link.lastRequestAt = now
+  if (state.link.lastRequestAt <= state.link.lastReplyAt) state.link.lastRequestAt = at
 }
 
 function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello'): void {

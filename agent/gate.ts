@@ -38,6 +38,8 @@ export interface Knowledge {
   facts: Map<number, Map<number, PeerFact>>
   /** The coordinator's latest checkpoint of the instance (highest seq). */
   checkpoint?: CheckpointBody
+  /** Bumped on every change (in memory): a waiting run re-decides only when it moved or a time threshold passed. */
+  version: number
 }
 
 export const DEFAULT_QUORUM_TIMEOUT_S = 30
@@ -46,7 +48,7 @@ export const DEFAULT_LEASE_S = 30
 export type GateDecision = { action: 'start' } | { action: 'wait'; why: string } | { action: 'skip'; reason: string }
 
 export function emptyKnowledge(): Knowledge {
-  return { facts: new Map() }
+  return { facts: new Map(), version: 0 }
 }
 
 /** The fact of (group, position), created empty (= acknowledged) if missing. */
@@ -135,7 +137,9 @@ function factTally(body: JobBody, k: Knowledge, group: number, below: number, no
     if (s === undefined) continue
     t.done++
     if (s === 'success') t.succeeded++
-    else t.failed++
+    // A holder released on its lease may still succeed (and the checkpoint may already say
+    // so): it frees its slot, but it is not a failure this node knows of.
+    else if (s !== 'released') t.failed++
   }
   return t
 }
@@ -166,6 +170,24 @@ export function ackedCount(k: Knowledge): number {
   for (const g of k.facts.values()) own += g.size
   const cp = k.checkpoint ? k.checkpoint.groups.reduce((n, g) => n + g.acked, 0) : 0
   return Math.max(own, cp)
+}
+
+/**
+ * The next instant at which decideGate's answer can change with the same knowledge: a group
+ * deadline, the quorum window's end, a known lease running out. Until then, and while the
+ * knowledge stays the same, deciding again would give the same answer.
+ */
+export function nextGateChange(body: JobBody, k: Knowledge, group: number, occurrenceAt: number, now: number): number {
+  let next = Number.POSITIVE_INFINITY
+  const consider = (t: number) => { if (t > now && t < next) next = t }
+  consider(groupWindow(body, occurrenceAt, group).deadlineAt)
+  if (body.template.target.executionType === 'sequential' && group > 0) consider(groupWindow(body, occurrenceAt, group - 1).deadlineAt)
+  const q = quorumOf(body)
+  if (q) consider(occurrenceAt + q.timeoutMs)
+  if (body.template.chorus?.vanishedHolder === 'release') {
+    for (const g of k.facts.values()) for (const f of g.values()) if (f.lease !== undefined && !f.done) consider(f.lease + 1)
+  }
+  return next
 }
 
 export function decideGate(body: JobBody, k: Knowledge, group: number, position: number, occurrenceAt: number, now: number): GateDecision {

@@ -212,7 +212,7 @@ export class AgentRuntime {
         void this.runStep(e)
         break
       case 'send':
-        if (this.connected) void this.send(e.envelope, e.kind)
+        if (this.connected) void this.send(e.envelope, e.kind, e.kind === 'sync' ? e.waitMs ?? 0 : 0)
         break
       case 'publish_progress':
         this.net.publish(TOPIC_PROGRESS, encodeEnvelope(e.envelope)).catch((err) => this.opts.logger.debug({ err: (err as Error).message }, 'progress publish failed'))
@@ -284,9 +284,9 @@ export class AgentRuntime {
     }
   }
 
-  private async send(envelope: SignedEnvelope, kind: 'sync' | 'result'): Promise<void> {
+  private async send(envelope: SignedEnvelope, kind: 'sync' | 'result', waitMs: number): Promise<void> {
     try {
-      const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(envelope), RPC_TIMEOUT_MS)
+      const reply = await this.net.request(this.coordinatorPeer, encodeEnvelope(envelope), RPC_TIMEOUT_MS + waitMs)
       await this.dispatch({ type: 'reply', envelope: decodeEnvelope(reply), to: kind })
     } catch (err) {
       this.opts.logger.debug({ err: (err as Error).message }, 'send to coordinator failed; will retry')

@@ -685,9 +685,10 @@ function releaseVanished(job: JobRecord, instance: InstanceRecord, t: InstanceTa
 function checkpointOf(config: CoordinatorConfig, instance: InstanceRecord, t: InstanceTally, now: number): { body: CheckpointBody; envelope: SignedEnvelope } {
   if (t.dirty || !t.envelope || !t.body) {
     t.dirty = false
-    // Sequence numbers are coordinator timestamps (or one more than the last): a restarted
-    // coordinator, whose tallies start over from its records, still issues newer checkpoints.
-    t.seq = Math.max(t.seq + 1, Math.floor(now))
+    // Sequence numbers are coordinator timestamps in microseconds (or one more than the last):
+    // a restarted coordinator, whose tallies start over from its records, still issues newer
+    // checkpoints (signing takes tens of µs, so the count cannot run ahead of the clock).
+    t.seq = Math.max(t.seq + 1, Math.floor(now) * 1000)
     t.body = {
       type: 'checkpoint', v: PROTOCOL_VERSION, jobId: instance.jobId, instanceId: instance.id, occurrenceAt: instance.occurrenceAt, seq: t.seq, issuedAt: now,
       groups: t.groups.map((g) => ({ acked: g.acked, done: g.done, succeeded: g.succeeded, prefix: g.prefix, frontier: g.frontier })),
@@ -708,11 +709,17 @@ function gatedJob(job: JobRecord): boolean {
   return g
 }
 
-/** The signed definition's body (open() memoizes it). */
+/** The signed definition's body, parsed once per job record (gate decisions need it on every wake). */
+const jobBodies = new WeakMap<JobRecord, JobBody>()
 function bodyOf(job: JobRecord): JobBody {
-  const o = open(job.envelope)
-  if (!o.ok || o.body.type !== 'job') throw new Error(`job ${job.jobId}: stored definition does not open (${o.ok ? o.body.type : o.reason})`)
-  return o.body
+  let body = jobBodies.get(job)
+  if (!body) {
+    const o = open(job.envelope)
+    if (!o.ok || o.body.type !== 'job') throw new Error(`job ${job.jobId}: stored definition does not open (${o.ok ? o.body.type : o.reason})`)
+    body = o.body
+    jobBodies.set(job, body)
+  }
+  return body
 }
 
 /** Records what a target said of its run (ack, start with its lease, end) and wakes the watchers it decides. */
@@ -726,7 +733,7 @@ function noteProgress(state: CoordinatorState, config: CoordinatorConfig, instan
 
 /** What a waiting target at (group, position) would decide from the checkpoint alone. */
 function decisionAt(job: JobRecord, cp: CheckpointBody, group: number, position: number, occurrenceAt: number, now: number): 'start' | 'wait' | 'skip' {
-  return decideGate(bodyOf(job), { facts: new Map(), checkpoint: cp }, group, position, occurrenceAt, now).action
+  return decideGate(bodyOf(job), { facts: new Map(), checkpoint: cp, version: 0 }, group, position, occurrenceAt, now).action
 }
 
 /**

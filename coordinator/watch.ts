@@ -25,8 +25,8 @@ export interface Watcher {
   answered: boolean
 }
 
-/** Longest a watch is held: agents give up on a request after RPC_TIMEOUT_MS (10 s). */
-export const WATCH_HOLD_MS = 4_000
+import { WATCH_HOLD_MS } from '../protocol/timing.js'
+export { WATCH_HOLD_MS }
 /** Held requests at once, below the runtime's MAX_PENDING_REQUESTS (60,000); past this a watch is answered at once (a plain poll). */
 export const MAX_WATCHERS = 50_000
 

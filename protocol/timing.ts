@@ -6,6 +6,11 @@ export const AGENT_VERSION = '0.1.0'
 export const AGENT_TICK_MS = 500
 /** One request/response exchange with a peer gives up after this long. */
 export const RPC_TIMEOUT_MS = 10_000
+/**
+ * Longest the coordinator holds a waiting target's watch (a long-poll sync, coordinator/watch.ts);
+ * the agent waits for that reply WATCH_HOLD_MS + RPC_TIMEOUT_MS.
+ */
+export const WATCH_HOLD_MS = 60_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 10_000

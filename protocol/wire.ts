@@ -112,7 +112,7 @@ export const CheckpointBodySchema = z.object({
   jobId: id,
   instanceId: id,
   occurrenceAt: ms,
-  /** Increases with every change, across coordinator restarts (a timestamp in ms, or the last + 1): agents keep the highest. */
+  /** Increases with every change, across coordinator restarts (a timestamp in µs, or the last + 1): agents keep the highest. */
   seq: z.number().int().min(1),
   groups: z.array(CheckpointGroupSchema).max(100),
   issuedAt: ms,

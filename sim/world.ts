@@ -654,7 +654,7 @@ export class World {
         break
       case 'send':
         this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
-        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }))
+        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }), e.kind === 'sync' ? e.waitMs ?? 0 : 0)
         break
       case 'publish_progress':
         this.progressMessages++
@@ -842,7 +842,7 @@ export class World {
    * One request/response exchange from agent `a` to the coordinator. The reply callback runs at
    * most once; on loss, partition or reset the request fails (silently, as the runtime only logs it).
    */
-  rpc(a: AgentNode, envelope: SignedEnvelope, onReply: (reply: SignedEnvelope) => void): void {
+  rpc(a: AgentNode, envelope: SignedEnvelope, onReply: (reply: SignedEnvelope) => void, waitMs = 0): void {
     const c = this.coordinator
     let done = false
     const epoch = a.epoch
@@ -855,7 +855,7 @@ export class World {
       done = true
       if (a.epoch === epoch) this.record(`${a.index} rpc#${id} failed: ${why}`)
     }
-    this.after(RPC_TIMEOUT_MS / a.clockRate, () => fail('timeout'))
+    this.after((RPC_TIMEOUT_MS + waitMs) / a.clockRate, () => fail('timeout'))
     if (this.net.blocked(a.index, 0)) return
     const reset = this.net.faults.rpc_reset > 0 && this.prng.chance(this.net.faults.rpc_reset * this.net.linkProfile(a.index, 0).rpc_reset_factor)
     const resetBeforeProcessing = reset && this.prng.chance(0.5)

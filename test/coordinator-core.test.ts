@@ -203,6 +203,8 @@ function rolling(ids = ['a', 'b', 'c']): JobTemplate {
   const t = byIds(ids)
   t.target.groups[0]!.distributionMethod = 'rolling'
   t.target.groups[0]!.batchSize = { type: 'number', value: 1 }
+  // Long enough that a watch held WATCH_HOLD_MS ends well inside the group's time budget.
+  t.target.groups[0]!.timeoutSeconds = 600
   return t
 }
 

@@ -150,8 +150,9 @@ describe('who may start', () => {
     const released = body(rollingSpec, 8, { chorus: { vanishedHolder: 'release', leaseSeconds: 30 } })
     expect(decideGate(released, kf(facts), 0, 3, T0, T0 + 20_000).action).toBe('wait')
     expect(decideGate(released, kf(facts), 0, 3, T0, T0 + 31_000).action).toBe('start')
-    // The released holder counts as done, not succeeded.
-    expect(groupTally(released, kf(facts), 0, T0 + 31_000)).toEqual({ done: 2, succeeded: 1, failed: 1 })
+    // The released holder counts as done (its slot is free), neither succeeded nor failed: it may
+    // still succeed, and the coordinator's checkpoint may already say so.
+    expect(groupTally(released, kf(facts), 0, T0 + 31_000)).toEqual({ done: 2, succeeded: 1, failed: 0 })
     expect(groupTally(rolling, kf(facts), 0, T0 + 31_000)).toEqual({ done: 1, succeeded: 1, failed: 0 })
     // A node cannot tell a silent target from one it has not heard: position 2 is never
     // released on the node's own facts, however long past occurrence + leaseSeconds ...
@@ -260,6 +261,16 @@ describe('two sources: the larger lower bound counts, never the sum', () => {
     const overlap = kf(all(3, 'failure'), [cg(2, { succeeded: 0, prefix: 2, frontier: 2 })])
     expect(groupTally(rolling, overlap, 0, T0).failed).toBe(3)
     expect(decideGate(rolling, overlap, 0, 4, T0, T0).action).toBe('start')
+  })
+
+  it('a holder released on its lease is no known failure: the checkpoint may say it succeeded (regression)', () => {
+    // Release policy, window 1, 3 targets, 100 % must succeed. This node (position 1) holds
+    // position 0's lease fact, now expired; the coordinator's checkpoint says position 0 succeeded.
+    const spec = { distributionMethod: 'rolling', batchSize: { type: 'number', value: 1 }, successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }] }
+    const b = body(spec, 3, { chorus: { vanishedHolder: 'release', leaseSeconds: 30 } })
+    const k = kf({ 0: { lease: T0 + 1_000 }, 1: {} }, [cg(1, { acked: 3, prefix: 1, frontier: 1 })])
+    expect(groupTally(b, k, 0, T0 + 5_000)).toEqual({ done: 1, succeeded: 1, failed: 0 })
+    expect(decideGate(b, k, 0, 1, T0, T0 + 5_000).action).toBe('start')
   })
 
   it('acknowledgements: facts heard (any group) against the checkpoint\'s acked per group', () => {
