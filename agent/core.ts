@@ -338,7 +338,7 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
       break
     case 'tick': {
       for (const job of state.jobs.values()) {
-        if (job.body.template.scheduleRule !== 'immediate' && state.cursors.has(job.body.jobId)) processSchedule(state, config, job, now, effects)
+        if (job.body.template.scheduleRule !== 'immediate' && job.ticket?.place && state.cursors.has(job.body.jobId)) processSchedule(state, config, job, now, effects)
       }
       let waiting = false
       for (const run of state.runs.values()) {
@@ -446,8 +446,10 @@ function onTicket(state: AgentState, config: AgentConfig, envelope: SignedEnvelo
   const job = state.jobs.get(t.jobId)
   if (!job || job.ticket) return
   job.ticket = { place: t.place, envelope }
-  effects.push({ type: 'persist', puts: [{ key: key.job(t.jobId), value: job }], dels: [] })
   onPlaced(state, config, job, now, effects)
+  // Written after the run (or cursor) it leads to: a crash in between leaves a run whose job has
+  // no ticket yet (the node asks again; the run is not created twice), never a placed job without its run.
+  effects.push({ type: 'persist', puts: [{ key: key.job(t.jobId), value: job }], dels: [] })
 }
 
 function onPlaced(state: AgentState, config: AgentConfig, job: KnownJob, now: number, effects: AgentEffect[]): void {
@@ -462,9 +464,12 @@ function onPlaced(state: AgentState, config: AgentConfig, job: KnownJob, now: nu
     createRun(state, config, job, body.issuedAt, now, effects, via)
     return
   }
-  // A recurring job: occurrences from the moment it was signed are this node's to handle.
-  state.cursors.set(body.jobId, body.issuedAt - 1)
-  effects.push({ type: 'persist', puts: [{ key: key.cursor(body.jobId), value: { jobId: body.jobId, at: body.issuedAt - 1 } }], dels: [] })
+  // A recurring job: occurrences from the moment it was signed are this node's to handle
+  // (a cursor that survived a crash while the ticket was being written is kept, never reset).
+  if (!state.cursors.has(body.jobId)) {
+    state.cursors.set(body.jobId, body.issuedAt - 1)
+    effects.push({ type: 'persist', puts: [{ key: key.cursor(body.jobId), value: { jobId: body.jobId, at: body.issuedAt - 1 } }], dels: [] })
+  }
   effects.push({ type: 'log', level: 'info', msg: 'recurring job accepted', fields: { jobId: body.jobId, rule: body.template.scheduleRule, via } })
   processSchedule(state, config, job, now, effects)
 }

@@ -493,7 +493,8 @@ export class World {
     const keys = [...node.store.keys()].sort()
     return keys.map((k) => {
       const v = node.store.get(k)
-      return [k, node.snapshot && typeof v === 'string' ? JSON.parse(v) : v]
+      if (!node.snapshot) return [k, v]
+      return [k, typeof v === 'string' ? JSON.parse(v) : { ...(v as object) }]
     })
   }
 
@@ -543,9 +544,10 @@ export class World {
       if (e.type === 'persist') {
         if (e.puts.length + e.dels.length === 0) continue
         // level encodes values when batch() is called; the batch lands atomically later.
-        // Job definitions (job/...) are immutable signed bodies shared by every node (open()
-        // memoizes them): a snapshot keeps the reference instead of 1 MB of JSON per copy at 10,000 targets.
-        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: p.key.startsWith('job/') ? p.value : JSON.stringify(p.value) })) : e.puts
+        // A job record (job/...) holds the signed definition, immutable and shared by every node
+        // (open() memoizes it): a snapshot copies the record shallowly and keeps that reference,
+        // so a later change to the record (its ticket) is not in the snapshot until written.
+        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: p.key.startsWith('job/') ? { ...(p.value as object) } : JSON.stringify(p.value) })) : e.puts
         const dels = e.dels
         const epoch = node.epoch
         const rest = i + 1
