@@ -79,7 +79,11 @@ describe('agent core', () => {
     expect(kinds.indexOf('persist')).toBeGreaterThanOrEqual(0)
     expect(kinds.indexOf('persist')).toBeLessThan(kinds.indexOf('run_step'))
     const persistedBeforeStep = effects.slice(0, kinds.indexOf('run_step')).flatMap((e) => (e.type === 'persist' ? e.puts.map((p) => p.key) : []))
-    expect(persistedBeforeStep).toEqual(expect.arrayContaining(['job/job-1', `run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`]))
+    expect(persistedBeforeStep).toEqual(expect.arrayContaining([`run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`]))
+    // The ticket is written after the run it led to: a crash in between leaves a run whose job
+    // has no ticket (the node asks again, the run is not created twice), never a ticket without its run.
+    const persisted = effects.flatMap((e) => (e.type === 'persist' ? e.puts.map((p) => p.key) : []))
+    expect(persisted.lastIndexOf('job/job-1')).toBeGreaterThan(persisted.indexOf(`run/${runIdFor(instanceIdFor('job-1', T0), 'node-1')}`))
     const step1 = runStepFor(effects)
     expect(step1.request).toMatchObject({ stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', inputs: { dir: '/tmp' }, timeoutMs: 10_000 })
 

@@ -317,13 +317,19 @@ function lyingCore(lie: (k: Knowledge, body: JobBody, run: AgentRun) => void): P
       }
       for (const cp of incoming) {
         const k = state.progress.get(cp.instanceId)
-        if (k && (!k.checkpoint || k.checkpoint.seq < cp.seq)) k.checkpoint = cp
+        if (k && (!k.checkpoint || k.checkpoint.seq < cp.seq)) {
+          k.checkpoint = cp
+          k.version++ // the core re-decides a waiting run only when its knowledge moved
+        }
       }
       for (const run of state.runs.values()) {
         if (run.status !== 'waiting' || !run.gated) continue
         const k = state.progress.get(run.instanceId)
         const job = state.jobs.get(run.jobId)
-        if (k && job) lie(k, job.body, run)
+        if (k && job) {
+          lie(k, job.body, run)
+          k.version++
+        }
       }
       return agentStep(state, config, event, now)
     },
