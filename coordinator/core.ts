@@ -1,7 +1,7 @@
 // The coordinator core: a deterministic state machine, like the agent core. It signs job
 // definitions, keeps the node registry, stores results exactly once, and derives instance
 // status. The runtime supplies ids (job UUIDs) and time; it carries out the effects.
-import type { Identity } from '../protocol/keys.js'
+import { peerIdOf, type Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
@@ -12,7 +12,7 @@ import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
   MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
-  MAX_CHECKPOINTS_IN_REPLY,
+  MAX_CHECKPOINTS_IN_REPLY, openFromAuthenticatedPeer,
   type CheckpointBody, type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ResultBody, type SignedEnvelope, type StepOutcome, type SyncRequestBody,
 } from '../protocol/wire.js'
 
@@ -126,6 +126,8 @@ export interface CoordinatorState {
   tallies: Map<string, InstanceTally>
   /** In memory: held sync requests of waiting targets (coordinator/watch.ts); a restart drops them and agents ask again. */
   watches: Watches
+  /** Derived, not persisted: node id by libp2p peer id. */
+  byPeer: Map<string, string>
 }
 
 /** Per position of a group: what the coordinator knows of that target's run. */
@@ -186,7 +188,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map() }
 }
 
 const key = {
@@ -210,7 +212,7 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     if (k.startsWith('job/')) { const r = v as JobRecord; state.jobs.set(r.jobId, r) }
     else if (k.startsWith('instance/')) { const r = v as InstanceRecord; state.instances.set(r.id, r) }
     else if (k.startsWith('run/')) { const r = v as RunRecord; state.runs.set(r.runId, r) }
-    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [], skills: r.skills ?? {} }) }
+    else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [], skills: r.skills ?? {} }); state.byPeer.set(r.peerId, r.nodeId) }
     else if (k.startsWith('list/')) { const r = v as SavedList; state.lists.set(r.id, r) }
     else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
@@ -909,8 +911,22 @@ export function envelopesFor(state: CoordinatorState, nodeId: string, now: numbe
   return out.slice(-MAX_SYNC_JOBS)
 }
 
+/**
+ * The registered node a connection belongs to, when the transport authenticated it: the peer id
+ * libp2p's noise handshake proved is the one derived from the node's registered key.
+ */
+function nodeOnAuthenticatedPeer(state: CoordinatorState, peerId: string): NodeRecord | undefined {
+  const nodeId = state.byPeer.get(peerId)
+  const node = nodeId === undefined ? undefined : state.nodes.get(nodeId)
+  return node && node.peerId === peerId && peerIdOf(node.publicKey) === peerId ? node : undefined
+}
+
 function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: string, envelope: unknown, peerId: string, now: number, effects: CoordinatorEffect[]): void {
-  const opened = open(envelope)
+  // Syncs (most of the traffic: watches, periodic syncs) from a transport-authenticated node skip
+  // the second signature check; hellos and results (stored as evidence) are always verified.
+  const peer = nodeOnAuthenticatedPeer(state, peerId)
+  const fast = peer ? openFromAuthenticatedPeer(envelope, peer.publicKey) : undefined
+  const opened = fast?.ok && fast.body.type === 'sync' && fast.body.nodeId === peer!.nodeId ? fast : open(envelope)
   if (!opened.ok) {
     effects.push({ type: 'log', level: 'warn', msg: `refused rpc: ${opened.reason}`, fields: { peerId } })
     effects.push(reply(config, requestId, { ok: false, error: opened.reason }))
@@ -985,6 +1001,8 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
     addrs: body.addrs, skills: body.skills, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
   }
   state.nodes.set(body.nodeId, node)
+  if (existing && existing.peerId !== node.peerId) state.byPeer.delete(existing.peerId)
+  state.byPeer.set(node.peerId, node.nodeId)
   lastTouchPersisted.set(node, now)
   state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })

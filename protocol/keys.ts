@@ -51,6 +51,42 @@ function publicKeyObject(publicKey: string): KeyObject {
   return key
 }
 
+const BASE58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+
+function base58btc(bytes: Uint8Array): string {
+  const digits: number[] = [0]
+  for (const byte of bytes) {
+    let carry = byte
+    for (let i = 0; i < digits.length; i++) {
+      carry += digits[i]! << 8
+      digits[i] = carry % 58
+      carry = (carry / 58) | 0
+    }
+    while (carry > 0) { digits.push(carry % 58); carry = (carry / 58) | 0 }
+  }
+  let out = ''
+  for (let i = 0; i < bytes.length && bytes[i] === 0; i++) out += '1'
+  for (let i = digits.length - 1; i >= 0; i--) out += BASE58[digits[i]!]
+  return out
+}
+
+const peerIds = new Map<string, string>()
+/**
+ * The libp2p peer id of an ed25519 public key (the one its noise handshake proves): base58btc
+ * of the identity multihash of the protobuf PublicKey { Type: Ed25519, Data: key }. Pure, so
+ * the coordinator core can tell which node a transport-authenticated connection belongs to.
+ */
+export function peerIdOf(publicKey: string): string {
+  let id = peerIds.get(publicKey)
+  if (id === undefined) {
+    const key = decodePublicKey(publicKey)
+    id = base58btc(Uint8Array.from([0x00, 0x24, 0x08, 0x01, 0x12, 0x20, ...key]))
+    if (peerIds.size >= VERIFY_KEY_CACHE_MAX) peerIds.clear()
+    peerIds.set(publicKey, id)
+  }
+  return id
+}
+
 /** ed25519 signatures are deterministic: the same key and bytes always give the same signature. */
 export function signBytes(identity: Identity, bytes: Uint8Array): string {
   return sign(null, bytes, identity.privateKeyObject).toString('base64url')

@@ -333,8 +333,25 @@ export function open(envelope: unknown, trusted?: readonly string[]): OpenResult
   return result
 }
 
+/**
+ * Parses an envelope that arrived over a connection whose transport already proved the
+ * signer's key (a noise handshake with the peer id derived from `signer`): the body is checked
+ * like open() does, the signature is not verified again. Callers use it only for requests
+ * whose sender the transport authenticated, never for anything stored or relayed.
+ */
+export function openFromAuthenticatedPeer(envelope: unknown, signer: string): OpenResult {
+  const env = SignedEnvelopeSchema.safeParse(envelope)
+  if (!env.success) return { ok: false, reason: `malformed envelope: ${env.error.issues[0]?.path.join('.')}: ${env.error.issues[0]?.message}` }
+  if (env.data.signer !== signer) return { ok: false, reason: 'signed by another key than the connection\'s' }
+  return parseBody(env.data.signer, env.data.body)
+}
+
 function openUncached(signer: string, sig: string, body: string): OpenResult {
   if (!verifyBytes(signer, Buffer.from(body, 'utf8'), sig)) return { ok: false, reason: 'bad signature (tampered or corrupted)' }
+  return parseBody(signer, body)
+}
+
+function parseBody(signer: string, body: string): OpenResult {
   let json: unknown
   try {
     json = JSON.parse(body)

@@ -33,7 +33,7 @@ import {
   coordinatorStep, restoreCoordinator, DEFAULT_COORDINATOR_TIMING,
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome, type Targets,
 } from '../coordinator/core.js'
-import { identityFromSeed, type Identity } from '../protocol/keys.js'
+import { identityFromSeed, peerIdOf, type Identity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
 import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
@@ -139,7 +139,8 @@ export class SimNode {
     readonly clockOffsetMs: number,
     readonly clockRate: number,
   ) {}
-  get peerId(): string { return `sim-${this.identity.publicKey}` }
+  /** As libp2p derives it from the node's key (the simulated transport is authenticated like noise). */
+  get peerId(): string { return peerIdOf(this.identity.publicKey) }
 }
 
 export class AgentNode extends SimNode {
