@@ -138,6 +138,8 @@ export interface AgentState {
   gateChecks: Map<string, { version: number; recheckAt: number }>
   /** In memory: the next time finished runs and expired jobs are looked at for pruning. */
   nextPruneAt: number
+  /** In memory: a tick before this time has nothing to do (nextTickWork). */
+  idleUntil: number
   /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
   link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
 }
@@ -228,7 +230,7 @@ export type AgentEffect =
 export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
-    gateChecks: new Map(), nextPruneAt: 0,
+    gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
     sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
   }
 }
@@ -301,6 +303,49 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
 }
 
 export function agentStep(state: AgentState, config: AgentConfig, event: AgentEvent, now: number): AgentEffect[] {
+  // Nothing a tick looks at is due before idleUntil (see nextTickWork): the tick returns at once, changing nothing.
+  if (event.type === 'tick' && now < state.idleUntil) return []
+  const effects = step(state, config, event, now)
+  state.idleUntil = nextTickWork(state, config, now)
+  return effects
+}
+
+/**
+ * The earliest time a tick can have work: a waiting run to decide again (new knowledge, or a
+ * deadline, quorum window or lease passing), a watch to send or resend, a lease to renew, a
+ * recurring occurrence due, the coordinator to declare away, a sync due or to retry, a result
+ * to resend, pruning. Computed after every event, so a tick before it is a no-op: the runtime
+ * may tick every AGENT_TICK_MS regardless, and the simulator skips those ticks (same result).
+ */
+export function nextTickWork(state: AgentState, config: AgentConfig, now: number): number {
+  let next = state.nextPruneAt
+  const at = (t: number) => { if (t < next) next = t }
+  let waiting = false
+  for (const run of state.runs.values()) {
+    if (run.status === 'waiting') {
+      waiting = true
+      const check = state.gateChecks.get(run.runId)
+      if (!check || check.version !== state.progress.get(run.instanceId)?.version) return now
+      at(check.recheckAt)
+    } else if (run.status === 'running' && run.leaseUntil !== undefined) {
+      at(run.leaseUntil - leaseMsOf(state, run) * 2 / 3)
+    }
+  }
+  for (const job of state.jobs.values()) {
+    if (job.body.template.scheduleRule === 'immediate' || !job.ticket?.place) continue
+    const cursor = state.cursors.get(job.body.jobId)
+    if (cursor === undefined) continue
+    at(Math.max(cursor + 1, state.nextDue.get(job.body.jobId) ?? now))
+  }
+  if (!state.link.gossiping && state.link.lastRequestAt > state.link.lastReplyAt) at(state.link.lastRequestAt + COORDINATOR_AWAY_MS)
+  if (state.sync.wanted) at(state.sync.lastSentAt + SYNC_RETRY_MS)
+  else if (state.sync.watchSentAt === 0) at(state.sync.lastOkAt + SYNC_PERIOD_MS)
+  if (waiting) at(state.sync.watchSentAt === 0 ? now : state.sync.watchSentAt + WATCH_RETRY_MS)
+  for (const entry of state.outbox.values()) at(entry.nextSendAt)
+  return next
+}
+
+function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: number): AgentEffect[] {
   const effects: AgentEffect[] = []
   switch (event.type) {
     case 'job':

@@ -592,8 +592,10 @@ export class World {
   }
 
   private agentTick(a: AgentNode): void {
-    this.dispatch(a, { type: 'tick' })
     const now = this.localNow(a)
+    // The core answers a tick before state.idleUntil with nothing, changing nothing (agent/core.ts
+    // nextTickWork): an idle node's tick is skipped here, which is exactly what stepping it gives.
+    if (a.busy || a.queue.length > 0 || !a.state || now >= a.state.idleUntil) this.dispatch(a, { type: 'tick' })
     if (a.connected && now >= a.nextMonitorAt) {
       a.nextMonitorAt = now + CONN_MONITOR_MS
       a.bytesSent += PING_BYTES / 2

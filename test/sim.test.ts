@@ -329,6 +329,7 @@ function lyingCore(lie: (k: Knowledge, body: JobBody, run: AgentRun) => void): P
         if (k && job) {
           lie(k, job.body, run)
           k.version++
+          state.idleUntil = 0 // and the tick must look again
         }
       }
       return agentStep(state, config, event, now)
