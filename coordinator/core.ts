@@ -128,6 +128,8 @@ export interface CoordinatorState {
   watches: Watches
   /** Derived, not persisted: node id by libp2p peer id. */
   byPeer: Map<string, string>
+  /** Derived, not persisted: node ids in registration order (mesh peers are drawn from it). */
+  pool: string[]
 }
 
 /** Per position of a group: what the coordinator knows of that target's run. */
@@ -188,7 +190,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [] }
 }
 
 const key = {
@@ -599,8 +601,25 @@ export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterM
   }))
 }
 
+/**
+ * Replies that say the same (most: "ok", with the same checkpoints) are the same signed bytes:
+ * ed25519 is deterministic, so one signature serves them all. Bounded (REPLY_CACHE_MAX, oldest out).
+ */
+const replyCache = new Map<string, SignedEnvelope>()
+export const REPLY_CACHE_MAX = 256
+
 function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; tickets?: SignedEnvelope[]; checkpoints?: SignedEnvelope[] }): CoordinatorEffect {
-  return { type: 'reply_rpc', requestId, envelope: seal(config.identity, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], tickets: [], checkpoints: [], ...fields }) }
+  const body = { type: 'reply' as const, v: PROTOCOL_VERSION as typeof PROTOCOL_VERSION, ackRunIds: [] as string[], jobs: [] as SignedEnvelope[], peers: [] as PeerInfo[], tickets: [] as SignedEnvelope[], checkpoints: [] as SignedEnvelope[], ...fields }
+  const cacheable = body.ackRunIds.length === 0 && body.jobs.length === 0 && body.peers.length === 0 && body.tickets.length === 0
+  if (!cacheable) return { type: 'reply_rpc', requestId, envelope: seal(config.identity, body) }
+  const k = `${config.identity.publicKey}|${body.ok}|${body.error ?? ''}|${body.checkpoints.map((c) => c.sig).join(',')}`
+  let envelope = replyCache.get(k)
+  if (!envelope) {
+    envelope = seal(config.identity, body)
+    if (replyCache.size >= REPLY_CACHE_MAX) replyCache.delete(replyCache.keys().next().value!)
+    replyCache.set(k, envelope)
+  }
+  return { type: 'reply_rpc', requestId, envelope }
 }
 
 /** node id → (group, position) of a job's targets, built once per resolution. */
@@ -1001,6 +1020,7 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
     addrs: body.addrs, skills: body.skills, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
   }
   state.nodes.set(body.nodeId, node)
+  if (!existing && state.pool.length === state.nodes.size - 1) state.pool.push(body.nodeId)
   if (existing && existing.peerId !== node.peerId) state.byPeer.delete(existing.peerId)
   state.byPeer.set(node.peerId, node.nodeId)
   lastTouchPersisted.set(node, now)
@@ -1012,17 +1032,27 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
 
 /**
  * A few other agents for a new agent to connect to, so gossip keeps flowing when the
- * coordinator is away. Chosen deterministically (rendezvous hashing on the node ids) so every
- * node gets a spread of different peers without the coordinator keeping any randomness.
+ * coordinator is away. Chosen deterministically (positions in the pool of registered nodes
+ * drawn from a hash of the node id) so every node gets a spread of different peers without the
+ * coordinator keeping any randomness; O(1) per hello, whatever the fleet size.
  */
 function meshPeersFor(state: CoordinatorState, nodeId: string): PeerInfo[] {
-  const scored: { score: number; node: NodeRecord }[] = []
-  for (const n of state.nodes.values()) {
-    if (n.nodeId === nodeId || n.addrs.length === 0) continue
-    scored.push({ score: fnv1a(`${nodeId}|${n.nodeId}`), node: n })
+  const pool = meshPool(state)
+  const out: PeerInfo[] = []
+  const seen = new Set<string>([nodeId])
+  for (let k = 0; k < 12 && out.length < Math.min(3, MAX_PEERS_SHARED) && pool.length > 0; k++) {
+    const n = state.nodes.get(pool[fnv1a(`${nodeId}|${k}`) % pool.length]!)
+    if (!n || seen.has(n.nodeId) || n.addrs.length === 0) continue
+    seen.add(n.nodeId)
+    out.push({ peerId: n.peerId, addrs: n.addrs })
   }
-  scored.sort((a, b) => a.score - b.score)
-  return scored.slice(0, Math.min(3, MAX_PEERS_SHARED)).map(({ node }) => ({ peerId: node.peerId, addrs: node.addrs }))
+  return out
+}
+
+/** Node ids in registration order (derived, not persisted: a restored coordinator lists them in key order). */
+function meshPool(state: CoordinatorState): string[] {
+  if (state.pool.length !== state.nodes.size) state.pool = [...state.nodes.keys()]
+  return state.pool
 }
 
 function fnv1a(text: string): number {

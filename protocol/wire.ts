@@ -313,6 +313,7 @@ export type OpenResult =
  */
 const openCache = new Map<string, { signer: string; body: string; result: OpenResult }>()
 export const OPEN_CACHE_MAX = 1024
+const ONCE_TYPES = new Set(['result', 'sync', 'hello', 'progress'])
 
 export function open(envelope: unknown, trusted?: readonly string[]): OpenResult {
   const env = SignedEnvelopeSchema.safeParse(envelope)
@@ -326,7 +327,9 @@ export function open(envelope: unknown, trusted?: readonly string[]): OpenResult
     return cached.result
   }
   const result = openUncached(signer, sig, body)
-  if (result.ok) {
+  // Only what many cores (or one, again and again) open: definitions, states, tickets, checkpoints,
+  // replies. A result, sync, hello or progress message is opened once; caching it would only evict those.
+  if (result.ok && !ONCE_TYPES.has(result.body.type)) {
     if (openCache.size >= OPEN_CACHE_MAX) openCache.delete(openCache.keys().next().value!)
     openCache.set(sig, { signer, body, result })
   }

@@ -29,6 +29,8 @@ export interface ScenarioRunOptions {
   timeline?: boolean
   /** Debugging aid: receives every trace line. */
   traceSink?: (line: string) => void
+  /** Tick every agent every AGENT_TICK_MS even when idle (WorldOptions.tickAll; slower, same trace). */
+  tickAll?: boolean
 }
 
 export interface SeedResult {
@@ -79,7 +81,7 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
   const world = new World({
     seed: o.seed, agents, template, nodeIds: namedTargets(template), checkers: o.checkers ?? ALL_CHECKERS,
     ...(o.cores ? { cores: o.cores } : {}), ...(o.stepModel ? { stepModel: o.stepModel } : {}), timeline: o.timeline ?? false,
-    ...(o.traceSink ? { traceSink: o.traceSink } : {}),
+    ...(o.traceSink ? { traceSink: o.traceSink } : {}), ...(o.tickAll ? { tickAll: true } : {}),
   })
   scenario.setup(world)
   world.run()

@@ -149,6 +149,12 @@ export class AgentNode extends SimNode {
   redialAt = 0
   redialMs = REDIAL_MIN_MS
   nextMonitorAt = 0
+  /** The runtime's tick grid: when the last tick fell, when the next one is planned, and a token that voids older plans. */
+  tickLast = 0
+  tickAt = Infinity
+  tickGen = 0
+  /** This incarnation's first tick has run (its grid starts there). */
+  ticking = false
   constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: AgentConfig, readonly facts: Record<string, string>) {
     super(index, id, 'agent', identity, offset, rate)
   }
@@ -242,6 +248,12 @@ export interface WorldOptions {
   livenessBoundMs?: number
   /** Keep per-node intervals and message buckets for the HTML report. */
   timeline?: boolean
+  /**
+   * Tick every agent every AGENT_TICK_MS as the runtime does, even when nothing is due. Off by
+   * default: ticks with nothing to do (the core's idleUntil, no ping, no redial) are skipped
+   * without scheduling them; a test checks both give the same trace.
+   */
+  tickAll?: boolean
   /** Receives every trace line as it is recorded (debugging aid). */
   traceSink?: (line: string) => void
   /** Gossip IHAVE/IWANT repair; off would model plain flooding. */
@@ -514,9 +526,13 @@ export class World {
       let effects: (AgentEffect | CoordinatorEffect)[]
       if (item.effects) effects = item.effects
       else effects = this.step(node, item.event!)
+      // The step may have brought work forward (and the node is busy now): a tick on the next
+      // grid point, as the runtime's ticker would queue one behind the work in progress.
+      if (node instanceof AgentNode) this.planTick(node)
       if (!this.runEffects(node, effects, 0, item.then)) return
       node.busy = false
     }
+    if (node instanceof AgentNode) this.planTick(node)
   }
 
   private step(node: SimNode, event: AgentEvent | CoordinatorEvent): (AgentEffect | CoordinatorEffect)[] {
@@ -587,6 +603,9 @@ export class World {
     a.redialMs = REDIAL_MIN_MS
     this.coreSteps++
     // As the runtime: restored effects are carried out first, then the ticker starts with an immediate tick.
+    a.tickAt = Infinity
+    a.tickGen++
+    a.ticking = false
     a.queue.push({ effects: restored.effects, then: () => this.afterFor(a, 0, () => this.agentTick(a)) })
     this.drain(a)
   }
@@ -610,13 +629,47 @@ export class World {
       }
     }
     if (!a.connected && now >= a.redialAt) this.connect(a)
-    this.afterFor(a, AGENT_TICK_MS / a.clockRate, () => this.agentTick(a))
+    a.tickLast = this.now
+    a.tickAt = Infinity
+    a.ticking = true
+    this.planTick(a)
+  }
+
+  /** Whether a tick of `a` at (global) time t would do anything, as far as its state says now. */
+  private tickWorkAt(a: AgentNode, t: number): boolean {
+    if (a.busy || a.queue.length > 0 || !a.state) return true
+    const local = Math.floor(SIM_EPOCH_MS + a.clockOffsetMs + t * a.clockRate)
+    return local >= a.state.idleUntil || (a.connected ? local >= a.nextMonitorAt : local >= a.redialAt)
+  }
+
+  /**
+   * Schedules the next tick of `a` on its grid (tickLast + k × AGENT_TICK_MS, local clock),
+   * skipping grid points where it would do nothing. Called after every tick and after anything
+   * that can bring work forward (an event stepped, a connection made or lost).
+   */
+  private planTick(a: AgentNode): void {
+    if (!a.up || !a.ticking) return
+    const step = AGENT_TICK_MS / a.clockRate
+    // A grid point at this very instant still counts: the runtime's tick for it was queued
+    // before whatever is happening now (e.g. a ping timeout, whose delay is a whole number of ticks).
+    let t = a.tickLast
+    do t += step; while (t < this.now)
+    if (!this.options.tickAll) {
+      const horizon = Math.min(a.tickAt, t + 3_600_000)
+      while (t < horizon && !this.tickWorkAt(a, t)) t += step
+    }
+    if (t >= a.tickAt) return
+    a.tickAt = t
+    const gen = ++a.tickGen
+    const epoch = a.epoch
+    this.at(t, () => { if (a.epoch === epoch && a.up && a.tickGen === gen) this.agentTick(a) })
   }
 
   private disconnect(a: AgentNode, why: string): void {
     if (!a.connected) return
     a.connected = false
     this.record(`${a.index} disconnected (${why})`)
+    this.planTick(a)
   }
 
   private connect(a: AgentNode): void {
@@ -1134,7 +1187,8 @@ export class World {
       if (++rssAt >= 1 << 16) { rssAt = 0; this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss()) }
       if (++this.events > MAX_EVENTS) throw new Error(`simulation exceeded ${MAX_EVENTS} events; a loop without a bound?`)
     }
-    this.record(`end events=${this.events} messages=${this.messages} draws=${this.prng.draws}`)
+    // Not the event count: how many timer events the simulator needed is not part of what happened.
+    this.record(`end messages=${this.messages} draws=${this.prng.draws}`)
     for (const c of this.checkers) {
       for (const d of c.final?.(this) ?? []) this.violation(c.name, d)
     }
