@@ -108,6 +108,41 @@ describe('the simulator mirrors the runtimes', () => {
   })
 })
 
+describe('skipping idle ticks', () => {
+  // The simulator steps an agent's tick only when the core says it can have work (idleUntil,
+  // agent/core.ts nextTickWork) or a ping or redial is due. Ticking every AGENT_TICK_MS as the
+  // runtime does must give exactly the same trace: the skipped ticks were no-ops.
+  it('gives the same trace as ticking every agent every AGENT_TICK_MS', () => {
+    const cases: [string, number, number][] = [
+      ['fleet-patch', 60, 1], ['fleet-patch', 100, 3], ['gated-rollout', 40, 5], ['quorum-upgrade', 5, 2],
+      ['edge-offline', 30, 1], ['coordinator-crash', 50, 2], ['partition-heal', 50, 4], ['edge-dark-publish', 30, 3],
+    ]
+    for (const [scenario, agents, seed] of cases) {
+      const skipping = runScenario({ scenario, agents, seed })
+      const ticking = runScenario({ scenario, agents, seed, tickAll: true })
+      expect(skipping.trace_hash, `${scenario} --agents ${agents} --seed ${seed}`).toBe(ticking.trace_hash)
+      expect(skipping.events, `${scenario} seed ${seed}: ticks were skipped`).toBeLessThan(ticking.events)
+    }
+  })
+})
+
+describe('per-node traffic does not grow with the fleet', () => {
+  // The definition carries group sizes, not target lists; a waiting target holds one watch at
+  // the coordinator instead of hearing every other target's progress. Bytes and messages are
+  // counted by the simulator (deterministic for a seed), not timed.
+  it('fleet-patch: bytes per node per second and messages per node at 400 agents stay within 1.5× of 100', () => {
+    const small = runScenario({ scenario: 'fleet-patch', agents: 100, seed: 1 })
+    const large = runScenario({ scenario: 'fleet-patch', agents: 400, seed: 1 })
+    expect(small.violations).toEqual([])
+    expect(large.violations).toEqual([])
+    expect(large.bytes_per_node_per_s).toBeLessThan(small.bytes_per_node_per_s * 1.5)
+    expect(large.messages / 400).toBeLessThan((small.messages / 100) * 1.5)
+    const body = [...large.world.jobBodies.values()][0]!
+    expect(JSON.stringify(body.resolved)).toBe(JSON.stringify({ groups: body.resolved.groups.map((g) => ({ size: g.size })) }))
+    expect(body.resolved.groups.reduce((n, g) => n + g.size, 0)).toBe(400)
+  })
+})
+
 describe('determinism', () => {
   it('the same seed gives the same trace hash; different seeds differ', () => {
     for (const scenario of ['fleet-patch', 'coordinator-crash']) {
