@@ -26,7 +26,9 @@ async function makeLogger(name: string) {
   const mod = await import('pino')
   // The named export is missing when bundled (CommonJS interop): fall back to the default.
   const pino = (mod.pino ?? mod.default) as typeof mod.pino
-  return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination(2))
+  // Synchronous writes: a process killed with SIGKILL (or crashing) loses no line it already logged
+  // (pino's default destination buffers while a write is in flight, and those lines died with it).
+  return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination({ dest: 2, sync: true }))
 }
 
 function onShutdown(stop: () => Promise<void>): void {
