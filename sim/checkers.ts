@@ -172,6 +172,18 @@ function deadlineFor(world: World, body: JobBody, occurrenceAt: number, g: numbe
   return node ? world.simTimeOfLocal(node, local) : Infinity
 }
 
+/** How many of the sorted numbers are ≤ x. */
+function countAtMost(sorted: number[], x: number): number {
+  let lo = 0
+  let hi = sorted.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (sorted[mid]! <= x) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
 /** The coordinator tally's code for a released position (coordinator/core.ts Pos.Released). */
 const RELEASED = 5
 /** A group's members in rollout order, as the coordinator resolved them (the simulator reads its state at publish). */
@@ -234,9 +246,17 @@ export const batches: Checker = {
             else problems.push(what)
           }
         } else {
+          // The latest decision in each batch (Infinity: a member never decided): a run of batch b
+          // that started at or after batch b − 1's latest decision is fine, without a member scan.
+          const lastDecided: number[] = []
+          for (let i = 0; i < members.length; i++) {
+            const d = inst.runs.get(members[i]!)?.decidedAt ?? Number.POSITIVE_INFINITY
+            const bi = Math.floor(i / k)
+            lastDecided[bi] = Math.max(lastDecided[bi] ?? Number.NEGATIVE_INFINITY, d)
+          }
           for (const r of runs) {
             const b = Math.floor(r.position / k)
-            if (b === 0) continue
+            if (b === 0 || lastDecided[b - 1]! <= r.start!) continue
             for (const m of members.slice((b - 1) * k, b * k)) {
               const prev = inst.runs.get(m)
               if (prev?.decidedAt !== undefined && prev.decidedAt <= r.start!) continue
@@ -283,18 +303,24 @@ export const groups: Checker = {
         const prevMembers = membersOf(world, inst.body.jobId, g - 1)
         const prevSpec = specs[g - 1]!
         const pn = prevMembers.length
+        // Decision times of the previous group, sorted: "how many decided (or succeeded) by S" is a
+        // binary search, so the check is O(n log n) and a 50,000-agent run stays checkable.
+        const decidedAts = prevMembers.map((p) => inst.runs.get(p)?.decidedAt ?? Number.POSITIVE_INFINITY).sort((a, b) => a - b)
+        const successAts = prevMembers.flatMap((p) => { const pr = inst.runs.get(p); return pr?.status === 'success' && pr.decidedAt !== undefined ? [pr.decidedAt] : [] }).sort((a, b) => a - b)
         for (const m of members) {
           const r = inst.runs.get(m)
           if (r?.start === undefined) continue
           const S = r.start
           const pastDeadline = S >= deadlineFor(world, inst.body, inst.occurrenceAt, g - 1, m)
-          const open = prevMembers.filter((p) => { const pr = inst.runs.get(p); return !(pr?.decidedAt !== undefined && pr.decidedAt <= S) })
-          const unexplained = open.filter((p) => !(release && released(world, r.runId, p)))
-          if (unexplained.length > 0 && !pastDeadline) {
-            problems.push(`instance ${instanceId}: ${m} of group ${g} started at ${fmt(S)} before group ${g - 1} finished (${unexplained.length} of ${pn} not decided, e.g. ${unexplained.slice(0, 3).join(', ')}; its time budget had not passed)`)
-            continue
+          if (countAtMost(decidedAts, S) < pn) {
+            const open = prevMembers.filter((p) => { const pr = inst.runs.get(p); return !(pr?.decidedAt !== undefined && pr.decidedAt <= S) })
+            const unexplained = open.filter((p) => !(release && released(world, r.runId, p)))
+            if (unexplained.length > 0 && !pastDeadline) {
+              problems.push(`instance ${instanceId}: ${m} of group ${g} started at ${fmt(S)} before group ${g - 1} finished (${unexplained.length} of ${pn} not decided, e.g. ${unexplained.slice(0, 3).join(', ')}; its time budget had not passed)`)
+              continue
+            }
           }
-          const succeeded = prevMembers.filter((p) => { const pr = inst.runs.get(p); return pr?.status === 'success' && pr.decidedAt! <= S }).length
+          const succeeded = countAtMost(successAts, S)
           const need = neededOf(prevSpec.successCriteria, pn)
           const pb = budgetOf(prevSpec.successCriteria, pn)
           if (succeeded < need || pn - succeeded > pb) {

@@ -126,6 +126,21 @@ describe('skipping idle ticks', () => {
   })
 })
 
+describe('while the coordinator is away', () => {
+  // Targets of a job of at most PEER_PROGRESS_MAX_TARGETS gossip their progress to each other so
+  // the rollout goes on; a larger rollout pauses instead of flooding the mesh. Both converge.
+  it('a small gated rollout goes on by peer gossip; a large one sends none and resumes', () => {
+    const small = runScenario({ scenario: 'coordinator-crash', agents: 24, seed: 2 })
+    const large = runScenario({ scenario: 'coordinator-crash', agents: 100, seed: 2 })
+    for (const r of [small, large]) {
+      expect(r.violations, brief(r)).toEqual([])
+      expect(r.converged_after_heal_s, brief(r)).not.toBeNull()
+    }
+    expect(small.progress_messages).toBeGreaterThan(0)
+    expect(large.progress_messages).toBe(0)
+  })
+})
+
 describe('per-node traffic does not grow with the fleet', () => {
   // The definition carries group sizes, not target lists; a waiting target holds one watch at
   // the coordinator instead of hearing every other target's progress. Bytes and messages are
