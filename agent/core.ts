@@ -15,7 +15,7 @@ import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { RPC_TIMEOUT_MS, WATCH_HOLD_MS } from '../protocol/timing.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
-  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
+  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, openFromAuthenticatedPeer, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
   MAX_GATED_IN_SYNC, type CheckpointBody, type JobBody, type JobStateBody, type ProgressBody, type ResultBody, type SignedEnvelope, type StepOutcome, type TicketBody,
 } from '../protocol/wire.js'
 
@@ -104,7 +104,11 @@ export interface OutboxEntry {
 export interface KnownJob {
   body: JobBody
   envelope: SignedEnvelope
-  /** This node's ticket (its place in the job, or null: not targeted), once the coordinator sent it. */
+  /**
+   * This node's ticket (its place in the job, or null: not targeted), once the coordinator sent
+   * it or the definition carried it (envelope: the ticket; for "not targeted" read from a
+   * definition that lists every target's ticket, the definition itself).
+   */
   ticket?: { place: TicketBody['place']; envelope: SignedEnvelope }
   /** How the definition reached this node (gossip, sync, peer), for the logs. */
   via?: string
@@ -470,7 +474,26 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   const job: KnownJob = { body, envelope: envelope as SignedEnvelope, via }
   state.jobs.set(body.jobId, job)
   effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
-  // Whether and where this node is targeted is in its ticket: ask for it now.
+  // Whether and where this node is targeted is in its ticket: a small job carries every target's
+  // (covered by the definition's signature, so read, not verified again); else ask for it now.
+  const inline = body.resolved.tickets
+  if (inline) {
+    for (const t of inline) {
+      const o = openFromAuthenticatedPeer(t, config.coordinatorKey)
+      if (!o.ok || o.body.type !== 'ticket' || o.body.jobId !== body.jobId || o.body.nodeId !== config.nodeId) continue
+      if (o.body.key !== config.identity.publicKey) break // issued to another key: ask the coordinator
+      job.ticket = { place: o.body.place, envelope: t }
+      onPlaced(state, config, job, now, effects)
+      effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
+      return
+    }
+    if (inline.length === body.resolved.groups.reduce((n, g) => n + g.size, 0) && !inline.some((t) => t.body.includes(`"nodeId":${JSON.stringify(config.nodeId)}`))) {
+      job.ticket = { place: null, envelope: envelope as SignedEnvelope }
+      onPlaced(state, config, job, now, effects)
+      effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
+      return
+    }
+  }
   effects.push({ type: 'log', level: 'debug', msg: 'job received; asking the coordinator for this node\'s ticket', fields: { jobId: body.jobId, via } })
   state.sync.wanted = true
   state.sync.ticketWanted = true

@@ -12,7 +12,7 @@ import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
   MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
-  MAX_CHECKPOINTS_IN_REPLY, openFromAuthenticatedPeer,
+  MAX_CHECKPOINTS_IN_REPLY, MAX_INLINE_TICKETS, openFromAuthenticatedPeer,
   type CheckpointBody, type HelloBody, type JobBody, type JobStateBody, type PeerInfo, type ResultBody, type SignedEnvelope, type StepOutcome, type SyncRequestBody,
 } from '../protocol/wire.js'
 
@@ -428,7 +428,15 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
     const last = lastOccurrence(derived.value)
     expiresAt = last === undefined ? Number.MAX_SAFE_INTEGER : last + spanMs(template) + config.jobTtlMs
   }
-  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } }
+  const members = resolved.groups.flatMap((g, group) => g.nodes.map((nodeId, position) => ({ nodeId, group, position })))
+  // Small ungated jobs carry their targets' tickets: a gated job's targets talk to the coordinator
+  // anyway (acks, watches), an ungated one's would otherwise wait one round trip to start.
+  const inline = members.length <= MAX_INLINE_TICKETS && members.every((m) => state.nodes.has(m.nodeId))
+    && !isGated({ template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } } as JobBody)
+    // The same bytes ticketFor signs later for this node (issuedAt is the job's creation time).
+    ? members.map((m) => seal(config.identity, { type: 'ticket', v: PROTOCOL_VERSION, jobId, nodeId: m.nodeId, key: state.nodes.get(m.nodeId)!.publicKey, place: { group: m.group, position: m.position }, issuedAt: now }))
+    : undefined
+  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })), ...(inline ? { tickets: inline } : {}) } }
   const envelope = seal(config.identity, body)
   if (envelope.body.length > MAX_ENVELOPE_BYTES) {
     // No node could open it: refuse now, clearly (the template itself is what is too big).

@@ -31,6 +31,8 @@ export const TOPIC_PROGRESS = 'chorus/progress/v1'
 /** Checkpoints in one reply, and gated runs a sync request reports. */
 export const MAX_CHECKPOINTS_IN_REPLY = 16
 export const MAX_GATED_IN_SYNC = 64
+/** Targets up to which a definition carries every target's ticket (about 300 bytes each). */
+export const MAX_INLINE_TICKETS = 64
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 
 const id = z.string().min(1).max(MAX_ID_CHARS).regex(/^[A-Za-z0-9._:@-]+$/, 'expected letters, digits and . _ : @ - only')
@@ -69,6 +71,11 @@ export const JobBodySchema = z.object({
    */
   resolved: z.object({
     groups: z.array(ResolvedGroupSchema).max(100),
+    /**
+     * Small ungated jobs (at most MAX_INLINE_TICKETS targets, all registered) carry every
+     * target's ticket, so a target knows its place from the definition alone, without a round trip.
+     */
+    tickets: z.array(SignedEnvelopeSchema).max(MAX_INLINE_TICKETS).optional(),
   }).strict(),
 }).strict()
 export type JobBody = z.infer<typeof JobBodySchema>
@@ -337,10 +344,10 @@ export function open(envelope: unknown, trusted?: readonly string[]): OpenResult
 }
 
 /**
- * Parses an envelope that arrived over a connection whose transport already proved the
- * signer's key (a noise handshake with the peer id derived from `signer`): the body is checked
- * like open() does, the signature is not verified again. Callers use it only for requests
- * whose sender the transport authenticated, never for anything stored or relayed.
+ * Parses an envelope whose author something else already proved: a request on a connection
+ * whose noise handshake proved the signer's key (the peer id derived from `signer`), or a ticket
+ * inside a job definition whose own signature was verified. The body is checked like open()
+ * does; the signature is not verified again.
  */
 export function openFromAuthenticatedPeer(envelope: unknown, signer: string): OpenResult {
   const env = SignedEnvelopeSchema.safeParse(envelope)

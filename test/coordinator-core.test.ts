@@ -59,8 +59,20 @@ describe('coordinator core', () => {
     expect(effects.map((e) => e.type)).toEqual(['persist', 'publish', 'log', 'reply_submit'])
     const opened = open(ofType(effects, 'publish')[0]!.envelope, [coordinator.publicKey])
     if (!opened.ok || opened.body.type !== 'job') throw new Error('not a job')
-    // The signed definition carries only the group sizes; who the targets are stays with the coordinator.
-    expect(opened.body.resolved).toEqual({ groups: [{ size: 2 }] })
+    // The signed definition carries the group sizes; a small ungated job also every target's ticket
+    // (so each starts without a round trip); the list itself stays with the coordinator.
+    expect(opened.body.resolved.groups).toEqual([{ size: 2 }])
+    expect(opened.body.resolved.tickets!.map((t) => ticketBody(t))).toMatchObject([
+      { jobId: 'job-1', nodeId: 'b', key: agents.get('b')!.publicKey, place: { group: 0, position: 0 } },
+      { jobId: 'job-1', nodeId: 'a', key: agents.get('a')!.publicKey, place: { group: 0, position: 1 } },
+    ])
+    // The very bytes the coordinator hands out later in a sync reply.
+    expect(opened.body.resolved.tickets![1]).toEqual(replyTo(sync(state, 'a', 's1', { known: [{ jobId: 'job-1', version: 0, ticket: false }] }, T0 + 1), 's1')!.tickets[0])
+    // A target never registered (no key): no inline tickets, every target asks.
+    const unknown = coordinatorStep(state, cfg, { type: 'submit', requestId: 'r2', jobId: 'job-2', template: byIds(['b', 'a', 'ghost']) }, T0)
+    const o2 = open(ofType(unknown, 'publish')[0]!.envelope, [coordinator.publicKey])
+    if (!o2.ok || o2.body.type !== 'job') throw new Error('not a job')
+    expect(o2.body.resolved).toEqual({ groups: [{ size: 3 }] })
     expect(state.jobs.get('job-1')!.resolved.groups.map((g) => g.nodes)).toEqual([['b', 'a']])
     expect(state.jobs.get('job-1')!.resolved.keys).toEqual({ a: agents.get('a')!.publicKey, b: agents.get('b')!.publicKey })
     expect(ofType(effects, 'reply_submit')[0]!.outcome).toMatchObject({ ok: true, jobId: 'job-1', targets: 2 })
@@ -265,10 +277,35 @@ describe('tickets from the coordinator core', () => {
     expect(fresh.tickets.map((t) => ticketBody(t))).toMatchObject([{ jobId: 'job-1', nodeId: 'a', place: { group: 0, position: 1 } }])
   })
 
+  it('a small ungated job carries the tickets: a target starts at its place with no round trip; a node not listed knows it is not targeted', () => {
+    const state = emptyCoordinatorState()
+    for (const n of ['a', 'b', 'c']) hello(state, n)
+    const submitted = coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: byIds(['b', 'a']) }, T0)
+    const envelope = ofType(submitted, 'publish')[0]!.envelope
+    const agentCfg = (nodeId: string): AgentConfig => ({ nodeId, coordinatorKey: coordinator.publicKey, identity: agents.get(nodeId)!, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING })
+    const a = emptyAgentState()
+    const onJob = agentStep(a, agentCfg('a'), { type: 'job', envelope, via: 'gossip' }, T0 + 1)
+    expect(agentOfType(onJob, 'send').filter((e) => e.kind === 'sync')).toHaveLength(0)
+    expect(agentOfType(onJob, 'run_step')).toHaveLength(1)
+    expect([...a.runs.values()][0]).toMatchObject({ group: 0, position: 1 })
+    const c = emptyAgentState()
+    const onJobC = agentStep(c, agentCfg('c'), { type: 'job', envelope, via: 'gossip' }, T0 + 1)
+    expect(agentOfType(onJobC, 'send')).toHaveLength(0)
+    expect(c.runs.size).toBe(0)
+    expect(c.jobs.get('job-1')!.ticket?.place).toBeNull()
+    // A node whose key changed since submit (re-registered) does not take the inline ticket: it asks.
+    const b2 = emptyAgentState()
+    const rekeyed = { ...agentCfg('b'), identity: agents.get('c')! }
+    const onJobB = agentStep(b2, rekeyed, { type: 'job', envelope, via: 'gossip' }, T0 + 1)
+    expect(b2.runs.size).toBe(0)
+    expect(agentOfType(onJobB, 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
+  })
+
   it('hands out tickets the agent core accepts: the agent runs at the place the coordinator resolved', () => {
     const state = emptyCoordinatorState()
     for (const n of ['a', 'b']) hello(state, n)
-    const submitted = coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: byIds(['b', 'a']) }, T0)
+    // 'ghost' never registered: the definition carries no tickets, so the agent asks for its own.
+    const submitted = coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: byIds(['b', 'a', 'ghost']) }, T0)
     const acfg: AgentConfig = { nodeId: 'a', coordinatorKey: coordinator.publicKey, identity: agents.get('a')!, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING }
     const agent = emptyAgentState()
     const onJob = agentStep(agent, acfg, { type: 'job', envelope: ofType(submitted, 'publish')[0]!.envelope, via: 'gossip' }, T0 + 1)
