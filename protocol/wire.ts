@@ -31,7 +31,7 @@ export const TOPIC_PROGRESS = 'chorus/progress/v1'
 /** Checkpoints in one reply, and gated runs a sync request reports. */
 export const MAX_CHECKPOINTS_IN_REPLY = 16
 export const MAX_GATED_IN_SYNC = 64
-/** Targets up to which a definition carries every target's ticket (about 300 bytes each). */
+/** Targets up to which an ungated definition carries every target's ticket (about 330 bytes each: ≤ ~21 KB). */
 export const MAX_INLINE_TICKETS = 64
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 
