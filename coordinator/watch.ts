@@ -25,63 +25,33 @@ export interface Watcher {
   answered: boolean
 }
 
+import { MinHeap } from '../protocol/minheap.js'
 import { WATCH_HOLD_MS } from '../protocol/timing.js'
 export { WATCH_HOLD_MS }
 /** Held requests at once, below the runtime's MAX_PENDING_REQUESTS (60,000); past this a watch is answered at once (a plain poll). */
 export const MAX_WATCHERS = 50_000
 
-/** A binary min-heap of watchers by position (ties by arrival). */
+/** Watchers by position (ties by arrival); answered ones are dropped when they reach the front. */
 export class WatchHeap {
-  private items: { position: number; seq: number; w: Watcher }[] = []
+  private readonly heap = new MinHeap<{ position: number; seq: number; w: Watcher }>((x, y) => x.position < y.position || (x.position === y.position && x.seq < y.seq))
   private seq = 0
 
   get size(): number {
-    return this.items.length
+    return this.heap.size
   }
 
   push(position: number, w: Watcher): void {
-    const e = { position, seq: this.seq++, w }
-    const a = this.items
-    a.push(e)
-    let i = a.length - 1
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      const parent = a[p]!
-      if (parent.position < e.position || (parent.position === e.position && parent.seq < e.seq)) break
-      a[i] = parent
-      i = p
-    }
-    a[i] = e
+    this.heap.push({ position, seq: this.seq++, w })
   }
 
   /** The front watcher (answered ones are dropped on the way). */
   peek(): { position: number; w: Watcher } | undefined {
-    while (this.items.length > 0 && this.items[0]!.w.answered) this.pop()
-    return this.items[0]
+    while (this.heap.peek()?.w.answered) this.heap.pop()
+    return this.heap.peek()
   }
 
   pop(): { position: number; w: Watcher } | undefined {
-    const a = this.items
-    if (a.length === 0) return undefined
-    const top = a[0]!
-    const last = a.pop()!
-    if (a.length > 0) {
-      let i = 0
-      for (;;) {
-        const l = 2 * i + 1
-        const r = l + 1
-        let m = i
-        const less = (x: number, y: { position: number; seq: number }) => a[x]!.position < y.position || (a[x]!.position === y.position && a[x]!.seq < y.seq)
-        let best = last
-        if (l < a.length && less(l, best)) { m = l; best = a[l]! }
-        if (r < a.length && less(r, best)) { m = r; best = a[r]! }
-        if (m === i) break
-        a[i] = a[m]!
-        i = m
-      }
-      a[i] = last
-    }
-    return top
+    return this.heap.pop()
   }
 }
 
