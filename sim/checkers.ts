@@ -239,8 +239,9 @@ export const batches: Checker = {
             if (d < 0) { running.delete(r); continue }
             running.add(r)
             if (running.size <= k) continue
-            const others = [...running].filter((x) => x !== r)
-            const rel = others.filter((x) => released(world, r.runId, x.node))
+            // Released as any of the running runs saw it when it started: a holder whose lease ran out,
+            // or a target counted gone (silent past the lease) that came back and started anyway.
+            const rel = [...running].filter((x) => [...running].some((y) => y !== x && released(world, y.runId, x.node)))
             const what = `instance ${instanceId} group ${g} (rolling, window ${k}): ${running.size} runs at once at ${fmt(at)} when ${r.node} (position ${r.position}) started; running: ${[...running].map((x) => `${x.node}@${x.position}`).slice(0, 8).join(', ')}`
             if (release && rel.length > 0 && running.size <= k + rel.length) world.tradeoff('batches', `${what}; ${rel.map((x) => x.node).join(', ')} released (lease expired), documented vanishedHolder "release" trade-off`)
             else problems.push(what)

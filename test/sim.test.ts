@@ -48,6 +48,10 @@ const REGRESSIONS: { scenario: string; agents: number; seed: number }[] = [
   // A restarted agent without persisted progress dropped the coordinator's progress digests and waited forever.
   { scenario: 'fleet-patch', agents: 100, seed: 2 },
   { scenario: 'fleet-patch', agents: 100, seed: 3 },
+  // (Also: a crash between writing a ticket and the run it leads to left a placed job with no run.)
+  // The batches checker blamed the release trade-off only on holders the newest starter saw
+  // released, not on a target counted gone that came back and started itself (release policy).
+  { scenario: 'gated-rollout', agents: 120, seed: 4 },
 ]
 
 /**
