@@ -82,7 +82,7 @@ export interface InstanceRecord {
   runIds: string[]
   /** Why an excluded, canceled or quorum_failed instance was not performed. */
   reason?: string
-  /** Targets that acknowledged the job (gated jobs, from their progress gossip). */
+  /** Targets that acknowledged the job (gated jobs: from their syncs, or their progress gossip while this coordinator was away). */
   acks?: string[]
   /** quorum_failed: the targets that did not acknowledge in time. */
   quorumMissing?: string[]

@@ -49,7 +49,7 @@ export interface SeedResult {
   /** Liveness bound of this run (sim/bound.ts) and how it was derived. */
   liveness_bound_s: number
   liveness_formula: string
-  /** Gossip messages carrying progress (gated rollouts): the O(group²) part of the traffic. */
+  /** Progress gossiped between targets (only while the coordinator is away, jobs of ≤ 64 targets). */
   progress_messages: number
   /** Documented trade-offs observed (vanishedHolder "release" overflow): reported, not violations. */
   tradeoffs: Violation[]

@@ -19,8 +19,8 @@
 //   the last GOSSIP_HISTORY heartbeats advertises them all in one IHAVE per lazy peer per
 //   heartbeat (as gossipsub does), so repair costs O(nodes) events per heartbeat, not
 //   O(nodes x messages). Two topics: jobs (coordinator -> agents) and progress (agents'
-//   ack/start/renew/done of gated rollouts, to every agent and the coordinator; every target
-//   receives every progress message, so a gated rollout costs O(group^2) deliveries).
+//   ack/start/renew/done, gossiped only while the coordinator is away and only for jobs of at
+//   most 64 targets; otherwise progress goes by rpc and comes back as checkpoints in watches).
 //   rpc is reliable-or-reject.
 // - Every node's `now` is its own clock: an offset and a drift rate over simulated time.
 import { createHash } from 'node:crypto'
