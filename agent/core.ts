@@ -478,21 +478,19 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   // (covered by the definition's signature, so read, not verified again); else ask for it now.
   const inline = body.resolved.tickets
   if (inline) {
-    for (const t of inline) {
-      const o = openFromAuthenticatedPeer(t, config.coordinatorKey)
-      if (!o.ok || o.body.type !== 'ticket' || o.body.jobId !== body.jobId || o.body.nodeId !== config.nodeId) continue
-      if (o.body.key !== config.identity.publicKey) break // issued to another key: ask the coordinator
-      job.ticket = { place: o.body.place, envelope: t }
-      onPlaced(state, config, job, now, effects)
-      effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
+    // Canonical JSON: this node's ticket is the one whose body names it (parsed once, below).
+    const mine = inline.find((t) => t.body.includes(`"nodeId":${JSON.stringify(config.nodeId)}`))
+    const o = mine && openFromAuthenticatedPeer(mine, config.coordinatorKey)
+    if (o?.ok && o.body.type === 'ticket' && o.body.jobId === body.jobId && o.body.nodeId === config.nodeId && o.body.key === config.identity.publicKey) {
+      takeTicket(state, config, job, { place: o.body.place, envelope: mine! }, now, effects)
       return
     }
-    if (inline.length === body.resolved.groups.reduce((n, g) => n + g.size, 0) && !inline.some((t) => t.body.includes(`"nodeId":${JSON.stringify(config.nodeId)}`))) {
-      job.ticket = { place: null, envelope: envelope as SignedEnvelope }
-      onPlaced(state, config, job, now, effects)
-      effects.push({ type: 'persist', puts: [{ key: key.job(body.jobId), value: job }], dels: [] })
+    // Every target's ticket is there and none names this node: it is not targeted.
+    if (!mine && inline.length === body.resolved.groups.reduce((n, g) => n + g.size, 0)) {
+      takeTicket(state, config, job, { place: null, envelope: envelope as SignedEnvelope }, now, effects)
       return
     }
+    // A ticket issued to another key (the node re-registered since): ask the coordinator.
   }
   effects.push({ type: 'log', level: 'debug', msg: 'job received; asking the coordinator for this node\'s ticket', fields: { jobId: body.jobId, via } })
   state.sync.wanted = true
@@ -513,11 +511,15 @@ function onTicket(state: AgentState, config: AgentConfig, envelope: SignedEnvelo
   }
   const job = state.jobs.get(t.jobId)
   if (!job || job.ticket) return
-  job.ticket = { place: t.place, envelope }
+  takeTicket(state, config, job, { place: t.place, envelope }, now, effects)
+}
+
+function takeTicket(state: AgentState, config: AgentConfig, job: KnownJob, ticket: NonNullable<KnownJob['ticket']>, now: number, effects: AgentEffect[]): void {
+  job.ticket = ticket
   onPlaced(state, config, job, now, effects)
   // Written after the run (or cursor) it leads to: a crash in between leaves a run whose job has
   // no ticket yet (the node asks again; the run is not created twice), never a placed job without its run.
-  effects.push({ type: 'persist', puts: [{ key: key.job(t.jobId), value: job }], dels: [] })
+  effects.push({ type: 'persist', puts: [{ key: key.job(job.body.jobId), value: job }], dels: [] })
 }
 
 function onPlaced(state: AgentState, config: AgentConfig, job: KnownJob, now: number, effects: AgentEffect[]): void {
@@ -714,16 +716,11 @@ function persistProgress(instanceId: string, k: Knowledge, effects: AgentEffect[
   effects.push({ type: 'persist', puts: [{ key: key.progress(instanceId), value }], dels: [] })
 }
 
-/** Gossip on the progress topic: a peer's progress (coordinator away), or a coordinator checkpoint. */
+/** Gossip on the progress topic: a peer's progress (while the coordinator is away). Checkpoints come in sync replies only. */
 function onProgress(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[]): void {
   const opened = open(envelope)
   if (!opened.ok) {
     effects.push({ type: 'log', level: 'debug', msg: `progress message dropped: ${opened.reason}` })
-    return
-  }
-  if (opened.body.type === 'checkpoint') {
-    if (opened.signer !== config.coordinatorKey) return
-    onCheckpoint(state, config, opened.body, now, effects)
     return
   }
   if (opened.body.type !== 'progress') return
@@ -776,7 +773,7 @@ function knowledgeFor(state: AgentState, instanceId: string): Knowledge {
   return k
 }
 
-/** A coordinator checkpoint (gossip or sync reply): kept if newer, then the waiting runs look again. */
+/** A coordinator checkpoint (from a sync reply or an answered watch): kept if newer, then the waiting runs look again. */
 function onCheckpoint(state: AgentState, config: AgentConfig, cp: CheckpointBody, now: number, effects: AgentEffect[]): void {
   const k = state.progress.get(cp.instanceId)
   if (!k) return // only instances this node takes part in

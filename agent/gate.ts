@@ -23,7 +23,8 @@
 // job within leaseSeconds as gone: the rollout goes on, but a holder that was only cut off
 // and is still running makes k + 1. Quorum clusters must keep the default.
 import type { CheckpointBody, CheckpointGroup, JobBody } from '../protocol/wire.js'
-import { batchSizeFor, thresholdFor, type Amount } from '../protocol/rollout.js'
+import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from '../protocol/rollout.js'
+export { failureBudget, successNeeded }
 
 export type DoneStatus = 'success' | 'failure' | 'skipped'
 
@@ -84,25 +85,6 @@ export function groupWindow(body: JobBody, occurrenceAt: number, group: number):
   let start = occurrenceAt
   for (let g = 0; g < group; g++) start += groups[g]!.timeoutSeconds * 1000
   return { startAt: start, deadlineAt: start + groups[group]!.timeoutSeconds * 1000 }
-}
-
-/**
- * Failures a group can take and still meet every criterion: a `success` criterion needing S of
- * N leaves N − S; a `failure` criterion with numRuns T allows T − 1; no criterion allows none.
- */
-export function failureBudget(criteria: readonly { numRuns: Amount; status: 'success' | 'failure' }[], n: number): number {
-  if (criteria.length === 0) return 0
-  let budget = n
-  for (const c of criteria) {
-    const t = thresholdFor(c.numRuns, n)
-    budget = Math.min(budget, c.status === 'success' ? n - t : Math.max(0, Math.max(1, t) - 1))
-  }
-  return budget
-}
-
-export function successNeeded(criteria: readonly { numRuns: Amount; status: 'success' | 'failure' }[], n: number): number {
-  if (criteria.length === 0) return n
-  return Math.max(0, ...criteria.filter((c) => c.status === 'success').map((c) => thresholdFor(c.numRuns, n)))
 }
 
 function quorumOf(body: JobBody): { need: number; total: number; timeoutMs: number } | undefined {

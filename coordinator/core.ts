@@ -182,8 +182,8 @@ export type SubmitOutcome =
 
 export type CoordinatorEffect =
   | { type: 'persist'; puts: { key: string; value: unknown }[]; dels: string[] }
-  /** Gossip: job definitions and states on the jobs topic, checkpoints on the progress topic. */
-  | { type: 'publish'; envelope: SignedEnvelope; topic?: 'jobs' | 'progress' }
+  /** Gossip on the jobs topic: job definitions and job states. */
+  | { type: 'publish'; envelope: SignedEnvelope }
   | { type: 'reply_rpc'; requestId: string; envelope: SignedEnvelope }
   | { type: 'reply_submit'; requestId: string; outcome: SubmitOutcome }
   | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string } }
@@ -433,8 +433,8 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
   // anyway (acks, watches), an ungated one's would otherwise wait one round trip to start.
   const inline = members.length <= MAX_INLINE_TICKETS && members.every((m) => state.nodes.has(m.nodeId))
     && !isGated({ template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } } as JobBody)
-    // The same bytes ticketFor signs later for this node (issuedAt is the job's creation time).
-    ? members.map((m) => seal(config.identity, { type: 'ticket', v: PROTOCOL_VERSION, jobId, nodeId: m.nodeId, key: state.nodes.get(m.nodeId)!.publicKey, place: { group: m.group, position: m.position }, issuedAt: now }))
+    // The same bytes ticketFor gives later for this node (issuedAt is the job's creation time).
+    ? members.map((m) => signTicket(config, jobId, now, state.nodes.get(m.nodeId)!, { group: m.group, position: m.position }))
     : undefined
   const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })), ...(inline ? { tickets: inline } : {}) } }
   const envelope = seal(config.identity, body)
@@ -643,17 +643,22 @@ export function placeIn(resolved: Targets, nodeId: string): { group: number; pos
 }
 
 /** Signed tickets, by job then node (ed25519 is deterministic: a ticket signed again would be the same bytes). */
-const ticketCache = new WeakMap<JobRecord, Map<string, SignedEnvelope>>()
+const ticketCache = new WeakMap<JobRecord, Map<string, { key: string; envelope: SignedEnvelope }>>()
 /** A node's ticket for a job: its place (or null, not targeted) and the key it registered with. */
 export function ticketFor(config: CoordinatorConfig, job: JobRecord, node: NodeRecord): SignedEnvelope {
   let cache = ticketCache.get(job)
   if (!cache) { cache = new Map(); ticketCache.set(job, cache) }
   let t = cache.get(node.nodeId)
-  if (!t || JSON.parse(t.body).key !== node.publicKey) {
-    t = seal(config.identity, { type: 'ticket', v: PROTOCOL_VERSION, jobId: job.jobId, nodeId: node.nodeId, key: node.publicKey, place: placeIn(job.resolved, node.nodeId) ?? null, issuedAt: job.createdAt })
+  if (!t || t.key !== node.publicKey) {
+    t = { key: node.publicKey, envelope: signTicket(config, job.jobId, job.createdAt, node, placeIn(job.resolved, node.nodeId) ?? null) }
     cache.set(node.nodeId, t)
   }
-  return t
+  return t.envelope
+}
+
+/** The one way a ticket is signed: at submit (inline in a small job) and on request give the same bytes. */
+function signTicket(config: CoordinatorConfig, jobId: string, issuedAt: number, node: NodeRecord, place: { group: number; position: number } | null): SignedEnvelope {
+  return seal(config.identity, { type: 'ticket', v: PROTOCOL_VERSION, jobId, nodeId: node.nodeId, key: node.publicKey, place, issuedAt })
 }
 
 /** The progress of a live gated instance as counts per group, built from its runs and acks once, then kept up to date. */

@@ -125,11 +125,6 @@ export class CoordinatorRuntime {
   private execute(e: CoordinatorEffect): void {
     switch (e.type) {
       case 'publish':
-        if (e.topic === 'progress') {
-          // A checkpoint: agents that miss it get the current one in their next sync reply.
-          this.net.publish(TOPIC_PROGRESS, encodeEnvelope(e.envelope)).catch((err) => this.opts.logger.debug({ err: (err as Error).message }, 'checkpoint publish failed'))
-          break
-        }
         this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope)).then(
           (recipients) => this.opts.logger.info({ recipients }, 'job definition published'),
           // Agents that miss the gossip fetch the job with their next sync.

@@ -23,6 +23,25 @@ export function thresholdFor(amount: Amount, groupSize: number): number {
 }
 
 /**
+ * Failures a group can take and still meet every criterion: a `success` criterion needing S of
+ * N leaves N − S; a `failure` criterion with numRuns T allows T − 1; no criterion allows none.
+ */
+export function failureBudget(criteria: readonly { numRuns: Amount; status: 'success' | 'failure' }[], n: number): number {
+  if (criteria.length === 0) return 0
+  let budget = n
+  for (const c of criteria) {
+    const t = thresholdFor(c.numRuns, n)
+    budget = Math.min(budget, c.status === 'success' ? n - t : Math.max(0, Math.max(1, t) - 1))
+  }
+  return budget
+}
+
+export function successNeeded(criteria: readonly { numRuns: Amount; status: 'success' | 'failure' }[], n: number): number {
+  if (criteria.length === 0) return n
+  return Math.max(0, ...criteria.filter((c) => c.status === 'success').map((c) => thresholdFor(c.numRuns, n)))
+}
+
+/**
  * Delay before attempt `attempt` (2 = first retry) of a step, in ms.
  * none: d (a constant delay); linear: d·r; exponential: d·2^(r-1); polynomial: d·r^p with p = arguments[0] or 2,
  * where d = delaySeconds and r = attempt - 1 is the retry number. Capped at MAX_BACKOFF_MS.

@@ -2,7 +2,7 @@
 // optional hooks: `onExec` sees every step attempt as a node starts it, `final` sees the
 // world after the liveness phase. Each problem becomes a violation { seed, property, detail }.
 // New properties (batches, groups, quorum, exceptions) add a Checker here and to ALL_CHECKERS.
-import { thresholdFor, batchSizeFor, type Amount } from '../protocol/rollout.js'
+import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from '../protocol/rollout.js'
 import { deriveSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor } from '../protocol/schedule.js'
 import type { JobBody } from '../protocol/wire.js'
@@ -97,22 +97,6 @@ export const liveness: Checker = {
 // the core is not mirrored by the checker.
 
 const DEFAULT_LEASE_MS = 30_000
-
-/** Failures a group can take and still meet every criterion (README: failure budget). */
-function budgetOf(criteria: readonly { numRuns: Amount; status: string }[], n: number): number {
-  if (criteria.length === 0) return 0
-  let b = n
-  for (const c of criteria) {
-    const t = thresholdFor(c.numRuns, n)
-    b = Math.min(b, c.status === 'success' ? n - t : Math.max(0, Math.max(1, t) - 1))
-  }
-  return b
-}
-
-function neededOf(criteria: readonly { numRuns: Amount; status: string }[], n: number): number {
-  const s = criteria.filter((c) => c.status === 'success').map((c) => thresholdFor(c.numRuns, n))
-  return criteria.length === 0 ? n : Math.max(0, ...s)
-}
 
 interface RunTruth {
   node: string
@@ -294,7 +278,7 @@ export const groups: Checker = {
         const n = members.length
         const k = batchSizeFor(spec.batchSize, n)
         const failures = members.filter((m) => inst.runs.get(m)?.status === 'failure').length
-        const budget = budgetOf(spec.successCriteria, n)
+        const budget = failureBudget(spec.successCriteria, n)
         if (failures > budget + k && n > 0) {
           const what = `instance ${instanceId} group ${g}: ${failures} runs failed, more than the failure budget ${budget} + batch size ${k}`
           if (release) world.tradeoff('groups', `${what} (vanishedHolder "release": released holders do not bound the runs in flight)`)
@@ -322,8 +306,8 @@ export const groups: Checker = {
             }
           }
           const succeeded = countAtMost(successAts, S)
-          const need = neededOf(prevSpec.successCriteria, pn)
-          const pb = budgetOf(prevSpec.successCriteria, pn)
+          const need = successNeeded(prevSpec.successCriteria, pn)
+          const pb = failureBudget(prevSpec.successCriteria, pn)
           if (succeeded < need || pn - succeeded > pb) {
             problems.push(`instance ${instanceId}: ${m} of group ${g} started at ${fmt(S)} although group ${g - 1} had not met its success criteria (${succeeded} of ${pn} succeeded, ${need} needed, at most ${pb} may fail): distribution should have stopped`)
           }

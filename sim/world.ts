@@ -289,8 +289,6 @@ export class World {
   /** Per run: released slot holders this node's knowledge counted when it took its turn (vanishedHolder "release"). */
   readonly releasedAtStart = new Map<string, string[]>()
   progressMessages = 0
-  /** Checkpoints the coordinator gossiped (progress topic). */
-  checkpointMessages = 0
   /** Parsed bodies of the jobs the coordinator published, by job id. */
   readonly jobBodies = new Map<string, JobBody>()
   /** Who each published job targets, as the coordinator resolved it (ground truth for the checkers; agents never see these lists). */
@@ -389,7 +387,12 @@ export class World {
   // ---------------------------------------------------------------- clocks, scheduling, trace
 
   localNow(node: SimNode): number {
-    return Math.floor(SIM_EPOCH_MS + node.clockOffsetMs + this.now * node.clockRate)
+    return this.localAt(node, this.now)
+  }
+
+  /** What `node`'s clock reads at simulated time t. */
+  localAt(node: SimNode, t: number): number {
+    return Math.floor(SIM_EPOCH_MS + node.clockOffsetMs + t * node.clockRate)
   }
 
   /** Simulated time at which `node`'s local clock reads `local` (ground truth for deadlines the node computes). */
@@ -638,7 +641,7 @@ export class World {
   /** Whether a tick of `a` at (global) time t would do anything, as far as its state says now. */
   private tickWorkAt(a: AgentNode, t: number): boolean {
     if (a.busy || a.queue.length > 0 || !a.state) return true
-    const local = Math.floor(SIM_EPOCH_MS + a.clockOffsetMs + t * a.clockRate)
+    const local = this.localAt(a, t)
     return local >= a.state.idleUntil || (a.connected ? local >= a.nextMonitorAt : local >= a.redialAt)
   }
 
@@ -808,11 +811,6 @@ export class World {
     switch (e.type) {
       case 'publish': {
         const opened = open(e.envelope, [c.identity.publicKey])
-        if (opened.ok && opened.body.type === 'checkpoint') {
-          this.checkpointMessages++
-          this.publish(c, e.envelope, `checkpoint ${opened.body.instanceId} #${opened.body.seq}`, 'progress')
-          break
-        }
         if (opened.ok && opened.body.type === 'job_state') {
           this.publish(c, e.envelope, `job_state ${opened.body.jobId} v${opened.body.version}`)
           break

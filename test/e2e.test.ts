@@ -1,11 +1,11 @@
 // End to end over real processes on 127.0.0.1: a coordinator and three agents, each its own
 // Node.js process with libp2p over TCP (noise, yamux, gossipsub), a level store and real
 // child processes for the steps.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { describe, expect, it } from 'vitest'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
+import { withLocalFleet } from './helpers/fleet.js'
 import { createNet } from '../net/libp2p.js'
 import { generateIdentity, identityFromSeed } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, TOPIC_JOBS, encodeEnvelope, seal } from '../protocol/wire.js'
@@ -46,15 +46,7 @@ async function logOf(path: string): Promise<string> {
   return readFile(path, 'utf8')
 }
 
-beforeAll(async () => {
-  markers = await mkdtemp(join(tmpdir(), 'chorus-markers-'))
-  fleet = await new LocalFleet({ agents: 3, agentConfig: { allow: 'any' } }).start()
-}, 90_000)
-
-afterAll(async () => {
-  await fleet?.stop()
-  await rm(markers, { recursive: true, force: true })
-})
+withLocalFleet('chorus-markers-', { agents: 3, agentConfig: { allow: 'any' } }, (f, d) => { fleet = f; markers = d })
 
 describe('a local fleet over real libp2p', () => {
   it('runs a job targeting 2 of 3 nodes by id on exactly those 2, and both results arrive', async () => {

@@ -1,13 +1,13 @@
 // What a job's steps say, done by real agents over real child processes: outputs feeding
 // conditions, retries with backoff, ignored failures, timeouts that kill process trees, the
 // allowlist, secrets, and missing skills.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { describe, expect, it } from 'vitest'
+import { readdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { Level } from 'level'
 import { LocalFleet } from '../cli/fleet.js'
+import { withLocalFleet } from './helpers/fleet.js'
 import type { RunReport } from '../coordinator/report.js'
 
 let fleet: LocalFleet
@@ -41,16 +41,8 @@ async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false)
 }
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'chorus-what-'))
-  // node-1 runs anything signed; node-2 keeps the default allowlist (read-only commands).
-  fleet = await new LocalFleet({ agents: 2, agentConfigFor: (i) => (i === 0 ? { allow: 'any', restartMode: 'simulate', interpreters: [{ name: 'acme/evidence-interpreter', path: new URL('../interpreters/bin/test-interpreter.js', import.meta.url).pathname, version: '1.0.0' }] } : undefined) }).start()
-}, 90_000)
-
-afterAll(async () => {
-  await fleet?.stop()
-  await rm(dir, { recursive: true, force: true })
-})
+// node-1 runs anything signed; node-2 keeps the default allowlist (read-only commands).
+withLocalFleet('chorus-what-', { agents: 2, agentConfigFor: (i) => (i === 0 ? { allow: 'any', restartMode: 'simulate', interpreters: [{ name: 'acme/evidence-interpreter', path: new URL('../interpreters/bin/test-interpreter.js', import.meta.url).pathname, version: '1.0.0' }] } : undefined) }, (f, d) => { fleet = f; dir = d })
 
 describe('step semantics over real processes', () => {
   it('extracts outputs by regEx and jsonPath; a false condition skips a later step, a true one runs with the value', async () => {

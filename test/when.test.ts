@@ -1,10 +1,9 @@
 // When, over real processes: recurring occurrences computed by the agents themselves,
 // exception windows, cancellation, and an agent cut off from the mesh that keeps its schedule.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { readdir, readFile } from 'node:fs/promises'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
+import { withLocalFleet } from './helpers/fleet.js'
 import { apiGet, apiPostText } from '../cli/client.js'
 
 let fleet: LocalFleet
@@ -44,15 +43,7 @@ function soon(seconds = 3): number {
   return Math.ceil((Date.now() + seconds * 1000) / 1000) * 1000
 }
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'chorus-when-'))
-  fleet = await new LocalFleet({ agents: 2, agentConfig: { allow: 'any' } }).start()
-}, 90_000)
-
-afterAll(async () => {
-  await fleet?.stop()
-  await rm(dir, { recursive: true, force: true })
-})
+withLocalFleet('chorus-when-', { agents: 2, agentConfig: { allow: 'any' } }, (f, d) => { fleet = f; dir = d })
 
 describe('recurring jobs over real processes', () => {
   it('RRULE:FREQ=SECONDLY;INTERVAL=2;COUNT=3 on two agents gives three instances with two runs each', async () => {

@@ -1,10 +1,10 @@
 // Where, over 8 real agent processes: rolling windows and fixed batches taken through gossip
 // between the agents, sequential groups that stop on failed criteria, and a quorum.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { describe, expect, it } from 'vitest'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
+import { withLocalFleet } from './helpers/fleet.js'
 import { apiGet, apiPostText } from '../cli/client.js'
 
 let fleet: LocalFleet
@@ -53,15 +53,7 @@ function maxConcurrent(iv: { start: number; end: number }[]): number {
   return max
 }
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'chorus-where-'))
-  fleet = await new LocalFleet({ agents: 8, agentConfig: { allow: 'any' } }).start()
-}, 120_000)
-
-afterAll(async () => {
-  await fleet?.stop()
-  await rm(dir, { recursive: true, force: true })
-})
+withLocalFleet('chorus-where-', { agents: 8, agentConfig: { allow: 'any' } }, (f, d) => { fleet = f; dir = d }, 120_000)
 
 describe('rollouts over 8 real agents', () => {
   it('a rolling group of batch size 2: never more than 2 at once, and all 8 ran', async () => {
