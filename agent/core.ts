@@ -8,6 +8,7 @@ import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
 import { redact } from './secrets.js'
+import { emptyAgentMembership, restoreAgentMember, takeCertificate, takeRevocations, type AgentMembership } from './members.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
 import { decideGate, emptyKnowledge, factFor, isGated, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
@@ -146,6 +147,8 @@ export interface AgentState {
   idleUntil: number
   /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
   link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
+  /** This node's membership certificate and the revocations it knows (agent/members.ts). */
+  member: AgentMembership
 }
 
 /** An unanswered sync is sent again after this long. */
@@ -230,12 +233,15 @@ export type AgentEffect =
   /** Gossip to the other targets of a gated rollout (TOPIC_PROGRESS). */
   | { type: 'publish_progress'; envelope: SignedEnvelope }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
+  /** Peers with these keys were revoked: drop their connections, admit them no more. */
+  | { type: 'revoked'; keys: string[] }
 
 export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
     gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
     sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
+    member: emptyAgentMembership(),
   }
 }
 
@@ -280,7 +286,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
     } else if (k.startsWith('outbox/')) {
       const entry = v as OutboxEntry
       state.outbox.set(entry.runId, { ...entry, nextSendAt: now, intervalMs: config.resendInitialMs })
-    }
+    } else restoreAgentMember(state.member, config.coordinatorKey, k, v)
   }
   const effects: AgentEffect[] = []
   for (const run of state.runs.values()) {
@@ -456,6 +462,10 @@ function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: s
   }
   if (opened.body.type === 'job_state') {
     onJobState(state, config, opened.body, envelope as SignedEnvelope, now, effects)
+    return
+  }
+  if (opened.body.type === 'revocations') {
+    takeRevocations(state.member, config.coordinatorKey, config.identity.publicKey, envelope, effects)
     return
   }
   if (opened.body.type !== 'job') {
@@ -784,20 +794,31 @@ function onCheckpoint(state: AgentState, config: AgentConfig, cp: CheckpointBody
 }
 
 /**
- * What this agent can hand a peer that asks for a sync (the coordinator may be away): the
- * coordinator-signed definitions and states it holds for jobs that target that peer. The
- * peer verifies each envelope against the coordinator key, so relaying cannot forge anything.
+ * What this node tells a member peer that asks while the coordinator is away: the definitions
+ * of jobs it can show the peer is targeted by (small jobs carry every target's ticket), and
+ * newer states of the jobs the peer says it holds. A peer learns nothing about jobs that do
+ * not concern it (bounded by MAX_SYNC_JOBS).
  */
-export function envelopesForPeer(state: AgentState, nodeId: string, now: number): SignedEnvelope[] {
+export function envelopesForPeer(state: AgentState, peer: { nodeId: string; key: string }, known: readonly { jobId: string; version: number }[], now: number): SignedEnvelope[] {
+  const held = new Map(known.map((k) => [k.jobId, k.version]))
   const out: SignedEnvelope[] = []
   for (const job of state.jobs.values()) {
-    // Who a job targets is in the tickets, which only the coordinator holds: relay every live job (bounded).
     if (job.body.expiresAt <= now) continue
-    out.push(job.envelope)
+    const version = held.get(job.body.jobId)
+    if (version === undefined && !inlineTicketNames(job.body, peer)) continue
+    if (version === undefined) out.push(job.envelope)
     const st = state.jobStates.get(job.body.jobId)
-    if (st) out.push(st.envelope)
+    if (st && st.body.version > (version ?? 0)) out.push(st.envelope)
   }
   return out.slice(-MAX_SYNC_JOBS)
+}
+
+/** Whether a job's inline tickets (covered by the definition's signature) place this node and key. */
+function inlineTicketNames(body: JobBody, peer: { nodeId: string; key: string }): boolean {
+  const t = body.resolved.tickets?.find((x) => x.body.includes(`"nodeId":${JSON.stringify(peer.nodeId)}`))
+  if (!t) return false
+  const o = openFromAuthenticatedPeer(t, t.signer)
+  return o.ok && o.body.type === 'ticket' && o.body.nodeId === peer.nodeId && o.body.key === peer.key && o.body.place !== null
 }
 
 function onJobState(state: AgentState, config: AgentConfig, body: JobStateBody, envelope: SignedEnvelope, now: number, effects: AgentEffect[]): void {
@@ -1046,7 +1067,7 @@ function sendSync(state: AgentState, config: AgentConfig, now: number, effects: 
   }
   // A watch may be held WATCH_HOLD_MS: only silence beyond that says the coordinator is away.
   noteRequest(state, watch ? now + WATCH_HOLD_MS : now)
-  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch }), ...(watch ? { waitMs: WATCH_HOLD_MS } : {}) })
+  effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch, certExpiresAt: state.member.certificate?.body.expiresAt ?? 0, revocations: state.member.revoked.version }), ...(watch ? { waitMs: WATCH_HOLD_MS } : {}) })
 }
 
 function noteRequest(state: AgentState, at: number): void {
@@ -1074,6 +1095,8 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   }
   if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })
   if (!reply.ok) effects.push({ type: 'log', level: 'warn', msg: `coordinator refused a request: ${reply.error ?? 'no reason given'}` })
+  if (reply.certificate) takeCertificate(state.member, config.coordinatorKey, config.nodeId, config.identity.publicKey, reply.certificate, effects)
+  if (reply.revocations) takeRevocations(state.member, config.coordinatorKey, config.identity.publicKey, reply.revocations, effects)
   for (const job of reply.jobs) onJob(state, config, job, 'sync', now, effects)
   for (const t of reply.tickets) onTicket(state, config, t, now, effects)
   for (const c of reply.checkpoints) {

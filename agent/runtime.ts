@@ -9,6 +9,8 @@ import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
+import { MEMBER_DEADLINE_MS, checkMember } from '../protocol/membership.js'
+import { peerIdOf } from '../protocol/keys.js'
 import { subscribeEnvelopes } from '../protocol/transport.js'
 import { BUILTIN_INTERPRETER_NAMES, builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
 import { discoverExternalInterpreters, type ExternalInterpreterConfig } from '../interpreters/external.js'
@@ -83,7 +85,12 @@ export interface AgentOptions {
   logger: Logger
   /** Called when continuing would be unsafe (default: exit with code 70). */
   onFatal?: (err: unknown) => void
+  /** Presented on the first hello, until the coordinator has enrolled this node (chorus enroll create). */
+  enrollToken?: string
 }
+
+/** Peers (other agents) whose certificates this agent checked and holds at once. */
+export const MAX_VERIFIED_PEERS = 256
 
 export function nodeFacts(attributes: Record<string, string> = {}): Record<string, string> {
   let primaryIp = ''
@@ -138,6 +145,8 @@ export class AgentRuntime {
   private redialAt = 0
   private redialMs = REDIAL_MIN_MS
   private stopped = false
+  /** Other agents that showed a valid membership certificate on this connection: peer id → node id and key. */
+  private readonly verified = new Map<string, { nodeId: string; key: string; expiresAt: number }>()
   nodeId = ''
 
   constructor(private readonly opts: AgentOptions) {}
@@ -183,12 +192,21 @@ export class AgentRuntime {
     if (!this.joinAddr.endsWith(`/p2p/${this.coordinatorPeer}`)) {
       throw new Error(`--join ${this.opts.join} names a peer other than the one --coordinator-key belongs to (${this.coordinatorPeer})`)
     }
-    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer })
+    this.net = await createNet({
+      seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer,
+      isMember: (peerId) => this.isMember(peerId), isDenied: (peerId) => this.isRevokedPeer(peerId),
+    })
+    await this.net.handleMember((theirs, from) => (this.admitPeer(theirs, from) ? this.myCertificate() : undefined))
+    this.net.node.addEventListener('connection:open', (evt) => {
+      const peerId = evt.detail.remotePeer.toString()
+      if (peerId !== this.coordinatorPeer) void this.exchangeCertificates(peerId)
+    })
     const undecodable = (reason: string) => log.warn({ err: reason }, 'undecodable gossip message dropped')
     subscribeEnvelopes(this.net, TOPIC_JOBS, (envelope) => void this.dispatch({ type: 'job', envelope, via: 'gossip' }), undecodable)
     subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }), undecodable)
-    await this.net.handleRpc(async (data) => this.answerPeer(data))
+    await this.net.handleRpc(async (data, from) => this.answerPeer(data, from))
     this.net.node.addEventListener('peer:disconnect', (evt) => {
+      this.verified.delete(evt.detail.toString())
       if (evt.detail.toString() === this.coordinatorPeer) {
         this.connected = false
         log.warn('lost the connection to the coordinator; results stay queued and are re-sent')
@@ -220,8 +238,59 @@ export class AgentRuntime {
       case 'log':
         this.opts.logger[e.level](e.fields ?? {}, e.msg)
         break
+      case 'revoked':
+        for (const [peerId, v] of this.verified) if (e.keys.includes(v.key)) { this.verified.delete(peerId); void this.net.hangUp(peerId) }
+        break
       case 'persist':
         break
+    }
+  }
+
+  /** The coordinator, or another agent whose certificate this agent checked on this connection (and that is still valid). */
+  private isMember(peerId: string): boolean {
+    if (peerId === this.coordinatorPeer) return true
+    const v = this.verified.get(peerId)
+    return v !== undefined && v.expiresAt > Date.now() && !this.state.member.revoked.keys.has(v.key)
+  }
+
+  private revokedCache = { version: 0, peers: new Set<string>() }
+  private isRevokedPeer(peerId: string): boolean {
+    const r = this.state.member.revoked
+    if (this.revokedCache.version !== r.version) this.revokedCache = { version: r.version, peers: new Set([...r.keys].map(peerIdOf)) }
+    return this.revokedCache.peers.has(peerId)
+  }
+
+  private myCertificate(): Uint8Array {
+    const cert = this.state.member.certificate
+    return cert ? encodeEnvelope(cert.envelope) : new Uint8Array(0)
+  }
+
+  /** Checks a peer's certificate (no coordinator needed: its key, the revocation list, the clock). */
+  private admitPeer(bytes: Uint8Array, peerId: string): boolean {
+    let envelope: unknown
+    try { envelope = decodeEnvelope(bytes) } catch { envelope = undefined }
+    const check = checkMember(envelope, this.opts.coordinatorKey, peerId, this.state.member.revoked, Date.now())
+    if (!check.ok || this.verified.size >= MAX_VERIFIED_PEERS) {
+      this.opts.logger.warn({ peerId, reason: check.ok ? `already ${MAX_VERIFIED_PEERS} peers` : check.reason }, 'refused a peer: no valid membership certificate')
+      void this.net.hangUp(peerId)
+      return false
+    }
+    this.verified.set(peerId, { nodeId: check.body.nodeId, key: check.body.key, expiresAt: check.body.expiresAt })
+    this.net.refreshPeer(peerId)
+    return true
+  }
+
+  /** Another agent connected (either way): both show their certificates; one that shows none in time is dropped. */
+  private async exchangeCertificates(peerId: string): Promise<void> {
+    const deadline = setTimeout(() => {
+      if (!this.stopped && !this.verified.has(peerId)) void this.net.hangUp(peerId)
+    }, MEMBER_DEADLINE_MS)
+    deadline.unref()
+    if (!this.state.member.certificate) return
+    try {
+      this.admitPeer(await this.net.exchangeMember(peerId, this.myCertificate()), peerId)
+    } catch (err) {
+      this.opts.logger.debug({ peerId, err: (err as Error).message }, 'membership exchange failed')
     }
   }
 
@@ -309,11 +378,18 @@ export class AgentRuntime {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: this.nodeId, peerId: this.net.peerId,
         addrs: this.net.addresses().slice(0, MAX_ADDRS_PER_PEER),
         facts: nodeFacts(this.opts.attributes), skills: Object.fromEntries(Object.entries(this.config.skills).slice(0, 256)), agentVersion: AGENT_VERSION, sentAt: Date.now(),
+        ...(!this.state.member.certificate && this.opts.enrollToken ? { enrollToken: this.opts.enrollToken } : {}),
       })
       const reply = decodeEnvelope(await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS))
       await this.dispatch({ type: 'reply', envelope: reply, to: 'hello' })
       const opened = open(reply, [this.opts.coordinatorKey])
-      if (opened.ok && opened.body.type === 'reply') this.rememberPeers(opened.body.peers)
+      if (!opened.ok || opened.body.type !== 'reply') throw new Error(`the coordinator's reply to hello was refused: ${opened.ok ? opened.body.type : opened.reason}`)
+      if (!opened.body.ok) {
+        // Not enrolled (no or a bad token), awaiting approval, or revoked: say so at every attempt, keep redialling with backoff.
+        this.opts.logger[opened.body.pending ? 'info' : 'error']({ coordinator: this.coordinatorPeer, retryInMs: this.redialMs }, `the coordinator did not admit this node: ${opened.body.error ?? 'no reason given'}`)
+        return
+      }
+      this.rememberPeers(opened.body.peers)
       this.connected = true
       this.redialMs = REDIAL_MIN_MS
       this.opts.logger.info({ coordinator: this.coordinatorPeer }, 'joined the coordinator')
@@ -366,13 +442,15 @@ export class AgentRuntime {
     }))
   }
 
-  /** A peer asks for a sync while its coordinator is away. */
-  private answerPeer(data: Uint8Array): Uint8Array {
-    const opened = open(decodeEnvelope(data))
-    if (!opened.ok || opened.body.type !== 'sync') {
-      return encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error: opened.ok ? `agents answer sync only, not ${opened.body.type}` : opened.reason, ackRunIds: [], jobs: [], peers: [] }))
-    }
-    const jobs = envelopesForPeer(this.state, opened.body.nodeId, Date.now())
+  /** A member peer asks for a sync while its coordinator is away: only about jobs that concern it. */
+  private answerPeer(data: Uint8Array, from: string): Uint8Array {
+    const refuse = (error: string) => encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error, ackRunIds: [], jobs: [], peers: [] }))
+    const member = this.isMember(from) ? this.verified.get(from) : undefined
+    if (!member) return refuse('not a member: show a membership certificate first')
+    const opened = open(decodeEnvelope(data), [member.key])
+    if (!opened.ok || opened.body.type !== 'sync') return refuse(opened.ok ? `agents answer sync only, not ${opened.body.type}` : opened.reason)
+    if (opened.body.nodeId !== member.nodeId) return refuse(`this connection belongs to node ${member.nodeId}, not ${opened.body.nodeId}`)
+    const jobs = envelopesForPeer(this.state, member, opened.body.known, Date.now())
     return encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [], jobs, peers: [] }))
   }
 

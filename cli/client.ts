@@ -24,6 +24,12 @@ export async function apiPostText<T>(api: string, path: string, text: string, co
   return { status: res.status, body: (await res.json()) as T }
 }
 
+/** A request with a JSON body (or none); the answer's status and JSON body. */
+export async function apiSend<T>(api: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${apiBase(api)}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}), signal: AbortSignal.timeout(timeoutMs) })
+  return { status: res.status, body: (await res.json()) as T }
+}
+
 export function contentTypeFor(file: string): string {
   if (/\.ya?ml$/i.test(file)) return 'application/yaml'
   if (/\.toml$/i.test(file)) return 'application/toml'

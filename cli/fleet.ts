@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, readFile, rm, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { apiGet, apiPostText, contentTypeFor } from './client.js'
+import { apiGet, apiPostText, apiSend, contentTypeFor } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
 import { CHORUS_BIN } from './paths.js'
@@ -35,6 +35,10 @@ export interface FleetOptions {
   agentConfig?: Record<string, unknown>
   /** Per-agent configuration (by index), written to the agent's directory; overrides the shared one. */
   agentConfigFor?: (index: number) => Record<string, unknown> | undefined
+  /** The enrolment token the fleet creates for its agents: its extra uses (for agents a test adds) and fixed attributes. */
+  enrollment?: { extraUses?: number; attributes?: Record<string, string> }
+  /** Start the coordinator with --require-approval. */
+  requireApproval?: boolean
 }
 
 async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = []): Promise<ChildProcess> {
@@ -72,6 +76,8 @@ export class LocalFleet {
   baseDir = ''
   private apiPort = 0
   private p2pPort = 0
+  /** The enrolment token file every agent gets (mode 0600), made once the coordinator is up. */
+  enrollTokenFile = ''
 
   constructor(private readonly opts: FleetOptions) {}
 
@@ -97,17 +103,23 @@ export class LocalFleet {
       await writeFile(this.opts.agentConfigFile, JSON.stringify(this.opts.agentConfig, null, 2))
     }
     await this.startCoordinator()
+    this.enrollTokenFile = await this.createEnrollToken('fleet', this.opts.agents + (this.opts.enrollment?.extraUses ?? 4), this.opts.enrollment?.attributes)
     const prefix = this.opts.nodeIdPrefix ?? 'node-'
-    for (let i = 0; i < this.opts.agents; i++) {
-      const dir = join(this.baseDir, `agent-${i + 1}`)
-      await mkdir(dir, { recursive: true })
-      this.agents.push({ nodeId: `${prefix}${i + 1}`, dir, logFile: join(dir, 'agent.log'), proc: undefined as unknown as ChildProcess })
-    }
+    for (let i = 0; i < this.opts.agents; i++) await this.addAgent(`${prefix}${i + 1}`)
     for (let i = 0; i < this.agents.length; i += AGENT_START_PARALLELISM) {
       const slice = this.agents.slice(i, i + AGENT_START_PARALLELISM)
       await Promise.all(slice.map((_, j) => this.startAgent(i + j)))
     }
-    await this.waitForNodes(this.agents.length, 30_000 + 500 * this.agents.length)
+    if (!this.opts.requireApproval) await this.waitForNodes(this.agents.length, 30_000 + 500 * this.agents.length)
+  }
+
+  /** Creates an enrolment token through the API (as an admin would) and writes it to a 0600 file; returns the file. */
+  async createEnrollToken(name: string, uses: number, attributes: Record<string, string> = {}, ttl = '1h'): Promise<string> {
+    const res = await apiSend<{ token?: string; error?: string }>(this.api, 'POST', '/v1/enrollments', { name, uses, ttl, attributes })
+    if (res.status !== 201 || !res.body.token) throw new Error(`could not create an enrolment token (HTTP ${res.status}): ${res.body.error ?? ''}`)
+    const file = join(this.baseDir, `${name}.enroll-token`)
+    await writeFile(file, res.body.token + '\n', { mode: 0o600 })
+    return file
   }
 
   async startCoordinator(): Promise<void> {
@@ -117,7 +129,7 @@ export class LocalFleet {
     const listen = `/ip4/127.0.0.1/tcp/${this.p2pPort}`
     const api = `127.0.0.1:${this.apiPort}`
     const logFile = join(dir, 'coordinator.log')
-    const proc = await spawnLogged(['coordinator', '--data', dir, '--listen', listen, '--api', api], logFile)
+    const proc = await spawnLogged(['coordinator', '--data', dir, '--listen', listen, '--api', api, ...(this.opts.requireApproval ? ['--require-approval'] : [])], logFile)
     this.coordinator = { proc, dir, logFile }
     const endpoints = await waitFor('the coordinator to start', async () => {
       if (proc.exitCode !== null) throw new Error(`coordinator exited with code ${proc.exitCode}; see ${logFile}`)
@@ -131,10 +143,13 @@ export class LocalFleet {
     this.apiPort = Number(endpoints.api.split(':').pop())
   }
 
-  async startAgent(index: number): Promise<void> {
+  /** Starts agent `index`; `enrollTokenFile` null starts it without a token (it must not be admitted). */
+  async startAgent(index: number, opts: { enrollTokenFile?: string | null } = {}): Promise<void> {
     const a = this.agents[index]!
     const attrs = this.opts.attributes?.(index) ?? {}
     const args = ['agent', '--data', a.dir, '--join', this.multiaddr, `--coordinator-key=${this.publicKey}`, '--node-id', a.nodeId]
+    const tokenFile = opts.enrollTokenFile === undefined ? this.enrollTokenFile : opts.enrollTokenFile
+    if (tokenFile) args.push('--enroll-token-file', tokenFile)
     for (const [k, v] of Object.entries(attrs)) args.push('--attr', `${k}=${v}`)
     const own = this.opts.agentConfigFor?.(index)
     if (own) {
@@ -143,6 +158,14 @@ export class LocalFleet {
       args.push('--config', file)
     } else if (this.opts.agentConfigFile) args.push('--config', this.opts.agentConfigFile)
     a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS)
+  }
+
+  /** Adds an agent (data directory, node id) without starting it; returns its index. */
+  async addAgent(nodeId: string): Promise<number> {
+    const dir = join(this.baseDir, `agent-${this.agents.length + 1}`)
+    await mkdir(dir, { recursive: true })
+    this.agents.push({ nodeId, dir, logFile: join(dir, 'agent.log'), proc: undefined as unknown as ChildProcess })
+    return this.agents.length - 1
   }
 
   async waitForNodes(count: number, timeoutMs: number): Promise<void> {

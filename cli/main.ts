@@ -2,6 +2,7 @@
 // process never loads the HTTP server, the YAML parser or the simulator.
 import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
+import { registerMemberCommands } from './members.js'
 
 const program = new Command()
 program
@@ -82,10 +83,11 @@ program.command('coordinator')
   .requiredOption('--data <dir>', 'data directory (key, level store, endpoints.json)')
   .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/7700'])
   .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
-  .action(async (o: { data: string; listen: string[]; api: string }) => {
+  .option('--require-approval', 'enrolments wait in `chorus nodes pending` until `chorus nodes approve ID`')
+  .action(async (o: { data: string; listen: string[]; api: string; requireApproval?: boolean }) => {
     const { CoordinatorRuntime } = await import('../coordinator/runtime.js')
     const logger = await makeLogger('coordinator')
-    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, logger })
+    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, logger, ...(o.requireApproval ? { requireApproval: true } : {}) })
     onShutdown(() => rt.stop())
     const ep = await rt.start()
     process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        http://${ep.api}\n`)
@@ -101,7 +103,9 @@ program.command('agent')
   .option('--attr <key=value>', 'a custom attribute advertised to the coordinator (repeatable)', collectAttr, {})
   .option('--config <file>', 'agent configuration (JSON): allow (allowlist), interpreters (external), attributes, restartMode; see the README')
   .option('--allow-any', 'run every command of every signed job (overrides the allowlist; logged as a warning)')
-  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean }) => {
+  .option('--enroll-token-file <file>', 'file holding the enrolment token (chorus enroll create) this node joins with on its first start; or set $CHORUS_ENROLL_TOKEN')
+  .option('--enroll-token <token>', 'the enrolment token itself (visible to local users in the process list: prefer the file or $CHORUS_ENROLL_TOKEN)')
+  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string }) => {
     const { decodePublicKey } = await import('../protocol/keys.js')
     try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
     const { AgentRuntime, loadAgentConfig } = await import('../agent/runtime.js')
@@ -110,8 +114,12 @@ program.command('agent')
       try { fileConfig = await loadAgentConfig(o.config) } catch (err) { fail(`--config: ${(err as Error).message}`, 2) }
     }
     if (o.allowAny) fileConfig.allow = 'any'
+    let enrollToken = o.enrollToken ?? process.env.CHORUS_ENROLL_TOKEN
+    if (o.enrollTokenFile) {
+      try { enrollToken = (await readFile(o.enrollTokenFile, 'utf8')).trim() } catch (err) { fail(`--enroll-token-file: ${(err as Error).message}`, 2) }
+    }
     const logger = await makeLogger('agent')
-    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}) })
+    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}) })
     onShutdown(() => rt.stop())
     await rt.start()
   })
@@ -246,8 +254,8 @@ program.command('artifacts')
     for (const a of list.items.filter((x) => !o.step || x.step === o.step)) process.stdout.write(`step ${a.step}\t${a.name}\t${a.bytes} bytes${a.truncated ? ' (truncated)' : ''}\n`)
   })
 
-program.command('nodes')
-  .description('List the nodes registered with the coordinator, with liveness (alive = connected now)')
+const nodesCommand = program.command('nodes')
+  .description('List the nodes enrolled with the coordinator, with liveness (alive = connected now)')
   .option('--search <query>', 'only nodes matching a search query, e.g. "role:webapp AND env:prod" (grammar in the README)')
   .option('--json', 'print JSON')
   .option(...apiOption)
@@ -258,13 +266,20 @@ program.command('nodes')
     else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
   })
 
-async function adminRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+/** One API request with a JSON body; returns the JSON answer, or exits 1 with the coordinator's error. */
+async function apiRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
   const { apiBase, DEFAULT_API_ADDRESS } = await import('./client.js')
   const res = await fetch(`${apiBase(api ?? DEFAULT_API_ADDRESS)}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}) })
   const out = (await res.json()) as { error?: string }
   if (!res.ok) fail(out.error ?? `HTTP ${res.status}`)
-  process.stdout.write(JSON.stringify(out, null, 2) + '\n')
+  return out
 }
+
+async function adminRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
+  process.stdout.write(JSON.stringify(await apiRequest(api, method, path, body), null, 2) + '\n')
+}
+
+registerMemberCommands(program, nodesCommand, { apiOption, collectAttr, request: (o, method, path, body) => apiRequest(o.api, method, path, body) })
 
 const lists = program.command('lists').description('Saved node lists (nodeListType "savedList", listId)')
 lists.command('list').description('Show the saved lists').option(...apiOption).action((o: { api?: string }) => adminRequest(o.api, 'GET', '/v1/lists'))

@@ -7,6 +7,7 @@ import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { decideGate, isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
 import { emptyWatches, expired, forgetInstance, hold, markAnswered, MAX_WATCHERS, WATCH_HOLD_MS, type Watcher, type Watches } from './watch.js'
+import { admit, certificateDue, certificateFor, emptyMembership, enrollmentSummary, factsWith, memberKey, restoreMemberRecord, revoke, MAX_ENROLLMENTS, type EnrollmentRecord, type Membership } from './members.js'
 import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeConstraint, type SkillConstraint } from './targeting.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
@@ -22,6 +23,8 @@ export interface CoordinatorConfig {
   jobTtlMs: number
   /** Added to the group timeouts before a run without a result is marked timed out. */
   timeoutGraceMs: number
+  /** Enrolments wait for an admin's approval (`chorus nodes approve`), as salt-key. */
+  requireApproval?: boolean
 }
 
 export const DEFAULT_COORDINATOR_TIMING = {
@@ -41,6 +44,10 @@ export interface NodeRecord {
   skills: Record<string, string[]>
   firstSeenAt: number
   lastSeenAt: number
+  /** Attributes the enrolment token fixed (they override the agent's own facts of the same name). */
+  attributes?: Record<string, string>
+  /** The enrolment token the node joined with. */
+  enrolledWith?: string
 }
 
 export interface JobRecord {
@@ -130,6 +137,8 @@ export interface CoordinatorState {
   byPeer: Map<string, string>
   /** Derived, not persisted: node ids in registration order (mesh peers are drawn from it). */
   pool: string[]
+  /** Enrolment tokens, enrolments awaiting approval, revoked nodes and the signed revocation list. */
+  members: Membership
 }
 
 /** Per position of a group: what the coordinator knows of that target's run. */
@@ -175,6 +184,14 @@ export type CoordinatorEvent =
   | { type: 'save_filter'; requestId: string; filter: SavedFilter }
   | { type: 'delete_saved'; requestId: string; kind: 'list' | 'filter'; id: string }
   | { type: 'remove_exception'; requestId: string; id: string }
+  /** An admin created an enrolment token (the runtime drew it; only its hash is here). */
+  | { type: 'create_enrollment'; requestId: string; enrollment: EnrollmentRecord }
+  | { type: 'delete_enrollment'; requestId: string; id: string }
+  /** Revoke an enrolled node: its results are refused, it leaves every target list, its peers drop it. */
+  | { type: 'revoke_node'; requestId: string; nodeId: string }
+  /** Approval mode: admit or refuse a node waiting in `chorus nodes pending`. */
+  | { type: 'approve_node'; requestId: string; nodeId: string }
+  | { type: 'reject_node'; requestId: string; nodeId: string }
 
 export type SubmitOutcome =
   | { ok: true; jobId: string; instanceIds: string[]; targets: number }
@@ -190,7 +207,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [] }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], members: emptyMembership() }
 }
 
 const key = {
@@ -218,6 +235,7 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('list/')) { const r = v as SavedList; state.lists.set(r.id, r) }
     else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
+    else restoreMemberRecord(state.members, k, v)
   }
   for (const inst of state.instances.values()) {
     if (inst.status !== 'running') continue
@@ -279,6 +297,13 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
       effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { ...event.filter, matches: check.nodes } } })
       break
     }
+    case 'create_enrollment':
+    case 'delete_enrollment':
+    case 'revoke_node':
+    case 'approve_node':
+    case 'reject_node':
+      onMembership(state, config, event, now, effects)
+      break
     case 'delete_saved': {
       const map = event.kind === 'list' ? state.lists : state.filters
       if (!map.delete(event.id)) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no saved ${event.kind} ${event.id}` } }); break }
@@ -371,8 +396,8 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
     }
     const kept: string[] = []
     for (const n of nodes) {
-      // A node belongs to the first group that names it: it runs the job once.
-      if (taken.has(n)) continue
+      // A node belongs to the first group that names it: it runs the job once. A revoked node runs nothing.
+      if (taken.has(n) || (state.members.revoked.has(n) && !state.nodes.has(n))) continue
       taken.set(n, gi)
       kept.push(n)
     }
@@ -616,9 +641,11 @@ export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterM
 const replyCache = new Map<string, SignedEnvelope>()
 export const REPLY_CACHE_MAX = 256
 
-function reply(config: CoordinatorConfig, requestId: string, fields: { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; tickets?: SignedEnvelope[]; checkpoints?: SignedEnvelope[] }): CoordinatorEffect {
+type ReplyFields = { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; tickets?: SignedEnvelope[]; checkpoints?: SignedEnvelope[]; certificate?: SignedEnvelope; revocations?: SignedEnvelope; pending?: boolean }
+
+function reply(config: CoordinatorConfig, requestId: string, fields: ReplyFields): CoordinatorEffect {
   const body = { type: 'reply' as const, v: PROTOCOL_VERSION as typeof PROTOCOL_VERSION, ackRunIds: [] as string[], jobs: [] as SignedEnvelope[], peers: [] as PeerInfo[], tickets: [] as SignedEnvelope[], checkpoints: [] as SignedEnvelope[], ...fields }
-  const cacheable = body.ackRunIds.length === 0 && body.jobs.length === 0 && body.peers.length === 0 && body.tickets.length === 0
+  const cacheable = body.ackRunIds.length === 0 && body.jobs.length === 0 && body.peers.length === 0 && body.tickets.length === 0 && !body.certificate && !body.revocations && !body.pending
   if (!cacheable) return { type: 'reply_rpc', requestId, envelope: seal(config.identity, body) }
   const k = `${config.identity.publicKey}|${body.ok}|${body.error ?? ''}|${body.checkpoints.map((c) => c.sig).join(',')}`
   let envelope = replyCache.get(k)
@@ -967,6 +994,11 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
   const body = opened.body
   switch (body.type) {
     case 'hello':
+      if (peerIdOf(opened.signer) !== peerId || body.peerId !== peerId) {
+        effects.push({ type: 'log', level: 'warn', msg: 'refused hello: not sent over the connection of its signing key', fields: { nodeId: body.nodeId, peerId } })
+        effects.push(reply(config, requestId, { ok: false, error: 'a hello must come over the connection of the key that signs it' }))
+        return
+      }
       onHello(state, config, requestId, body, opened.signer, now, effects)
       return
     case 'result':
@@ -982,8 +1014,10 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
       noteGated(state, config, body.nodeId, body.gated, now, effects)
       const jobs = envelopesFor(state, body.nodeId, now, config.jobTtlMs, body.known)
       const tickets = ticketsFor(state, config, node, jobs, body.known)
-      if (body.watch && jobs.length === 0 && tickets.length === 0 && tryHold(state, config, requestId, body.nodeId, body.gated, now)) return
-      effects.push(reply(config, requestId, { ok: true, jobs, tickets, checkpoints: checkpointsFor(state, config, body.nodeId, now) }))
+      const renew = certificateDue(body.certExpiresAt, now) ? { certificate: certificateFor(config.identity, node, now) } : {}
+      const extra = { ...renew, ...revocationsFor(state, body.revocations) }
+      if (body.watch && jobs.length === 0 && tickets.length === 0 && Object.keys(extra).length === 0 && tryHold(state, config, requestId, body.nodeId, body.gated, now)) return
+      effects.push(reply(config, requestId, { ok: true, jobs, tickets, checkpoints: checkpointsFor(state, config, body.nodeId, now), ...extra }))
       return
     }
     default:
@@ -1022,15 +1056,33 @@ function touch(state: CoordinatorState, node: NodeRecord, now: number, effects: 
 
 function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: HelloBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
   const existing = state.nodes.get(body.nodeId)
-  if (existing && existing.publicKey !== signer) {
-    // Trust on first use: a node id stays bound to the key that first registered it.
-    effects.push({ type: 'log', level: 'warn', msg: 'refused hello: node id is registered with another key', fields: { nodeId: body.nodeId } })
-    effects.push(reply(config, requestId, { ok: false, error: `node id ${body.nodeId} is registered with another key` }))
+  const refuse = (reason: string) => {
+    effects.push({ type: 'log', level: 'warn', msg: `refused hello: ${reason}`, fields: { nodeId: body.nodeId, peerId: body.peerId } })
+    effects.push(reply(config, requestId, { ok: false, error: reason }))
+  }
+  if (existing && existing.publicKey !== signer) return refuse(`node id ${body.nodeId} is enrolled with another key`)
+  if (existing) return registerContact(state, config, requestId, existing, { body, signer, attributes: existing.attributes, enrolledWith: existing.enrolledWith }, now, effects)
+  const holder = state.byPeer.get(peerIdOf(signer))
+  if (holder !== undefined && holder !== body.nodeId) return refuse(`this key is enrolled as node ${holder}; one key holds one node id`)
+  const a = admit(state.members, body, signer, config.requireApproval === true, now)
+  if (a.kind === 'refused') return refuse(a.reason)
+  if (a.puts.length > 0) effects.push({ type: 'persist', puts: a.puts, dels: [] })
+  if (a.kind === 'pending') {
+    if (a.puts.length > 0) effects.push({ type: 'log', level: 'info', msg: 'enrolment awaits approval (chorus nodes approve)', fields: { nodeId: body.nodeId, enrollment: a.record.enrollment } })
+    effects.push(reply(config, requestId, { ok: false, pending: true, error: `enrolment of ${body.nodeId} awaits an admin's approval (chorus nodes approve ${body.nodeId})` }))
     return
   }
+  effects.push({ type: 'log', level: 'info', msg: 'node enrolled', fields: { nodeId: body.nodeId, peerId: body.peerId, enrollment: a.enrollment.id } })
+  registerContact(state, config, requestId, undefined, { body, signer, attributes: a.attributes, enrolledWith: a.enrollment.id }, now, effects)
+}
+
+/** Records an enrolled node's hello (facts, addresses, skills) and answers with its certificate and mesh peers. */
+function registerContact(state: CoordinatorState, config: CoordinatorConfig, requestId: string, existing: NodeRecord | undefined, hello: { body: HelloBody; signer: string; attributes?: Record<string, string>; enrolledWith?: string }, now: number, effects: CoordinatorEffect[]): void {
+  const { body, attributes, enrolledWith } = hello
   const node: NodeRecord = {
-    nodeId: body.nodeId, publicKey: signer, peerId: body.peerId, facts: body.facts, agentVersion: body.agentVersion,
+    nodeId: body.nodeId, publicKey: hello.signer, peerId: body.peerId, facts: factsWith(body.facts, attributes), agentVersion: body.agentVersion,
     addrs: body.addrs, skills: body.skills, firstSeenAt: existing?.firstSeenAt ?? now, lastSeenAt: now,
+    ...(attributes && Object.keys(attributes).length > 0 ? { attributes } : {}), ...(enrolledWith ? { enrolledWith } : {}),
   }
   state.nodes.set(body.nodeId, node)
   if (!existing && state.pool.length === state.nodes.size - 1) state.pool.push(body.nodeId)
@@ -1039,8 +1091,78 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   lastTouchPersisted.set(node, now)
   state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
-  if (!existing) effects.push({ type: 'log', level: 'info', msg: 'node registered', fields: { nodeId: body.nodeId, peerId: body.peerId } })
-  effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId) }))
+  effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId), certificate: certificateFor(config.identity, node, now), ...revocationsFor(state, 0) }))
+}
+
+/** The signed revocation list for a reply, when the node holds an older version. */
+function revocationsFor(state: CoordinatorState, heldVersion: number): { revocations?: SignedEnvelope } {
+  const r = state.members.revocations
+  return r && r.body.version > heldVersion ? { revocations: r.envelope } : {}
+}
+
+type MembershipEvent = Extract<CoordinatorEvent, { type: 'create_enrollment' | 'delete_enrollment' | 'revoke_node' | 'approve_node' | 'reject_node' }>
+
+function onMembership(state: CoordinatorState, config: CoordinatorConfig, event: MembershipEvent, now: number, effects: CoordinatorEffect[]): void {
+  const m = state.members
+  const answer = (outcome: Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome'], puts: { key: string; value: unknown }[] = [], dels: string[] = []) => {
+    if (puts.length > 0 || dels.length > 0) effects.push({ type: 'persist', puts, dels })
+    effects.push({ type: 'reply_admin', requestId: event.requestId, outcome })
+  }
+  switch (event.type) {
+    case 'create_enrollment': {
+      const e = event.enrollment
+      if (m.enrollments.has(e.id)) return answer({ ok: false, status: 409, error: `an enrolment token named ${e.id} exists; choose another --name or delete it` })
+      if (m.enrollments.size >= MAX_ENROLLMENTS) return answer({ ok: false, status: 409, error: `at most ${MAX_ENROLLMENTS} enrolment tokens; delete used ones first` })
+      m.enrollments.set(e.id, e)
+      return answer({ ok: true, detail: enrollmentSummary(e) }, [{ key: memberKey.enrollment(e.id), value: e }])
+    }
+    case 'delete_enrollment':
+      if (!m.enrollments.delete(event.id)) return answer({ ok: false, status: 404, error: `no enrolment token ${event.id}` })
+      return answer({ ok: true, detail: { deleted: event.id } }, [], [memberKey.enrollment(event.id)])
+    case 'approve_node': {
+      const p = m.pending.get(event.nodeId)
+      if (!p) return answer({ ok: false, status: 404, error: `no enrolment of ${event.nodeId} awaits approval (chorus nodes pending)` })
+      if (state.nodes.has(p.nodeId)) return answer({ ok: false, status: 409, error: `node id ${p.nodeId} is enrolled already` })
+      m.pending.delete(p.nodeId)
+      const node: NodeRecord = { nodeId: p.nodeId, publicKey: p.key, peerId: p.peerId, facts: factsWith(p.facts, p.attributes), agentVersion: '', addrs: [], skills: {}, firstSeenAt: now, lastSeenAt: now, attributes: p.attributes, enrolledWith: p.enrollment }
+      state.nodes.set(node.nodeId, node)
+      state.byPeer.set(node.peerId, node.nodeId)
+      effects.push({ type: 'log', level: 'info', msg: 'node enrolled (approved)', fields: { nodeId: node.nodeId } })
+      return answer({ ok: true, detail: { nodeId: node.nodeId, approved: true } }, [{ key: key.node(node.nodeId), value: node }], [memberKey.pending(node.nodeId)])
+    }
+    case 'reject_node':
+      if (!m.pending.delete(event.nodeId)) return answer({ ok: false, status: 404, error: `no enrolment of ${event.nodeId} awaits approval (chorus nodes pending)` })
+      return answer({ ok: true, detail: { nodeId: event.nodeId, rejected: true } }, [], [memberKey.pending(event.nodeId)])
+    case 'revoke_node': {
+      const node = state.nodes.get(event.nodeId)
+      if (!node) return answer({ ok: false, status: 404, error: `no enrolled node ${event.nodeId} (chorus nodes)` })
+      const puts = revoke(m, config.identity, node, now)
+      state.nodes.delete(node.nodeId)
+      state.byPeer.delete(node.peerId)
+      state.connected.delete(node.nodeId)
+      closeRunsOf(state, config, node.nodeId, `node revoked at ${new Date(now).toISOString()}: its results are refused`, now, effects, puts)
+      effects.push({ type: 'log', level: 'warn', msg: 'node revoked', fields: { nodeId: node.nodeId, peerId: node.peerId } })
+      effects.push({ type: 'publish', envelope: m.revocations!.envelope })
+      return answer({ ok: true, detail: { nodeId: node.nodeId, peerId: node.peerId, revokedAt: new Date(now).toISOString() } }, puts, [key.node(node.nodeId)])
+    }
+  }
+}
+
+/** Ends a node's open runs in live instances (revocation): they count as done, not succeeded. */
+function closeRunsOf(state: CoordinatorState, config: CoordinatorConfig, nodeId: string, reason: string, now: number, effects: CoordinatorEffect[], puts: { key: string; value: unknown }[]): void {
+  for (const id of state.live) {
+    const instance = state.instances.get(id)
+    const job = instance && state.jobs.get(instance.jobId)
+    const run = instance && state.runs.get(runIdFor(instance.id, nodeId))
+    if (!instance || !job || !run || TERMINAL.has(run.status)) continue
+    setRunStatus(state, run, 'skipped')
+    run.reason = reason
+    noteProgress(state, config, instance, job, nodeId, Pos.Failed, now, effects)
+    const before = instance.status
+    settleInstance(state, instance, now)
+    puts.push({ key: key.run(run.runId), value: run })
+    if (instance.status !== before) puts.push({ key: key.instance(instance.id), value: instance }, { key: key.job(job.jobId), value: job })
+  }
 }
 
 /**
@@ -1079,6 +1201,13 @@ function fnv1a(text: string): number {
 
 function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
   const node = state.nodes.get(body.nodeId)
+  const revoked = state.members.revoked.get(body.nodeId)
+  if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { runId: body.runId, nodeId: body.nodeId } })
+    // Acknowledged so that it is not sent again: it will never be accepted.
+    effects.push(reply(config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
+    return
+  }
   if (!node || node.publicKey !== signer) {
     effects.push(reply(config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
     return

@@ -18,6 +18,9 @@ import {
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
+import { registerMemberRoutes } from './api-members.js'
+import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
+import { peerIdOf } from '../protocol/keys.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS } from '../protocol/timing.js'
@@ -34,6 +37,8 @@ export interface CoordinatorOptions {
   logger: Logger
   /** Called when continuing would be unsafe (default: exit with code 70). */
   onFatal?: (err: unknown) => void
+  /** Enrolments wait for `chorus nodes approve` (as salt-key). */
+  requireApproval?: boolean
 }
 
 export interface Endpoints {
@@ -68,7 +73,7 @@ export class CoordinatorRuntime {
   async start(): Promise<Endpoints> {
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
-    this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING }
+    this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
     await this.db.open()
     const records: [string, unknown][] = []
@@ -85,13 +90,23 @@ export class CoordinatorRuntime {
       },
     })
 
-    this.net = await createNet({ seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true })
-    this.net.node.addEventListener('peer:connect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: true }))
+    this.net = await createNet({
+      seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true,
+      isMember: (peerId) => this.isMember(peerId), isDenied: (peerId) => this.revokedPeers().has(peerId),
+    })
+    this.net.node.addEventListener('peer:connect', (evt) => {
+      const peerId = evt.detail.toString()
+      if (!this.isMember(peerId)) this.enrolOrLeave(peerId)
+      void this.dispatch({ type: 'link', peerId, up: true })
+    })
     this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
     subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }))
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
+      const wasMember = this.isMember(from)
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
+      // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
+      if (!wasMember && this.isMember(from)) this.net.refreshPeer(from)
       return reply
     })
 
@@ -107,6 +122,29 @@ export class CoordinatorRuntime {
     this.ticker = setInterval(() => void this.dispatch({ type: 'tick' }), COORDINATOR_TICK_MS)
     this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
     return this.endpoints
+  }
+
+  /** An enrolled node's connection: its peer id is the one its enrolled key gives. */
+  private isMember(peerId: string): boolean {
+    const nodeId = this.state.byPeer.get(peerId)
+    return nodeId !== undefined && this.state.nodes.get(nodeId)?.peerId === peerId
+  }
+
+  private revokedCache = { size: -1, peers: new Set<string>() }
+  /** Peer ids of revoked nodes: the connection gater refuses them. */
+  private revokedPeers(): Set<string> {
+    const revoked = this.state.members.revoked
+    if (this.revokedCache.size !== revoked.size) this.revokedCache = { size: revoked.size, peers: new Set([...revoked.values()].map((r) => peerIdOf(r.key))) }
+    return this.revokedCache.peers
+  }
+
+  /** A peer that is not a member may only enrol (a hello with a token), within MEMBER_DEADLINE_MS: then it is disconnected. */
+  private enrolOrLeave(peerId: string): void {
+    setTimeout(() => {
+      if (this.stopped || this.isMember(peerId)) return
+      this.opts.logger.warn({ peerId, deadlineMs: MEMBER_DEADLINE_MS }, 'disconnected a peer that did not enrol in time (no valid enrolment token, or awaiting approval)')
+      void this.net.hangUp(peerId)
+    }, MEMBER_DEADLINE_MS).unref()
   }
 
   private request<T>(make: (requestId: string) => CoordinatorEvent): Promise<T> {
@@ -282,6 +320,11 @@ export class CoordinatorRuntime {
       if (!b || (b.query === undefined && b.constraints === undefined)) return reply.code(400).send({ error: 'body: expected {"name", "query": "role:web AND env:prod"} and/or {"constraints": {"attributes": [...], "skills": [...]}}' })
       const filter = { id: req.params.id, name: typeof b.name === 'string' ? b.name : req.params.id, ...(b.query !== undefined ? { query: String(b.query) } : {}), ...(b.constraints !== undefined ? { constraints: b.constraints as never } : {}) }
       return sendAdmin(reply, await this.admin((requestId) => ({ type: 'save_filter', requestId, filter })))
+    })
+    registerMemberRoutes(app, {
+      state: () => this.state,
+      admin: (make) => this.admin(make),
+      onRevoked: (peerId) => void this.net.hangUp(peerId),
     })
     for (const kind of ['list', 'filter'] as const) {
       app.delete<{ Params: { id: string } }>(`/v1/${kind}s/:id`, async (req, reply) => sendAdmin(reply, await this.admin((requestId) => ({ type: 'delete_saved', requestId, kind, id: req.params.id }))))

@@ -13,7 +13,8 @@ import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import type { PeerId, Stream } from '@libp2p/interface'
-import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS } from '../protocol/wire.js'
+import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope } from '../protocol/wire.js'
+import { peerIdOf } from '../protocol/keys.js'
 import type { Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
@@ -29,6 +30,16 @@ export const LIVENESS_PING_MS = 1_500
 export const LIVENESS_TIMEOUT_MS = 3_000
 /** Concurrent inbound rpc streams one peer may hold open. */
 export const MAX_INBOUND_RPC_STREAMS = 64
+/** The membership exchange: each side sends its certificate (a signed envelope, a few hundred bytes). */
+export const PROTOCOL_MEMBER = '/chorus/member/1.0.0'
+export const MAX_MEMBER_FRAME_BYTES = 8 * 1024
+export const MEMBER_EXCHANGE_TIMEOUT_MS = 5_000
+/**
+ * Gossipsub score of a peer that is not a member: below the publish and gossip thresholds, so
+ * nothing (no flood-publish, no relay, no IHAVE, no IWANT answer) is sent to it, but above the
+ * graylist, so the subscriptions it sent before it enrolled still count once it is a member.
+ */
+export const NON_MEMBER_SCORE = -1_000_000
 
 export interface NetOptions {
   seed: Uint8Array
@@ -37,11 +48,36 @@ export interface NetOptions {
   trustedPublisher?: string
   /** Ping connections every LIVENESS_PING_MS and drop the silent ones (the coordinator). */
   fastLiveness?: boolean
+  /**
+   * Whether a peer is a member now: only members are sent gossip, and only gossip relayed by a
+   * member (and, on the progress topic, authored by the key that signed it) is accepted.
+   */
+  isMember: (peerId: string) => boolean
+  /** Peers refused outright by the connection gater (revoked nodes). */
+  isDenied: (peerId: string) => boolean
 }
 
 export interface Net extends Transport {
   node: Libp2p<{ pubsub: GossipSub; identify: unknown }>
   addresses(): string[]
+  /** A peer's membership changed: its gossip score is computed again now, not at the next heartbeat. */
+  refreshPeer(peerId: string): void
+  /** Closes every connection to a peer. */
+  hangUp(peerId: string): Promise<void>
+  /** Answers a peer's membership exchange: gets its certificate bytes, returns ours (or nothing, refusing it). */
+  handleMember(handler: (theirs: Uint8Array, from: string) => Uint8Array | undefined): Promise<void>
+  /** Sends our certificate to a connected peer and returns its certificate bytes. */
+  exchangeMember(peerId: string, mine: Uint8Array): Promise<Uint8Array>
+}
+
+/** Whether a gossiped envelope is signed by the key of the peer that authored it (cheap: the signature itself is the core's to verify). */
+function signedByAuthor(data: Uint8Array, author: string): boolean {
+  try {
+    const env = decodeEnvelope(data) as { signer?: unknown }
+    return typeof env.signer === 'string' && env.signer.length === 43 && peerIdOf(env.signer) === author
+  } catch {
+    return false
+  }
 }
 
 export function peerIdForPublicKey(publicKey: string): string {
@@ -61,6 +97,11 @@ export async function createNet(opts: NetOptions): Promise<Net> {
     connectionMonitor: opts.fastLiveness
       ? { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 1_000, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true }
       : { abortConnectionOnPingFailure: false },
+    connectionGater: {
+      denyInboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()),
+      denyOutboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()),
+      denyDialPeer: (peer: PeerId) => opts.isDenied(peer.toString()),
+    },
     connectionManager: {
       maxConnections: 10_000,
       maxIncomingPendingConnections: 1_000,
@@ -73,20 +114,21 @@ export async function createNet(opts: NetOptions): Promise<Net> {
         allowPublishToZeroTopicPeers: true,
         floodPublish: true,
         emitSelf: false,
-        scoreParams: { IPColocationFactorWeight: 0 },
+        scoreParams: { IPColocationFactorWeight: 0, appSpecificWeight: 1, appSpecificScore: (peer: string) => (opts.isMember(peer) ? 0 : NON_MEMBER_SCORE) },
+        scoreThresholds: { gossipThreshold: -10, publishThreshold: -50, graylistThreshold: 10 * NON_MEMBER_SCORE, acceptPXThreshold: 10, opportunisticGraftThreshold: 20 },
       }),
     },
   })
   const pubsub = node.services.pubsub
-  if (opts.trustedPublisher) {
-    const trusted = opts.trustedPublisher
-    pubsub.topicValidators.set(TOPIC_JOBS, (_peer: PeerId, msg) => {
-      // Signed gossip keeps the author in msg.from across relays: drop anything not authored
-      // by the pinned coordinator before it is relayed further.
-      if (msg.type !== 'signed' || msg.from.toString() !== trusted) return TopicValidatorResult.Reject
-      return TopicValidatorResult.Accept
-    })
-  }
+  const trusted = opts.trustedPublisher
+  pubsub.topicValidators.set(TOPIC_JOBS, (peer: PeerId, msg) => {
+    // Signed gossip keeps the author in msg.from across relays: drop anything not authored
+    // by the pinned coordinator, or relayed by a non-member, before it is relayed further.
+    if (msg.type !== 'signed' || !opts.isMember(peer.toString())) return TopicValidatorResult.Reject
+    if (trusted && msg.from.toString() !== trusted) return TopicValidatorResult.Reject
+    return TopicValidatorResult.Accept
+  })
+  pubsub.topicValidators.set(TOPIC_PROGRESS, (peer: PeerId, msg) => (msg.type === 'signed' && opts.isMember(peer.toString()) && signedByAuthor(msg.data, msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject))
   const gossipHandlers = new Map<string, ((data: Uint8Array, from: string) => void)[]>()
   pubsub.addEventListener('message', (evt) => {
     const msg = evt.detail
@@ -97,6 +139,36 @@ export async function createNet(opts: NetOptions): Promise<Net> {
   return {
     node: node as Net['node'],
     peerId: node.peerId.toString(),
+    // The score cache lives for a heartbeat (1 s): a peer that just enrolled would miss a publish in that second.
+    refreshPeer: (peerId) => { (pubsub as unknown as { score: { scoreCache: Map<string, unknown> } }).score.scoreCache.delete(peerId) },
+    hangUp: async (peerId) => { await node.hangUp((await import('@libp2p/peer-id')).peerIdFromString(peerId)).catch(() => {}) },
+    async handleMember(handler) {
+      await node.handle(PROTOCOL_MEMBER, async (stream: Stream, connection) => {
+        const lp = lpStream(stream, { maxDataLength: MAX_MEMBER_FRAME_BYTES })
+        try {
+          const theirs = await lp.read({ signal: AbortSignal.timeout(MEMBER_EXCHANGE_TIMEOUT_MS) })
+          const mine = handler(theirs.subarray(), connection.remotePeer.toString())
+          await lp.write(mine ?? new Uint8Array(0))
+          await stream.close()
+        } catch (err) {
+          stream.abort(err as Error)
+        }
+      }, { maxInboundStreams: 2 })
+    },
+    async exchangeMember(peerId, mine) {
+      const signal = AbortSignal.timeout(MEMBER_EXCHANGE_TIMEOUT_MS)
+      const stream = await node.dialProtocol((await import('@libp2p/peer-id')).peerIdFromString(peerId), PROTOCOL_MEMBER, { signal })
+      try {
+        const lp = lpStream(stream, { maxDataLength: MAX_MEMBER_FRAME_BYTES })
+        await lp.write(mine, { signal })
+        const theirs = await lp.read({ signal })
+        await stream.close()
+        return theirs.subarray()
+      } catch (err) {
+        stream.abort(err as Error)
+        throw err
+      }
+    },
     addresses: () => node.getMultiaddrs().map((m) => m.toString()),
     async publish(topic, data) {
       const res = await pubsub.publish(topic, data)

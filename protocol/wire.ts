@@ -24,6 +24,12 @@ export const MAX_CANCELED_OCCURRENCES = 1000
 export const MAX_GLOBAL_EXCEPTIONS = 64
 export const MAX_PEERS_SHARED = 8
 export const MAX_ADDRS_PER_PEER = 4
+/** Attributes an enrolment token fixes for the nodes it enrols. */
+export const MAX_FIXED_ATTRIBUTES = 32
+/** Revoked nodes one signed revocation list carries (entries older than a certificate's lifetime are dropped: their certificates have expired). */
+export const MAX_REVOKED = 10_000
+/** Characters of an enrolment token (a prefix and 43 base64url characters). */
+export const MAX_ENROLL_TOKEN_CHARS = 128
 
 export const TOPIC_JOBS = 'chorus/jobs/v1'
 /** Rollout progress between agents (acks, starts, leases, dones) of jobs that gate on each other. */
@@ -130,6 +136,33 @@ export const FactsSchema = z.record(z.string().max(128), z.string().max(MAX_FACT
   .refine((r) => Object.keys(r).length <= MAX_FACTS, `at most ${MAX_FACTS} facts`)
 
 /**
+ * A node's membership certificate, signed by the coordinator when the node enrols and renewed
+ * while it is connected: its node id, its key, and the attributes its enrolment token fixed.
+ * Agents admit a peer to the mesh only when it presents a valid certificate for the key its
+ * connection proved (noise), not expired and not revoked: the check needs no coordinator.
+ */
+export const MemberBodySchema = z.object({
+  type: z.literal('member'),
+  v: z.literal(PROTOCOL_VERSION),
+  nodeId: id,
+  key: publicKey,
+  attributes: z.record(z.string().max(128), z.string().max(MAX_FACT_CHARS)).refine((r) => Object.keys(r).length <= MAX_FIXED_ATTRIBUTES, `at most ${MAX_FIXED_ATTRIBUTES} attributes`),
+  issuedAt: ms,
+  expiresAt: ms,
+}).strict()
+export type MemberBody = z.infer<typeof MemberBodySchema>
+
+/** The coordinator's list of revoked nodes, versioned like job states: agents keep the highest and drop those peers. */
+export const RevocationsBodySchema = z.object({
+  type: z.literal('revocations'),
+  v: z.literal(PROTOCOL_VERSION),
+  version: z.number().int().min(1),
+  nodes: z.array(z.object({ nodeId: id, key: publicKey, at: ms }).strict()).max(MAX_REVOKED),
+  issuedAt: ms,
+}).strict()
+export type RevocationsBody = z.infer<typeof RevocationsBodySchema>
+
+/**
  * The mutable part of a job, versioned: the coordinator signs a new state for every change
  * (cancellation, a global exception added or removed) and agents keep the highest version.
  * It reaches agents by gossip, in sync replies, and from peers.
@@ -166,6 +199,8 @@ export const HelloBodySchema = z.object({
   skills: z.record(z.string().max(128), z.array(z.string().max(64)).max(8)).refine((r) => Object.keys(r).length <= 256, 'at most 256 skills').default({}),
   agentVersion: z.string().max(64),
   sentAt: ms,
+  /** A node that is not enrolled yet presents the enrolment token an admin gave it (the connection is noise-encrypted to the pinned coordinator). */
+  enrollToken: z.string().max(MAX_ENROLL_TOKEN_CHARS).optional(),
 }).strict()
 export type HelloBody = z.infer<typeof HelloBodySchema>
 
@@ -274,6 +309,10 @@ export const SyncRequestBodySchema = z.object({
   gated: z.array(z.object({ instanceId: id, jobId: id, occurrenceAt: ms, state: z.enum(['waiting', 'running']), leaseUntil: ms.optional(), seq: z.number().int().min(0).optional() }).strict()).max(MAX_GATED_IN_SYNC).default([]),
   /** Hold the reply until a newer checkpoint decides one of the waiting runs (or a few seconds pass). */
   watch: z.boolean().default(false),
+  /** When the node's membership certificate expires (0: it has none): the reply renews it when due. */
+  certExpiresAt: ms.default(0),
+  /** The revocation list version the node holds: the reply carries a newer one. */
+  revocations: z.number().int().min(0).default(0),
 }).strict()
 export type SyncRequestBody = z.infer<typeof SyncRequestBodySchema>
 
@@ -293,10 +332,16 @@ export const ReplyBodySchema = z.object({
   tickets: z.array(SignedEnvelopeSchema).max(MAX_SYNC_JOBS).default([]),
   /** checkpoints of live gated instances that target the node (coordinator-signed envelopes) */
   checkpoints: z.array(SignedEnvelopeSchema).max(MAX_CHECKPOINTS_IN_REPLY).default([]),
+  /** The node's membership certificate, on enrolment and when it is due for renewal. */
+  certificate: SignedEnvelopeSchema.optional(),
+  /** The coordinator's revocation list, when newer than the node's. */
+  revocations: SignedEnvelopeSchema.optional(),
+  /** An enrolment waits for an admin's approval (`chorus nodes approve`): ask again later. */
+  pending: z.boolean().optional(),
 }).strict()
 export type ReplyBody = z.infer<typeof ReplyBodySchema>
 
-export const WireBodySchema = z.discriminatedUnion('type', [JobBodySchema, JobStateBodySchema, TicketBodySchema, CheckpointBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema, ProgressBodySchema])
+export const WireBodySchema = z.discriminatedUnion('type', [MemberBodySchema, RevocationsBodySchema, JobBodySchema, JobStateBodySchema, TicketBodySchema, CheckpointBodySchema, HelloBodySchema, ResultBodySchema, SyncRequestBodySchema, ReplyBodySchema, ProgressBodySchema])
 export type WireBody = z.infer<typeof WireBodySchema>
 export type WireBodyInput = z.input<typeof WireBodySchema>
 

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { readFileSync } from 'node:fs'
 import { coordinatorStep, emptyCoordinatorState, restoreCoordinator, DEFAULT_COORDINATOR_TIMING, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorState } from '../coordinator/core.js'
-import { generateIdentity, type Identity } from '../protocol/keys.js'
+import { generateIdentity, peerIdOf, type Identity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type CheckpointBody, type JobBody, type SignedEnvelope, type StepOutcome, type SyncRequestBody, type TicketBody } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
@@ -11,6 +11,8 @@ import { WATCH_HOLD_MS } from '../coordinator/watch.js'
 import { decideGate } from '../agent/gate.js'
 import { agentStep, emptyAgentState, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
+import { enrolHello } from './helpers/members.js'
+import { MEMBER_CERT_TTL_MS } from '../protocol/membership.js'
 
 const T0 = 1_700_000_000_000
 const coordinator = generateIdentity()
@@ -30,8 +32,7 @@ function byIds(ids: string[]): JobTemplate {
 }
 
 function hello(state: CoordinatorState, nodeId: string, facts: Record<string, string> = { kernel_name: 'Linux' }, identity = agents.get(nodeId)!) {
-  const env = seal(identity, { type: 'hello', v: PROTOCOL_VERSION, nodeId, peerId: `peer-${nodeId}`, facts, agentVersion: 'test', sentAt: T0 })
-  return coordinatorStep(state, cfg, { type: 'rpc', requestId: `hello-${nodeId}`, envelope: env, peerId: `peer-${nodeId}` }, T0)
+  return enrolHello(state, cfg, identity, nodeId, T0, facts)
 }
 
 function replyOf(effects: CoordinatorEffect[]) {
@@ -223,8 +224,8 @@ function rolling(ids = ['a', 'b', 'c']): JobTemplate {
 type SyncFields = Partial<Pick<SyncRequestBody, 'known' | 'gated' | 'watch'>>
 
 function sync(state: CoordinatorState, nodeId: string, requestId: string, fields: SyncFields, now: number) {
-  const env = seal(agents.get(nodeId)!, { type: 'sync', v: PROTOCOL_VERSION, nodeId, sentAt: now, ...fields })
-  return coordinatorStep(state, cfg, { type: 'rpc', requestId, envelope: env, peerId: `peer-${nodeId}` }, now)
+  const env = seal(agents.get(nodeId)!, { type: 'sync', v: PROTOCOL_VERSION, nodeId, sentAt: now, certExpiresAt: now + MEMBER_CERT_TTL_MS, ...fields })
+  return coordinatorStep(state, cfg, { type: 'rpc', requestId, envelope: env, peerId: peerIdOf(agents.get(nodeId)!.publicKey) }, now)
 }
 
 /** The reply to one request among the effects, or undefined if it was not answered. */

@@ -7,6 +7,7 @@ import { generateIdentity, peerIdOf } from '../protocol/keys.js'
 import { coordinatorStep, emptyCoordinatorState, DEFAULT_COORDINATOR_TIMING, type CoordinatorEffect, type CoordinatorState } from '../coordinator/core.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
+import { enrolHello } from './helpers/members.js'
 
 const T0 = 1_700_000_000_000
 const coordinator = generateIdentity()
@@ -27,8 +28,7 @@ describe('requests on a transport-authenticated connection', () => {
 
   function registered(): CoordinatorState {
     const state = emptyCoordinatorState()
-    const hello = seal(agent, { type: 'hello', v: PROTOCOL_VERSION, nodeId: 'n1', peerId: realPeer, facts: {}, agentVersion: 't', sentAt: T0 })
-    coordinatorStep(state, cfg, { type: 'rpc', requestId: 'h', envelope: hello, peerId: realPeer }, T0)
+    enrolHello(state, cfg, agent, 'n1', T0)
     return state
   }
   const reply = (effects: CoordinatorEffect[]) => {

@@ -10,6 +10,7 @@ import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { syncReply, ticketReply } from './helpers/tickets.js'
+import { enrolHello } from './helpers/members.js'
 
 const coordinator = generateIdentity()
 const T0 = Date.UTC(2026, 10, 24, 5, 0, 0)
@@ -197,8 +198,7 @@ describe('recurring jobs in the coordinator core', () => {
 
   function setup() {
     const state = emptyCoordinatorState()
-    const hello = seal(agent, { type: 'hello', v: PROTOCOL_VERSION, nodeId: 'node-1', peerId: 'p', addrs: [], facts: { kernel_name: 'Linux' }, agentVersion: 't', sentAt: T0 })
-    coordinatorStep(state, cfg, { type: 'rpc', requestId: 'h', envelope: hello, peerId: 'p' }, T0)
+    enrolHello(state, cfg, agent, 'node-1', T0, { kernel_name: 'Linux' })
     return state
   }
 
