@@ -34,6 +34,8 @@ import {
   type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome, type Targets,
 } from '../coordinator/core.js'
 import { identityFromSeed, peerIdOf, type Identity } from '../protocol/keys.js'
+import { newEnrollment } from '../coordinator/members.js'
+import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
 import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
 import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
@@ -155,6 +157,8 @@ export class AgentNode extends SimNode {
   tickGen = 0
   /** This incarnation's first tick has run (its grid starts there). */
   ticking = false
+  /** The enrolment token its hellos present until it holds a certificate: undefined, the fleet's; null, none (a rogue host). */
+  enrollToken: string | null | undefined
   constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: AgentConfig, readonly facts: Record<string, string>) {
     super(index, id, 'agent', identity, offset, rate)
   }
@@ -270,6 +274,8 @@ export class World {
   readonly agents: AgentNode[] = []
   readonly coordinator: CoordinatorNode
   readonly attacker: SimNode
+  /** The fleet's enrolment token (derived from the coordinator's key: no PRNG draw). */
+  readonly enrollToken: string
   cores: Cores
   readonly template: JobTemplate
   readonly stepModel: StepModel
@@ -347,6 +353,7 @@ export class World {
     const coordIdentity = identityFromSeed(this.prng.bytes(32))
     this.coordinator = new CoordinatorNode(0, 'coordinator', coordIdentity, this.drawOffset(500), this.drawRate(), { identity: coordIdentity, ...DEFAULT_COORDINATOR_TIMING })
     this.coordinator.snapshot = false
+    this.enrollToken = `${ENROLL_TOKEN_PREFIX}sim-${coordIdentity.publicKey.slice(0, 22)}`
     this.nodes.push(this.coordinator)
     const width = String(n).length
     for (let i = 1; i <= n; i++) {
@@ -694,6 +701,7 @@ export class World {
     this.afterFor(a, 2 * rtt, () => {
       const hello = seal(a.identity, {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: a.id, peerId: a.peerId, facts: a.facts, agentVersion: AGENT_VERSION, sentAt: this.localNow(a),
+        ...(!a.state?.member.certificate && a.enrollToken !== null ? { enrollToken: a.enrollToken ?? this.enrollToken } : {}),
       })
       this.rpc(a, hello, (reply) => {
         this.dispatch(a, { type: 'reply', envelope: reply }, () => {
@@ -720,6 +728,9 @@ export class World {
       case 'publish_progress':
         this.progressMessages++
         this.publish(a, e.envelope, `progress ${a.index}`, 'progress')
+        break
+      case 'revoked':
+        this.record(`${a.index} drops revoked peers ${e.keys.length}`)
         break
       case 'log':
         this.logCounts[e.level]++
@@ -1152,6 +1163,8 @@ export class World {
     const adjacency = buildOverlay(this.nodes.length, GOSSIP_DEGREE, this.prng)
     adjacency.forEach((nbs, i) => { this.nodes[i]!.neighbors = nbs })
     this.startNode(this.coordinator)
+    // As an admin does before agents join: one enrolment token for the fleet (unlimited uses).
+    this.dispatch(this.coordinator, { type: 'create_enrollment', requestId: 'sim-enrollment', enrollment: newEnrollment({ id: 'sim-fleet', token: this.enrollToken }, this.localNow(this.coordinator)) })
   }
 
   /** Runs until converged after the heal, or until the liveness bound passes. */
