@@ -50,6 +50,7 @@ export function takeRevocations(m: AgentMembership, coordinatorKey: string, ownK
   m.revoked = r.revoked
   m.revocations = envelope as SignedEnvelope
   effects.push({ type: 'persist', puts: [{ key: memberKeys.revocations, value: envelope }], dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'revocation list updated', fields: { version: r.revoked.version, revoked: r.revoked.keys.size, added: added.length } })
   if (added.includes(ownKey)) effects.push({ type: 'log', level: 'warn', msg: 'this node was revoked by the coordinator: its results are refused; enrol it again with a new key' })
   if (added.length > 0) effects.push({ type: 'revoked', keys: added })
 }

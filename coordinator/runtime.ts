@@ -290,7 +290,7 @@ export class CoordinatorRuntime {
       return {
         items: nodes.map((n) => ({
           nodeId: n.nodeId, alive: this.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
-          agentVersion: n.agentVersion, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
+          agentVersion: n.agentVersion, addrs: n.addrs, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
         })),
       }
     })
