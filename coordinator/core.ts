@@ -819,6 +819,8 @@ function wake(state: CoordinatorState, config: CoordinatorConfig, instance: Inst
 function answerWatcher(state: CoordinatorState, config: CoordinatorConfig, w: Watcher, now: number, effects: CoordinatorEffect[]): void {
   if (w.answered) return
   markAnswered(state.watches, w)
+  // A node revoked while its watch was held learns nothing more: no checkpoint may start its run.
+  if (!state.nodes.has(w.nodeId)) { effects.push(reply(config, w.requestId, { ok: false, error: `node ${w.nodeId} is revoked` })); return }
   effects.push(reply(config, w.requestId, { ok: true, checkpoints: checkpointsFor(state, config, w.nodeId, now) }))
 }
 
@@ -1140,6 +1142,7 @@ function onMembership(state: CoordinatorState, config: CoordinatorConfig, event:
       state.nodes.delete(node.nodeId)
       state.byPeer.delete(node.peerId)
       state.connected.delete(node.nodeId)
+      for (const w of state.watches.queue) if (w.nodeId === node.nodeId) answerWatcher(state, config, w, now, effects)
       closeRunsOf(state, config, node.nodeId, `node revoked at ${new Date(now).toISOString()}: its results are refused`, now, effects, puts)
       effects.push({ type: 'log', level: 'warn', msg: 'node revoked', fields: { nodeId: node.nodeId, peerId: node.peerId } })
       effects.push({ type: 'publish', envelope: m.revocations!.envelope })

@@ -6,6 +6,7 @@ import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from '../pro
 import { deriveSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor } from '../protocol/schedule.js'
 import type { JobBody } from '../protocol/wire.js'
+import { runIdFor } from '../protocol/ids.js'
 import type { Checker, World } from './world.js'
 
 /**
@@ -48,6 +49,8 @@ export const nothingLost: Checker = {
     if (!state) return ['the coordinator is down at the end of the run; its report cannot be compared']
     for (const o of world.outcomes.values()) {
       const run = state.runs.get(o.runId)
+      // A revoked node's later results are refused by design: the coordinator ended its run as revoked.
+      if (world.revokedAt.has(o.node) && run?.status === 'skipped' && /revoked/.test(run.reason ?? '')) continue
       if (!run) { problems.push(`node ${o.node} decided run ${o.runId} (${o.status}) but the coordinator has no such run`); continue }
       if (run.receivedAt === undefined) { problems.push(`node ${o.node} decided run ${o.runId} (${o.status}) but the result never reached the coordinator (coordinator says ${run.status})`); continue }
       const reported = run.steps.map((s) => [s.number, s.status, s.attempts])
@@ -138,6 +141,20 @@ function truth(world: World): Map<string, { body: JobBody; occurrenceAt: number;
     if (!r) continue
     r.decidedAt = o.at
     r.status = o.status
+  }
+  // Revocation ends a node's part in the rollout at once (the coordinator counts its run done, not
+  // succeeded): what it still runs after that is outside the fleet, as the README says.
+  if (world.revokedAt.size === 0) return out
+  for (const [instanceId, inst] of out) {
+    const groups = world.jobTargets.get(inst.body.jobId)?.groups ?? []
+    groups.forEach((g, group) => g.nodes.forEach((node, position) => {
+      const revoked = world.revokedAt.get(node)
+      if (revoked === undefined) return
+      const r = inst.runs.get(node) ?? { node, runId: runIdFor(instanceId, node), instanceId, jobId: inst.body.jobId, group, position, occurrenceAt: inst.occurrenceAt, status: 'skipped' }
+      inst.runs.set(node, r)
+      r.decidedAt = Math.min(r.decidedAt ?? Infinity, revoked)
+      if (r.lastEnd !== undefined) r.lastEnd = Math.min(r.lastEnd, revoked)
+    }))
   }
   return out
 }
@@ -416,7 +433,35 @@ export const clusterAvailability: Checker = {
   },
 }
 
-export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness, batches, groups, quorum, exceptions, clusterAvailability]
+/**
+ * Membership: no result from a non-member counts, and no non-member receives a definition. Rogue
+ * hosts (own keys, stolen ids, replayed certificates) receive no definition by gossip or in a
+ * reply, none of them is in the registry, every honest node id stays bound to its own key, and
+ * no result of a revoked node is stored after its revocation.
+ */
+export const membership: Checker = {
+  name: 'membership',
+  final(world) {
+    const problems = [...world.rogueReceipts]
+    const state = world.coordinator.state
+    if (!state) return problems
+    const honest = new Map(world.agents.map((a) => [a.id, a.identity.publicKey]))
+    const rogueKeys = new Set(world.rogues.map((r) => r.identity.publicKey))
+    for (const n of state.nodes.values()) {
+      if (rogueKeys.has(n.publicKey)) problems.push(`rogue key ${n.publicKey.slice(0, 8)}… is registered as node ${n.nodeId}`)
+      else if (honest.has(n.nodeId) && honest.get(n.nodeId) !== n.publicKey) problems.push(`node id ${n.nodeId} is bound to a key that is not its own`)
+    }
+    for (const run of state.runs.values()) {
+      if (run.receivedAt === undefined) continue
+      if (!honest.has(run.nodeId)) problems.push(`a result for ${run.nodeId}, which is no enrolled node, was stored (run ${run.runId})`)
+      const revokedAt = world.revokedAt.get(run.nodeId)
+      if (revokedAt !== undefined && run.receivedAt > world.localAt(world.coordinator, revokedAt)) problems.push(`a result of revoked node ${run.nodeId} was stored after its revocation (run ${run.runId})`)
+    }
+    return problems
+  },
+}
+
+export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness, batches, groups, quorum, exceptions, clusterAvailability, membership]
 
 export function checkersByName(names: string[]): Checker[] {
   return names.map((n) => {

@@ -203,6 +203,8 @@ export interface Scenario {
   template?: (seed: number) => JobTemplate
   /** Set when the scenario cannot run yet; the CLI prints it and exits 2. */
   unavailable?: string
+  /** Rogue hosts the world adds beside the agents (WorldOptions.rogues). */
+  rogues?: number
   setup(world: World): void
 }
 
@@ -548,7 +550,44 @@ const quorumUpgrade: Scenario = {
   },
 }
 
-export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish]
+/**
+ * Hosts that were never enrolled try to join: one with its own key and id and no token, one that
+ * claims an enrolled node's id with a leaked token, one that presents a certificate it captured
+ * from an enrolled node. An admin revokes an enrolled node mid-rollout. On top: the attacker and
+ * fleet-patch's lighter faults.
+ */
+const rogueHosts: Scenario = {
+  name: 'rogue-hosts',
+  summary: 'rogue hosts (own keys, a stolen id with a leaked token, a replayed certificate) and a node revoked mid-rollout, plus loss, an attacker and short partitions',
+  defaultAgents: 30,
+  rogues: 3,
+  setup(world) {
+    assignProfiles(world, 0.2, 0.05)
+    const [own, thief, replayer] = world.rogues as [AgentNode, AgentNode, AgentNode]
+    const victim = world.agents[0]!
+    const cut = pickAgents(world, 0.1)
+    world.boot()
+    startAgents(world, 2_000)
+    attack(world)
+    world.at(world.prng.range(0, 3_000), () => world.startNode(own))
+    // The thief claims the first agent's id once it has enrolled, with the fleet's (leaked) token.
+    thief.config.nodeId = victim.id
+    thief.enrollToken = world.enrollToken
+    world.at(world.prng.range(4_000, 8_000), () => world.startNode(thief))
+    // The replayer presents another node's certificate (valid, but for that node's key).
+    const capture = () => { replayer.presentCert = world.agents[1]?.state?.member.certificate?.envelope ?? replayer.presentCert; world.after(5_000, capture) }
+    world.at(3_000, () => { capture(); world.startNode(replayer) })
+    submitWhenRegistered(world, 60_000, (_jobId, at) => {
+      const revoked = world.agents[Math.min(2, world.agents.length - 1)]!
+      world.at(at + world.prng.range(0, 20_000), () => world.revoke(revoked))
+      partitionFor(world, cut, 'symmetric', at + world.prng.range(2_000, 15_000), world.prng.range(5_000, 30_000))
+      world.safetyEndsAt = at + 120_000
+    })
+    world.safetyEndsAt = 600_000
+  },
+}
+
+export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish, rogueHosts]
 
 export function findScenario(name: string): Scenario | undefined {
   return SCENARIOS.find((s) => s.name === name)

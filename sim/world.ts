@@ -35,7 +35,7 @@ import {
 } from '../coordinator/core.js'
 import { identityFromSeed, peerIdOf, type Identity } from '../protocol/keys.js'
 import { newEnrollment } from '../coordinator/members.js'
-import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
+import { ENROLL_TOKEN_PREFIX, checkMember } from '../protocol/membership.js'
 import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
 import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
@@ -159,6 +159,12 @@ export class AgentNode extends SimNode {
   ticking = false
   /** The enrolment token its hellos present until it holds a certificate: undefined, the fleet's; null, none (a rogue host). */
   enrollToken: string | null | undefined
+  /** A rogue's stand-in for its own certificate: one it captured from another node (a replay). */
+  presentCert: SignedEnvelope | undefined
+  /** A rogue host (never enrolled by the operator), whatever it claims. */
+  rogue = false
+  /** Peers' certificates this agent checked, by node index (see World.admits). */
+  readonly admitted = new Map<number, { sig: string; revokedVersion: number; ok: boolean; until: number }>()
   constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: AgentConfig, readonly facts: Record<string, string>) {
     super(index, id, 'agent', identity, offset, rate)
   }
@@ -262,6 +268,8 @@ export interface WorldOptions {
   traceSink?: (line: string) => void
   /** Gossip IHAVE/IWANT repair; off would model plain flooding. */
   gossipRepair?: boolean
+  /** Rogue hosts: agent processes with keys of their own that were never enrolled (the scenario decides what each tries). */
+  rogues?: number
 }
 
 export interface MessageBucket { gossip: number; rpc: number; forged: number }
@@ -272,6 +280,12 @@ export class World {
   readonly net: NetworkModel
   readonly nodes: SimNode[] = []
   readonly agents: AgentNode[] = []
+  /** Rogue hosts (WorldOptions.rogues): in the network, never enrolled. */
+  readonly rogues: AgentNode[] = []
+  /** Honest agents an admin revoked, with the (global) time of the revocation. */
+  readonly revokedAt = new Map<string, number>()
+  /** What the membership checker looks at: definitions that reached a rogue, by gossip or in a reply. */
+  readonly rogueReceipts: string[] = []
   readonly coordinator: CoordinatorNode
   readonly attacker: SimNode
   /** The fleet's enrolment token (derived from the coordinator's key: no PRNG draw). */
@@ -347,7 +361,7 @@ export class World {
     this.timelineOn = options.timeline ?? false
     this.gossipRepair = options.gossipRepair ?? true
     const n = options.agents
-    const total = n + 2
+    const total = n + 2 + (options.rogues ?? 0)
     this.net = new NetworkModel(total, this.prng)
 
     const coordIdentity = identityFromSeed(this.prng.bytes(32))
@@ -378,6 +392,15 @@ export class World {
     const attackerIdentity = identityFromSeed(this.prng.bytes(32))
     this.attacker = new SimNode(n + 1, 'attacker', 'attacker', attackerIdentity, 0, 1)
     this.nodes.push(this.attacker)
+    for (let k = 1; k <= (options.rogues ?? 0); k++) {
+      const identity = identityFromSeed(this.prng.bytes(32))
+      const config: AgentConfig = { nodeId: `rogue-${k}`, coordinatorKey: coordIdentity.publicKey, identity, os: 'linux', ...DEFAULT_AGENT_TIMING, allow: ALLOW_EVERYTHING, skills: { [SHELL_INTERPRETER]: [BUILTIN_SKILL_VERSION] } }
+      const rogue = new AgentNode(n + 1 + k, `rogue-${k}`, identity, 0, 1, config, { hostname: `rogue-${k}`, kernel_name: 'Linux', os: 'linux', fleet: 'chorus-sim', ring: 'canary' })
+      rogue.rogue = true
+      rogue.enrollToken = null
+      this.nodes.push(rogue)
+      this.rogues.push(rogue)
+    }
     const replaced = typeof options.cores === 'function' ? options.cores(this) : options.cores
     this.cores = { ...REAL_CORES, ...replaced }
   }
@@ -496,6 +519,7 @@ export class World {
     this.record(`crash ${node.id}`)
     for (const e of node.running) { e.end = this.now; e.status = 'interrupted' }
     node.running.clear()
+    if (node instanceof AgentNode) node.admitted.clear()
     if (node instanceof AgentNode) {
       node.state = null
       node.connected = false
@@ -700,11 +724,15 @@ export class World {
     // TCP + noise handshake: about two round trips.
     this.afterFor(a, 2 * rtt, () => {
       const hello = seal(a.identity, {
-        type: 'hello', v: PROTOCOL_VERSION, nodeId: a.id, peerId: a.peerId, facts: a.facts, agentVersion: AGENT_VERSION, sentAt: this.localNow(a),
+        type: 'hello', v: PROTOCOL_VERSION, nodeId: a.config.nodeId, peerId: a.peerId, facts: a.facts, agentVersion: AGENT_VERSION, sentAt: this.localNow(a),
         ...(!a.state?.member.certificate && a.enrollToken !== null ? { enrollToken: a.enrollToken ?? this.enrollToken } : {}),
       })
       this.rpc(a, hello, (reply) => {
+        this.noteRogueReply(a, reply)
         this.dispatch(a, { type: 'reply', envelope: reply }, () => {
+          // As the runtime: a hello the coordinator refused (not enrolled, revoked) leaves the agent unconnected; it redials with backoff.
+          const opened = open(reply, [this.coordinator.identity.publicKey])
+          if (!opened.ok || opened.body.type !== 'reply' || !opened.body.ok) { this.record(`${a.index} hello refused`); return }
           a.connected = true
           a.redialMs = REDIAL_MIN_MS
           a.nextMonitorAt = this.localNow(a) + CONN_MONITOR_MS
@@ -723,7 +751,7 @@ export class World {
         break
       case 'send':
         this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
-        if (a.connected) this.rpc(a, e.envelope, (reply) => this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }), e.kind === 'sync' ? e.waitMs ?? 0 : 0)
+        if (a.connected) this.rpc(a, e.envelope, (reply) => { this.noteRogueReply(a, reply); this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }) }, e.kind === 'sync' ? e.waitMs ?? 0 : 0)
         break
       case 'publish_progress':
         this.progressMessages++
@@ -824,6 +852,10 @@ export class World {
         const opened = open(e.envelope, [c.identity.publicKey])
         if (opened.ok && opened.body.type === 'job_state') {
           this.publish(c, e.envelope, `job_state ${opened.body.jobId} v${opened.body.version}`)
+          break
+        }
+        if (opened.ok && opened.body.type === 'revocations') {
+          this.publish(c, e.envelope, `revocations v${opened.body.version}`)
           break
         }
         if (!opened.ok || opened.body.type !== 'job') {
@@ -1029,6 +1061,7 @@ export class World {
   }
 
   private transmit(from: SimNode, to: number, msg: GossipMessage, extraDelay = 0): void {
+    if (!this.linkAdmitted(from, this.nodes[to]!)) return
     from.bytesSent += msg.bytes
     this.bucket(msg.origin === this.attacker.index ? 'forged' : 'gossip')
     if (this.net.blocked(from.index, to) || this.net.lost(from.index, to)) return
@@ -1051,8 +1084,53 @@ export class World {
     for (const nb of node.neighbors) if (nb !== from) this.transmit(node, nb, msg)
   }
 
+  /**
+   * The runtimes' membership gate on a link (net/libp2p.ts scores, agent/runtime.ts exchange): the
+   * coordinator talks to enrolled nodes only, agents to the coordinator and to peers whose
+   * certificate they admit (checkMember, against the revocations they hold). The attacker stands
+   * for a compromised member and passes (its frames are the cores' to refuse).
+   */
+  private linkAdmitted(from: SimNode, to: SimNode): boolean {
+    const rogue = (from instanceof AgentNode && from.rogue) || (to instanceof AgentNode && to.rogue)
+    if ((from === this.attacker || to === this.attacker) && !rogue) return true
+    if (from === this.coordinator || to === this.coordinator) {
+      const other = from === this.coordinator ? to : from
+      const state = this.coordinator.state
+      const nodeId = state?.byPeer.get(other.peerId)
+      return nodeId !== undefined && state!.nodes.get(nodeId)?.peerId === other.peerId
+    }
+    return from instanceof AgentNode && to instanceof AgentNode && this.admits(from, to) && this.admits(to, from)
+  }
+
+  /** Whether agent `viewer` admits `peer` on the certificate `peer` presents (remembered per link, as a connection keeps its check). */
+  private admits(viewer: AgentNode, peer: AgentNode): boolean {
+    const cert = peer.presentCert ?? peer.state?.member.certificate?.envelope
+    if (!cert || !viewer.state) return false
+    const now = this.localNow(viewer)
+    const revoked = viewer.state.member.revoked
+    const seen = viewer.admitted.get(peer.index)
+    if (seen && seen.sig === cert.sig && seen.revokedVersion === revoked.version && now < seen.until) return seen.ok
+    const check = checkMember(cert, this.coordinator.identity.publicKey, peer.peerId, revoked, now)
+    viewer.admitted.set(peer.index, { sig: cert.sig, revokedVersion: revoked.version, ok: check.ok, until: check.ok ? check.body.expiresAt : Infinity })
+    return check.ok
+  }
+
+  /** A reply to a rogue host that carries definitions or tickets (the membership checker reads these). */
+  private noteRogueReply(a: AgentNode, reply: SignedEnvelope): void {
+    if (!a.rogue) return
+    const o = open(reply, [this.coordinator.identity.publicKey])
+    if (o.ok && o.body.type === 'reply' && (o.body.jobs.length > 0 || o.body.tickets.length > 0 || o.body.certificate)) this.rogueReceipts.push(`rogue ${a.id} got ${o.body.jobs.length} definitions, ${o.body.tickets.length} tickets${o.body.certificate ? ' and a certificate' : ''} in a reply at ${(this.now / 1000).toFixed(1)} s`)
+  }
+
+  /** An admin revokes an honest agent (coordinator core event); its connection closes at once, as the runtime hangs it up. */
+  revoke(a: AgentNode): void {
+    this.revokedAt.set(a.id, this.now)
+    this.dispatch(this.coordinator, { type: 'revoke_node', requestId: `revoke-${a.id}`, nodeId: a.id }, () => this.disconnect(a, 'revoked'))
+  }
+
   private deliver(node: SimNode, msg: GossipMessage): void {
     this.record(`${node.index} gossip-deliver #${msg.id}`)
+    if (node instanceof AgentNode && node.rogue && msg.label.startsWith('job ')) this.rogueReceipts.push(`rogue ${node.id} received definition #${msg.id} (${msg.label}) by gossip at ${(this.now / 1000).toFixed(1)} s`)
     for (const fn of this.onGossip) fn(node, msg)
     if (msg.topic === 'progress') {
       // Agents and the coordinator subscribe to the progress topic (agent/runtime.ts, coordinator/runtime.ts).
@@ -1142,6 +1220,8 @@ export class World {
       if (missing.length >= limit) return missing
     }
     for (const a of this.agents) {
+      // A revoked node is out of the fleet: what it still holds is refused by design.
+      if (this.revokedAt.has(a.id)) continue
       if (!a.up || !a.state) { missing.push(`agent ${a.id} is down`); if (missing.length >= limit) return missing; continue }
       for (const run of a.state.runs.values()) {
         if (!RUN_TERMINAL.has(run.status)) missing.push(`agent ${a.id}: run ${run.runId} still ${run.status} (step ${run.stepIndex + 1}, attempt ${run.attempt})`)
@@ -1150,7 +1230,7 @@ export class World {
       if (missing.length >= limit) return missing
     }
     for (const o of this.outcomes.values()) {
-      if (c.state.runs.get(o.runId)?.receivedAt === undefined) missing.push(`result of run ${o.runId} (${o.node}) not at the coordinator`)
+      if (c.state.runs.get(o.runId)?.receivedAt === undefined && !this.revokedAt.has(o.node)) missing.push(`result of run ${o.runId} (${o.node}) not at the coordinator`)
       if (missing.length >= limit) return missing
     }
     return missing

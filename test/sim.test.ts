@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentStep, type AgentEffect, type AgentRun } from '../agent/core.js'
+import { coordinatorStep } from '../coordinator/core.js'
 import { factFor, type Knowledge } from '../agent/gate.js'
 import { batchSizeFor } from '../protocol/rollout.js'
 import type { CheckpointBody, JobBody } from '../protocol/wire.js'
@@ -17,7 +18,7 @@ import { livenessBound } from '../sim/bound.js'
 import * as simWorld from '../sim/world.js'
 import type { Cores, World } from '../sim/world.js'
 
-const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout']
+const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts']
 /** Seeds every scenario must pass (CI). Small fleets keep the file well under a minute. */
 const FIXED_SEEDS = [1, 2, 3, 7, 42, 1234]
 /**
@@ -320,6 +321,44 @@ describe('broken cores are caught', () => {
     expect(hits.length, brief(r)).toBeGreaterThan(0)
     expect(hits[0]!.seed).toBe(seed)
     expect(hits[0]!.detail).toMatch(/never reached the coordinator/)
+  })
+
+  it('membership: a coordinator core that registers nodes on first use (no enrolment) admits rogue hosts, and the checker says so', () => {
+    // The double is the old trust on first use: any hello from an unknown id registers it.
+    const cores = (): Partial<Cores> => ({
+      coordinatorStep(state, config, event, now) {
+        if (event.type === 'rpc') {
+          const o = open(event.envelope)
+          if (o.ok && o.body.type === 'hello' && !state.nodes.has(o.body.nodeId) && ![...state.nodes.values()].some((n) => n.publicKey === o.signer)) {
+            const b = o.body
+            state.nodes.set(b.nodeId, { nodeId: b.nodeId, publicKey: o.signer, peerId: b.peerId, facts: b.facts, agentVersion: b.agentVersion, addrs: b.addrs, skills: b.skills, firstSeenAt: now, lastSeenAt: now })
+            state.byPeer.set(b.peerId, b.nodeId)
+          }
+        }
+        return coordinatorStep(state, config, event, now)
+      },
+    })
+    const seed = 1
+    const r = runScenario({ scenario: 'rogue-hosts', seed, cores })
+    const hits = r.violations.filter((v) => v.property === 'membership')
+    expect(hits.length, brief(r)).toBeGreaterThan(0)
+    expect(hits.map((h) => h.detail).join('\n')).toMatch(/rogue key .* is registered as node rogue-1/)
+    expect(hits[0]!.seed).toBe(seed)
+  })
+
+  it('rogue-hosts: the rogues are refused (no token, a stolen id, a replayed certificate) and the revoked node is dropped', () => {
+    const r = runScenario({ scenario: 'rogue-hosts', seed: 2 })
+    expect(r.violations, brief(r)).toEqual([])
+    const w = r.world
+    const state = w.coordinator.state!
+    expect(w.rogues.map((x) => x.state?.member.certificate)).toEqual([undefined, undefined, undefined])
+    expect(w.rogues[2]!.presentCert, 'the replayer never captured a certificate').toBeDefined()
+    expect(state.nodes.get(w.agents[0]!.id)!.publicKey).toBe(w.agents[0]!.identity.publicKey)
+    expect([...w.revokedAt.keys()]).toEqual([w.agents[2]!.id])
+    expect(state.nodes.has(w.agents[2]!.id)).toBe(false)
+    // The others learnt of the revocation as signed state.
+    expect(w.agents.filter((a) => a !== w.agents[2] && a.state?.member.revoked.keys.has(w.agents[2]!.identity.publicKey)).length).toBeGreaterThan(0)
+    expect(r.runs_decided).toBeGreaterThan(0)
   })
 
   it('authenticity: a core that skips signature checks runs the attacker\'s job', () => {
