@@ -907,7 +907,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     status: done.status,
     attempts: run.attempt,
     exitCode: done.exitCode,
-    outputs: Object.fromEntries(Object.entries({ ...interpreterOutputs, ...done.reportedOutputs }).slice(0, MAX_OUTPUTS_PER_STEP).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)])),
+    outputs: Object.fromEntries(Object.entries({ ...interpreterOutputs, ...done.reportedOutputs }).slice(0, MAX_OUTPUTS_PER_STEP)),
     stdout: clip(done.stdout, MAX_STEP_OUTPUT_CHARS),
     stderr: clip(done.stderr, MAX_STEP_OUTPUT_CHARS),
     ...(done.reason ? { reason: done.reason.slice(0, MAX_REASON_CHARS) } : {}),
@@ -962,12 +962,13 @@ function stepSecrets(state: AgentState, job: KnownJob, run: AgentRun): string[] 
 
 /**
  * The one place a step's outcome becomes what is logged, persisted and sent (and, through its
- * reason, the run's reason): every string redacted with stepSecrets, then the reason bounded
- * (after redaction: a secret cut in half would no longer be recognised).
+ * reason, the run's reason): every string redacted with stepSecrets, then the reason and the
+ * output values bounded (after redaction: a secret cut in half would no longer be recognised).
  */
 function safeOutcome(state: AgentState, job: KnownJob, run: AgentRun, outcome: StepOutcome): StepOutcome {
   const safe = redactDeep(outcome, stepSecrets(state, job, run))
   if (safe.reason !== undefined) safe.reason = safe.reason.slice(0, MAX_REASON_CHARS)
+  safe.outputs = Object.fromEntries(Object.entries(safe.outputs).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)]))
   return safe
 }
 

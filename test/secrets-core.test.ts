@@ -9,7 +9,7 @@ import { ALLOW_EVERYTHING, type AllowlistConfig } from '../agent/allowlist.js'
 import { argvExposure, sensitiveInputValues } from '../agent/secrets.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema } from '../protocol/template.js'
-import { PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
+import { MAX_OUTPUT_VALUE_CHARS, PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
 import { ticketReply } from './helpers/tickets.js'
 
 const coordinator = generateIdentity()
@@ -46,8 +46,11 @@ function runWithSecret(allow: AllowlistConfig, secret: string, later: Record<str
     if (e.type !== 'run_step') continue
     ran.push(JSON.stringify(e.request.command))
     const stdout = e.request.stepNumber === 1 ? `${secret}\n` : 'ok\n'
-    // An interpreter's own failure text may quote its command (e.g. a spawn error).
-    const result = e.request.stepNumber === 1 ? { status: 'success' as const, exitCode: 0, stdout, stderr: '' } : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', reason: `failed to start ${JSON.stringify(e.request.command)}`, interpreterLog: `cannot run ${JSON.stringify(e.request.command)}` }
+    // An interpreter's own failure text may quote its command (e.g. a spawn error), and a value it
+    // reports may hold the secret where the value is cut to MAX_OUTPUT_VALUE_CHARS.
+    const command = JSON.stringify(e.request.command)
+    const outputs = { ECHO: `${'v'.repeat(MAX_OUTPUT_VALUE_CHARS - 27)}${command}` }
+    const result = e.request.stepNumber === 1 ? { status: 'success' as const, exitCode: 0, stdout, stderr: '' } : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', reason: `failed to start ${command}`, interpreterLog: `cannot run ${command}`, outputs }
     effects.push(...agentStep(state, cfg, { type: 'step_done', runId: e.request.runId, stepNumber: e.request.stepNumber, attempt: e.request.attempt, result }, T0 + i))
   }
   return { effects, ran }
@@ -87,6 +90,7 @@ describe('secrets in the agent core', () => {
     expect(ran[1]).toContain(secret) // the interpreter gets the value (in memory)...
     const body = resultSteps(effects)
     expect(body.steps[1]!.reason).toContain('[REDACTED]')
+    expect(body.steps[1]!.outputs.ECHO).toHaveLength(MAX_OUTPUT_VALUE_CHARS)
     expect(leaked(effects, secret)).toEqual([]) // ...nothing else does
   })
 
