@@ -7,7 +7,7 @@
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
-import { argvExposure, makeRedactor, redact, redactDeep, sensitiveInputValues } from './secrets.js'
+import { argvExposure, makeRedactor, redact, redactCuts, redactDeep, sensitiveInputValues } from './secrets.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
 import { decideGate, emptyKnowledge, factFor, isGated, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
@@ -896,7 +896,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     ...(result.artifacts ? { artifacts: Object.fromEntries(result.artifacts.map((a) => [a.name, a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')])) } : {}),
   }, known)
   if (result.interpreterLog) {
-    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redact(result.interpreterLog, done.secrets).slice(-4096) } })
+    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redactCuts(redact(result.interpreterLog, done.secrets), done.secrets).slice(-4096) } })
   }
   const interpreterOutputs = result.outputs ? Object.fromEntries(Object.entries(result.outputs).filter(([k]) => !(k in done.outputs))) : {}
   const previous = run.steps[run.stepIndex]?.attemptLog ?? []
@@ -962,11 +962,14 @@ function stepSecrets(state: AgentState, job: KnownJob, run: AgentRun): string[] 
 
 /**
  * The one place a step's outcome becomes what is logged, persisted and sent (and, through its
- * reason, the run's reason): every string redacted with stepSecrets, then the reason and the
- * output values bounded (after redaction: a secret cut in half would no longer be recognised).
+ * reason, the run's reason): every string redacted with stepSecrets (captured output also where
+ * its capture cut it, redactCuts), then the reason and the output values bounded (after redaction: a secret cut in half would no longer be recognised).
  */
 function safeOutcome(state: AgentState, job: KnownJob, run: AgentRun, outcome: StepOutcome): StepOutcome {
-  const safe = redactDeep(outcome, stepSecrets(state, job, run))
+  const secrets = stepSecrets(state, job, run)
+  const safe = redactDeep(outcome, secrets)
+  safe.stdout = redactCuts(safe.stdout, secrets)
+  safe.stderr = redactCuts(safe.stderr, secrets)
   if (safe.reason !== undefined) safe.reason = safe.reason.slice(0, MAX_REASON_CHARS)
   safe.outputs = Object.fromEntries(Object.entries(safe.outputs).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)]))
   return safe

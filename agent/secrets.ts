@@ -122,3 +122,42 @@ export function argvExposure(interpreter: string, command: unknown, secrets: rea
   if (variants.length === 0 || !argvStrings(interpreter, command).some((a) => variants.some((v) => a.includes(v)))) return undefined
   return `a sensitive value would be in the command line of ${interpreter}, which every local user can read (/proc/PID/cmdline); not run: pass secrets to chef-platform/shell-interpreter, whose script goes to the shell on stdin`
 }
+
+/** The marker a bounded capture puts where it dropped bytes (interpreters/process.ts OutputCapture). */
+const OMITTED_MARKER = /(\n\[\.\.\. \d+ bytes omitted \.\.\.\]\n)/
+/** Shorter pieces of a secret next to a cut are left alone (they would match ordinary text). */
+export const MIN_SECRET_PIECE = 4
+
+/**
+ * Length of the longest piece of a secret (not the whole secret) that `text` ends with and the
+ * secret starts with (`atEnd`), or that `text` starts with and the secret ends with; 0 if none.
+ */
+function pieceLength(text: string, variants: readonly string[], atEnd: boolean): number {
+  let best = 0
+  for (const v of variants) {
+    for (let n = Math.min(v.length - 1, text.length); n >= MIN_SECRET_PIECE && n > best; n--) {
+      if (atEnd ? text.endsWith(v.slice(0, n)) : text.startsWith(v.slice(v.length - n))) { best = n; break }
+    }
+  }
+  return best
+}
+
+/**
+ * Captured output keeps its head and tail and drops the middle (the "[... N bytes omitted ...]"
+ * marker), before anything knows the secrets: a secret cut there survives in pieces that plain
+ * redaction does not recognise. Replaces a piece of a secret (at least MIN_SECRET_PIECE
+ * characters) just before or just after each marker.
+ */
+export function redactCuts(text: string, secrets: Iterable<string>): string {
+  const variants = secretVariants(secrets)
+  if (variants.length === 0 || !OMITTED_MARKER.test(text)) return text
+  const parts = text.split(OMITTED_MARKER)
+  for (let i = 0; i < parts.length; i += 2) {
+    const seg = parts[i]!
+    const end = i + 1 < parts.length ? pieceLength(seg, variants, true) : 0
+    const start = i > 0 ? pieceLength(seg, variants, false) : 0
+    if (start + end >= seg.length && start + end > 0) parts[i] = REDACTED
+    else parts[i] = (start > 0 ? REDACTED : '') + seg.slice(start, seg.length - end) + (end > 0 ? REDACTED : '')
+  }
+  return parts.join('')
+}

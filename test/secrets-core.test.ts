@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { agentStep, emptyAgentState, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { ALLOW_EVERYTHING, type AllowlistConfig } from '../agent/allowlist.js'
-import { argvExposure, sensitiveInputValues } from '../agent/secrets.js'
+import { argvExposure, redactCuts, sensitiveInputValues } from '../agent/secrets.js'
+import { OutputCapture } from '../interpreters/process.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema } from '../protocol/template.js'
 import { MAX_OUTPUT_VALUE_CHARS, PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
@@ -50,10 +51,18 @@ function runWithSecret(allow: AllowlistConfig, secret: string, later: Record<str
     // reports may hold the secret where the value is cut to MAX_OUTPUT_VALUE_CHARS.
     const command = JSON.stringify(e.request.command)
     const outputs = { ECHO: `${'v'.repeat(MAX_OUTPUT_VALUE_CHARS - 27)}${command}` }
-    const result = e.request.stepNumber === 1 ? { status: 'success' as const, exitCode: 0, stdout, stderr: '' } : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', reason: `failed to start ${command}`, interpreterLog: `cannot run ${command}`, outputs }
+    const result = e.request.stepNumber === 1 ? { status: 'success' as const, exitCode: 0, stdout, stderr: '' } : { status: 'failure' as const, exitCode: null, stdout: cutAcross(command), stderr: '', reason: `failed to start ${command}`, interpreterLog: `cannot run ${command}`, outputs }
     effects.push(...agentStep(state, cfg, { type: 'step_done', runId: e.request.runId, stepNumber: e.request.stepNumber, attempt: e.request.attempt, result }, T0 + i))
   }
   return { effects, ran }
+}
+
+/** Output bounded as an interpreter captures it (head and tail kept), with `text` cut where the head ends. */
+function cutAcross(text: string): string {
+  const capture = new OutputCapture(1_024)
+  capture.write(`${'h'.repeat(512 - Math.floor(text.length / 2))}${text}${'t'.repeat(2_000)}`)
+  expect(capture.truncated).toBe(true)
+  return capture.text()
 }
 
 function resultSteps(effects: AgentEffect[]) {
@@ -91,6 +100,7 @@ describe('secrets in the agent core', () => {
     const body = resultSteps(effects)
     expect(body.steps[1]!.reason).toContain('[REDACTED]')
     expect(body.steps[1]!.outputs.ECHO).toHaveLength(MAX_OUTPUT_VALUE_CHARS)
+    expect(body.steps[1]!.stdout).toMatch(/\[REDACTED\]\n\[\.\.\. \d+ bytes omitted \.\.\.\]\n/)
     expect(leaked(effects, secret)).toEqual([]) // ...nothing else does
   })
 
@@ -114,6 +124,11 @@ describe('secrets in the agent core', () => {
     expect(argvExposure('chef-platform/shell-interpreter', { linux: ['echo s3cret'] }, ['s3cret'])).toBeUndefined()
     expect(argvExposure('acme/external', { script: 's3cret' }, ['s3cret'])).toBeUndefined()
     expect(argvExposure('chorus/exec-interpreter', { argv: ['x'] }, [])).toBeUndefined()
+    // A secret cut by a capture's omitted marker: the pieces on either side go, short or unrelated text stays.
+    const cut = 'abc s3cr\n[... 10 bytes omitted ...]\net42 xyz'
+    expect(redactCuts(cut, ['s3cret42'])).toBe('abc [REDACTED]\n[... 10 bytes omitted ...]\n[REDACTED] xyz')
+    expect(redactCuts('ab s3c\n[... 10 bytes omitted ...]\n2 xyz', ['s3cret42'])).toBe('ab s3c\n[... 10 bytes omitted ...]\n2 xyz')
+    expect(redactCuts('s3cret42 whole', ['s3cret42'])).toBe('s3cret42 whole') // no marker: plain redaction's job
     expect(sensitiveInputValues({ A: { sensitive: true }, B: {}, C: { sensitive: true, default: 'dflt' } }, { A: 'va', B: 'vb' })).toEqual(['va', 'dflt'])
   })
 })
