@@ -219,6 +219,9 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
   }
+  // Instance ids without a record (a store written before refused results left no state: an
+  // instance created in memory for a refused result was listed by its job, never written).
+  for (const job of state.jobs.values()) job.instanceIds = job.instanceIds.filter((id) => state.instances.has(id))
   for (const inst of state.instances.values()) {
     if (inst.status !== 'running') continue
     state.live.add(inst.id)

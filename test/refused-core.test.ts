@@ -143,6 +143,16 @@ describe('refused means no state (coordinator core)', () => {
     expect(replyOf(later)).toMatchObject({ ok: true })
   })
 
+  it('a store written before this fix, whose job lists instances never written, restores without them', () => {
+    const { db } = setup()
+    const job = JSON.parse(db.get('job/daily')!)
+    job.instanceIds = [instanceIdFor('daily', DTSTART + DAY), instanceIdFor('daily', DTSTART + 2 * DAY)]
+    db.set('job/daily', JSON.stringify(job))
+    const restored = restoreCoordinator([...db.entries()].map(([k, v]) => [k, JSON.parse(v)]))
+    expect(restored.jobs.get('daily')!.instanceIds).toEqual([])
+    expect(restored.jobs.get('other')!.instanceIds).toEqual([instanceIdFor('other', T0 - 5_000)])
+  })
+
   it('progress gossip for an occurrence beyond the grace window creates no instance', () => {
     const { state, db, step } = setup()
     const before = snapshot(state, db)
