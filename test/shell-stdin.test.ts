@@ -23,9 +23,9 @@ function allCmdlines(): string[] {
 }
 
 describe('shell interpreter: the line on stdin', () => {
-  it('a running line is in no process\'s command line (the shell stays alive while sleep runs: two commands)', async () => {
+  it.each([['without limits', undefined], ['under taskset, a cgroup or nice', { cores: 1, cpu: 0.5 }]])('a running line is in no process\'s command line (the shell stays alive while sleep runs: two commands), %s', async (_, limits) => {
     const secret = randomBytes(12).toString('hex')
-    const running = shell.run(request([`sleep 1.5; : ${secret}`]), new AbortController().signal)
+    const running = shell.run(request([`sleep 1.5; : ${secret}`], limits ? { limits } : {}), new AbortController().signal)
     const seen: string[] = []
     const until = Date.now() + 1_000
     while (Date.now() < until) {
@@ -52,8 +52,10 @@ describe('shell interpreter: the line on stdin', () => {
   it('keeps the timeout (whole process group killed) and the limits wrapper', async () => {
     const t = await shell.run(request(['sleep 30 & sleep 30'], { timeoutMs: 300 }), new AbortController().signal)
     expect(t.reason).toMatch(/timed out after 300 ms; process group killed/)
-    const limited = await shell.run(request(['echo limited'], { limits: { cores: 1, cpu: 0 } }), new AbortController().signal)
-    expect(limited.status).toBe('success')
-    expect(limited.stdout).toBe('limited\n')
+    for (const limits of [{ cores: 1, cpu: 0 }, { cores: 0, cpu: 0.5 }]) {
+      const limited = await shell.run(request(['cat; echo limited'], { limits }), new AbortController().signal)
+      expect(limited.status, JSON.stringify(limited)).toBe('success')
+      expect(limited.stdout).toBe('limited\n')
+    }
   })
 })
