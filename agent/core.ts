@@ -967,7 +967,7 @@ function stepSecrets(state: AgentState, job: KnownJob, run: AgentRun): string[] 
  */
 function safeOutcome(state: AgentState, job: KnownJob, run: AgentRun, outcome: StepOutcome): StepOutcome {
   const secrets = stepSecrets(state, job, run)
-  const safe = redactDeep(outcome, secrets)
+  const safe = secrets.length === 0 ? { ...outcome } : redactDeep(outcome, secrets)
   safe.stdout = redactCuts(safe.stdout, secrets)
   safe.stderr = redactCuts(safe.stderr, secrets)
   if (safe.reason !== undefined) safe.reason = safe.reason.slice(0, MAX_REASON_CHARS)
