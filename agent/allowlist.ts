@@ -155,8 +155,12 @@ function patternAllows(pattern: string, text: string, shell: boolean): boolean {
   }
 }
 
-/** Whether `request` may run under `config` (see the header). Anything not allowed never runs. */
-export function checkAllowed(config: AllowlistConfig = DEFAULT_ALLOWLIST, request: AllowRequest): AllowDecision {
+/**
+ * Whether `request` may run under `config` (see the header). Anything not allowed never runs.
+ * `show` turns a refused command into the text of the reason: the caller redacts its secrets
+ * there, before the reason shortens it (a secret cut in half would no longer be recognised).
+ */
+export function checkAllowed(config: AllowlistConfig = DEFAULT_ALLOWLIST, request: AllowRequest, show: (command: string) => string = (c) => c): AllowDecision {
   const rules = config.interpreters.filter((r) => r.name === request.interpreter || r.name === '*')
   if (rules.length === 0) return { ok: false, reason: `interpreter ${request.interpreter} is not allowed on this node (agent allowlist)` }
   if (rules.some((r) => r.commands === 'any')) return { ok: true }
@@ -165,7 +169,8 @@ export function checkAllowed(config: AllowlistConfig = DEFAULT_ALLOWLIST, reques
   for (const s of cs.strings) {
     const allowed = rules.some((r) => r.commands !== 'any' && r.commands.some((p) => patternAllows(p, s, cs.shell)))
     if (!allowed) {
-      const shown = s.length > 120 ? `${s.slice(0, 117)}...` : s
+      const text = show(s)
+      const shown = text.length > 120 ? `${text.slice(0, 117)}...` : text
       const hint = cs.shell && SHELL_METACHARACTERS.test(s) ? ' (it contains shell metacharacters, which only an exact pattern allows)' : ''
       return { ok: false, reason: `command ${JSON.stringify(shown)} is not allowed for ${request.interpreter} on this node (agent allowlist)${hint}` }
     }

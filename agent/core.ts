@@ -7,7 +7,7 @@
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
-import { redact } from './secrets.js'
+import { argvExposure, makeRedactor, redact, redactCuts, redactDeep, sensitiveInputValues } from './secrets.js'
 import { emptyAgentMembership, restoreAgentMember, takeCertificate, takeRevocations, type AgentMembership } from './members.js'
 import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
@@ -858,17 +858,18 @@ function startAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run
   const plan = refusal === undefined ? planStep(step, { ...run.values, ...secrets.values }, secrets.secrets) : undefined
   if (plan?.action === 'fail') refusal = plan.reason
   if (plan?.action === 'run') {
-    const allowed = checkAllowed(config.allow, { interpreter: step.interpreter.name, command: plan.command, os: config.os })
+    const allowed = checkAllowed(config.allow, { interpreter: step.interpreter.name, command: plan.command, os: config.os }, makeRedactor(plan.secrets))
     if (!allowed.ok) refusal = `refused by the agent allowlist, not run: ${allowed.reason}`
+    else refusal = argvExposure(step.interpreter.name, plan.command, plan.secrets)
   }
   if (refusal !== undefined || plan?.action === 'skip') {
     const skipped = plan?.action === 'skip'
-    const outcome: StepOutcome = {
+    const outcome = safeOutcome(state, job, run, {
       number: run.stepIndex + 1, name: step.name.slice(0, 256), status: skipped ? 'skipped' : 'failure', attempts: 0,
       exitCode: null, outputs: {}, stdout: '', stderr: '',
-      reason: (skipped ? (plan as { explanation: string }).explanation : refusal!).slice(0, MAX_REASON_CHARS),
+      reason: skipped ? (plan as { explanation: string }).explanation : refusal!,
       finishedAt: now,
-    }
+    })
     effects.push({ type: 'log', level: skipped ? 'info' : 'warn', msg: skipped ? 'step skipped' : 'step refused before running', fields: { runId: run.runId, step: outcome.number, reason: outcome.reason } })
     // A refusal is deterministic: retrying it would refuse again, so it is final for this step.
     afterStep(state, config, job, run, outcome, false, now, effects)
@@ -916,7 +917,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     ...(result.artifacts ? { artifacts: Object.fromEntries(result.artifacts.map((a) => [a.name, a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')])) } : {}),
   }, known)
   if (result.interpreterLog) {
-    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redact(result.interpreterLog.slice(-4096), done.secrets) } })
+    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redactCuts(redact(result.interpreterLog, done.secrets), done.secrets).slice(-4096) } })
   }
   const interpreterOutputs = result.outputs ? Object.fromEntries(Object.entries(result.outputs).filter(([k]) => !(k in done.outputs))) : {}
   const previous = run.steps[run.stepIndex]?.attemptLog ?? []
@@ -927,7 +928,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     status: done.status,
     attempts: run.attempt,
     exitCode: done.exitCode,
-    outputs: Object.fromEntries(Object.entries({ ...interpreterOutputs, ...done.reportedOutputs }).slice(0, MAX_OUTPUTS_PER_STEP).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)])),
+    outputs: Object.fromEntries(Object.entries({ ...interpreterOutputs, ...done.reportedOutputs }).slice(0, MAX_OUTPUTS_PER_STEP)),
     stdout: clip(done.stdout, MAX_STEP_OUTPUT_CHARS),
     stderr: clip(done.stderr, MAX_STEP_OUTPUT_CHARS),
     ...(done.reason ? { reason: done.reason.slice(0, MAX_REASON_CHARS) } : {}),
@@ -945,6 +946,9 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
       else run.values[k] = v
     }
     state.secrets.set(run.runId, nextSecrets)
+  } else {
+    // Not carried to later steps, but what this attempt revealed is still redacted (safeOutcome).
+    state.secrets.set(run.runId, { values: secrets.values, secrets: done.secrets })
   }
   afterStep(state, config, job, run, outcome, true, now, effects)
 }
@@ -970,8 +974,31 @@ function reportArtifacts(run: AgentRun, artifacts: NonNullable<StepAttemptResult
   return out
 }
 
+/** Every secret an outcome of the run's current step may contain: the run's known secrets and the step's sensitive inputs. */
+function stepSecrets(state: AgentState, job: KnownJob, run: AgentRun): string[] {
+  const known = state.secrets.get(run.runId) ?? { values: {}, secrets: [] }
+  const step = job.body.template.actions.steps[run.stepIndex]!
+  return [...known.secrets, ...sensitiveInputValues(step.expectedInputs, { ...run.values, ...known.values })]
+}
+
+/**
+ * The one place a step's outcome becomes what is logged, persisted and sent (and, through its
+ * reason, the run's reason): every string redacted with stepSecrets (captured output also where
+ * its capture cut it, redactCuts), then the reason and the output values bounded (after redaction: a secret cut in half would no longer be recognised).
+ */
+function safeOutcome(state: AgentState, job: KnownJob, run: AgentRun, outcome: StepOutcome): StepOutcome {
+  const secrets = stepSecrets(state, job, run)
+  const safe = secrets.length === 0 ? { ...outcome } : redactDeep(outcome, secrets)
+  safe.stdout = redactCuts(safe.stdout, secrets)
+  safe.stderr = redactCuts(safe.stderr, secrets)
+  if (safe.reason !== undefined) safe.reason = safe.reason.slice(0, MAX_REASON_CHARS)
+  safe.outputs = Object.fromEntries(Object.entries(safe.outputs).map(([k, v]) => [k, v.slice(0, MAX_OUTPUT_VALUE_CHARS)]))
+  return safe
+}
+
 /** Retry, go on to the next step, or finish the run, after `outcome` of the current step. */
-function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: AgentRun, outcome: StepOutcome, retryable: boolean, now: number, effects: AgentEffect[]): void {
+function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: AgentRun, raw: StepOutcome, retryable: boolean, now: number, effects: AgentEffect[]): void {
+  const outcome = safeOutcome(state, job, run, raw)
   const steps = job.body.template.actions.steps
   const step = steps[run.stepIndex]!
   run.steps[run.stepIndex] = outcome

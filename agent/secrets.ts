@@ -75,3 +75,89 @@ export function redactOutputs(values: Record<string, string>, sensitiveNames: It
   for (const [k, v] of Object.entries(values)) out[k] = hidden.has(k) ? REDACTED : r(v)
   return out
 }
+
+/**
+ * The values of a step's sensitive expected inputs (available from earlier steps, else their
+ * default): they must be redacted from whatever the step leaves behind, even when the step
+ * fails before it runs (a refused command, a failed input check).
+ */
+export function sensitiveInputValues(expectedInputs: Record<string, { sensitive?: boolean; default?: unknown }> | undefined, available: Record<string, string>): string[] {
+  const out: string[] = []
+  for (const [name, spec] of Object.entries(expectedInputs ?? {})) {
+    if (spec.sensitive !== true) continue
+    const v = Object.prototype.hasOwnProperty.call(available, name) ? available[name] : spec.default === undefined ? undefined : String(spec.default)
+    if (v !== undefined && v.trim() !== '') out.push(v)
+  }
+  return out
+}
+
+/**
+ * Interpreters whose substituted command becomes a program's argv, readable by every local user
+ * in /proc/PID/cmdline while it runs, with the `args` keys that go to the environment instead.
+ */
+const ARGV_INTERPRETERS: Record<string, readonly string[]> = {
+  'chorus/exec-interpreter': [],
+  'chef-platform/chef-client-interpreter': [],
+  'chef-platform/inspec-interpreter': ['licenseKey', 'licenseServer'],
+  'chef-platform/ansible-interpreter': [],
+  'chef-platform/restart-interpreter': [],
+}
+
+function argvStrings(interpreter: string, command: unknown): string[] {
+  const envKeys = ARGV_INTERPRETERS[interpreter]
+  if (envKeys === undefined || typeof command !== 'object' || command === null) return []
+  const c = command as Record<string, unknown>
+  if (Array.isArray(c.argv)) return c.argv.map(String)
+  const args = typeof c.args === 'object' && c.args !== null ? Object.entries(c.args as Record<string, unknown>) : []
+  return [String(c.exec), ...args.filter(([k]) => !envKeys.includes(k)).map(([, v]) => (typeof v === 'string' ? v : JSON.stringify(v)))]
+}
+
+/**
+ * Why a command may not run because a secret would be in a program's argv (see
+ * ARGV_INTERPRETERS), or undefined. The shell interpreter's script goes on stdin, an external
+ * interpreter's request too: neither is in argv.
+ */
+export function argvExposure(interpreter: string, command: unknown, secrets: readonly string[]): string | undefined {
+  const variants = secretVariants(secrets)
+  if (variants.length === 0 || !argvStrings(interpreter, command).some((a) => variants.some((v) => a.includes(v)))) return undefined
+  return `a sensitive value would be in the command line of ${interpreter}, which every local user can read (/proc/PID/cmdline); not run: pass secrets to chef-platform/shell-interpreter, whose script goes to the shell on stdin`
+}
+
+/** The marker a bounded capture puts where it dropped bytes (interpreters/process.ts OutputCapture). */
+const OMITTED_MARKER = /(\n\[\.\.\. \d+ bytes omitted \.\.\.\]\n)/
+/** Shorter pieces of a secret next to a cut are left alone (they would match ordinary text). */
+export const MIN_SECRET_PIECE = 4
+
+/**
+ * Length of the longest piece of a secret (not the whole secret) that `text` ends with and the
+ * secret starts with (`atEnd`), or that `text` starts with and the secret ends with; 0 if none.
+ */
+function pieceLength(text: string, variants: readonly string[], atEnd: boolean): number {
+  let best = 0
+  for (const v of variants) {
+    for (let n = Math.min(v.length - 1, text.length); n >= MIN_SECRET_PIECE && n > best; n--) {
+      if (atEnd ? text.endsWith(v.slice(0, n)) : text.startsWith(v.slice(v.length - n))) { best = n; break }
+    }
+  }
+  return best
+}
+
+/**
+ * Captured output keeps its head and tail and drops the middle (the "[... N bytes omitted ...]"
+ * marker), before anything knows the secrets: a secret cut there survives in pieces that plain
+ * redaction does not recognise. Replaces a piece of a secret (at least MIN_SECRET_PIECE
+ * characters) just before or just after each marker.
+ */
+export function redactCuts(text: string, secrets: Iterable<string>): string {
+  const variants = secretVariants(secrets)
+  if (variants.length === 0 || !OMITTED_MARKER.test(text)) return text
+  const parts = text.split(OMITTED_MARKER)
+  for (let i = 0; i < parts.length; i += 2) {
+    const seg = parts[i]!
+    const end = i + 1 < parts.length ? pieceLength(seg, variants, true) : 0
+    const start = i > 0 ? pieceLength(seg, variants, false) : 0
+    if (start + end >= seg.length && start + end > 0) parts[i] = REDACTED
+    else parts[i] = (start > 0 ? REDACTED : '') + seg.slice(start, seg.length - end) + (end > 0 ? REDACTED : '')
+  }
+  return parts.join('')
+}

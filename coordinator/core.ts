@@ -237,6 +237,9 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
     else restoreMemberRecord(state.members, k, v)
   }
+  // Instance ids without a record (a store written before refused results left no state: an
+  // instance created in memory for a refused result was listed by its job, never written).
+  for (const job of state.jobs.values()) job.instanceIds = job.instanceIds.filter((id) => state.instances.has(id))
   for (const inst of state.instances.values()) {
     if (inst.status !== 'running') continue
     state.live.add(inst.id)
@@ -868,7 +871,8 @@ function noteGated(state: CoordinatorState, config: CoordinatorConfig, nodeId: s
     const job = state.jobs.get(g.jobId)
     if (!job || instanceIdFor(g.jobId, g.occurrenceAt) !== g.instanceId) continue
     const instance = state.instances.get(g.instanceId)
-    if (!instance) continue
+    // Only the job's targets acknowledge (a quorum counts them): anyone else's claim changes nothing.
+    if (!instance || !targets(job, nodeId)) continue
     recordAck(state, instance, nodeId)
     if (g.state === 'running') markStarted(state, instance, nodeId, g.leaseUntil ?? Number.MAX_SAFE_INTEGER, effects)
     noteProgress(state, config, instance, job, nodeId, g.state === 'running' ? Pos.Started : Pos.Acked, now, effects, g.state === 'running' ? (g.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
@@ -901,8 +905,7 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
   const puts: { key: string; value: unknown }[] = []
   let instance = state.instances.get(p.instanceId)
   if (!instance) {
-    const sched = scheduleOf(state, job)
-    if (!sched || job.template.scheduleRule === 'immediate' || !occurrencesBetween(sched.schedule, p.occurrenceAt, p.occurrenceAt + 1, 1).includes(p.occurrenceAt)) return
+    if (!dueOccurrence(state, job, p.occurrenceAt, now)) return
     instance = materializeInstance(state, config, job, p.occurrenceAt, now, puts)
     puts.push({ key: key.job(job.jobId), value: job })
   }
@@ -1202,6 +1205,47 @@ function fnv1a(text: string): number {
   return h
 }
 
+/**
+ * How far past this coordinator's clock an occurrence may lie for a result (or progress) to
+ * create its instance: the clock skew allowed between agents and coordinator, in milliseconds.
+ * A later occurrence is refused and leaves nothing behind.
+ */
+export const OCCURRENCE_GRACE_MS = 5 * 60_000
+
+/** Whether `at` is an occurrence of the job: of its schedule from its creation on (agents start there), or its creation for an immediate job. */
+function realOccurrence(state: CoordinatorState, job: JobRecord, at: number): boolean {
+  if (at < job.createdAt) return false
+  if (job.template.scheduleRule === 'immediate') return at === job.createdAt
+  const sched = scheduleOf(state, job)
+  return !!sched && occurrencesBetween(sched.schedule, at, at + 1, 1).includes(at)
+}
+
+/** Whether the coordinator may create the instance of an occurrence now: a real one, no later than now + OCCURRENCE_GRACE_MS. */
+function dueOccurrence(state: CoordinatorState, job: JobRecord, at: number, now: number): boolean {
+  return at <= now + OCCURRENCE_GRACE_MS && realOccurrence(state, job, at)
+}
+
+type ResultVerdict = { run: RunRecord } | { job: JobRecord } | { error: string; retry?: true }
+
+/**
+ * Whether a result is accepted, decided before anything is created or changed: it comes from the
+ * run's target (a node of the job's resolved targets), for a run that exists, or for the instance
+ * of a due occurrence not created yet. Returns the run, or the job whose instance must be created
+ * first, or why it is refused (`retry`: an occurrence that is not due yet, which will be).
+ */
+function acceptResult(state: CoordinatorState, body: ResultBody, now: number): ResultVerdict {
+  const refused = { error: `run ${body.runId} is not expected from node ${body.nodeId}` }
+  if (runIdFor(body.instanceId, body.nodeId) !== body.runId) return refused
+  const run = state.runs.get(body.runId)
+  if (run) return run.nodeId === body.nodeId && run.instanceId === body.instanceId ? { run } : refused
+  const job = state.jobs.get(body.jobId)
+  if (!job || state.instances.has(body.instanceId) || instanceIdFor(job.jobId, body.occurrenceAt) !== body.instanceId) return refused
+  if (!targets(job, body.nodeId)) return { error: `node ${body.nodeId} is not a target of job ${job.jobId}` }
+  if (!realOccurrence(state, job, body.occurrenceAt)) return refused
+  if (body.occurrenceAt > now + OCCURRENCE_GRACE_MS) return { error: `occurrence ${new Date(body.occurrenceAt).toISOString()} of job ${job.jobId} is not due yet (more than ${OCCURRENCE_GRACE_MS / 60_000} min ahead of the coordinator's clock); send it again later`, retry: true }
+  return { job }
+}
+
 function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
   const node = state.nodes.get(body.nodeId)
   const revoked = state.members.revoked.get(body.nodeId)
@@ -1215,26 +1259,22 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     effects.push(reply(config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
     return
   }
-  touch(state, node, now, effects)
-  let run = state.runs.get(body.runId)
-  const early: { key: string; value: unknown }[] = []
-  if (!run) {
-    // An occurrence the agent reached before this coordinator did (clock skew, or the
-    // coordinator was down): create its instance now if it is a real occurrence of the job.
-    const job = state.jobs.get(body.jobId)
-    const sched = job && scheduleOf(state, job)
-    if (job && sched && instanceIdFor(job.jobId, body.occurrenceAt) === body.instanceId && (body.occurrenceAt === job.createdAt || occurrencesBetween(sched.schedule, body.occurrenceAt, body.occurrenceAt + 1, 1).includes(body.occurrenceAt))) {
-      materializeInstance(state, config, job, body.occurrenceAt, now, early)
-      early.push({ key: key.job(job.jobId), value: job })
-      run = state.runs.get(body.runId)
-    }
-  }
-  if (!run || run.nodeId !== body.nodeId || run.instanceId !== body.instanceId || runIdFor(body.instanceId, body.nodeId) !== body.runId) {
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { runId: body.runId, nodeId: body.nodeId } })
-    // Acknowledge anyway: the agent must not retry a result that can never be accepted.
-    effects.push(reply(config, requestId, { ok: false, error: `run ${body.runId} is not expected from node ${body.nodeId}`, ackRunIds: [body.runId] }))
+  const verdict = acceptResult(state, body, now)
+  if ('error' in verdict) {
+    // Refused: nothing is created, changed or written.
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
+    // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
+    effects.push(reply(config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
     return
   }
+  touch(state, node, now, effects)
+  const early: { key: string; value: unknown }[] = []
+  if ('job' in verdict) {
+    // An occurrence the agent reached before this coordinator did (clock skew, or the coordinator was down).
+    materializeInstance(state, config, verdict.job, body.occurrenceAt, now, early)
+    early.push({ key: key.job(verdict.job.jobId), value: verdict.job })
+  }
+  const run = 'run' in verdict ? verdict.run : state.runs.get(body.runId)!
   if (run.receivedAt !== undefined) {
     // Stored once already: a re-send after a lost acknowledgement. Acknowledge again.
     effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { runId: body.runId, nodeId: body.nodeId } })

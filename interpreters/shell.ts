@@ -2,12 +2,16 @@
  * chef-platform/shell-interpreter
  *
  * `command` is `{ linux?: string[], darwin?: string[], windows?: string[] }`.
- * The list for req.os is run line by line, each with `/bin/sh -c LINE`, in the
+ * The list for req.os is run line by line, each by `/bin/sh`, in the
  * working directory `inputs.dir` (resolved against the user's home directory
  * when relative) or else the home directory. The first non-zero exit stops the
  * step; it succeeds when every line exits 0. stdout/stderr accumulate across
  * lines in one bounded capture per stream, and req.timeoutMs is one budget
  * shared by all lines.
+ *
+ * A line is never in the shell's argv (which every local user can read in /proc/PID/cmdline,
+ * and a substituted line may hold a secret): the shell gets the constant STDIN_SCRIPT and reads
+ * the line from its stdin (a pipe), then runs it with stdin from /dev/null as before.
  *
  * Windows commands are refused with a failure: this runner relies on POSIX
  * process groups to kill a step's whole process tree.
@@ -24,6 +28,13 @@ export const SHELL_INTERPRETER_NAME = 'chef-platform/shell-interpreter'
 export const POSIX_SHELL = '/bin/sh'
 
 const OS_KEYS = ['linux', 'darwin', 'windows'] as const
+
+/**
+ * The shell's whole argv after `-c`: keep the pipe on fd 3 and give the line /dev/null as stdin,
+ * read the line (failing if it cannot be read: an empty script must not "succeed"), close fd 3,
+ * and evaluate it, so it runs as `sh -c LINE` would ($0, exit status, syntax errors alike).
+ */
+export const STDIN_SCRIPT = 'exec 3<&0 </dev/null; __chorus_line=$(cat <&3) || exit 127; exec 3<&-; eval "unset __chorus_line; $__chorus_line"'
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
@@ -146,10 +157,11 @@ export class ShellInterpreter implements Interpreter {
         if (remaining <= 0) return done(`timed out after ${req.timeoutMs} ms before ${which}`)
         timeoutMs = remaining
       }
-      const cmd = limits ? limits.wrap(POSIX_SHELL, ['-c', line]) : { file: POSIX_SHELL, args: ['-c', line] }
+      const cmd = limits ? limits.wrap(POSIX_SHELL, ['-c', STDIN_SCRIPT]) : { file: POSIX_SHELL, args: ['-c', STDIN_SCRIPT] }
       const r = await runProcess({
         file: cmd.file,
         args: cmd.args,
+        stdin: line,
         cwd,
         env: req.env ? { ...process.env, ...req.env } : process.env,
         timeoutMs,

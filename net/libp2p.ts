@@ -52,9 +52,9 @@ export interface NetOptions {
    * Whether a peer is a member now: only members are sent gossip, and only gossip relayed by a
    * member (and, on the progress topic, authored by the key that signed it) is accepted.
    */
-  isMember: (peerId: string) => boolean
+  isMember?: (peerId: string) => boolean
   /** Peers refused outright by the connection gater (revoked nodes). */
-  isDenied: (peerId: string) => boolean
+  isDenied?: (peerId: string) => boolean
 }
 
 export interface Net extends Transport {
@@ -84,7 +84,9 @@ export function peerIdForPublicKey(publicKey: string): string {
   return peerIdFromPublicKey(publicKeyFromRaw(Buffer.from(publicKey, 'base64url'))).toString()
 }
 
-export async function createNet(opts: NetOptions): Promise<Net> {
+/** Without isMember/isDenied (tests, tools) every peer counts as a member and none is denied: the runtimes always pass both. */
+export async function createNet(options: NetOptions): Promise<Net> {
+  const opts = { isMember: (_peer: string) => true, isDenied: (_peer: string) => false, ...options }
   const privateKey = await generateKeyPairFromSeed('Ed25519', opts.seed)
   const node = await createLibp2p({
     privateKey,

@@ -2,12 +2,11 @@
 // conditions, retries with backoff, ignored failures, timeouts that kill process trees, the
 // allowlist, secrets, and missing skills.
 import { describe, expect, it } from 'vitest'
-import { readdir, readFile, rm, stat } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
-import { Level } from 'level'
 import { LocalFleet } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
+import { storedPlaces } from './helpers/stored.js'
 import type { RunReport } from '../coordinator/report.js'
 
 let fleet: LocalFleet
@@ -174,20 +173,7 @@ describe('step semantics over real processes', () => {
     expect(run.steps[1]!.stdout).toContain('token=[REDACTED]')
     // Stop everything, then read every stored byte: raw files and the decoded level records.
     await fleet.stop({ keepDirs: true })
-    const found: string[] = []
-    const walk = async (p: string): Promise<void> => {
-      for (const e of await readdir(p, { withFileTypes: true })) {
-        const full = join(p, e.name)
-        if (e.isDirectory()) await walk(full)
-        else if ((await readFile(full)).includes(secret)) found.push(full)
-      }
-    }
-    await walk(fleet.baseDir)
-    for (const db of [join(fleet.coordinator.dir, 'db'), ...fleet.agents.map((a) => join(a.dir, 'db'))]) {
-      const level = new Level<string, string>(db, { valueEncoding: 'utf8' })
-      for await (const [k, v] of level.iterator()) if (v.includes(secret)) found.push(`${db}:${k}`)
-      await level.close()
-    }
+    const found = await storedPlaces(fleet, secret)
     await rm(fleet.baseDir, { recursive: true, force: true })
     expect(found).toEqual([])
   })
