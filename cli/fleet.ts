@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, readFile, rm, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { apiGet, apiPostText, contentTypeFor } from './client.js'
+import { apiGet, apiPostText, contentTypeFor, type ApiConn } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
 import { CHORUS_BIN } from './paths.js'
@@ -67,6 +67,8 @@ export class LocalFleet {
   coordinator!: ProcInfo
   agents: (ProcInfo & { nodeId: string })[] = []
   api = ''
+  /** The coordinator's admin token (DATA/admin.token), sent on every API call. */
+  token = ''
   publicKey = ''
   multiaddr = ''
   baseDir = ''
@@ -74,6 +76,11 @@ export class LocalFleet {
   private p2pPort = 0
 
   constructor(private readonly opts: FleetOptions) {}
+
+  /** The API address with the admin token, for cli/client.ts. */
+  get conn(): ApiConn {
+    return { api: this.api, token: this.token }
+  }
 
   get nodeIds(): string[] {
     return this.agents.map((a) => a.nodeId)
@@ -124,6 +131,7 @@ export class LocalFleet {
       return JSON.parse(await readFile(join(dir, 'endpoints.json'), 'utf8')) as { api: string; publicKey: string; multiaddrs: string[] }
     }, 30_000)
     this.api = endpoints.api
+    this.token = (await readFile(join(dir, 'admin.token'), 'utf8')).trim()
     this.publicKey = endpoints.publicKey
     const addr = endpoints.multiaddrs.find((m) => m.startsWith('/ip4/127.0.0.1/tcp/')) ?? endpoints.multiaddrs[0]!
     this.multiaddr = addr.replace(/\/p2p\/.*$/, '')
@@ -147,13 +155,13 @@ export class LocalFleet {
 
   async waitForNodes(count: number, timeoutMs: number): Promise<void> {
     await waitFor(`${count} agents to join`, async () => {
-      const nodes = await apiGet<{ items: unknown[] }>(this.api, '/v1/nodes')
+      const nodes = await apiGet<{ items: unknown[] }>(this.conn, '/v1/nodes')
       return nodes.items.length >= count ? true : undefined
     }, timeoutMs, 200)
   }
 
   async submit(text: string, fileName = 'job.json'): Promise<string> {
-    const res = await apiPostText<{ id?: string; problems?: { path: string; message: string }[] }>(this.api, '/v1/jobs', text, contentTypeFor(fileName))
+    const res = await apiPostText<{ id?: string; problems?: { path: string; message: string }[] }>(this.conn, '/v1/jobs', text, contentTypeFor(fileName))
     if (res.status !== 201 || !res.body.id) {
       throw new Error(`submit refused (HTTP ${res.status}): ${(res.body.problems ?? []).map((p) => `${p.path}: ${p.message}`).join('; ')}`)
     }
@@ -161,7 +169,7 @@ export class LocalFleet {
   }
 
   report(id: string): Promise<JobReport> {
-    return apiGet<JobReport>(this.api, `/v1/reports/${id}`)
+    return apiGet<JobReport>(this.conn, `/v1/reports/${id}`)
   }
 
   async waitForJob(id: string, timeoutMs: number, intervalMs = 100): Promise<JobReport> {
