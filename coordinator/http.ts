@@ -117,16 +117,20 @@ function guardRoutes(app: FastifyInstance): Set<string> {
   return registered
 }
 
+function refuse(reply: FastifyReply, status: number, body: { error: string; requiredRole?: string }): FastifyReply {
+  return reply.code(status).send(body)
+}
+
 async function authorize(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
   const refused = browserRefusal({ method: req.method, host: req.headers.host, origin: req.headers.origin, contentType: req.headers['content-type'] }, host.hosts, host.scheme)
-  if (refused) return reply.code(refused.status).send({ error: refused.error })
+  if (refused) return refuse(reply, refused.status, { error: refused.error })
   const url = req.routeOptions.url
   if (isPublic(req.method, url)) return undefined
   const needs = requiredRole(req.method, url)
   const token = bearerOf(req.headers.authorization)
   const record = token === undefined ? undefined : tokenByHash(host.state, hashToken(token), Date.now())
-  if (!record) return reply.code(401).send({ error: token === undefined ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token)' : 'unknown, expired or revoked token', requiredRole: needs })
-  if (!roleAllows(record.role, needs)) return reply.code(403).send({ error: `token ${record.name} has role ${record.role}; ${req.method} ${url} needs ${needs}`, requiredRole: needs })
+  if (!record) return refuse(reply, 401, { error: token === undefined ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token)' : 'unknown, expired or revoked token', requiredRole: needs })
+  if (!roleAllows(record.role, needs)) return refuse(reply, 403, { error: `token ${record.name} has role ${record.role}; ${req.method} ${url} needs ${needs}`, requiredRole: needs })
   req.actor = { name: record.name, role: record.role }
   return undefined
 }
