@@ -228,7 +228,8 @@ export type CoordinatorEffect =
   | { type: 'publish'; envelope: SignedEnvelope }
   | { type: 'reply_rpc'; requestId: string; envelope: SignedEnvelope }
   | { type: 'reply_submit'; requestId: string; outcome: SubmitOutcome }
-  | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string } }
+  /** A refusal may name the problems of the request's body (`body.…` paths, as the API's schemas do). */
+  | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string; problems?: SubmitProblem[] } }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
@@ -328,7 +329,7 @@ function outcomeOf(requestId: string, effects: CoordinatorEffect[]): string {
   for (const e of effects) {
     if ((e.type !== 'reply_admin' && e.type !== 'reply_submit') || e.requestId !== requestId) continue
     if (e.outcome.ok) return 'ok'
-    const text = 'problems' in e.outcome ? `422 ${e.outcome.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}` : `${e.outcome.status} ${e.outcome.error}`
+    const text = 'status' in e.outcome ? `${e.outcome.status} ${e.outcome.error}` : `422 ${e.outcome.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`
     return text.slice(0, 1000)
   }
   return 'no reply'
@@ -413,8 +414,8 @@ function stepEvent(state: CoordinatorState, config: CoordinatorConfig, event: Co
       break
     }
     case 'save_filter': {
-      const check = selectNodes(state, event.filter, 'filter')
-      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; ') } }); break }
+      const check = selectNodes(state, event.filter, 'body')
+      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems: check.problems } }); break }
       if (!state.filters.has(event.filter.id) && state.filters.size >= MAX_SAVED) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_SAVED} saved filters` } }); break }
       state.filters.set(event.filter.id, event.filter)
       effects.push({ type: 'persist', puts: [{ key: key.filter(event.filter.id), value: event.filter }], dels: [] })
@@ -691,7 +692,7 @@ function onCancel(state: CoordinatorState, config: CoordinatorConfig, requestId:
     const valid = occurrences.filter((at) => sched && occurrencesBetween(sched.schedule, at, at + 1, 1).includes(at))
     const invalid = occurrences.filter((at) => !valid.includes(at))
     if (invalid.length > 0) {
-      effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 400, error: `not occurrences of job ${jobId}: ${invalid.map((t) => new Date(t).toISOString()).join(', ')} (see chorus job next)` } })
+      effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 400, error: `not occurrences of job ${jobId}: ${invalid.map((t) => new Date(t).toISOString()).join(', ')} (see chorus job next)`, problems: [{ path: 'body.occurrences', message: 'not occurrences of this job (see chorus job next)' }] } })
       return
     }
     const merged = [...new Set([...job.jobState.canceledOccurrences, ...valid])].sort((a, b) => a - b).slice(-MAX_CANCELED_OCCURRENCES)
@@ -716,7 +717,7 @@ function onGlobalException(state: CoordinatorState, config: CoordinatorConfig, e
     }
     const check = deriveSchedule({ scheduleRule: 'immediate', exceptionRules: [], target: { executionType: 'parallel', groups: [] }, actions: { accessMode: 'agent', steps: [] } } as unknown as JobTemplate, now, [event.exception])
     if (!check.ok) {
-      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.message } })
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.message, problems: [{ path: 'body.rrule', message: check.message }] } })
       return
     }
     state.globals.set(id, event.exception)

@@ -70,8 +70,11 @@ function templateOf(req: FastifyRequest): JobTemplate {
   return parsed.template
 }
 
+/** The core's answer; a 400 always carries problems (the shape of every bad-input answer). */
 function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
-  return outcome.ok ? reply.code(okStatus).send(outcome.detail ?? { ok: true }) : reply.code(outcome.status).send({ error: outcome.error })
+  if (outcome.ok) return reply.code(okStatus).send(outcome.detail ?? { ok: true })
+  const problems = outcome.problems ?? (outcome.status === 400 ? [{ path: 'body', message: outcome.error }] : undefined)
+  return reply.code(outcome.status).send({ error: outcome.error, ...(problems ? { problems } : {}) })
 }
 
 function notFound(reply: FastifyReply, what: string): FastifyReply {
@@ -189,7 +192,7 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
     let nodes = [...host.state.nodes.values()]
     if (search) {
       const sel = selectNodes(host.state, { query: search }, 'search')
-      if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems })
+      if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems.map((p) => ({ ...p, path: 'query.search' })) })
       const keep = new Set(sel.nodes)
       nodes = nodes.filter((n) => keep.has(n.nodeId))
     }

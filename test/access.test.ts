@@ -67,7 +67,7 @@ async function mint(name: string, role: string, ttl?: string): Promise<string> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'chorus-access-'))
-  c = await startCoordinator(join(dir, 'coord'))
+  c = await startCoordinator(join(dir, 'coord'), ['--api-host', 'chorus.test', '--api-host', 'other.test:443'])
   tokens.reader = await mint('ci-reader', 'reader')
   tokens.operator = await mint('ci-operator', 'operator')
 }, 60_000)
@@ -134,6 +134,11 @@ describe('not a browser target', () => {
     expect(same.status, JSON.stringify(same.body)).toBe(201)
     const port = c.api.split(':').pop()
     expect((await call(c.api, 'GET', '/v1/jobs', { ...op, headers: { host: `localhost:${port}` } })).body.items).toHaveLength(1)
+    // Names listed with --api-host: with the bound port when none is given, else exactly.
+    expect((await call(c.api, 'GET', '/v1/jobs', { ...op, headers: { host: `chorus.test:${port}` } })).status).toBe(200)
+    expect((await call(c.api, 'GET', '/v1/jobs', { ...op, headers: { host: 'other.test:443' } })).status).toBe(200)
+    expect((await call(c.api, 'GET', '/v1/jobs', { ...op, headers: { host: 'chorus.test:1' } })).status).toBe(421)
+    expect((await call(c.api, 'GET', '/healthz', { headers: { host: 'evil.example' } })).status).toBe(421)
   })
 })
 
@@ -151,6 +156,12 @@ describe('input is checked by its schema', () => {
       expect((await call(c.api, 'GET', `/v1/nodes?search=${encodeURIComponent(`${name}:*`)}`, { token: tokens.reader })).status).toBe(200)
     }
     expect(c.proc.exitCode).toBe(null)
+    const query = await call(c.api, 'PUT', '/v1/filters/q', { token: tokens.operator, body: '{"query": "role:web AND (env:prod"}' })
+    expect(query.status).toBe(400)
+    expect(query.body.problems).toEqual([{ path: 'body.query', message: expect.stringMatching(/not closed/) }])
+    const regex = await call(c.api, 'PUT', '/v1/filters/r', { token: tokens.operator, body: '{"constraints": {"attributes": [{"name": "a", "operator": "MATCHES", "value": ["("]}]}}' })
+    expect(regex.status).toBe(400)
+    expect((regex.body.problems as { path: string }[])[0]!.path).toBe('body.constraints.attributes[0].value')
     const cancel = await call(c.api, 'POST', '/v1/jobs/x/cancel', { token: tokens.operator, body: '{"occurrences": "soon"}' })
     expect(cancel.status).toBe(400)
     expect(cancel.body.problems).toEqual([{ path: 'body.occurrences', message: expect.any(String) }])
