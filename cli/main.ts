@@ -257,10 +257,15 @@ program.command('nodes')
     else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
   })
 
+/** Exits with the API's error and its problems, one per line. */
+function refused(res: { status: number; body: { error?: string; problems?: { path: string; message: string }[] } }): never {
+  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
+}
+
 async function adminRequest(o: ApiOpts, method: string, path: string, body?: unknown): Promise<void> {
   const { apiRequest } = await import('./client.js')
   const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, body)
-  if (res.status >= 400) fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
+  if (res.status >= 400) refused(res)
   process.stdout.write(JSON.stringify(res.body, null, 2) + '\n')
 }
 
@@ -302,7 +307,7 @@ tokens.command('create').description('Create a token and print it (once: only it
   .action(async (o: ApiOpts & { name: string; role: string; ttl?: string; json?: boolean }) => {
     const { apiRequest } = await import('./client.js')
     const res = await apiRequest<{ token?: string; error?: string; problems?: { path: string; message: string }[] }>(await conn(o), 'POST', '/v1/tokens', { name: o.name, role: o.role, ...(o.ttl ? { ttl: o.ttl } : {}) })
-    if (res.status !== 201 || !res.body.token) fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
+    if (res.status !== 201 || !res.body.token) refused(res)
     process.stdout.write(o.json ? JSON.stringify(res.body, null, 2) + '\n' : `${res.body.token}\n`)
   })
 tokens.command('list').description('List the tokens: name, role, created, expires (never the token or its hash)')
