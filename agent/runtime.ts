@@ -48,7 +48,7 @@ export interface AgentFileConfig {
 
 export async function loadAgentConfig(file: string): Promise<AgentFileConfig> {
   const json = parseJsonText(await readFile(file, 'utf8'), '$')
-  const checked = json.ok ? check(AgentConfigSchema, json.value, '$') : json
+  const checked = json.ok ? check(AgentConfigSchema, json.value, '') : json
   if (!checked.ok) throw new Error(`${file}: ${problemsText(checked.problems)}`)
   const { allow, ...rest } = checked.value
   const out: AgentFileConfig = { ...rest }

@@ -54,9 +54,13 @@ export function routeKey(method: string, url: string): string {
 
 const ROLE_BY_ROUTE = new Map(ROUTES.map((r) => [routeKey(r.method, r.url), r.role]))
 
-/** The role a route needs; unknown routes need the strongest (a route missing from the table is not open). */
+/**
+ * The role a route needs. A URL no route matches needs a valid token (reader), then is a 404;
+ * a route missing from the table (the runtime refuses to register one) would need admin.
+ */
 export function requiredRole(method: string, url: string | undefined): Role {
-  return (url !== undefined && ROLE_BY_ROUTE.get(routeKey(method, url))) || 'admin'
+  if (url === undefined) return 'reader'
+  return ROLE_BY_ROUTE.get(routeKey(method, url)) ?? 'admin'
 }
 
 export function isPublic(method: string, url: string | undefined): boolean {

@@ -108,11 +108,16 @@ export type CoordinatorOptionsInput = z.input<typeof CoordinatorOptionsSchema>
 
 export type Checked<T> = { ok: true; value: T } | { ok: false; problems: Problem[] }
 
-/** Validates one input; problems name their path below `at` ("body", "query", "params", a file name). */
+function below(at: string, path: string): string {
+  if (at === '' || path === '$') return at === '' ? path : at
+  return path.startsWith('[') ? `${at}${path}` : `${at}.${path}`
+}
+
+/** Validates one input; problems name their path below `at` ("body", "query", "params"; "" for a file's own paths). */
 export function check<S extends z.ZodType>(schema: S, input: unknown, at: string): Checked<z.output<S>> {
   const r = schema.safeParse(input, { error: templateErrorMap, reportInput: true })
   if (r.success) return { ok: true, value: r.data }
-  return { ok: false, problems: issuesToProblems(r.error.issues).map((p) => ({ path: p.path === '$' ? at : p.path.startsWith('[') ? `${at}${p.path}` : `${at}.${p.path}`, message: p.message })) }
+  return { ok: false, problems: issuesToProblems(r.error.issues).map((p) => ({ path: below(at, p.path), message: p.message })) }
 }
 
 /** Problems as one line (for errors thrown at start-up and CLI messages). */

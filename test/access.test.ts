@@ -13,7 +13,8 @@ import { join } from 'node:path'
 import { CHORUS_BIN } from '../cli/paths.js'
 import { waitFor } from '../cli/fleet.js'
 import { ROUTES, isStateChanging } from '../coordinator/access.js'
-import { coordinatorStep, emptyCoordinatorState, DEFAULT_COORDINATOR_TIMING, type AuditRecord } from '../coordinator/core.js'
+import { coordinatorStep, emptyCoordinatorState, restoreCoordinator, DEFAULT_COORDINATOR_TIMING, type AuditRecord, type CoordinatorEffect, type CoordinatorEvent } from '../coordinator/core.js'
+import { CoreLoop, type BatchOp } from '../protocol/loop.js'
 import { generateIdentity } from '../protocol/keys.js'
 
 interface Coordinator { proc: ChildProcess; api: string; admin: string; data: string }
@@ -177,6 +178,17 @@ describe('input is checked by its schema', () => {
     const audit = effects.find((e) => e.type === 'persist')
     expect(audit).toMatchObject({ puts: [{ key: 'audit/0000000000001000/r1', value: { token: 'ci', role: 'operator', action: 'filter.set', object: 'x', outcome: expect.stringMatching(/^400 refused/) } }] })
   })
+
+  it('a change and its audit record are committed in one batch', async () => {
+    const state = emptyCoordinatorState()
+    const config = { identity: generateIdentity(), ...DEFAULT_COORDINATOR_TIMING }
+    const commits: BatchOp[][] = []
+    const loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({ step: (e, now) => coordinatorStep(state, config, e, now), commit: async (ops) => { commits.push(ops) }, execute: () => {}, now: () => 5_000, onError: (err) => { throw err } })
+    await loop.dispatch({ type: 'save_list', requestId: 'r2', list: { id: 'l', name: 'l', nodes: ['a'] }, actor: { name: 'ci', role: 'operator' } })
+    expect(commits.map((ops) => ops.map((o) => o.key))).toEqual([['list/l', 'audit/0000000000005000/r2']])
+    // Restoring ignores audit records (the runtime does not even read them).
+    expect(restoreCoordinator(commits[0]!.map((o) => [o.key, (o as { value: unknown }).value])).lists.size).toBe(1)
+  })
 })
 
 describe('audit log', () => {
@@ -239,6 +251,24 @@ describe('CLI', () => {
     const open = chorus(['nodes'], { CHORUS_PROFILE: profile })
     expect(open.status).toBe(2)
     expect(open.stderr).toMatch(new RegExp(`readable by group or others .*chmod 600 ${profile}`))
+  })
+})
+
+describe('restart', () => {
+  it('tokens survive SIGKILL and a restart, the admin token is not recreated, the audit log is still there', async () => {
+    const before = ((await call(c.api, 'GET', '/v1/audit?limit=1000', { token: c.admin })).body.items as AuditRecord[]).length
+    const old = c.proc
+    old.kill('SIGKILL')
+    await new Promise((r) => (old.exitCode !== null || old.signalCode !== null ? r(undefined) : old.once('exit', r)))
+    await rm(join(c.data, 'endpoints.json'))
+    const again = await startCoordinator(c.data)
+    expect(again.admin).toBe(c.admin)
+    c = again
+    expect((await call(c.api, 'GET', '/v1/jobs', { token: tokens.reader })).status).toBe(200)
+    expect((await call(c.api, 'GET', '/v1/jobs', { token: tokens.operator })).body.items).toHaveLength(1)
+    const after = (await call(c.api, 'GET', '/v1/audit?limit=1000', { token: c.admin })).body.items as AuditRecord[]
+    expect(after.length).toBe(before)
+    expect(after.filter((a) => a.action === 'token.create' && a.object === 'admin')).toHaveLength(1)
   })
 })
 

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AgentConfigSchema, AuditQuerySchema, CoordinatorOptionsSchema, FilterBodySchema, NextQuerySchema, TokenBodySchema, check } from '../protocol/api.js'
 import { loadAgentConfig } from '../agent/runtime.js'
+import { buildApi, type ApiHost } from '../coordinator/http.js'
+import { emptyCoordinatorState } from '../coordinator/core.js'
 import { allowedHosts, browserRefusal, requiredRole, roleAllows } from '../coordinator/access.js'
 
 describe('API input schemas', () => {
@@ -62,7 +64,13 @@ describe('access rules', () => {
     expect(roleAllows('operator', 'admin')).toBe(false)
     expect(requiredRole('GET', '/v1/jobs')).toBe('reader')
     expect(requiredRole('GET', '/v1/not-in-the-table')).toBe('admin')
-    expect(requiredRole('GET', undefined)).toBe('admin')
+    expect(requiredRole('GET', undefined)).toBe('reader')
+  })
+
+  it('the API refuses to register a route missing from the route table', () => {
+    const app = buildApi({ state: emptyCoordinatorState(), hosts: new Set(), scheme: 'http' } as unknown as ApiHost)
+    expect(() => app.get('/v1/secret', async () => ({}))).toThrow(/route GET \/v1\/secret is not in the route table/)
+    void app.close()
   })
 
   it('a browser request is refused by Host, content type or Origin', () => {
