@@ -13,7 +13,7 @@ import {
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
-  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, newToken, requiredRole, roleAllows, routeKey, type Method,
+  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, newToken, requiredRole, roleAllows, routeKey,
 } from './access.js'
 import {
   nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
@@ -257,4 +257,3 @@ function accessRoutes(app: FastifyInstance, host: ApiHost): void {
   })
 }
 
-export type { Method }

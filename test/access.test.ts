@@ -103,6 +103,9 @@ describe('tokens and roles', () => {
       else expect(through(operator.status), `${r.method} ${r.url} as operator: ${operator.status}`).toBe(true)
       expect(through((await as(c.admin)).status), `${r.method} ${r.url} as admin`).toBe(true)
     }
+    // A URL no route matches: a token first, then 404.
+    expect((await call(c.api, 'GET', '/v1/no-such-route')).status).toBe(401)
+    expect((await call(c.api, 'GET', '/v1/no-such-route', { token: tokens.reader })).status).toBe(404)
   })
 
   it('an expired token and a revoked token are refused with 401; tokens are listed without hash or token', async () => {
