@@ -82,7 +82,7 @@ program.command('validate')
   })
 
 program.command('coordinator')
-  .description('Run a coordinator: signs and publishes jobs, stores results in level, serves the HTTP API on loopback')
+  .description('Run a coordinator: signs and publishes jobs, stores results in level, serves the HTTP API (loopback, or https beyond it); the first start writes an admin token to DATA/admin.token')
   .requiredOption('--data <dir>', 'data directory (key, level store, endpoints.json)')
   .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/7700'])
   .option('--api <host:port>', 'HTTP API address; beyond loopback only with --api-tls-cert and --api-tls-key', '127.0.0.1:7070')

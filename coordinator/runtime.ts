@@ -1,5 +1,6 @@
 // The coordinator runtime: libp2p (publishes jobs, answers agents' rpc), level (every record),
-// an HTTP API on loopback, and a ticker. Decisions live in the coordinator core.
+// the HTTP API (coordinator/http.ts; https beyond loopback), the first admin token, and a
+// ticker. Decisions live in the coordinator core.
 import { randomUUID } from 'node:crypto'
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
