@@ -35,7 +35,7 @@ function chorus(args: string[], env: Record<string, string | undefined> = {}) {
 /** A raw HTTP request (node:http, so Host and Origin are exactly what the test says). */
 function call(api: string, method: string, path: string, opts: { token?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Record<string, unknown> }> {
   const [host, port] = [api.slice(0, api.lastIndexOf(':')), Number(api.slice(api.lastIndexOf(':') + 1))]
-  const sized = opts.body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(opts.body)) } : {}
+  const sized: Record<string, string> = opts.body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(opts.body)) } : {}
   const headers: Record<string, string> = { ...sized, ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...opts.headers }
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host, port, method, path, headers }, (res) => {
