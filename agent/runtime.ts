@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
+import { AgentConfigSchema, check, parseJsonText, problemsText } from '../protocol/api.js'
 import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
@@ -48,27 +49,16 @@ export interface AgentFileConfig {
 }
 
 export async function loadAgentConfig(file: string): Promise<AgentFileConfig> {
-  const raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>
-  const known = new Set(['allow', 'interpreters', 'attributes', 'restartMode'])
-  for (const k of Object.keys(raw)) if (!known.has(k)) throw new Error(`${file}: unknown key "${k}"; expected ${[...known].join(', ')}`)
-  const out: AgentFileConfig = {}
-  if (raw.allow === 'any') out.allow = 'any'
-  else if (raw.allow !== undefined) {
-    const parsed = parseAllowlist(raw.allow)
-    if ('errors' in parsed) throw new Error(`${file}: ${parsed.errors.join('; ')}`)
+  const json = parseJsonText(await readFile(file, 'utf8'), '$')
+  const checked = json.ok ? check(AgentConfigSchema, json.value, '') : json
+  if (!checked.ok) throw new Error(`${file}: ${problemsText(checked.problems)}`)
+  const { allow, ...rest } = checked.value
+  const out: AgentFileConfig = { ...rest }
+  if (allow === 'any') out.allow = 'any'
+  else if (allow !== undefined) {
+    const parsed = parseAllowlist(allow)
+    if ('errors' in parsed) throw new Error(`${file}: allow: ${parsed.errors.join('; ')}`)
     out.allow = parsed
-  }
-  if (raw.interpreters !== undefined) {
-    if (!Array.isArray(raw.interpreters)) throw new Error(`${file}: interpreters: expected an array of {name, path, version}`)
-    out.interpreters = raw.interpreters as ExternalInterpreterConfig[]
-  }
-  if (raw.attributes !== undefined) {
-    if (typeof raw.attributes !== 'object' || raw.attributes === null || Object.values(raw.attributes).some((v) => typeof v !== 'string')) throw new Error(`${file}: attributes: expected an object of strings`)
-    out.attributes = raw.attributes as Record<string, string>
-  }
-  if (raw.restartMode !== undefined) {
-    if (raw.restartMode !== 'real' && raw.restartMode !== 'simulate') throw new Error(`${file}: restartMode: expected "real" or "simulate"`)
-    out.restartMode = raw.restartMode
   }
   return out
 }

@@ -61,9 +61,9 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
     for (let round = 1; round <= o.rounds; round++) {
       const start = performance.now()
       const jobId = await fleet.submit(fanoutJob(round))
-      const { instanceIds } = await apiGet<{ instanceIds: string[] }>(fleet.api, `/v1/jobs/${jobId}`)
+      const { instanceIds } = await apiGet<{ instanceIds: string[] }>(fleet.conn, `/v1/jobs/${jobId}`)
       await waitFor('all results', async () => {
-        const inst = await apiGet<{ counts: Record<string, number> }>(fleet.api, `/v1/instances/${instanceIds[0]}`)
+        const inst = await apiGet<{ counts: Record<string, number> }>(fleet.conn, `/v1/instances/${instanceIds[0]}`)
         return (inst.counts.success ?? 0) + (inst.counts.failure ?? 0) >= o.agents ? true : undefined
       }, 120_000, 5)
       times.push((performance.now() - start) / 1000)

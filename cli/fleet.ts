@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, readFile, rm, open, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { apiGet, apiPostText, apiSend, contentTypeFor } from './client.js'
+import { apiGet, apiPostText, apiRequest, contentTypeFor, type ApiConn } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
 import { CHORUS_BIN } from './paths.js'
@@ -71,6 +71,8 @@ export class LocalFleet {
   coordinator!: ProcInfo
   agents: (ProcInfo & { nodeId: string })[] = []
   api = ''
+  /** The coordinator's admin token (DATA/admin.token), sent on every API call. */
+  token = ''
   publicKey = ''
   multiaddr = ''
   baseDir = ''
@@ -80,6 +82,11 @@ export class LocalFleet {
   enrollTokenFile = ''
 
   constructor(private readonly opts: FleetOptions) {}
+
+  /** The API address with the admin token, for cli/client.ts. */
+  get conn(): ApiConn {
+    return { api: this.api, token: this.token }
+  }
 
   get nodeIds(): string[] {
     return this.agents.map((a) => a.nodeId)
@@ -115,7 +122,7 @@ export class LocalFleet {
 
   /** Creates an enrolment token through the API (as an admin would) and writes it to a 0600 file; returns the file. */
   async createEnrollToken(name: string, uses: number, attributes: Record<string, string> = {}, ttl = '1h'): Promise<string> {
-    const res = await apiSend<{ token?: string; error?: string }>(this.api, 'POST', '/v1/enrollments', { name, uses, ttl, attributes })
+    const res = await apiRequest<{ token?: string; error?: string }>(this.conn, 'POST', '/v1/enrollments', { name, uses, ttl, attributes })
     if (res.status !== 201 || !res.body.token) throw new Error(`could not create an enrolment token (HTTP ${res.status}): ${res.body.error ?? ''}`)
     const file = join(this.baseDir, `${name}.enroll-token`)
     await writeFile(file, res.body.token + '\n', { mode: 0o600 })
@@ -136,6 +143,7 @@ export class LocalFleet {
       return JSON.parse(await readFile(join(dir, 'endpoints.json'), 'utf8')) as { api: string; publicKey: string; multiaddrs: string[] }
     }, 30_000)
     this.api = endpoints.api
+    this.token = (await readFile(join(dir, 'admin.token'), 'utf8')).trim()
     this.publicKey = endpoints.publicKey
     const addr = endpoints.multiaddrs.find((m) => m.startsWith('/ip4/127.0.0.1/tcp/')) ?? endpoints.multiaddrs[0]!
     this.multiaddr = addr.replace(/\/p2p\/.*$/, '')
@@ -170,13 +178,13 @@ export class LocalFleet {
 
   async waitForNodes(count: number, timeoutMs: number): Promise<void> {
     await waitFor(`${count} agents to join`, async () => {
-      const nodes = await apiGet<{ items: unknown[] }>(this.api, '/v1/nodes')
+      const nodes = await apiGet<{ items: unknown[] }>(this.conn, '/v1/nodes')
       return nodes.items.length >= count ? true : undefined
     }, timeoutMs, 200)
   }
 
   async submit(text: string, fileName = 'job.json'): Promise<string> {
-    const res = await apiPostText<{ id?: string; problems?: { path: string; message: string }[] }>(this.api, '/v1/jobs', text, contentTypeFor(fileName))
+    const res = await apiPostText<{ id?: string; problems?: { path: string; message: string }[] }>(this.conn, '/v1/jobs', text, contentTypeFor(fileName))
     if (res.status !== 201 || !res.body.id) {
       throw new Error(`submit refused (HTTP ${res.status}): ${(res.body.problems ?? []).map((p) => `${p.path}: ${p.message}`).join('; ')}`)
     }
@@ -184,7 +192,7 @@ export class LocalFleet {
   }
 
   report(id: string): Promise<JobReport> {
-    return apiGet<JobReport>(this.api, `/v1/reports/${id}`)
+    return apiGet<JobReport>(this.conn, `/v1/reports/${id}`)
   }
 
   async waitForJob(id: string, timeoutMs: number, intervalMs = 100): Promise<JobReport> {

@@ -17,6 +17,10 @@ function positiveInt(value: string): number {
   return n
 }
 
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
 function collectAttr(value: string, previous: Record<string, string>): Record<string, string> {
   const eq = value.indexOf('=')
   if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${value}"`)
@@ -79,18 +83,21 @@ program.command('validate')
   })
 
 program.command('coordinator')
-  .description('Run a coordinator: signs and publishes jobs, stores results in level, serves the HTTP API on loopback')
+  .description('Run a coordinator: signs and publishes jobs, stores results in level, serves the HTTP API (loopback, or https beyond it); the first start writes an admin token to DATA/admin.token')
   .requiredOption('--data <dir>', 'data directory (key, level store, endpoints.json)')
   .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/7700'])
-  .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
+  .option('--api <host:port>', 'HTTP API address; beyond loopback only with --api-tls-cert and --api-tls-key', '127.0.0.1:7070')
+  .option('--api-host <name[:port]>', 'another name clients may use in the Host header (repeatable; default: the bound address, and localhost on loopback)', collect, [])
+  .option('--api-tls-cert <file>', 'PEM certificate: serve the API over https')
+  .option('--api-tls-key <file>', 'PEM private key of --api-tls-cert')
   .option('--require-approval', 'enrolments wait in `chorus nodes pending` until `chorus nodes approve ID`')
-  .action(async (o: { data: string; listen: string[]; api: string; requireApproval?: boolean }) => {
+  .action(async (o: { data: string; listen: string[]; api: string; apiHost: string[]; apiTlsCert?: string; apiTlsKey?: string; requireApproval?: boolean }) => {
     const { CoordinatorRuntime } = await import('../coordinator/runtime.js')
     const logger = await makeLogger('coordinator')
-    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, logger, ...(o.requireApproval ? { requireApproval: true } : {}) })
+    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, apiHosts: o.apiHost, ...(o.apiTlsCert ? { tlsCert: o.apiTlsCert } : {}), ...(o.apiTlsKey ? { tlsKey: o.apiTlsKey } : {}), ...(o.requireApproval ? { requireApproval: true } : {}), logger })
     onShutdown(() => rt.stop())
-    const ep = await rt.start()
-    process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        http://${ep.api}\n`)
+    const ep = await rt.start().catch((err: Error) => fail(err.message, 2))
+    process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        ${ep.apiUrl}\n  admin token: ${o.data}/admin.token (created on first start)\n`)
   })
 
 program.command('agent')
@@ -124,7 +131,15 @@ program.command('agent')
     await rt.start()
   })
 
-const apiOption = ['--api <host:port>', 'coordinator HTTP API (default $CHORUS_API or 127.0.0.1:7070)'] as const
+const apiOption = ['--api <host:port|url>', 'coordinator HTTP API, e.g. 127.0.0.1:7070 or https://host:7070 (default $CHORUS_API, the profile, 127.0.0.1:7070)'] as const
+const tokenOption = ['--token <token>', 'API token (default $CHORUS_TOKEN, else the profile $CHORUS_PROFILE or ~/.config/chorus/profile.json)'] as const
+type ApiOpts = { api?: string; token?: string }
+
+/** The API and token of a command (--api/--token, the environment, the profile). */
+async function conn(o: ApiOpts): Promise<import('./client.js').ApiConn> {
+  const { resolveConn } = await import('./client.js')
+  return resolveConn(o).catch((err: Error) => fail(err.message, 2))
+}
 
 const job = program.command('job').description('Submit and inspect jobs')
 job.command('submit')
@@ -132,9 +147,9 @@ job.command('submit')
   .argument('<file>', 'template file')
   .option(...apiOption)
   .action(async (file: string, o: { api?: string }) => {
-    const { apiPostText, contentTypeFor, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const { apiPostText, contentTypeFor } = await import('./client.js')
     const text = await readFile(file, 'utf8')
-    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/jobs', text, contentTypeFor(file))
+    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[] }>(await conn(o), '/v1/jobs', text, contentTypeFor(file))
     if (res.status === 201 && res.body.id) {
       process.stdout.write(`${res.body.id}\n`)
       return
@@ -148,8 +163,8 @@ job.command('plan')
   .option('--json', 'print JSON')
   .option(...apiOption)
   .action(async (file: string, o: { api?: string; json?: boolean }) => {
-    const { apiPostText, contentTypeFor, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
+    const { apiPostText, contentTypeFor } = await import('./client.js')
+    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
     if (res.status !== 200) {
       for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
       fail(`no plan (HTTP ${res.status})`)
@@ -162,8 +177,8 @@ job.command('show')
   .argument('<id>', 'job id')
   .option(...apiOption)
   .action(async (id: string, o: { api?: string }) => {
-    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    process.stdout.write(JSON.stringify(await apiGet(o.api ?? DEFAULT_API_ADDRESS, `/v1/jobs/${encodeURIComponent(id)}`), null, 2) + '\n')
+    const { apiGet } = await import('./client.js')
+    process.stdout.write(JSON.stringify(await apiGet(await conn(o), `/v1/jobs/${encodeURIComponent(id)}`), null, 2) + '\n')
   })
 
 job.command('cancel')
@@ -171,12 +186,7 @@ job.command('cancel')
   .argument('<id>', 'job id')
   .option('--occurrence <time...>', 'occurrence times to cancel (ISO 8601, as `chorus job next` prints them)')
   .option(...apiOption)
-  .action(async (id: string, o: { api?: string; occurrence?: string[] }) => {
-    const { apiPostText, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const res = await apiPostText<{ error?: string }>(o.api ?? DEFAULT_API_ADDRESS, `/v1/jobs/${encodeURIComponent(id)}/cancel`, JSON.stringify(o.occurrence ? { occurrences: o.occurrence } : {}), 'application/json')
-    if (res.status !== 200) fail(res.body.error ?? `HTTP ${res.status}`)
-    process.stdout.write(JSON.stringify(res.body, null, 2) + '\n')
-  })
+  .action((id: string, o: ApiOpts & { occurrence?: string[] }) => adminRequest(o, 'POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`, o.occurrence ? { occurrences: o.occurrence } : {}))
 job.command('next')
   .description('List the next occurrences of a job, and which an exception window or a cancellation removes')
   .argument('<id>', 'job id')
@@ -184,8 +194,8 @@ job.command('next')
   .option('--json', 'print JSON')
   .option(...apiOption)
   .action(async (id: string, o: { api?: string; count: number; json?: boolean }) => {
-    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const next = await apiGet<{ items: { at: string; excluded?: string; canceled?: boolean }[] }>(o.api ?? DEFAULT_API_ADDRESS, `/v1/jobs/${encodeURIComponent(id)}/next?count=${o.count}`)
+    const { apiGet } = await import('./client.js')
+    const next = await apiGet<{ items: { at: string; excluded?: string; canceled?: boolean }[] }>(await conn(o), `/v1/jobs/${encodeURIComponent(id)}/next?count=${o.count}`)
     if (o.json) process.stdout.write(JSON.stringify(next, null, 2) + '\n')
     else for (const n of next.items) process.stdout.write(`${n.at}${n.excluded ? `  excluded by ${n.excluded}` : ''}${n.canceled ? '  canceled' : ''}\n`)
   })
@@ -197,30 +207,19 @@ exceptions.command('add')
   .requiredOption('--rrule <rule>', 'when each window starts, e.g. "RRULE:FREQ=WEEKLY;BYDAY=SA;BYHOUR=0"')
   .requiredOption('--duration <minutes>', 'length of each window in minutes', positiveInt)
   .option(...apiOption)
-  .action(async (o: { id: string; rrule: string; duration: number; api?: string }) => {
-    const { apiPostText, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const res = await apiPostText<{ error?: string }>(o.api ?? DEFAULT_API_ADDRESS, '/v1/exceptions', JSON.stringify({ id: o.id, rrule: o.rrule, duration: o.duration }), 'application/json')
-    if (res.status !== 200) fail(res.body.error ?? `HTTP ${res.status}`)
-    process.stdout.write(JSON.stringify(res.body, null, 2) + '\n')
-  })
+  .action((o: ApiOpts & { id: string; rrule: string; duration: number }) => adminRequest(o, 'POST', '/v1/exceptions', { id: o.id, rrule: o.rrule, duration: o.duration }))
 exceptions.command('list')
   .description('List the global exception windows')
   .option(...apiOption)
   .action(async (o: { api?: string }) => {
-    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    process.stdout.write(JSON.stringify(await apiGet(o.api ?? DEFAULT_API_ADDRESS, '/v1/exceptions'), null, 2) + '\n')
+    const { apiGet } = await import('./client.js')
+    process.stdout.write(JSON.stringify(await apiGet(await conn(o), '/v1/exceptions'), null, 2) + '\n')
   })
 exceptions.command('remove')
   .description('Remove a global exception window')
   .argument('<id>', 'window id')
   .option(...apiOption)
-  .action(async (id: string, o: { api?: string }) => {
-    const { apiBase, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const res = await fetch(`${apiBase(o.api ?? DEFAULT_API_ADDRESS)}/v1/exceptions/${encodeURIComponent(id)}`, { method: 'DELETE' })
-    const body = (await res.json()) as { error?: string }
-    if (!res.ok) fail(body.error ?? `HTTP ${res.status}`)
-    process.stdout.write(JSON.stringify(body, null, 2) + '\n')
-  })
+  .action((id: string, o: ApiOpts) => adminRequest(o, 'DELETE', `/v1/exceptions/${encodeURIComponent(id)}`))
 
 program.command('report')
   .description('Report on a job or an instance: every run with its group, batch, status and steps')
@@ -228,9 +227,9 @@ program.command('report')
   .option('--json', 'print JSON instead of a table')
   .option(...apiOption)
   .action(async (id: string, o: { api?: string; json?: boolean }) => {
-    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
+    const { apiGet } = await import('./client.js')
     const { formatReport } = await import('../coordinator/report.js')
-    const report = await apiGet<import('../coordinator/report.js').JobReport>(o.api ?? DEFAULT_API_ADDRESS, `/v1/reports/${encodeURIComponent(id)}`)
+    const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}`)
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
   })
 
@@ -241,10 +240,10 @@ program.command('artifacts')
   .option('--name <name>', 'artifact name (with --step): print its content')
   .option(...apiOption)
   .action(async (runId: string, o: { api?: string; step?: number; name?: string }) => {
-    const { apiBase, apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const api = o.api ?? DEFAULT_API_ADDRESS
+    const { apiFetch, apiGet } = await import('./client.js')
+    const api = await conn(o)
     if (o.name && o.step) {
-      const res = await fetch(`${apiBase(api)}/v1/runs/${encodeURIComponent(runId)}/steps/${o.step}/artifacts/${encodeURIComponent(o.name)}`)
+      const res = await apiFetch(api, `/v1/runs/${encodeURIComponent(runId)}/steps/${o.step}/artifacts/${encodeURIComponent(o.name)}`)
       if (!res.ok) fail(((await res.json()) as { error?: string }).error ?? `HTTP ${res.status}`)
       process.stdout.write(Buffer.from(await res.arrayBuffer()))
       if (res.headers.get('x-chorus-truncated') === 'true') process.stderr.write('(truncated: the agent carries at most 64 KiB of an artifact)\n')
@@ -260,39 +259,43 @@ const nodesCommand = program.command('nodes')
   .option('--json', 'print JSON')
   .option(...apiOption)
   .action(async (o: { api?: string; json?: boolean; search?: string }) => {
-    const { apiGet, DEFAULT_API_ADDRESS } = await import('./client.js')
-    const nodes = await apiGet<{ items: { nodeId: string; alive: boolean; lastSeenAt: string; facts: Record<string, string> }[] }>(o.api ?? DEFAULT_API_ADDRESS, `/v1/nodes${o.search ? `?search=${encodeURIComponent(o.search)}` : ''}`)
+    const { apiGet } = await import('./client.js')
+    const nodes = await apiGet<{ items: { nodeId: string; alive: boolean; lastSeenAt: string; facts: Record<string, string> }[] }>(await conn(o), `/v1/nodes${o.search ? `?search=${encodeURIComponent(o.search)}` : ''}`)
     if (o.json) process.stdout.write(JSON.stringify(nodes, null, 2) + '\n')
     else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
   })
 
-/** One API request with a JSON body; returns the JSON answer, or exits 1 with the coordinator's error. */
-async function apiRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
-  const { apiBase, DEFAULT_API_ADDRESS } = await import('./client.js')
-  const res = await fetch(`${apiBase(api ?? DEFAULT_API_ADDRESS)}${path}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}) })
-  const out = (await res.json()) as { error?: string }
-  if (!res.ok) fail(out.error ?? `HTTP ${res.status}`)
-  return out
+/** Exits with the API's error and its problems, one per line. */
+function refused(res: { status: number; body: { error?: string; problems?: { path: string; message: string }[] } }): never {
+  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
 }
 
-async function adminRequest(api: string | undefined, method: string, path: string, body?: unknown): Promise<void> {
-  process.stdout.write(JSON.stringify(await apiRequest(api, method, path, body), null, 2) + '\n')
+/** One API request with a JSON body; the JSON answer, or exit 1 with the coordinator's error. */
+async function apiJson(o: ApiOpts, method: string, path: string, body?: unknown): Promise<unknown> {
+  const { apiRequest } = await import('./client.js')
+  const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, body)
+  if (res.status >= 400) refused(res)
+  return res.body
 }
 
-registerMemberCommands(program, nodesCommand, { apiOption, collectAttr, request: (o, method, path, body) => apiRequest(o.api, method, path, body) })
+async function adminRequest(o: ApiOpts, method: string, path: string, body?: unknown): Promise<void> {
+  process.stdout.write(JSON.stringify(await apiJson(o, method, path, body), null, 2) + '\n')
+}
+
+registerMemberCommands(program, nodesCommand, { apiOption, collectAttr, request: (o, method, path, body) => apiJson(o, method, path, body) })
 
 const lists = program.command('lists').description('Saved node lists (nodeListType "savedList", listId)')
-lists.command('list').description('Show the saved lists').option(...apiOption).action((o: { api?: string }) => adminRequest(o.api, 'GET', '/v1/lists'))
+lists.command('list').description('Show the saved lists').option(...apiOption).action((o: { api?: string }) => adminRequest(o, 'GET', '/v1/lists'))
 lists.command('set').description('Create or replace a saved list')
   .argument('<id>', 'list id (the template\'s listId)')
   .requiredOption('--nodes <ids>', 'comma-separated node ids')
   .option('--name <name>', 'a readable name')
   .option(...apiOption)
-  .action((id: string, o: { nodes: string; name?: string; api?: string }) => adminRequest(o.api, 'PUT', `/v1/lists/${encodeURIComponent(id)}`, { name: o.name ?? id, nodes: o.nodes.split(',').map((x) => x.trim()).filter(Boolean) }))
-lists.command('remove').description('Delete a saved list').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o.api, 'DELETE', `/v1/lists/${encodeURIComponent(id)}`))
+  .action((id: string, o: { nodes: string; name?: string; api?: string }) => adminRequest(o, 'PUT', `/v1/lists/${encodeURIComponent(id)}`, { name: o.name ?? id, nodes: o.nodes.split(',').map((x) => x.trim()).filter(Boolean) }))
+lists.command('remove').description('Delete a saved list').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o, 'DELETE', `/v1/lists/${encodeURIComponent(id)}`))
 
 const filters = program.command('filters').description('Saved node filters (nodeListType "savedFilter", filterId)')
-filters.command('list').description('Show the saved filters').option(...apiOption).action((o: { api?: string }) => adminRequest(o.api, 'GET', '/v1/filters'))
+filters.command('list').description('Show the saved filters').option(...apiOption).action((o: { api?: string }) => adminRequest(o, 'GET', '/v1/filters'))
 filters.command('set').description('Create or replace a saved filter; prints the nodes it matches now')
   .argument('<id>', 'filter id (the template\'s filterId)')
   .option('--query <query>', 'search query, e.g. "role:webapp AND env:prod"')
@@ -305,9 +308,48 @@ filters.command('set').description('Create or replace a saved filter; prints the
     if (o.constraints) {
       try { constraints = JSON.parse(o.constraints) } catch (err) { fail(`--constraints: not JSON: ${(err as Error).message}`, 2) }
     }
-    return adminRequest(o.api, 'PUT', `/v1/filters/${encodeURIComponent(id)}`, { name: o.name ?? id, ...(o.query ? { query: o.query } : {}), ...(constraints ? { constraints } : {}) })
+    return adminRequest(o, 'PUT', `/v1/filters/${encodeURIComponent(id)}`, { name: o.name ?? id, ...(o.query ? { query: o.query } : {}), ...(constraints ? { constraints } : {}) })
   })
-filters.command('remove').description('Delete a saved filter').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o.api, 'DELETE', `/v1/filters/${encodeURIComponent(id)}`))
+filters.command('remove').description('Delete a saved filter').argument('<id>').option(...apiOption).action((id: string, o: { api?: string }) => adminRequest(o, 'DELETE', `/v1/filters/${encodeURIComponent(id)}`))
+
+const tokens = program.command('tokens').description('API tokens (admin): each has a name and a role, reader, operator or admin; shown once, stored as a hash')
+tokens.command('create').description('Create a token and print it (once: only its hash is kept)')
+  .requiredOption('--name <name>', 'a unique name (audit records name the token)')
+  .requiredOption('--role <role>', 'reader (every GET), operator (reader + submit, plan, cancel, exceptions, lists, filters) or admin (operator + tokens, audit, enrolment)')
+  .option('--ttl <duration>', 'expires after, e.g. 30d, 12h, 15m, 90s (default: never)')
+  .option('--json', 'print JSON {name, role, token, expiresAt}')
+  .option(...apiOption)
+  .action(async (o: ApiOpts & { name: string; role: string; ttl?: string; json?: boolean }) => {
+    const { apiRequest } = await import('./client.js')
+    const res = await apiRequest<{ token?: string; error?: string; problems?: { path: string; message: string }[] }>(await conn(o), 'POST', '/v1/tokens', { name: o.name, role: o.role, ...(o.ttl ? { ttl: o.ttl } : {}) })
+    if (res.status !== 201 || !res.body.token) refused(res)
+    process.stdout.write(o.json ? JSON.stringify(res.body, null, 2) + '\n' : `${res.body.token}\n`)
+  })
+tokens.command('list').description('List the tokens: name, role, created, expires (never the token or its hash)')
+  .option('--json', 'print JSON')
+  .option(...apiOption)
+  .action(async (o: ApiOpts & { json?: boolean }) => {
+    const { apiGet } = await import('./client.js')
+    const list = await apiGet<{ items: { name: string; role: string; createdAt: string; expiresAt: string | null }[] }>(await conn(o), '/v1/tokens')
+    if (o.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n')
+    else for (const t of list.items) process.stdout.write(`${t.name}\t${t.role}\tcreated ${t.createdAt}\t${t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry'}\n`)
+  })
+tokens.command('revoke').description('Revoke a token: it is refused (401) from now on').argument('<name>', 'token name').option(...apiOption)
+  .action((name: string, o: ApiOpts) => adminRequest(o, 'DELETE', `/v1/tokens/${encodeURIComponent(name)}`))
+
+program.command('audit')
+  .description('The audit log (admin): every state change with its time, token name, role, action, object and outcome, oldest first')
+  .option('--since <time>', 'from this ISO 8601 time on, e.g. 2026-12-01T00:00:00Z')
+  .option('--limit <n>', 'at most this many records (at most 1000)', positiveInt, 100)
+  .option('--json', 'print JSON')
+  .option(...apiOption)
+  .action(async (o: ApiOpts & { since?: string; limit: number; json?: boolean }) => {
+    const { apiGet } = await import('./client.js')
+    const page = await apiGet<{ items: import('../coordinator/core.js').AuditRecord[]; more: boolean }>(await conn(o), `/v1/audit?limit=${o.limit}${o.since ? `&since=${encodeURIComponent(o.since)}` : ''}`)
+    if (o.json) process.stdout.write(JSON.stringify(page, null, 2) + '\n')
+    else for (const a of page.items) process.stdout.write(`${a.at}\t${a.token} (${a.role})\t${a.action}\t${a.object}\t${a.outcome}\n`)
+    if (!o.json && page.more) process.stderr.write(`more records: chorus audit --since ${page.items.at(-1)?.at ?? ''}\n`)
+  })
 
 program.command('demo')
   .description('Start a coordinator and N agents on 127.0.0.1, run a job, print the report, stop everything; exit 0 when the job succeeded')
@@ -346,5 +388,14 @@ program.command('sim')
     const { runSimCommand } = await import('../sim/cli.js')
     process.exitCode = await runSimCommand(o)
   })
+
+/** Every command that talks to the API (it has --api; the coordinator's --api is where it listens) takes --token. */
+function addTokenOption(cmd: Command): void {
+  for (const c of cmd.commands) {
+    if (c.name() !== 'coordinator' && c.options.some((opt) => opt.long === '--api')) c.option(...tokenOption)
+    addTokenOption(c)
+  }
+}
+addTokenOption(program)
 
 program.parseAsync(process.argv).catch((err: Error) => fail(err.message))

@@ -5,6 +5,7 @@ import { peerIdOf, type Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
+import type { Role } from '../protocol/api.js'
 import { decideGate, isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
 import { emptyWatches, expired, forgetInstance, hold, markAnswered, MAX_WATCHERS, WATCH_HOLD_MS, type Watcher, type Watches } from './watch.js'
 import { admit, certificateDue, certificateFor, emptyMembership, enrollmentSummary, factsWith, memberKey, restoreMemberRecord, revoke, MAX_ENROLLMENTS, type EnrollmentRecord, type Membership } from './members.js'
@@ -139,7 +140,41 @@ export interface CoordinatorState {
   pool: string[]
   /** Enrolment tokens, enrolments awaiting approval, revoked nodes and the signed revocation list. */
   members: Membership
+  /** API tokens by name (only their SHA-256 hash is kept). */
+  tokens: Map<string, TokenRecord>
+  /** Derived, not persisted: token name by hash. */
+  tokenByHash: Map<string, string>
 }
+
+/** Who asked for a state change (an API token), recorded in the audit log. */
+export interface Actor {
+  name: string
+  role: Role
+}
+
+export interface TokenRecord {
+  name: string
+  role: Role
+  /** SHA-256 of the token, hex: the token itself is shown once and never stored. */
+  hash: string
+  createdAt: number
+  expiresAt?: number
+  createdBy?: string
+}
+
+/** One audited state change (`audit/<time>/<requestId>` in the store; never loaded at restore). */
+export interface AuditRecord {
+  at: string
+  requestId: string
+  token: string
+  role: string
+  action: string
+  object: string
+  /** `ok`, or the status and error the coordinator answered. */
+  outcome: string
+}
+
+export const MAX_TOKENS = 1_000
 
 /** Per position of a group: what the coordinator knows of that target's run. */
 const enum Pos { Unknown = 0, Acked = 1, Started = 2, Succeeded = 3, Failed = 4, Released = 5 }
@@ -169,29 +204,36 @@ export interface SubmitProblem {
   message: string
 }
 
+/** The state changes an operator asks for through the API: each carries who asked (audited when given). */
+export type RequestEvent =
+  | { type: 'submit'; requestId: string; jobId: string; template: JobTemplate; actor?: Actor }
+  /** Cancel a whole job (no new instances), or only the given occurrences (ms). */
+  | { type: 'cancel'; requestId: string; jobId: string; occurrences?: number[]; actor?: Actor }
+  | { type: 'add_exception'; requestId: string; exception: GlobalException; actor?: Actor }
+  | { type: 'save_list'; requestId: string; list: SavedList; actor?: Actor }
+  | { type: 'save_filter'; requestId: string; filter: SavedFilter; actor?: Actor }
+  | { type: 'delete_saved'; requestId: string; kind: 'list' | 'filter'; id: string; actor?: Actor }
+  | { type: 'remove_exception'; requestId: string; id: string; actor?: Actor }
+  /** The runtime draws the token and hashes it; the core keeps the hash. */
+  | { type: 'create_token'; requestId: string; token: TokenRecord; actor?: Actor }
+  | { type: 'revoke_token'; requestId: string; name: string; actor?: Actor }
+  /** An admin created an enrolment token (the runtime drew it; only its hash is here). */
+  | { type: 'create_enrollment'; requestId: string; enrollment: EnrollmentRecord; actor?: Actor }
+  | { type: 'delete_enrollment'; requestId: string; id: string; actor?: Actor }
+  /** Revoke an enrolled node: its results are refused, it leaves every target list, its peers drop it. */
+  | { type: 'revoke_node'; requestId: string; nodeId: string; actor?: Actor }
+  /** Approval mode: admit or refuse a node waiting in `chorus nodes pending`. */
+  | { type: 'approve_node'; requestId: string; nodeId: string; actor?: Actor }
+  | { type: 'reject_node'; requestId: string; nodeId: string; actor?: Actor }
+
 export type CoordinatorEvent =
-  | { type: 'submit'; requestId: string; jobId: string; template: JobTemplate }
+  | RequestEvent
   | { type: 'rpc'; requestId: string; envelope: unknown; peerId: string }
   | { type: 'tick' }
-  /** Cancel a whole job (no new instances), or only the given occurrences (ms). */
-  | { type: 'cancel'; requestId: string; jobId: string; occurrences?: number[] }
-  | { type: 'add_exception'; requestId: string; exception: GlobalException }
   /** An agent's progress gossip (acks and starts of gated rollouts). */
   | { type: 'progress'; envelope: unknown }
   /** The transport saw a peer's connection open or close. */
   | { type: 'link'; peerId: string; up: boolean }
-  | { type: 'save_list'; requestId: string; list: SavedList }
-  | { type: 'save_filter'; requestId: string; filter: SavedFilter }
-  | { type: 'delete_saved'; requestId: string; kind: 'list' | 'filter'; id: string }
-  | { type: 'remove_exception'; requestId: string; id: string }
-  /** An admin created an enrolment token (the runtime drew it; only its hash is here). */
-  | { type: 'create_enrollment'; requestId: string; enrollment: EnrollmentRecord }
-  | { type: 'delete_enrollment'; requestId: string; id: string }
-  /** Revoke an enrolled node: its results are refused, it leaves every target list, its peers drop it. */
-  | { type: 'revoke_node'; requestId: string; nodeId: string }
-  /** Approval mode: admit or refuse a node waiting in `chorus nodes pending`. */
-  | { type: 'approve_node'; requestId: string; nodeId: string }
-  | { type: 'reject_node'; requestId: string; nodeId: string }
 
 export type SubmitOutcome =
   | { ok: true; jobId: string; instanceIds: string[]; targets: number }
@@ -203,11 +245,12 @@ export type CoordinatorEffect =
   | { type: 'publish'; envelope: SignedEnvelope }
   | { type: 'reply_rpc'; requestId: string; envelope: SignedEnvelope }
   | { type: 'reply_submit'; requestId: string; outcome: SubmitOutcome }
-  | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string } }
+  /** A refusal may name the problems of the request's body (`body.…` paths, as the API's schemas do). */
+  | { type: 'reply_admin'; requestId: string; outcome: { ok: true; detail?: unknown } | { ok: false; status: number; error: string; problems?: SubmitProblem[] } }
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], members: emptyMembership() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership() }
 }
 
 const key = {
@@ -218,7 +261,13 @@ const key = {
   global: (id: string) => `gexc/${id}`,
   list: (id: string) => `list/${id}`,
   filter: (id: string) => `filter/${id}`,
+  token: (name: string) => `token/${name}`,
+  audit: (at: number, requestId: string) => `${AUDIT_PREFIX}${String(at).padStart(16, '0')}/${requestId}`,
 }
+
+/** Audit records live under this prefix, ordered by time; `auditKeyFrom` gives the first key at or after a time. */
+export const AUDIT_PREFIX = 'audit/'
+export const auditKeyFrom = (at: number): string => `${AUDIT_PREFIX}${String(Math.max(0, Math.floor(at))).padStart(16, '0')}`
 
 const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
 
@@ -235,6 +284,7 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('list/')) { const r = v as SavedList; state.lists.set(r.id, r) }
     else if (k.startsWith('filter/')) { const r = v as SavedFilter; state.filters.set(r.id, r) }
     else if (k.startsWith('gexc/')) { const r = v as GlobalException; state.globals.set(r.id, r) }
+    else if (k.startsWith('token/')) { const r = v as TokenRecord; state.tokens.set(r.name, r); state.tokenByHash.set(r.hash, r.name) }
     else restoreMemberRecord(state.members, k, v)
   }
   // Instance ids without a record (a store written before refused results left no state: an
@@ -248,9 +298,107 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
   return state
 }
 
+/** What each request event changes, for the audit log (a new request event is one line here). */
+const AUDITED: { [T in RequestEvent['type']]: (e: Extract<RequestEvent, { type: T }>) => { action: string; object: string } } = {
+  submit: (e) => ({ action: 'job.submit', object: e.jobId }),
+  cancel: (e) => ({ action: e.occurrences ? 'job.cancel_occurrences' : 'job.cancel', object: e.jobId }),
+  add_exception: (e) => ({ action: 'exception.add', object: e.exception.id }),
+  remove_exception: (e) => ({ action: 'exception.remove', object: e.id }),
+  save_list: (e) => ({ action: 'list.set', object: e.list.id }),
+  save_filter: (e) => ({ action: 'filter.set', object: e.filter.id }),
+  delete_saved: (e) => ({ action: `${e.kind}.delete`, object: e.id }),
+  create_token: (e) => ({ action: 'token.create', object: e.token.name }),
+  revoke_token: (e) => ({ action: 'token.revoke', object: e.name }),
+  create_enrollment: (e) => ({ action: 'enrollment.create', object: e.enrollment.id }),
+  delete_enrollment: (e) => ({ action: 'enrollment.delete', object: e.id }),
+  revoke_node: (e) => ({ action: 'node.revoke', object: e.nodeId }),
+  approve_node: (e) => ({ action: 'node.approve', object: e.nodeId }),
+  reject_node: (e) => ({ action: 'node.reject', object: e.nodeId }),
+}
+
+function isRequestEvent(event: CoordinatorEvent): event is RequestEvent {
+  return Object.hasOwn(AUDITED, event.type)
+}
+
+/**
+ * One step of the core. A request event (an operator's state change) whose input still makes a
+ * handler throw is refused with the reason logged instead of stopping the coordinator: every
+ * request handler checks its input before it changes anything, so a throw leaves the state as
+ * it was, and the effects produced so far are dropped. A request with an actor gets its audit
+ * record as a persist of the same step: the change and its record commit in one batch.
+ */
 export function coordinatorStep(state: CoordinatorState, config: CoordinatorConfig, event: CoordinatorEvent, now: number): CoordinatorEffect[] {
+  if (!isRequestEvent(event)) return stepEvent(state, config, event, now)
+  let effects: CoordinatorEffect[]
+  try {
+    effects = stepEvent(state, config, event, now)
+  } catch (err) {
+    effects = refusal(event, `refused: ${(err as Error).message ?? String(err)}`)
+  }
+  if (event.actor) effects.push(auditEffect(event, event.actor, effects, now))
+  return effects
+}
+
+function refusal(event: RequestEvent, error: string): CoordinatorEffect[] {
+  const log: CoordinatorEffect = { type: 'log', level: 'warn', msg: 'request refused: its input made the core throw; nothing changed', fields: { type: event.type, requestId: event.requestId, error } }
+  if (event.type === 'submit') return [log, { type: 'reply_submit', requestId: event.requestId, outcome: { ok: false, problems: [{ path: '$', message: error }] } }]
+  return [log, { type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error } }]
+}
+
+function auditEffect(event: RequestEvent, actor: Actor, effects: CoordinatorEffect[], now: number): CoordinatorEffect {
+  const what = (AUDITED[event.type] as (e: RequestEvent) => { action: string; object: string })(event)
+  const record: AuditRecord = { at: new Date(now).toISOString(), requestId: event.requestId, token: actor.name, role: actor.role, ...what, outcome: outcomeOf(event.requestId, effects) }
+  return { type: 'persist', puts: [{ key: key.audit(now, event.requestId), value: record }], dels: [] }
+}
+
+function outcomeOf(requestId: string, effects: CoordinatorEffect[]): string {
+  for (const e of effects) {
+    if ((e.type !== 'reply_admin' && e.type !== 'reply_submit') || e.requestId !== requestId) continue
+    if (e.outcome.ok) return 'ok'
+    const text = 'status' in e.outcome ? `${e.outcome.status} ${e.outcome.error}` : `422 ${e.outcome.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`
+    return text.slice(0, 1000)
+  }
+  return 'no reply'
+}
+
+/** The token with this hash, unless it expired. */
+export function tokenByHash(state: CoordinatorState, hash: string, now: number): TokenRecord | undefined {
+  const name = state.tokenByHash.get(hash)
+  const t = name === undefined ? undefined : state.tokens.get(name)
+  return t && t.hash === hash && (t.expiresAt === undefined || t.expiresAt > now) ? t : undefined
+}
+
+function onToken(state: CoordinatorState, event: Extract<RequestEvent, { type: 'create_token' | 'revoke_token' }>, effects: CoordinatorEffect[]): void {
+  const answer = (outcome: Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']) => effects.push({ type: 'reply_admin', requestId: event.requestId, outcome })
+  if (event.type === 'revoke_token') {
+    const t = state.tokens.get(event.name)
+    if (!t) return void answer({ ok: false, status: 404, error: `no token named ${event.name}` })
+    state.tokens.delete(t.name)
+    state.tokenByHash.delete(t.hash)
+    effects.push({ type: 'persist', puts: [], dels: [key.token(t.name)] })
+    return void answer({ ok: true, detail: { revoked: t.name } })
+  }
+  const t = event.token
+  if (state.tokens.has(t.name)) return void answer({ ok: false, status: 409, error: `a token named ${t.name} exists; revoke it first or choose another name` })
+  if (state.tokens.size >= MAX_TOKENS) return void answer({ ok: false, status: 409, error: `at most ${MAX_TOKENS} tokens; revoke one first` })
+  state.tokens.set(t.name, t)
+  state.tokenByHash.set(t.hash, t.name)
+  effects.push({ type: 'persist', puts: [{ key: key.token(t.name), value: t }], dels: [] })
+  answer({ ok: true, detail: tokenView(t) })
+}
+
+/** What the API shows of a token: never its hash. */
+export function tokenView(t: TokenRecord): { name: string; role: Role; createdAt: string; expiresAt: string | null; createdBy?: string } {
+  return { name: t.name, role: t.role, createdAt: new Date(t.createdAt).toISOString(), expiresAt: t.expiresAt === undefined ? null : new Date(t.expiresAt).toISOString(), ...(t.createdBy ? { createdBy: t.createdBy } : {}) }
+}
+
+function stepEvent(state: CoordinatorState, config: CoordinatorConfig, event: CoordinatorEvent, now: number): CoordinatorEffect[] {
   const effects: CoordinatorEffect[] = []
   switch (event.type) {
+    case 'create_token':
+    case 'revoke_token':
+      onToken(state, event, effects)
+      break
     case 'submit':
       onSubmit(state, config, event.requestId, event.jobId, event.template, now, effects)
       break
@@ -292,8 +440,8 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
       break
     }
     case 'save_filter': {
-      const check = selectNodes(state, event.filter, 'filter')
-      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; ') } }); break }
+      const check = selectNodes(state, event.filter, 'body')
+      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems: check.problems } }); break }
       if (!state.filters.has(event.filter.id) && state.filters.size >= MAX_SAVED) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_SAVED} saved filters` } }); break }
       state.filters.set(event.filter.id, event.filter)
       effects.push({ type: 'persist', puts: [{ key: key.filter(event.filter.id), value: event.filter }], dels: [] })
@@ -341,10 +489,10 @@ export const MAX_SAVED = 1_000
  */
 export function selectNodes(state: CoordinatorState, filter: { constraints?: { attributes?: AttributeConstraint[]; skills?: SkillConstraint[] }; query?: unknown } | null | undefined, path: string): { nodes: string[] } | { problems: SubmitProblem[] } {
   const problems: SubmitProblem[] = []
-  const tests: ((n: NodeRecord) => boolean)[] = []
+  const tests: ((n: MatchView) => boolean)[] = []
   ;(filter?.constraints?.attributes ?? []).forEach((a, ai) => {
     const m = compileAttribute(a)
-    if (typeof m === 'function') tests.push((n) => m({ ...n.facts, node: n.nodeId }))
+    if (typeof m === 'function') tests.push((n) => m(n.withNode))
     else problems.push({ path: `${path}.constraints.attributes[${ai}].${m.field}`, message: m.error })
   })
   ;(filter?.constraints?.skills ?? []).forEach((c, ci) => {
@@ -356,12 +504,20 @@ export function selectNodes(state: CoordinatorState, filter: { constraints?: { a
     if (typeof filter.query !== 'string') problems.push({ path: `${path}.query`, message: 'expected a search query string such as "role:webapp AND env:prod"' })
     else {
       const q = parseQuery(filter.query)
-      if (q.ok) tests.push((n) => matchQuery(q.query, { nodeId: n.nodeId, facts: n.facts, skills: n.skills }))
+      if (q.ok) tests.push((n) => matchQuery(q.query, n))
       else problems.push({ path: `${path}.query`, message: q.message })
     }
   }
   if (problems.length > 0) return { problems }
-  return { nodes: [...state.nodes.values()].filter((n) => tests.every((t) => t(n))).map((n) => n.nodeId).sort() }
+  return { nodes: [...state.nodes.values()].filter((n) => { const v = matchView(n); return tests.every((t) => t(v)) }).map((n) => n.nodeId).sort() }
+}
+
+interface MatchView { nodeId: string; facts: Record<string, string>; skills: Record<string, string[]>; withNode: Record<string, string> }
+
+/** A node's facts and skills without a prototype: a lookup of "constructor" or "__proto__" finds only what the node has. */
+function matchView(n: NodeRecord): MatchView {
+  const facts = Object.assign(Object.create(null) as Record<string, string>, n.facts)
+  return { nodeId: n.nodeId, facts, skills: Object.assign(Object.create(null) as Record<string, string[]>, n.skills), withNode: Object.assign(Object.create(null) as Record<string, string>, facts, { node: n.nodeId }) }
 }
 
 /** Resolves a template's targets against the registry: one node list per group, in rollout order. */
@@ -569,7 +725,7 @@ function onCancel(state: CoordinatorState, config: CoordinatorConfig, requestId:
     const valid = occurrences.filter((at) => sched && occurrencesBetween(sched.schedule, at, at + 1, 1).includes(at))
     const invalid = occurrences.filter((at) => !valid.includes(at))
     if (invalid.length > 0) {
-      effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 400, error: `not occurrences of job ${jobId}: ${invalid.map((t) => new Date(t).toISOString()).join(', ')} (see chorus job next)` } })
+      effects.push({ type: 'reply_admin', requestId, outcome: { ok: false, status: 400, error: `not occurrences of job ${jobId}: ${invalid.map((t) => new Date(t).toISOString()).join(', ')} (see chorus job next)`, problems: [{ path: 'body.occurrences', message: 'not occurrences of this job (see chorus job next)' }] } })
       return
     }
     const merged = [...new Set([...job.jobState.canceledOccurrences, ...valid])].sort((a, b) => a - b).slice(-MAX_CANCELED_OCCURRENCES)
@@ -594,7 +750,7 @@ function onGlobalException(state: CoordinatorState, config: CoordinatorConfig, e
     }
     const check = deriveSchedule({ scheduleRule: 'immediate', exceptionRules: [], target: { executionType: 'parallel', groups: [] }, actions: { accessMode: 'agent', steps: [] } } as unknown as JobTemplate, now, [event.exception])
     if (!check.ok) {
-      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.message } })
+      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.message, problems: [{ path: 'body.rrule', message: check.message }] } })
       return
     }
     state.globals.set(id, event.exception)

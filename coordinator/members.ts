@@ -105,11 +105,11 @@ export function admit(m: Membership, body: HelloBody, signer: string, requireApp
   if (!body.enrollToken) return { kind: 'refused', reason: `node ${body.nodeId} is not enrolled: start the agent with --enroll-token (an admin creates one with chorus enroll create)` }
   const found = findEnrollment(m, body.enrollToken, now)
   if ('reason' in found) return { kind: 'refused', reason: found.reason }
+  if (requireApproval && m.pending.size >= MAX_PENDING_NODES) return { kind: 'refused', reason: `too many enrolments await approval (${MAX_PENDING_NODES}); approve or reject some first` }
   const enrollment: EnrollmentRecord = { ...found, used: found.used + 1, usesLeft: found.usesLeft === null ? null : found.usesLeft - 1 }
   const puts: Puts = [{ key: memberKey.enrollment(enrollment.id), value: enrollment }]
   m.enrollments.set(enrollment.id, enrollment)
   if (!requireApproval) return { kind: 'enrolled', enrollment, attributes: enrollment.attributes, puts }
-  if (m.pending.size >= MAX_PENDING_NODES) return { kind: 'refused', reason: `too many enrolments await approval (${MAX_PENDING_NODES}); approve or reject some first` }
   const record: PendingNode = { nodeId: body.nodeId, key: signer, peerId: body.peerId, enrollment: enrollment.id, attributes: enrollment.attributes, facts: body.facts, requestedAt: now }
   m.pending.set(body.nodeId, record)
   puts.push({ key: memberKey.pending(body.nodeId), value: record })

@@ -1,39 +1,45 @@
 // The coordinator runtime: libp2p (publishes jobs, answers agents' rpc), level (every record),
-// an HTTP API on loopback, and a ticker. Decisions live in the coordinator core.
+// the HTTP API (coordinator/http.ts; https beyond loopback), the first admin token, and a
+// ticker. Decisions live in the coordinator core.
 import { randomUUID } from 'node:crypto'
-import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
-import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
+import { CoordinatorOptionsSchema, check, problemsText } from '../protocol/api.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import { subscribeEnvelopes } from '../protocol/transport.js'
 import {
-  DEFAULT_COORDINATOR_TIMING, coordinatorStep, nextOccurrencesOf, restoreCoordinator, selectNodes,
-  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome,
+  AUDIT_PREFIX, DEFAULT_COORDINATOR_TIMING, auditKeyFrom, coordinatorStep, restoreCoordinator,
+  type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
-import { planJob } from './plan.js'
-import { registerMemberRoutes } from './api-members.js'
+import { allowedHosts, hashToken, newToken } from './access.js'
+import { buildApi, type AdminOutcome, type ApiHost } from './http.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
-import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS } from '../protocol/timing.js'
 export { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS }
 export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
 export const DEFAULT_API = '127.0.0.1:7070'
-
-type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
+/** The first key after every audit record. */
+const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
 
 export interface CoordinatorOptions {
   dataDir: string
   listen?: string[]
+  /** HOST:PORT of the HTTP API; beyond loopback only with tlsCert and tlsKey. */
   api?: string
+  /** More names clients may use in the Host header (`--api-host NAME[:PORT]`). */
+  apiHosts?: string[]
+  /** PEM files: the API serves https. */
+  tlsCert?: string
+  tlsKey?: string
   logger: Logger
   /** Called when continuing would be unsafe (default: exit with code 70). */
   onFatal?: (err: unknown) => void
@@ -46,8 +52,13 @@ export interface Endpoints {
   publicKey: string
   multiaddrs: string[]
   api: string
+  /** The API's base URL, with its scheme. */
+  apiUrl: string
   pid: number
 }
+
+/** The first admin token is written here (mode 0600) on the coordinator's first start. */
+export const ADMIN_TOKEN_FILE = 'admin.token'
 
 export function parseHostPort(text: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(text)
@@ -55,8 +66,10 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
 }
 
-export class CoordinatorRuntime {
+export class CoordinatorRuntime implements ApiHost {
   state!: CoordinatorState
+  hosts = new Set<string>()
+  scheme: 'http' | 'https' = 'http'
   private config!: CoordinatorConfig
   private db!: Level<string, unknown>
   private net!: Net
@@ -70,14 +83,22 @@ export class CoordinatorRuntime {
 
   constructor(private readonly opts: CoordinatorOptions) {}
 
+  get logger(): Logger {
+    return this.opts.logger
+  }
+
   async start(): Promise<Endpoints> {
+    const options = check(CoordinatorOptionsSchema, { ...this.opts, logger: undefined, onFatal: undefined }, 'options')
+    if (!options.ok) throw new Error(problemsText(options.problems))
+    const o = options.value
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
     await this.db.open()
     const records: [string, unknown][] = []
-    for await (const entry of this.db.iterator()) records.push(entry)
+    // Everything but the audit log (it only grows; the API pages through it in the store).
+    for (const range of [{ lt: AUDIT_PREFIX }, { gte: AUDIT_END }]) for await (const entry of this.db.iterator(range)) records.push(entry)
     this.state = restoreCoordinator(records)
     this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
       step: (event, now) => coordinatorStep(this.state, this.config, event, now),
@@ -89,6 +110,7 @@ export class CoordinatorRuntime {
         ;(this.opts.onFatal ?? (() => process.exit(70)))(err)
       },
     })
+    await this.createAdminTokenOnFirstStart()
 
     this.net = await createNet({
       seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true,
@@ -110,18 +132,27 @@ export class CoordinatorRuntime {
       return reply
     })
 
-    this.http = this.buildApi()
-    const { host, port } = parseHostPort(this.opts.api ?? DEFAULT_API)
+    const tls = o.tlsCert && o.tlsKey ? { cert: await readFile(o.tlsCert), key: await readFile(o.tlsKey) } : undefined
+    this.scheme = tls ? 'https' : 'http'
+    this.http = buildApi(this, tls)
+    const { host, port } = parseHostPort(o.api)
     await this.http.listen({ host, port })
     const addr = this.http.server.address()
-    const api = typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : String(addr)
-    this.endpoints = { peerId: this.net.peerId, publicKey: this.identity.publicKey, multiaddrs: this.net.addresses(), api, pid: process.pid }
+    const bound = typeof addr === 'object' && addr ? addr.port : port
+    this.hosts = allowedHosts(host, bound, o.apiHosts)
+    const api = `${host.includes(':') ? `[${host}]` : host}:${bound}`
+    this.endpoints = { peerId: this.net.peerId, publicKey: this.identity.publicKey, multiaddrs: this.net.addresses(), api, apiUrl: `${this.scheme}://${api}`, pid: process.pid }
     const file = join(this.opts.dataDir, 'endpoints.json')
     await writeFile(`${file}.tmp`, JSON.stringify(this.endpoints, null, 2) + '\n')
     await rename(`${file}.tmp`, file)
     this.ticker = setInterval(() => void this.dispatch({ type: 'tick' }), COORDINATOR_TICK_MS)
     this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
     return this.endpoints
+  }
+
+  /** Closes a peer's connections (a revoked node). */
+  hangUp(peerId: string): void {
+    void this.net.hangUp(peerId)
   }
 
   /** An enrolled node's connection: its peer id is the one its enrolled key gives. */
@@ -190,146 +221,34 @@ export class CoordinatorRuntime {
     done?.(value)
   }
 
-  private admin(make: (requestId: string) => CoordinatorEvent): Promise<AdminOutcome> {
-    return this.request<AdminOutcome>(make)
+  /** A state change an operator asked for (audited with its actor). */
+  change(event: Parameters<ApiHost['change']>[0], actor: Actor | undefined): Promise<AdminOutcome> {
+    return this.request<AdminOutcome>((requestId) => ({ ...event, requestId, ...(actor ? { actor } : {}) }) as RequestEvent)
   }
 
-  submit(template: JobTemplate): Promise<SubmitOutcome> {
-    return this.request<SubmitOutcome>((requestId) => ({ type: 'submit', requestId, jobId: randomUUID(), template }))
+  submit(template: JobTemplate, actor?: Actor): Promise<SubmitOutcome> {
+    return this.request<SubmitOutcome>((requestId) => ({ type: 'submit', requestId, jobId: randomUUID(), template, ...(actor ? { actor } : {}) }))
   }
 
-  private buildApi(): FastifyInstance {
-    const app = Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES })
-    // Templates are parsed by our own parser so duplicate keys are caught: take every body as text.
-    app.removeAllContentTypeParsers()
-    app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+  /** Up to `limit` audit records from `since` (ms) on, oldest first, read from the store. */
+  async audit(since: number, limit: number): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = []
+    for await (const value of this.db.values({ gte: auditKeyFrom(since), lt: AUDIT_END, limit })) out.push(value as AuditRecord)
+    return out
+  }
 
-    app.get('/healthz', async () => ({ ok: true }))
-    app.post('/v1/jobs', async (req, reply) => {
-      const ct = String(req.headers['content-type'] ?? 'application/json')
-      const format: TemplateFormat = /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json'
-      const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', format)
-      if (!parsed.ok) return reply.code(400).send({ error: 'invalid job template', problems: parsed.problems })
-      const outcome = await this.submit(parsed.template)
-      if (!outcome.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: outcome.problems })
-      return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
-    })
-    app.get('/v1/jobs', async () => ({ items: [...this.state.jobs.values()].map(jobSummary) }))
-    const sendAdmin = (reply: FastifyReply, outcome: AdminOutcome) => (outcome.ok ? reply.send(outcome.detail ?? { ok: true }) : reply.code(outcome.status).send({ error: outcome.error }))
-    app.post<{ Params: { id: string } }>('/v1/jobs/:id/cancel', async (req, reply) => {
-      let body: { occurrences?: unknown } = {}
-      try { body = req.body ? (JSON.parse(String(req.body)) as typeof body) : {} } catch { return reply.code(400).send({ error: 'body: expected JSON {"occurrences": ["2026-01-01T00:00:00Z", ...]} or nothing' }) }
-      let occurrences: number[] | undefined
-      if (body.occurrences !== undefined) {
-        if (!Array.isArray(body.occurrences) || body.occurrences.length === 0) return reply.code(400).send({ error: 'occurrences: expected a non-empty array of ISO 8601 times or ms' })
-        occurrences = body.occurrences.map((o) => (typeof o === 'number' ? o : Date.parse(String(o))))
-        if (occurrences.some((o) => !Number.isFinite(o))) return reply.code(400).send({ error: 'occurrences: every entry must be an ISO 8601 time (e.g. 2026-11-24T05:00:00Z) or ms since the epoch' })
-      }
-      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'cancel', requestId, jobId: req.params.id, ...(occurrences ? { occurrences } : {}) })))
-    })
-    app.get<{ Params: { id: string }; Querystring: { count?: string } }>('/v1/jobs/:id/next', async (req, reply) => {
-      const count = Math.min(1000, Math.max(1, Number(req.query.count ?? 10) || 10))
-      const next = nextOccurrencesOf(this.state, req.params.id, Date.now(), count)
-      if (!next) return reply.code(404).send({ error: `no job ${req.params.id}` })
-      return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
-    })
-    app.get('/v1/exceptions', async () => ({ items: [...this.state.globals.values()] }))
-    app.post('/v1/exceptions', async (req, reply) => {
-      let body: { id?: unknown; rrule?: unknown; duration?: unknown }
-      try { body = JSON.parse(String(req.body ?? '')) as typeof body } catch { return reply.code(400).send({ error: 'body: expected JSON {"id", "rrule", "duration"}' }) }
-      if (typeof body.id !== 'string' || !/^[A-Za-z0-9._:@-]{1,128}$/.test(body.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
-      if (typeof body.rrule !== 'string') return reply.code(400).send({ error: 'rrule: expected a rule such as "RRULE:FREQ=WEEKLY;BYDAY=SA"' })
-      if (!Number.isInteger(body.duration) || (body.duration as number) < 1) return reply.code(400).send({ error: 'duration: expected a whole number of minutes, at least 1' })
-      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'add_exception', requestId, exception: { id: body.id as string, rrule: body.rrule as string, duration: body.duration as number } })))
-    })
-    app.delete<{ Params: { id: string } }>('/v1/exceptions/:id', async (req, reply) => sendAdmin(reply, await this.admin((requestId) => ({ type: 'remove_exception', requestId, id: req.params.id }))))
-    app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req, reply) => {
-      const job = this.state.jobs.get(req.params.id)
-      if (!job) return reply.code(404).send({ error: `no job ${req.params.id}` })
-      return { ...jobSummary(job), template: job.template, instanceIds: job.instanceIds }
-    })
-    app.get<{ Params: { id: string } }>('/v1/instances/:id', async (req, reply) => {
-      const inst = this.state.instances.get(req.params.id)
-      if (!inst) return reply.code(404).send({ error: `no instance ${req.params.id}` })
-      return instanceSummary(this.state, inst)
-    })
-    app.get<{ Params: { id: string } }>('/v1/instances/:id/runs', async (req, reply) => {
-      const inst = this.state.instances.get(req.params.id)
-      if (!inst) return reply.code(404).send({ error: `no instance ${req.params.id}` })
-      return { items: instanceReport(this.state, inst).runs }
-    })
-    app.get<{ Params: { id: string } }>('/v1/runs/:id', async (req, reply) => {
-      const run = this.state.runs.get(req.params.id)
-      if (!run) return reply.code(404).send({ error: `no run ${req.params.id}` })
-      return runReport(run)
-    })
-    app.get<{ Params: { id: string } }>('/v1/runs/:id/artifacts', async (req, reply) => {
-      const run = this.state.runs.get(req.params.id)
-      if (!run) return reply.code(404).send({ error: `no run ${req.params.id}` })
-      return { items: run.steps.flatMap((s) => (s.artifacts ?? []).map((a) => ({ step: s.number, name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated }))) }
-    })
-    app.get<{ Params: { id: string; step: string; name: string } }>('/v1/runs/:id/steps/:step/artifacts/:name', async (req, reply) => {
-      const run = this.state.runs.get(req.params.id)
-      const a = run?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
-      if (!a) return reply.code(404).send({ error: `no artifact ${req.params.name} on step ${req.params.step} of run ${req.params.id}` })
-      return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
-    })
-    app.get<{ Params: { id: string } }>('/v1/reports/:id', async (req, reply) => {
-      const report = buildReport(this.state, req.params.id)
-      if (!report) return reply.code(404).send({ error: `no job or instance ${req.params.id}` })
-      return report
-    })
-    app.get<{ Querystring: { search?: string } }>('/v1/nodes', async (req, reply) => {
-      let nodes = [...this.state.nodes.values()]
-      if (req.query.search) {
-        const sel = selectNodes(this.state, { query: req.query.search }, 'search')
-        if ('problems' in sel) return reply.code(400).send({ error: sel.problems.map((p) => p.message).join('; ') })
-        const keep = new Set(sel.nodes)
-        nodes = nodes.filter((n) => keep.has(n.nodeId))
-      }
-      return {
-        items: nodes.map((n) => ({
-          nodeId: n.nodeId, alive: this.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
-          agentVersion: n.agentVersion, addrs: n.addrs, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
-        })),
-      }
-    })
-    app.post('/v1/plan', async (req, reply) => {
-      const ct = String(req.headers['content-type'] ?? 'application/json')
-      const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json')
-      if (!parsed.ok) return reply.code(400).send({ error: 'invalid job template', problems: parsed.problems })
-      const plan = planJob(this.state, parsed.template, Date.now())
-      if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
-      return plan.plan
-    })
-    const savedBody = (req: { body: unknown }): Record<string, unknown> | undefined => {
-      try { const b = JSON.parse(String(req.body ?? '')) as unknown; return typeof b === 'object' && b !== null ? (b as Record<string, unknown>) : undefined } catch { return undefined }
-    }
-    const idOk = (id: unknown): id is string => typeof id === 'string' && /^[A-Za-z0-9._:@-]{1,128}$/.test(id)
-    app.get('/v1/lists', async () => ({ items: [...this.state.lists.values()] }))
-    app.put<{ Params: { id: string } }>('/v1/lists/:id', async (req, reply) => {
-      const b = savedBody(req)
-      if (!idOk(req.params.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
-      if (!b || !Array.isArray(b.nodes) || b.nodes.some((n) => typeof n !== 'string')) return reply.code(400).send({ error: 'body: expected {"name": "...", "nodes": ["node-id", ...]}' })
-      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'save_list', requestId, list: { id: req.params.id, name: typeof b.name === 'string' ? b.name : req.params.id, nodes: [...new Set(b.nodes as string[])] } })))
-    })
-    app.get('/v1/filters', async () => ({ items: [...this.state.filters.values()] }))
-    app.put<{ Params: { id: string } }>('/v1/filters/:id', async (req, reply) => {
-      const b = savedBody(req)
-      if (!idOk(req.params.id)) return reply.code(400).send({ error: 'id: expected 1 to 128 letters, digits or . _ : @ -' })
-      if (!b || (b.query === undefined && b.constraints === undefined)) return reply.code(400).send({ error: 'body: expected {"name", "query": "role:web AND env:prod"} and/or {"constraints": {"attributes": [...], "skills": [...]}}' })
-      const filter = { id: req.params.id, name: typeof b.name === 'string' ? b.name : req.params.id, ...(b.query !== undefined ? { query: String(b.query) } : {}), ...(b.constraints !== undefined ? { constraints: b.constraints as never } : {}) }
-      return sendAdmin(reply, await this.admin((requestId) => ({ type: 'save_filter', requestId, filter })))
-    })
-    registerMemberRoutes(app, {
-      state: () => this.state,
-      admin: (make) => this.admin(make),
-      onRevoked: (peerId) => void this.net.hangUp(peerId),
-    })
-    for (const kind of ['list', 'filter'] as const) {
-      app.delete<{ Params: { id: string } }>(`/v1/${kind}s/:id`, async (req, reply) => sendAdmin(reply, await this.admin((requestId) => ({ type: 'delete_saved', requestId, kind, id: req.params.id }))))
-    }
-    return app
+  /** The first start (no token yet): an admin token, written to DATA/admin.token (0600) before it is stored. */
+  private async createAdminTokenOnFirstStart(): Promise<void> {
+    if (this.state.tokens.size > 0) return
+    const token = newToken()
+    const file = join(this.opts.dataDir, ADMIN_TOKEN_FILE)
+    await rm(`${file}.tmp`, { force: true })
+    await writeFile(`${file}.tmp`, `${token}\n`, { mode: 0o600 })
+    await chmod(`${file}.tmp`, 0o600)
+    await rename(`${file}.tmp`, file)
+    const outcome = await this.change({ type: 'create_token', token: { name: 'admin', role: 'admin', hash: hashToken(token), createdAt: Date.now() } }, { name: 'coordinator', role: 'admin' })
+    if (!outcome.ok) throw new Error(`cannot create the admin token: ${outcome.error}`)
+    this.opts.logger.info({ file }, 'created the admin token (name "admin") on first start; it is in this file, readable only by this user')
   }
 
   async stop(): Promise<void> {

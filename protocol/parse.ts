@@ -105,7 +105,7 @@ function reservedKeyProblems(root: unknown): Problem[] {
   return problems
 }
 
-function issuesToProblems(issues: readonly z.core.$ZodIssue[]): Problem[] {
+export function issuesToProblems(issues: readonly z.core.$ZodIssue[]): Problem[] {
   const problems: Problem[] = []
   const seen = new Set<string>()
   const add = (path: string, message: string) => {

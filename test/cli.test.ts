@@ -28,12 +28,14 @@ describe('chorus CLI', () => {
   it('has help for every command', () => {
     const top = chorus('--help')
     expect(top.status).toBe(0)
-    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'demo', 'bench fanout', 'sim']
+    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim']
     for (const c of commands) {
       const r = chorus(...c.split(' '), '--help')
       expect(r.status, c).toBe(0)
       expect(r.stdout, c).toMatch(/Usage: chorus /)
       expect(r.stdout.length, c).toBeGreaterThan(80)
+      // Every command that talks to the API takes a token.
+      if (c !== 'coordinator' && /--api /.test(r.stdout)) expect(r.stdout, c).toMatch(/--token <token>/)
     }
   })
 
@@ -71,14 +73,16 @@ describe('chorus CLI', () => {
     const proc = spawn(process.execPath, [CHORUS_BIN, 'coordinator', '--data', data, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0'], { stdio: 'ignore' })
     try {
       const { api } = await waitFor('the coordinator', async () => JSON.parse(await readFile(join(data, 'endpoints.json'), 'utf8')) as { api: string }, 30_000)
-      const res = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "scheduleRule": "sometimes"}', headers: { 'content-type': 'application/json' } })
+      const token = (await readFile(join(data, 'admin.token'), 'utf8')).trim()
+      const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` }
+      const res = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "scheduleRule": "sometimes"}', headers })
       expect(res.status).toBe(400)
       const body = (await res.json()) as { problems: { path: string; message: string }[] }
       expect(body.problems.map((p) => p.path)).toEqual(expect.arrayContaining(['scheduleRule', 'target', 'actions']))
       expect(body.problems.find((p) => p.path === 'scheduleRule')!.message).toMatch(/expected "immediate" or a recurrence rule/)
-      const dup = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "name": "y"}', headers: { 'content-type': 'application/json' } })
+      const dup = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "name": "y"}', headers })
       expect(((await dup.json()) as { problems: { message: string }[] }).problems[0]!.message).toMatch(/duplicate/i)
-      const submit = chorus('job', 'submit', join(SAMPLES, 'samples_job_reboot.json'), '--api', api)
+      const submit = chorus('job', 'submit', join(SAMPLES, 'samples_job_reboot.json'), '--api', api, '--token', token)
       expect(submit.status).toBe(1)
       expect(submit.stderr).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required/)
     } finally {

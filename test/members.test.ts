@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
-import { apiGet, apiSend } from '../cli/client.js'
+import { apiGet, apiRequest } from '../cli/client.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { generateIdentity, identityFromSeed, type Identity } from '../protocol/keys.js'
@@ -23,7 +23,7 @@ function job(name: string, nodes: string[], lines: string[]) {
 }
 
 interface NodeView { nodeId: string; publicKey: string; facts: Record<string, string> }
-const nodes = async () => (await apiGet<{ items: NodeView[] }>(fleet.api, '/v1/nodes')).items
+const nodes = async () => (await apiGet<{ items: NodeView[] }>(fleet.conn, '/v1/nodes')).items
 const log = (i: number) => readFile(fleet.agents[i]!.logFile, 'utf8')
 const identityOf = async (dir: string): Promise<Identity> => identityFromSeed(Buffer.from((JSON.parse(await readFile(join(dir, 'identity.json'), 'utf8')) as { seed: string }).seed, 'base64url'))
 
@@ -138,7 +138,7 @@ describe('a rogue libp2p node with its own key', () => {
 
 /** An agent's own libp2p address, from the coordinator's registry. */
 async function agentAddress(index: number): Promise<string> {
-  const items = (await apiGet<{ items: { nodeId: string; peerId: string; addrs?: string[] }[] }>(fleet.api, '/v1/nodes')).items
+  const items = (await apiGet<{ items: { nodeId: string; peerId: string; addrs?: string[] }[] }>(fleet.conn, '/v1/nodes')).items
   const n = items.find((x) => x.nodeId === fleet.agents[index]!.nodeId)!
   const a = (n.addrs ?? [])[0]
   if (!a) throw new Error('the registry lists no address for the agent')
@@ -149,7 +149,7 @@ describe('revocation', () => {
   it('refuses a revoked node\'s result (the report says so), skips it in later jobs, and closes its connections', async () => {
     const id = await fleet.submit(job('in flight', ['node-1', 'node-2'], ['sleep 3']))
     await waitFor('node-2 to start', async () => ((await log(1)).split('\n').some((l) => l.includes(id) && l.includes('run started')) ? true : undefined), 30_000, 100)
-    const res = await apiSend<{ nodeId?: string; error?: string }>(fleet.api, 'POST', '/v1/nodes/node-2/revoke', {})
+    const res = await apiRequest<{ nodeId?: string; error?: string }>(fleet.conn, 'POST', '/v1/nodes/node-2/revoke', {})
     expect(res.status).toBe(200)
     const report = await fleet.waitForJob(id, 60_000)
     const run2 = report.instances[0]!.runs.find((x) => x.nodeId === 'node-2')!
@@ -182,9 +182,9 @@ describe('approval mode', () => {
   let approving: LocalFleet
   withLocalFleet('chorus-approve-', { agents: 1, requireApproval: true }, (f) => { approving = f })
   it('keeps an enrolment pending until an admin approves it', async () => {
-    await waitFor('the enrolment to wait', async () => ((await apiGet<{ items: { nodeId: string }[] }>(approving.api, '/v1/nodes/pending')).items.some((p) => p.nodeId === 'node-1') ? true : undefined), 30_000, 200)
-    expect((await apiGet<{ items: unknown[] }>(approving.api, '/v1/nodes')).items).toHaveLength(0)
-    expect((await apiSend(approving.api, 'POST', '/v1/nodes/node-1/approve', {})).status).toBe(200)
+    await waitFor('the enrolment to wait', async () => ((await apiGet<{ items: { nodeId: string }[] }>(approving.conn, '/v1/nodes/pending')).items.some((p) => p.nodeId === 'node-1') ? true : undefined), 30_000, 200)
+    expect((await apiGet<{ items: unknown[] }>(approving.conn, '/v1/nodes')).items).toHaveLength(0)
+    expect((await apiRequest(approving.conn, 'POST', '/v1/nodes/node-1/approve', {})).status).toBe(200)
     await approving.waitForNodes(1, 60_000)
     const id = await approving.submit(job('approved', ['node-1'], ['echo ok']))
     expect((await approving.waitForJob(id, 60_000)).instances[0]!.status).toBe('success')

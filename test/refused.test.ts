@@ -63,19 +63,19 @@ async function stateView(jobIds: string[]) {
   const jobs: Record<string, string[]> = {}
   const keys = new Set<string>(['node/node-1', 'node/intruder'])
   for (const id of jobIds) {
-    const j = await apiGet<JobView>(fleet.api, `/v1/jobs/${id}`)
+    const j = await apiGet<JobView>(fleet.conn, `/v1/jobs/${id}`)
     jobs[id] = j.instanceIds
     keys.add(`job/${id}`)
     for (const iid of j.instanceIds) {
       keys.add(`instance/${iid}`)
-      for (const r of (await apiGet<{ items: { runId: string }[] }>(fleet.api, `/v1/instances/${iid}/runs`)).items) keys.add(`run/${r.runId}`)
+      for (const r of (await apiGet<{ items: { runId: string }[] }>(fleet.conn, `/v1/instances/${iid}/runs`)).items) keys.add(`run/${r.runId}`)
     }
   }
   return { jobs, keys: [...keys].sort() }
 }
 
 async function occurrenceOf(instanceId: string): Promise<number> {
-  return Date.parse((await apiGet<{ occurrenceAt: string }>(fleet.api, `/v1/instances/${instanceId}`)).occurrenceAt)
+  return Date.parse((await apiGet<{ occurrenceAt: string }>(fleet.conn, `/v1/instances/${instanceId}`)).occurrenceAt)
 }
 
 async function storeKeys(dir: string): Promise<string[]> {
@@ -120,7 +120,7 @@ describe('refused results over a real coordinator', () => {
       await fleet.killCoordinator('SIGTERM')
       const keys = await storeKeys(fleet.coordinator.dir)
       await fleet.startCoordinator()
-      await waitFor('the restarted coordinator to answer', async () => apiGet(fleet.api, '/v1/jobs').then(() => true, () => undefined), 30_000)
+      await waitFor('the restarted coordinator to answer', async () => apiGet(fleet.conn, "/v1/jobs").then(() => true, () => undefined), 30_000)
       const after = await stateView(ids)
       expect(after.jobs).toEqual(before.jobs)
       expect(keys).toEqual(after.keys)

@@ -4,6 +4,7 @@
 // bytes and decoded level records of both stores), in the logs, in the API's answers, or in
 // /proc/PID/cmdline of any process while the step runs.
 import { describe, expect, it } from 'vitest'
+import { apiFetch } from '../cli/client.js'
 import { readdirSync, readFileSync } from 'node:fs'
 import { readFile, rm, stat } from 'node:fs/promises'
 import { LocalFleet } from '../cli/fleet.js'
@@ -55,7 +56,7 @@ function cmdlines(): string[] {
 }
 
 async function apiText(path: string): Promise<string> {
-  const res = await fetch(`http://${fleet.api}${path}`)
+  const res = await apiFetch(fleet.conn, path)
   expect(res.status, path).toBe(200)
   return res.text()
 }

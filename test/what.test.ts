@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { LocalFleet } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { storedPlaces } from './helpers/stored.js'
+import { apiFetch } from '../cli/client.js'
 import type { RunReport } from '../coordinator/report.js'
 
 let fleet: LocalFleet
@@ -132,10 +133,10 @@ describe('step semantics over real processes', () => {
     const run = await runOf('evidence', 'node-1', [{ name: 'scan', interpreter: { name: 'acme/evidence-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { mode: 'artifacts' } }])
     expect(run.status, JSON.stringify(run.steps[0])).toBe('success')
     expect(run.steps[0]!.artifacts.map((a) => a.name)).toEqual(['report'])
-    const res = await fetch(`http://${fleet.api}/v1/runs/${run.runId}/steps/1/artifacts/report`)
+    const res = await apiFetch(fleet.conn, `/v1/runs/${run.runId}/steps/1/artifacts/report`)
     expect(res.status).toBe(200)
     expect(await res.text()).toBe('evidence\n')
-    const missing = await fetch(`http://${fleet.api}/v1/runs/${run.runId}/steps/1/artifacts/big`)
+    const missing = await apiFetch(fleet.conn, `/v1/runs/${run.runId}/steps/1/artifacts/big`)
     expect(missing.status).toBe(404) // over MAX_ARTIFACT_BYTES: refused by the agent, never carried
   })
 

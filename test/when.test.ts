@@ -49,7 +49,7 @@ describe('recurring jobs over real processes', () => {
   it('RRULE:FREQ=SECONDLY;INTERVAL=2;COUNT=3 on two agents gives three instances with two runs each', async () => {
     const t0 = soon()
     const id = await fleet.submit(job('every 2 s', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=3`, [`mktemp ${dir}/tick.XXXXXX`]))
-    const next = await apiGet<{ items: { at: string }[] }>(fleet.api, `/v1/jobs/${id}/next?count=5`)
+    const next = await apiGet<{ items: { at: string }[] }>(fleet.conn, `/v1/jobs/${id}/next?count=5`)
     expect(next.items.map((n) => Date.parse(n.at))).toEqual([t0, t0 + 2000, t0 + 4000])
     const report = await waitFor('three settled instances and the job completed', async () => {
       const r = await fleet.report(id)
@@ -107,7 +107,7 @@ describe('recurring jobs over real processes', () => {
     const t0 = soon(3)
     const id = await fleet.submit(job('to cancel', `RRULE:DTSTART=${stamp(t0)};FREQ=SECONDLY;INTERVAL=2;COUNT=20`, [`mktemp ${dir}/cancel.XXXXXX`]))
     await waitFor('the first occurrence to run', async () => ((await markers('cancel.')).length >= 2 ? true : undefined), 20_000, 100)
-    const res = await apiPostText<{ status?: string }>(fleet.api, `/v1/jobs/${id}/cancel`, '{}', 'application/json')
+    const res = await apiPostText<{ status?: string }>(fleet.conn, `/v1/jobs/${id}/cancel`, '{}', 'application/json')
     expect(res.status).toBe(200)
     expect(res.body.status).toBe('canceled')
     await new Promise((r) => setTimeout(r, 1000))

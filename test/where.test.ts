@@ -5,7 +5,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
-import { apiGet, apiPostText } from '../cli/client.js'
+import { apiFetch, apiGet, apiPostText } from '../cli/client.js'
 
 let fleet: LocalFleet
 let dir: string
@@ -102,7 +102,7 @@ describe('rollouts over 8 real agents', () => {
   })
 
   it('targets saved lists and saved filters (attributes, skills, search query); plan shows batches without running anything', async () => {
-    const put = (path: string, body: unknown) => fetch(`http://${fleet.api}${path}`, { method: 'PUT', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+    const put = (path: string, body: unknown) => apiFetch(fleet.conn, path, { method: 'PUT', body: JSON.stringify(body) })
     expect((await put('/v1/lists/pair', { name: 'a pair', nodes: ['node-5', 'node-6'] })).status).toBe(200)
     const f = await put('/v1/filters/three-four', { query: 'node:node-3 OR node:node-4', constraints: { skills: [{ name: 'chef-platform/shell-interpreter', version: ['>= 1.0', '< 2'] }] } })
     expect(f.status).toBe(200)
@@ -116,19 +116,19 @@ describe('rollouts over 8 real agents', () => {
     expect(report.instances[0]!.runs.map((r) => r.nodeId).sort()).toEqual(['node-5', 'node-6'])
 
     const filterJob = job('saved filter', 'parallel', [{ ...group([]), nodeListType: 'savedFilter', filterId: 'three-four', nodeIdentifiers: [], distributionMethod: 'rolling', batchSize: { type: 'percent', value: 50 } }], ['true'])
-    const plan = await apiPostText<{ groups: { batchSize: number; nodes: { nodeId: string; batch: number; alive: boolean }[] }[] }>(fleet.api, '/v1/plan', filterJob, 'application/json')
+    const plan = await apiPostText<{ groups: { batchSize: number; nodes: { nodeId: string; batch: number; alive: boolean }[] }[] }>(fleet.conn, '/v1/plan', filterJob, 'application/json')
     expect(plan.status).toBe(200)
     expect(plan.body.groups[0]!.batchSize).toBe(1)
     expect(plan.body.groups[0]!.nodes.map((n) => [n.nodeId, n.batch, n.alive])).toEqual([['node-3', 0, true], ['node-4', 1, true]])
 
-    const unknown = await apiPostText<{ problems: { path: string; message: string }[] }>(fleet.api, '/v1/jobs', job('nope', 'parallel', [{ ...group([]), nodeListType: 'savedList', listId: 'no-such-list', nodeIdentifiers: [] }], ['true']), 'application/json')
+    const unknown = await apiPostText<{ problems: { path: string; message: string }[] }>(fleet.conn, '/v1/jobs', job('nope', 'parallel', [{ ...group([]), nodeListType: 'savedList', listId: 'no-such-list', nodeIdentifiers: [] }], ['true']), 'application/json')
     expect(unknown.status).toBe(422)
     expect(unknown.body.problems[0]).toMatchObject({ path: 'target.groups[0].listId' })
     expect(unknown.body.problems[0]!.message).toMatch(/unknown saved list "no-such-list"; known lists: pair/)
 
-    const search = await apiGet<{ items: { nodeId: string }[] }>(fleet.api, `/v1/nodes?search=${encodeURIComponent('node:node-1* -node:node-1')}`)
+    const search = await apiGet<{ items: { nodeId: string }[] }>(fleet.conn, `/v1/nodes?search=${encodeURIComponent('node:node-1* -node:node-1')}`)
     expect(search.items.map((n) => n.nodeId)).toEqual([])
-    const all = await apiGet<{ items: { nodeId: string; skills: Record<string, string[]>; facts: Record<string, string> }[] }>(fleet.api, `/v1/nodes?search=${encodeURIComponent('kernel_name:Linux')}`)
+    const all = await apiGet<{ items: { nodeId: string; skills: Record<string, string[]>; facts: Record<string, string> }[] }>(fleet.conn, `/v1/nodes?search=${encodeURIComponent('kernel_name:Linux')}`)
     expect(all.items).toHaveLength(8)
     expect(all.items[0]!.skills['chef-platform/shell-interpreter']).toEqual(['1.0.0'])
   })
@@ -151,7 +151,7 @@ describe('rollouts over 8 real agents', () => {
     const started = Date.now()
     await fleet.stopAgent(6, 'SIGKILL')
     await waitFor('node-7 to be reported down', async () => {
-      const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.api, '/v1/nodes')
+      const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.conn, '/v1/nodes')
       return nodes.items.find((n) => n.nodeId === 'node-7')?.alive === false ? true : undefined
     }, 10_000, 100)
     expect(Date.now() - started).toBeLessThan(5_000)
@@ -163,7 +163,7 @@ describe('rollouts over 8 real agents', () => {
     proc.kill('SIGSTOP')
     try {
       await waitFor('node-6 to be reported down', async () => {
-        const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.api, '/v1/nodes')
+        const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.conn, '/v1/nodes')
         return nodes.items.find((n) => n.nodeId === 'node-6')?.alive === false ? true : undefined
       }, 15_000, 100)
       const elapsed = Date.now() - started

@@ -1,0 +1,294 @@
+// The coordinator's HTTP API. One onRequest hook refuses what is not for this API (foreign
+// Host, a browser's cross-origin or form request) and checks the bearer token against the role
+// the route table (coordinator/access.ts) gives the route; every body, query and parameter is
+// checked by its schema (protocol/api.ts) before it reaches the core, and bad input is a 400
+// `{error, problems: [{path, message}]}`.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { z } from 'zod'
+import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
+import type { JobTemplate } from '../protocol/template.js'
+import {
+  AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
+  NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
+} from '../protocol/api.js'
+import {
+  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, newToken, requiredRole, roleAllows, routeKey,
+} from './access.js'
+import {
+  nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
+  type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
+} from './core.js'
+import { planJob } from './plan.js'
+import { enrollmentSummary, newEnrollment } from './members.js'
+import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
+import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
+
+export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
+type Change = RequestEvent extends infer E ? (E extends RequestEvent ? Omit<E, 'actor' | 'requestId'> : never) : never
+
+/** What the API needs of the runtime. */
+export interface ApiHost {
+  readonly state: CoordinatorState
+  readonly logger: Logger
+  /** Host header values accepted (filled once the server is bound). */
+  readonly hosts: Set<string>
+  readonly scheme: 'http' | 'https'
+  change(event: Change, actor: Actor | undefined): Promise<AdminOutcome>
+  submit(template: JobTemplate, actor: Actor | undefined): Promise<SubmitOutcome>
+  audit(since: number, limit: number): Promise<AuditRecord[]>
+  /** Closes a revoked node's connections. */
+  hangUp(peerId: string): void
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    actor?: Actor
+  }
+}
+
+/** Bad input: answered 400 with the problems by the error handler. */
+class BadInput extends Error {
+  constructor(message: string, readonly problems: Problem[]) {
+    super(message)
+  }
+}
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, at: string): z.output<S> {
+  const r = check(schema, value, at)
+  if (!r.ok) throw new BadInput(`invalid ${at}`, r.problems)
+  return r.value
+}
+
+function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z.output<S> {
+  const json = parseJsonText(typeof req.body === 'string' ? req.body : '')
+  if (!json.ok) throw new BadInput('invalid body', json.problems)
+  return parse(schema, json.value, 'body')
+}
+
+function templateOf(req: FastifyRequest): JobTemplate {
+  const ct = String(req.headers['content-type'] ?? 'application/json')
+  const format: TemplateFormat = /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json'
+  const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', format)
+  if (!parsed.ok) throw new BadInput('invalid job template', parsed.problems)
+  return parsed.template
+}
+
+/** The core's answer; a 400 always carries problems (the shape of every bad-input answer). */
+function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
+  if (outcome.ok) return reply.code(okStatus).send(outcome.detail ?? { ok: true })
+  const problems = outcome.problems ?? (outcome.status === 400 ? [{ path: 'body', message: outcome.error }] : undefined)
+  return reply.code(outcome.status).send({ error: outcome.error, ...(problems ? { problems } : {}) })
+}
+
+function notFound(reply: FastifyReply, what: string): FastifyReply {
+  return reply.code(404).send({ error: `no ${what}` })
+}
+
+export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): FastifyInstance {
+  const app = (https ? Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES, exposeHeadRoutes: false, https }) : Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES, exposeHeadRoutes: false })) as unknown as FastifyInstance
+  // Templates are parsed by our own parser so duplicate keys are caught: take every body as text.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
+  const registered = guardRoutes(app)
+  app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
+  app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
+    if (err instanceof BadInput) return reply.code(400).send({ error: err.message, problems: err.problems })
+    const status = err.statusCode ?? 500
+    if (status >= 500) host.logger.error({ err, method: req.method, url: req.url }, 'API request failed')
+    return reply.code(status).send({ error: err.message })
+  })
+  app.get('/healthz', async () => ({ ok: true }))
+  jobRoutes(app, host)
+  runRoutes(app, host)
+  savedRoutes(app, host)
+  accessRoutes(app, host)
+  memberRoutes(app, host)
+  // Listed routes nobody serves yet answer 501 (behind the same role check).
+  for (const r of ROUTES) {
+    if (registered.has(routeKey(r.method, r.url))) continue
+    app.route({ method: r.method, url: r.url, handler: async (_req, reply) => reply.code(501).send({ error: `${r.method} ${r.url} is not implemented by this coordinator` }) })
+  }
+  return app
+}
+
+/** Refuses to register a route missing from the route table; returns the routes registered. */
+function guardRoutes(app: FastifyInstance): Set<string> {
+  const registered = new Set<string>()
+  app.addHook('onRoute', (opts) => {
+    for (const method of [opts.method].flat()) {
+      if (isPublic(method, opts.url)) continue
+      if (!ROUTES.some((r) => r.method === method && r.url === opts.url)) throw new Error(`route ${method} ${opts.url} is not in the route table (coordinator/access.ts ROUTES)`)
+      registered.add(routeKey(method, opts.url))
+    }
+  })
+  return registered
+}
+
+function refuse(reply: FastifyReply, status: number, body: { error: string; requiredRole?: string }): FastifyReply {
+  return reply.code(status).send(body)
+}
+
+async function authorize(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+  const refused = browserRefusal({ method: req.method, host: req.headers.host, origin: req.headers.origin, contentType: req.headers['content-type'] }, host.hosts, host.scheme)
+  if (refused) return refuse(reply, refused.status, { error: refused.error })
+  const url = req.routeOptions.url
+  if (isPublic(req.method, url)) return undefined
+  const needs = requiredRole(req.method, url)
+  const token = bearerOf(req.headers.authorization)
+  const record = token === undefined ? undefined : tokenByHash(host.state, hashToken(token), Date.now())
+  if (!record) return refuse(reply, 401, { error: token === undefined ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token)' : 'unknown, expired or revoked token', requiredRole: needs })
+  if (!roleAllows(record.role, needs)) return refuse(reply, 403, { error: `token ${record.name} has role ${record.role}; ${req.method} ${url} needs ${needs}`, requiredRole: needs })
+  req.actor = { name: record.name, role: record.role }
+  return undefined
+}
+
+type IdReq = FastifyRequest<{ Params: { id: string } }>
+const objectId = (req: FastifyRequest) => parse(ObjectParamsSchema, req.params, 'params').id
+
+function jobRoutes(app: FastifyInstance, host: ApiHost): void {
+  app.post('/v1/jobs', async (req, reply) => {
+    const outcome = await host.submit(templateOf(req), req.actor)
+    if (!outcome.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: outcome.problems })
+    return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
+  })
+  app.post('/v1/plan', async (req, reply) => {
+    const plan = planJob(host.state, templateOf(req), Date.now())
+    if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
+    return plan.plan
+  })
+  app.get('/v1/jobs', async () => ({ items: [...host.state.jobs.values()].map(jobSummary) }))
+  app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
+    const job = host.state.jobs.get(objectId(req))
+    if (!job) return notFound(reply, `job ${req.params.id}`)
+    return { ...jobSummary(job), template: job.template, instanceIds: job.instanceIds }
+  })
+  app.post('/v1/jobs/:id/cancel', async (req: IdReq, reply) => {
+    const { occurrences } = jsonBody(req, CancelBodySchema)
+    return sendAdmin(reply, await host.change({ type: 'cancel', jobId: objectId(req), ...(occurrences ? { occurrences } : {}) }, req.actor))
+  })
+  app.get('/v1/jobs/:id/next', async (req: IdReq, reply) => {
+    const { count } = parse(NextQuerySchema, req.query, 'query')
+    const next = nextOccurrencesOf(host.state, objectId(req), Date.now(), count)
+    if (!next) return notFound(reply, `job ${req.params.id}`)
+    return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
+  })
+  app.get('/v1/reports/:id', async (req: IdReq, reply) => buildReport(host.state, objectId(req)) ?? notFound(reply, `job or instance ${req.params.id}`))
+}
+
+function runRoutes(app: FastifyInstance, host: ApiHost): void {
+  const instance = (req: FastifyRequest) => host.state.instances.get(objectId(req))
+  const run = (req: FastifyRequest) => host.state.runs.get(objectId(req))
+  app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = instance(req); return i ? instanceSummary(host.state, i) : notFound(reply, `instance ${req.params.id}`) })
+  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => { const i = instance(req); return i ? { items: instanceReport(host.state, i).runs } : notFound(reply, `instance ${req.params.id}`) })
+  app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
+  app.get('/v1/runs/:id/artifacts', async (req: IdReq, reply) => {
+    const r = run(req)
+    if (!r) return notFound(reply, `run ${req.params.id}`)
+    return { items: r.steps.flatMap((s) => (s.artifacts ?? []).map((a) => ({ step: s.number, name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated }))) }
+  })
+  app.get<{ Params: { id: string; step: string; name: string } }>('/v1/runs/:id/steps/:step/artifacts/:name', async (req, reply) => {
+    const a = run(req)?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
+    if (!a) return notFound(reply, `artifact ${req.params.name} on step ${req.params.step} of run ${req.params.id}`)
+    return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
+  })
+  app.get('/v1/nodes', async (req, reply) => {
+    const { search } = parse(NodesQuerySchema, req.query, 'query')
+    let nodes = [...host.state.nodes.values()]
+    if (search) {
+      const sel = selectNodes(host.state, { query: search }, 'search')
+      if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems.map((p) => ({ ...p, path: 'query.search' })) })
+      const keep = new Set(sel.nodes)
+      nodes = nodes.filter((n) => keep.has(n.nodeId))
+    }
+    return {
+      items: nodes.map((n) => ({
+        nodeId: n.nodeId, alive: host.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
+        agentVersion: n.agentVersion, addrs: n.addrs, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
+      })),
+    }
+  })
+}
+
+function savedRoutes(app: FastifyInstance, host: ApiHost): void {
+  const id = (req: FastifyRequest) => parse(IdParamsSchema, req.params, 'params').id
+  app.get('/v1/exceptions', async () => ({ items: [...host.state.globals.values()] }))
+  app.post('/v1/exceptions', async (req, reply) => sendAdmin(reply, await host.change({ type: 'add_exception', exception: jsonBody(req, ExceptionBodySchema) }, req.actor)))
+  app.delete('/v1/exceptions/:id', async (req, reply) => {
+    jsonBody(req, EmptyBodySchema)
+    return sendAdmin(reply, await host.change({ type: 'remove_exception', id: id(req) }, req.actor))
+  })
+  app.get('/v1/lists', async () => ({ items: [...host.state.lists.values()] }))
+  app.put('/v1/lists/:id', async (req, reply) => {
+    const listId = id(req)
+    const b = jsonBody(req, ListBodySchema)
+    return sendAdmin(reply, await host.change({ type: 'save_list', list: { id: listId, name: b.name ?? listId, nodes: [...new Set(b.nodes)] } }, req.actor))
+  })
+  app.get('/v1/filters', async () => ({ items: [...host.state.filters.values()] }))
+  app.put('/v1/filters/:id', async (req, reply) => {
+    const filterId = id(req)
+    const b = jsonBody(req, FilterBodySchema)
+    const filter = { id: filterId, name: b.name ?? filterId, ...(b.query !== undefined ? { query: b.query } : {}), ...(b.constraints !== undefined ? { constraints: b.constraints } : {}) }
+    return sendAdmin(reply, await host.change({ type: 'save_filter', filter }, req.actor))
+  })
+  for (const kind of ['list', 'filter'] as const) {
+    app.delete(`/v1/${kind}s/:id`, async (req, reply) => {
+      jsonBody(req, EmptyBodySchema)
+      return sendAdmin(reply, await host.change({ type: 'delete_saved', kind, id: id(req) }, req.actor))
+    })
+  }
+}
+
+function accessRoutes(app: FastifyInstance, host: ApiHost): void {
+  app.get('/v1/tokens', async () => ({ items: [...host.state.tokens.values()].map(tokenView) }))
+  app.post('/v1/tokens', async (req, reply) => {
+    const b = jsonBody(req, TokenBodySchema)
+    const token = newToken()
+    const now = Date.now()
+    const record = { name: b.name, role: b.role, hash: hashToken(token), createdAt: now, ...(b.ttl !== undefined ? { expiresAt: now + b.ttl } : {}), ...(req.actor ? { createdBy: req.actor.name } : {}) }
+    const outcome = await host.change({ type: 'create_token', token: record }, req.actor)
+    if (!outcome.ok) return sendAdmin(reply, outcome)
+    // Shown once: only its hash is kept.
+    return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
+  })
+  app.delete('/v1/tokens/:name', async (req, reply) => {
+    jsonBody(req, EmptyBodySchema)
+    return sendAdmin(reply, await host.change({ type: 'revoke_token', name: parse(NameParamsSchema, req.params, 'params').name }, req.actor))
+  })
+  app.get('/v1/audit', async (req) => {
+    const q = parse(AuditQuerySchema, req.query, 'query')
+    const items = await host.audit(q.since ?? 0, q.limit + 1)
+    return { items: items.slice(0, q.limit), more: items.length > q.limit }
+  })
+}
+
+/** Fleet membership (admin): enrolment tokens, enrolments awaiting approval, revocation. */
+function memberRoutes(app: FastifyInstance, host: ApiHost): void {
+  const members = () => host.state.members
+  app.post('/v1/enrollments', async (req, reply) => {
+    const b = jsonBody(req, EnrollmentBodySchema)
+    const token = newToken(ENROLL_TOKEN_PREFIX)
+    const enrollment = newEnrollment({ id: b.name ?? `enroll-${hashToken(token).slice(0, 8)}`, token, uses: b.uses, ttlMs: b.ttl, attributes: b.attributes, ...(req.actor ? { createdBy: req.actor.name } : {}) }, Date.now())
+    const outcome = await host.change({ type: 'create_enrollment', enrollment }, req.actor)
+    if (!outcome.ok) return sendAdmin(reply, outcome)
+    // Shown once: only its hash is kept.
+    return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
+  })
+  app.get('/v1/enrollments', async () => ({ items: [...members().enrollments.values()].map(enrollmentSummary) }))
+  app.delete('/v1/enrollments/:id', async (req, reply) => {
+    jsonBody(req, EmptyBodySchema)
+    return sendAdmin(reply, await host.change({ type: 'delete_enrollment', id: parse(IdParamsSchema, req.params, 'params').id }, req.actor))
+  })
+  app.get('/v1/nodes/pending', async () => ({
+    items: [...members().pending.values()].map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() })),
+  }))
+  app.get('/v1/nodes/revoked', async () => ({ items: [...members().revoked.values()].map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() })) }))
+  for (const action of ['approve', 'reject', 'revoke'] as const) {
+    app.post(`/v1/nodes/:id/${action}`, async (req, reply) => {
+      jsonBody(req, EmptyBodySchema)
+      const outcome = await host.change({ type: `${action}_node`, nodeId: parse(IdParamsSchema, req.params, 'params').id }, req.actor)
+      if (outcome.ok && action === 'revoke') host.hangUp((outcome.detail as { peerId: string }).peerId)
+      return sendAdmin(reply, outcome)
+    })
+  }
+}
