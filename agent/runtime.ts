@@ -7,7 +7,7 @@ import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { AgentConfigSchema, check, parseJsonText, problemsText } from '../protocol/api.js'
-import { MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { FactsSchema, MAX_SKILLS, MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import { MEMBER_DEADLINE_MS, checkMember } from '../protocol/membership.js'
@@ -146,6 +146,9 @@ export class AgentRuntime {
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
+    // The coordinator refuses a hello whose facts exceed the bounds: say so now, not at every redial.
+    const facts = FactsSchema.safeParse(nodeFacts(this.opts.attributes))
+    if (!facts.success) throw new Error(`attributes: ${facts.error.issues[0]?.message ?? 'invalid'} (--attr and the config file's attributes, with the ${Object.keys(nodeFacts()).length} facts the agent reports)`)
     const fc = this.opts.fileConfig ?? {}
     const restartMode = fc.restartMode ?? restartModeFrom(process.env)
     this.simulateReboots = restartMode === 'simulate'
@@ -367,7 +370,7 @@ export class AgentRuntime {
       const hello = seal(this.identity, {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: this.nodeId, peerId: this.net.peerId,
         addrs: this.net.addresses().slice(0, MAX_ADDRS_PER_PEER),
-        facts: nodeFacts(this.opts.attributes), skills: Object.fromEntries(Object.entries(this.config.skills).slice(0, 256)), agentVersion: AGENT_VERSION, sentAt: Date.now(),
+        facts: nodeFacts(this.opts.attributes), skills: Object.fromEntries(Object.entries(this.config.skills).slice(0, MAX_SKILLS)), agentVersion: AGENT_VERSION, sentAt: Date.now(),
         ...(!this.state.member.certificate && this.opts.enrollToken ? { enrollToken: this.opts.enrollToken } : {}),
       })
       const reply = decodeEnvelope(await this.net.request(this.coordinatorPeer, encodeEnvelope(hello), RPC_TIMEOUT_MS))

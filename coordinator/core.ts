@@ -140,6 +140,8 @@ export interface CoordinatorState {
   pool: string[]
   /** Enrolment tokens, enrolments awaiting approval, revoked nodes and the signed revocation list. */
   members: Membership
+  /** In memory: hellos per enrolled node in the current minute (HELLO_WINDOW_MS), against MAX_HELLOS_PER_WINDOW. */
+  hellos: Map<string, { since: number; count: number }>
   /** API tokens by name (only their SHA-256 hash is kept). */
   tokens: Map<string, TokenRecord>
   /** Derived, not persisted: token name by hash. */
@@ -250,7 +252,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map() }
 }
 
 const key = {
@@ -347,8 +349,13 @@ function refusal(event: RequestEvent, error: string): CoordinatorEffect[] {
 
 function auditEffect(event: RequestEvent, actor: Actor, effects: CoordinatorEffect[], now: number): CoordinatorEffect {
   const what = (AUDITED[event.type] as (e: RequestEvent) => { action: string; object: string })(event)
-  const record: AuditRecord = { at: new Date(now).toISOString(), requestId: event.requestId, token: actor.name, role: actor.role, ...what, outcome: outcomeOf(event.requestId, effects) }
-  return { type: 'persist', puts: [{ key: key.audit(now, event.requestId), value: record }], dels: [] }
+  return auditPut(now, event.requestId, { token: actor.name, role: actor.role, ...what, outcome: outcomeOf(event.requestId, effects) })
+}
+
+/** One audit record, written with the change it records (same persist batch). */
+function auditPut(now: number, requestId: string, what: Omit<AuditRecord, 'at' | 'requestId'>): CoordinatorEffect {
+  const record: AuditRecord = { at: new Date(now).toISOString(), requestId, ...what }
+  return { type: 'persist', puts: [{ key: key.audit(now, requestId), value: record }], dels: [] }
 }
 
 function outcomeOf(requestId: string, effects: CoordinatorEffect[]): string {
@@ -1222,12 +1229,15 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
     effects.push(reply(config, requestId, { ok: false, error: reason }))
   }
   if (existing && existing.publicKey !== signer) return refuse(`node id ${body.nodeId} is enrolled with another key`)
+  if (existing && !helloAllowed(state, body.nodeId, now)) return refuse(`too many hellos from ${body.nodeId}: at most ${MAX_HELLOS_PER_WINDOW} a minute; redial later`)
   if (existing) return registerContact(state, config, requestId, existing, { body, signer, attributes: existing.attributes, enrolledWith: existing.enrolledWith }, now, effects)
   const holder = state.byPeer.get(peerIdOf(signer))
   if (holder !== undefined && holder !== body.nodeId) return refuse(`this key is enrolled as node ${holder}; one key holds one node id`)
   const a = admit(state.members, body, signer, config.requireApproval === true, now)
   if (a.kind === 'refused') return refuse(a.reason)
   if (a.puts.length > 0) effects.push({ type: 'persist', puts: a.puts, dels: [] })
+  // A node's enrolment is a state change like an operator's: audited under the token it used.
+  if (a.puts.length > 0) effects.push(auditPut(now, requestId, { token: `enrollment:${a.kind === 'pending' ? a.record.enrollment : a.enrollment.id}`, role: 'node', action: a.kind === 'pending' ? 'node.enroll_request' : 'node.enroll', object: body.nodeId, outcome: a.kind === 'pending' ? 'awaits approval' : 'ok' }))
   if (a.kind === 'pending') {
     if (a.puts.length > 0) effects.push({ type: 'log', level: 'info', msg: 'enrolment awaits approval (chorus nodes approve)', fields: { nodeId: body.nodeId, enrollment: a.record.enrollment } })
     effects.push(reply(config, requestId, { ok: false, pending: true, error: `enrolment of ${body.nodeId} awaits an admin's approval (chorus nodes approve ${body.nodeId})` }))
@@ -1235,6 +1245,17 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   }
   effects.push({ type: 'log', level: 'info', msg: 'node enrolled', fields: { nodeId: body.nodeId, peerId: body.peerId, enrollment: a.enrollment.id } })
   registerContact(state, config, requestId, undefined, { body, signer, attributes: a.attributes, enrolledWith: a.enrollment.id }, now, effects)
+}
+
+/** Hellos one enrolled node may send in HELLO_WINDOW_MS (an agent sends one per connection); more are refused and change nothing. */
+export const MAX_HELLOS_PER_WINDOW = 12
+export const HELLO_WINDOW_MS = 60_000
+
+function helloAllowed(state: CoordinatorState, nodeId: string, now: number): boolean {
+  const w = state.hellos.get(nodeId)
+  if (!w || now - w.since >= HELLO_WINDOW_MS) { state.hellos.set(nodeId, { since: now, count: 1 }); return true }
+  w.count++
+  return w.count <= MAX_HELLOS_PER_WINDOW
 }
 
 /** Records an enrolled node's hello (facts, addresses, skills) and answers with its certificate and mesh peers. */
@@ -1247,6 +1268,7 @@ function registerContact(state: CoordinatorState, config: CoordinatorConfig, req
   }
   state.nodes.set(body.nodeId, node)
   if (!existing && state.pool.length === state.nodes.size - 1) state.pool.push(body.nodeId)
+  if (!existing) state.hellos.set(body.nodeId, { since: now, count: 1 })
   if (existing && existing.peerId !== node.peerId) state.byPeer.delete(existing.peerId)
   state.byPeer.set(node.peerId, node.nodeId)
   lastTouchPersisted.set(node, now)
@@ -1301,6 +1323,7 @@ function onMembership(state: CoordinatorState, config: CoordinatorConfig, event:
       state.nodes.delete(node.nodeId)
       state.byPeer.delete(node.peerId)
       state.connected.delete(node.nodeId)
+      state.hellos.delete(node.nodeId)
       for (const w of state.watches.queue) if (w.nodeId === node.nodeId) answerWatcher(state, config, w, now, effects)
       closeRunsOf(state, config, node.nodeId, `node revoked at ${new Date(now).toISOString()}: its results are refused`, now, effects, puts)
       effects.push({ type: 'log', level: 'warn', msg: 'node revoked', fields: { nodeId: node.nodeId, peerId: node.peerId } })

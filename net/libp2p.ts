@@ -28,8 +28,25 @@ export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
  */
 export const LIVENESS_PING_MS = 1_500
 export const LIVENESS_TIMEOUT_MS = 3_000
-/** Concurrent inbound rpc streams one peer may hold open. */
-export const MAX_INBOUND_RPC_STREAMS = 64
+/**
+ * Per-connection budgets. Concurrent inbound rpc streams (an agent has a watch and a few results
+ * in flight; more wait for its resend); the time a stream may take to deliver its request; the
+ * largest request a peer that is not a member may send (a hello with its facts, then nothing
+ * else); streams of any protocol, and the yamux receive window of each. A connection's buffers
+ * thus stay below MAX_INBOUND_RPC_STREAMS × MAX_RPC_FRAME_BYTES + MAX_STREAMS_PER_CONNECTION ×
+ * MAX_STREAM_WINDOW_BYTES (about 33 + 64 MiB, and the sender must send every byte of it).
+ */
+export const MAX_INBOUND_RPC_STREAMS = 16
+export const RPC_REQUEST_DEADLINE_MS = 10_000
+export const MAX_NON_MEMBER_FRAME_BYTES = 64 * 1024
+export const MAX_STREAMS_PER_CONNECTION = 64
+export const MAX_STREAM_WINDOW_BYTES = 1024 * 1024
+/** Connections one peer id may hold to this node at once. */
+export const MAX_CONNECTIONS_PER_PEER = 2
+/** Connections from one remote IP address at once; loopback is exempt (a local fleet shares 127.0.0.1). */
+export const MAX_CONNECTIONS_PER_ADDRESS = 64
+/** Largest progress message relayed (an envelope with its ticket is about 1 KiB). */
+export const MAX_PROGRESS_BYTES = 16 * 1024
 /** The membership exchange: each side sends its certificate (a signed envelope, a few hundred bytes). */
 export const PROTOCOL_MEMBER = '/chorus/member/1.0.0'
 export const MAX_MEMBER_FRAME_BYTES = 8 * 1024
@@ -70,6 +87,15 @@ export interface Net extends Transport {
   exchangeMember(peerId: string, mine: Uint8Array): Promise<Uint8Array>
 }
 
+/** The IP address of a multiaddr such as /ip4/10.0.0.5/tcp/7700. */
+export function ipOf(multiaddrText: string): string | undefined {
+  return /^\/ip[46]\/([^/]+)/.exec(multiaddrText)?.[1]
+}
+
+export function isLoopbackIp(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.')
+}
+
 /** Whether a gossiped envelope is signed by the key of the peer that authored it (cheap: the signature itself is the core's to verify). */
 function signedByAuthor(data: Uint8Array, author: string): boolean {
   try {
@@ -88,19 +114,26 @@ export function peerIdForPublicKey(publicKey: string): string {
 export async function createNet(options: NetOptions): Promise<Net> {
   const opts = { isMember: (_peer: string) => true, isDenied: (_peer: string) => false, ...options }
   const privateKey = await generateKeyPairFromSeed('Ed25519', opts.seed)
+  let self: Libp2p | undefined
+  const overAddressBudget = (remote: string): boolean => {
+    const ip = ipOf(remote)
+    if (!ip || isLoopbackIp(ip)) return false
+    return (self?.getConnections() ?? []).filter((c) => ipOf(c.remoteAddr.toString()) === ip).length >= MAX_CONNECTIONS_PER_ADDRESS
+  }
   const node = await createLibp2p({
     privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     // Every connection is pinged: a peer that stops answering (frozen host, cut cable) is
     // dropped within ~LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, without gossip heartbeats.
     connectionMonitor: opts.fastLiveness
       ? { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 1_000, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true }
       : { abortConnectionOnPingFailure: false },
     connectionGater: {
-      denyInboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()),
+      denyInboundConnection: (maConn) => overAddressBudget(maConn.remoteAddr.toString()),
+      denyInboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()) || (self?.getConnections(peer).length ?? 0) >= MAX_CONNECTIONS_PER_PEER,
       denyOutboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()),
       denyDialPeer: (peer: PeerId) => opts.isDenied(peer.toString()),
     },
@@ -121,6 +154,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
       }),
     },
   })
+  self = node
   const pubsub = node.services.pubsub
   const trusted = opts.trustedPublisher
   pubsub.topicValidators.set(TOPIC_JOBS, (peer: PeerId, msg) => {
@@ -130,7 +164,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     if (trusted && msg.from.toString() !== trusted) return TopicValidatorResult.Reject
     return TopicValidatorResult.Accept
   })
-  pubsub.topicValidators.set(TOPIC_PROGRESS, (peer: PeerId, msg) => (msg.type === 'signed' && opts.isMember(peer.toString()) && signedByAuthor(msg.data, msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject))
+  pubsub.topicValidators.set(TOPIC_PROGRESS, (peer: PeerId, msg) => (msg.type === 'signed' && msg.data.byteLength <= MAX_PROGRESS_BYTES && opts.isMember(peer.toString()) && signedByAuthor(msg.data, msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject))
   const gossipHandlers = new Map<string, ((data: Uint8Array, from: string) => void)[]>()
   pubsub.addEventListener('message', (evt) => {
     const msg = evt.detail
@@ -184,9 +218,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
     async handleRpc(handler) {
       await node.handle(PROTOCOL_RPC, async (stream: Stream, connection) => {
-        const lp = lpStream(stream, { maxDataLength: MAX_RPC_FRAME_BYTES })
+        const lp = lpStream(stream, { maxDataLength: opts.isMember(connection.remotePeer.toString()) ? MAX_RPC_FRAME_BYTES : MAX_NON_MEMBER_FRAME_BYTES })
         try {
-          const req = await lp.read({ signal: AbortSignal.timeout(30_000) })
+          const req = await lp.read({ signal: AbortSignal.timeout(RPC_REQUEST_DEADLINE_MS) })
           const res = await handler(req.subarray(), connection.remotePeer.toString())
           await lp.write(res)
           await stream.close()

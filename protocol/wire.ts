@@ -16,8 +16,12 @@ export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
 export const MAX_OUTPUTS_PER_STEP = 64
 export const MAX_REASON_CHARS = 1024
 export const MAX_STEPS_PER_RUN = 100
-export const MAX_FACTS = 256
+/** Per hello: facts (and configured attributes), each value's characters, and all keys and values together. */
+export const MAX_FACTS = 128
 export const MAX_FACT_CHARS = 1024
+export const MAX_FACTS_TOTAL_CHARS = 16 * 1024
+/** Skills a hello may list (interpreters), each with at most 8 versions. */
+export const MAX_SKILLS = 64
 export const MAX_ACK_RUN_IDS = 1000
 export const MAX_SYNC_JOBS = 256
 export const MAX_CANCELED_OCCURRENCES = 1000
@@ -134,6 +138,7 @@ export type CheckpointBody = z.infer<typeof CheckpointBodySchema>
 
 export const FactsSchema = z.record(z.string().max(128), z.string().max(MAX_FACT_CHARS))
   .refine((r) => Object.keys(r).length <= MAX_FACTS, `at most ${MAX_FACTS} facts`)
+  .refine((r) => Object.entries(r).reduce((n, [k, v]) => n + k.length + v.length, 0) <= MAX_FACTS_TOTAL_CHARS, `facts and attributes total at most ${MAX_FACTS_TOTAL_CHARS} characters`)
 
 /**
  * A node's membership certificate, signed by the coordinator when the node enrols and renewed
@@ -196,7 +201,7 @@ export const HelloBodySchema = z.object({
   addrs: z.array(z.string().max(256)).max(MAX_ADDRS_PER_PEER).default([]),
   facts: FactsSchema,
   /** Installed skills (interpreters) and their versions. */
-  skills: z.record(z.string().max(128), z.array(z.string().max(64)).max(8)).refine((r) => Object.keys(r).length <= 256, 'at most 256 skills').default({}),
+  skills: z.record(z.string().max(128), z.array(z.string().max(64)).max(8)).refine((r) => Object.keys(r).length <= MAX_SKILLS, `at most ${MAX_SKILLS} skills`).default({}),
   agentVersion: z.string().max(64),
   sentAt: ms,
   /** A node that is not enrolled yet presents the enrolment token an admin gave it (the connection is noise-encrypted to the pinned coordinator). */

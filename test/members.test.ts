@@ -161,6 +161,10 @@ describe('revocation', () => {
     const laterReport = await fleet.waitForJob(later, 60_000)
     expect(laterReport.instances[0]!.runs.map((x) => x.nodeId)).toEqual(['node-1'])
     expect((await nodes()).map((n) => n.nodeId)).not.toContain('node-2')
+    // Both the node's enrolment and its revocation are in the audit log, under who did them.
+    const audit = (await apiGet<{ items: { token: string; role: string; action: string; object: string; outcome: string }[] }>(fleet.conn, '/v1/audit?limit=1000')).items
+    expect(audit).toContainEqual(expect.objectContaining({ token: 'enrollment:fleet', role: 'node', action: 'node.enroll', object: 'node-2', outcome: 'ok' }))
+    expect(audit).toContainEqual(expect.objectContaining({ token: 'admin', role: 'admin', action: 'node.revoke', object: 'node-2', outcome: 'ok' }))
     expect((await fleet.report(id)).instances[0]!.runs.find((x) => x.nodeId === 'node-2')!.status).toBe('skipped')
     expect((await readFile(fleet.coordinator.logFile, 'utf8')).split('\n').filter((l) => l.includes('"result stored"') && l.includes(run2.runId))).toEqual([])
     // The revocation reached node-1 as signed state: it refuses node-2's key at the gate.
