@@ -122,16 +122,25 @@ describe('a rogue libp2p node with its own key', () => {
     await fleet.startAgent(0)
     await waitFor('node-1 to rejoin', async () => ((await log(0)).split('joined the coordinator').length > 2 ? true : undefined), 30_000, 200)
     const r = await rogue()
+    const silent = await rogue()
     try {
       const agentAddr = await agentAddress(0)
-      await r.net.node.dial((await import('@multiformats/multiaddr')).multiaddr(agentAddr))
       const agentPeer = agentAddr.split('/p2p/')[1]!
+      const { multiaddr } = await import('@multiformats/multiaddr')
+      // One shows nothing; it asks for a sync, as a peer would with the coordinator away.
+      await silent.net.node.dial(multiaddr(agentAddr))
+      const answer = open(decodeEnvelope(await silent.net.request(agentPeer, encodeEnvelope(seal(silent.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: 'rogue-2', sentAt: Date.now() })), 10_000)))
+      expect(answer.ok && answer.body.type === 'reply' && !answer.body.ok && answer.body.jobs.length === 0).toBe(true)
+      // The other replays node-1's certificate.
+      await r.net.node.dial(multiaddr(agentAddr))
       const reply = await r.net.exchangeMember(agentPeer, encodeEnvelope(stolen.envelope as never)).catch(() => new Uint8Array(0))
       expect(reply.byteLength).toBe(0)
-      await waitFor('the agent to drop the rogue', async () => (r.net.node.getConnections().length === 0 ? true : undefined), 15_000, 100)
+      await waitFor('the agent to drop the replayer', async () => (r.net.node.getConnections().length === 0 ? true : undefined), 15_000, 100)
       expect(await log(0)).toContain('a replayed certificate')
+      await waitFor('the agent to drop the silent peer', async () => (silent.net.node.getConnections().length === 0 ? true : undefined), MEMBER_DEADLINE_MS + 10_000, 200)
     } finally {
       await r.net.stop()
+      await silent.net.stop()
     }
   }, 60_000)
 })
