@@ -9,7 +9,7 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { gossipsub, TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
 import { generateKeyPairFromSeed, publicKeyFromRaw } from '@libp2p/crypto/keys'
-import { peerIdFromPublicKey } from '@libp2p/peer-id'
+import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import type { PeerId, Stream } from '@libp2p/interface'
@@ -172,39 +172,43 @@ export async function createNet(options: NetOptions): Promise<Net> {
     for (const h of gossipHandlers.get(msg.topic) ?? []) h(msg.data, from)
   })
 
+  /** One request and one reply per stream: the request must arrive within deadlineMs and fit maxBytes(peer). */
+  const serve = (protocol: string, maxBytes: (peer: string) => number, deadlineMs: number, maxStreams: number, handler: (data: Uint8Array, from: string) => Promise<Uint8Array>) =>
+    node.handle(protocol, async (stream: Stream, connection) => {
+      const from = connection.remotePeer.toString()
+      const lp = lpStream(stream, { maxDataLength: maxBytes(from) })
+      try {
+        const req = await lp.read({ signal: AbortSignal.timeout(deadlineMs) })
+        await lp.write(await handler(req.subarray(), from))
+        await stream.close()
+      } catch (err) {
+        stream.abort(err as Error)
+      }
+    }, { maxInboundStreams: maxStreams })
+  const exchange = async (protocol: string, target: string, data: Uint8Array, maxBytes: number, timeoutMs: number): Promise<Uint8Array> => {
+    const signal = AbortSignal.timeout(timeoutMs)
+    const dialTarget = target.startsWith('/') ? multiaddr(target) : peerIdFromString(target)
+    const stream = await node.dialProtocol(dialTarget, protocol, { signal })
+    try {
+      const lp = lpStream(stream, { maxDataLength: maxBytes })
+      await lp.write(data, { signal })
+      const res = await lp.read({ signal })
+      await stream.close()
+      return res.subarray()
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+
   return {
     node: node as Net['node'],
     peerId: node.peerId.toString(),
     // The score cache lives for a heartbeat (1 s): a peer that just enrolled would miss a publish in that second.
     refreshPeer: (peerId) => { (pubsub as unknown as { score: { scoreCache: Map<string, unknown> } }).score.scoreCache.delete(peerId) },
-    hangUp: async (peerId) => { await node.hangUp((await import('@libp2p/peer-id')).peerIdFromString(peerId)).catch(() => {}) },
-    async handleMember(handler) {
-      await node.handle(PROTOCOL_MEMBER, async (stream: Stream, connection) => {
-        const lp = lpStream(stream, { maxDataLength: MAX_MEMBER_FRAME_BYTES })
-        try {
-          const theirs = await lp.read({ signal: AbortSignal.timeout(MEMBER_EXCHANGE_TIMEOUT_MS) })
-          const mine = handler(theirs.subarray(), connection.remotePeer.toString())
-          await lp.write(mine ?? new Uint8Array(0))
-          await stream.close()
-        } catch (err) {
-          stream.abort(err as Error)
-        }
-      }, { maxInboundStreams: 2 })
-    },
-    async exchangeMember(peerId, mine) {
-      const signal = AbortSignal.timeout(MEMBER_EXCHANGE_TIMEOUT_MS)
-      const stream = await node.dialProtocol((await import('@libp2p/peer-id')).peerIdFromString(peerId), PROTOCOL_MEMBER, { signal })
-      try {
-        const lp = lpStream(stream, { maxDataLength: MAX_MEMBER_FRAME_BYTES })
-        await lp.write(mine, { signal })
-        const theirs = await lp.read({ signal })
-        await stream.close()
-        return theirs.subarray()
-      } catch (err) {
-        stream.abort(err as Error)
-        throw err
-      }
-    },
+    hangUp: async (peerId) => { await node.hangUp(peerIdFromString(peerId)).catch(() => {}) },
+    handleMember: (handler) => serve(PROTOCOL_MEMBER, () => MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS, 2, async (theirs, from) => handler(theirs, from) ?? new Uint8Array(0)),
+    exchangeMember: (peerId, mine) => exchange(PROTOCOL_MEMBER, peerId, mine, MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS),
     addresses: () => node.getMultiaddrs().map((m) => m.toString()),
     async publish(topic, data) {
       const res = await pubsub.publish(topic, data)
@@ -216,34 +220,8 @@ export async function createNet(options: NetOptions): Promise<Net> {
       list.push(handler)
       gossipHandlers.set(topic, list)
     },
-    async handleRpc(handler) {
-      await node.handle(PROTOCOL_RPC, async (stream: Stream, connection) => {
-        const lp = lpStream(stream, { maxDataLength: opts.isMember(connection.remotePeer.toString()) ? MAX_RPC_FRAME_BYTES : MAX_NON_MEMBER_FRAME_BYTES })
-        try {
-          const req = await lp.read({ signal: AbortSignal.timeout(RPC_REQUEST_DEADLINE_MS) })
-          const res = await handler(req.subarray(), connection.remotePeer.toString())
-          await lp.write(res)
-          await stream.close()
-        } catch (err) {
-          stream.abort(err as Error)
-        }
-      }, { maxInboundStreams: MAX_INBOUND_RPC_STREAMS })
-    },
-    async request(target, data, timeoutMs) {
-      const signal = AbortSignal.timeout(timeoutMs)
-      const dialTarget = target.startsWith('/') ? multiaddr(target) : (await import('@libp2p/peer-id')).peerIdFromString(target)
-      const stream = await node.dialProtocol(dialTarget, PROTOCOL_RPC, { signal })
-      try {
-        const lp = lpStream(stream, { maxDataLength: MAX_RPC_FRAME_BYTES })
-        await lp.write(data, { signal })
-        const res = await lp.read({ signal })
-        await stream.close()
-        return res.subarray()
-      } catch (err) {
-        stream.abort(err as Error)
-        throw err
-      }
-    },
+    handleRpc: (handler) => serve(PROTOCOL_RPC, (peer) => (opts.isMember(peer) ? MAX_RPC_FRAME_BYTES : MAX_NON_MEMBER_FRAME_BYTES), RPC_REQUEST_DEADLINE_MS, MAX_INBOUND_RPC_STREAMS, handler),
+    request: (target, data, timeoutMs) => exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs),
     async stop() {
       await node.stop()
     },
