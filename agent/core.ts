@@ -200,6 +200,8 @@ export type AgentEvent =
   | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello' }
   /** The coordinator became reachable: resend everything now and ask for missed jobs. */
   | { type: 'connected' }
+  /** The connection to the coordinator closed: a watch it held is gone with it. */
+  | { type: 'disconnected' }
   | { type: 'tick' }
   /** The node is back from a reboot a step asked for (the runtime's simulated reboot, or a real one seen at restore). */
   | { type: 'rebooted' }
@@ -373,6 +375,13 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
     }
     case 'reply':
       onReply(state, config, event.envelope, now, effects, event.to)
+      break
+    case 'disconnected':
+      // Nothing comes back on a closed connection: a held watch no longer counts as in flight,
+      // and "away" is counted from now, not from the end of the watch's hold (which left waiting
+      // targets stalled for WATCH_HOLD_MS + RPC_TIMEOUT_MS after a coordinator died).
+      state.sync.watchSentAt = 0
+      state.link.lastRequestAt = state.link.lastRequestAt > state.link.lastReplyAt ? Math.min(state.link.lastRequestAt, now) : now
       break
     case 'connected':
       for (const entry of state.outbox.values()) {

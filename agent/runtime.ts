@@ -203,6 +203,7 @@ export class AgentRuntime {
       if (evt.detail.toString() === this.coordinatorPeer) {
         this.connected = false
         log.warn('lost the connection to the coordinator; results stay queued and are re-sent')
+        void this.dispatch({ type: 'disconnected' })
       }
     })
     await this.loop.apply(restored.effects)

@@ -703,6 +703,7 @@ export class World {
     if (!a.connected) return
     a.connected = false
     this.record(`${a.index} disconnected (${why})`)
+    this.dispatch(a, { type: 'disconnected' })
     this.planTick(a)
   }
 

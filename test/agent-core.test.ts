@@ -1,7 +1,7 @@
 // The agent core, fed events: no network, no clock, no disk.
 import { describe, expect, it } from 'vitest'
 import { readFileSync } from 'node:fs'
-import { agentStep, emptyAgentState, restoreAgent, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
+import { agentStep, coordinatorAway, emptyAgentState, restoreAgent, COORDINATOR_AWAY_MS, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
@@ -322,5 +322,24 @@ describe('tickets in the agent core', () => {
       { jobId: 'job-0', version: 0, ticket: true },
     ])
     expect(ofType(both, 'run_step')).toHaveLength(0)
+  })
+})
+
+describe('a watch held at a coordinator that dies', () => {
+  it('counts the coordinator away COORDINATOR_AWAY_MS after the connection closed, not after the watch\'s hold', () => {
+    const cfg = config()
+    const state = emptyAgentState()
+    // A rolling rollout, window 1: this node is second, so it waits and keeps a watch at the coordinator.
+    const rolling = template((t) => { t.target.groups[0]!.distributionMethod = 'rolling'; t.target.groups[0]!.batchSize = { type: 'number', value: 1 } })
+    accept(state, cfg, T0, { t: rolling, sizes: [2] }, { group: 0, position: 1 })
+    const watches = syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 500)).filter((s) => s.watch)
+    expect(watches).toHaveLength(1)
+    const closedAt = T0 + 2_000
+    expect(coordinatorAway(state, closedAt + COORDINATOR_AWAY_MS)).toBe(false) // the watch may be held WATCH_HOLD_MS
+    agentStep(state, cfg, { type: 'disconnected' }, closedAt)
+    expect(coordinatorAway(state, closedAt + COORDINATOR_AWAY_MS - 1)).toBe(false)
+    expect(coordinatorAway(state, closedAt + COORDINATOR_AWAY_MS)).toBe(true)
+    // Back on a connection, the node asks again at once.
+    expect(syncsIn(agentStep(state, cfg, { type: 'connected' }, closedAt + 20_000)).length).toBeGreaterThan(0)
   })
 })

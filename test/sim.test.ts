@@ -512,7 +512,9 @@ describe('broken rollout cores are caught', () => {
       forged.add(lie)
       k.checkpoint = lie
     })
-    const seed = 10 // the canary ring ends with 1 of 2 succeeded (on seed 9 both happen to succeed: nothing to catch)
+    // Seed 1: the canary ring misses its criterion (seed 10 did until agents learnt of closed
+    // connections, which changed every trace; a seed where the ring succeeds has nothing to catch).
+    const seed = 1
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores, stepModel: { failure_rate: 0.6 } })
     const hits = r.violations.filter((v) => v.property === 'groups')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
