@@ -7,7 +7,7 @@ import { Level } from 'level'
 import type { Logger } from 'pino'
 import { loadOrCreateIdentity, type Identity } from '../protocol/keys.js'
 import { AgentConfigSchema, check, parseJsonText, problemsText } from '../protocol/api.js'
-import { FactsSchema, MAX_SKILLS, MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
+import { FactsSchema, MAX_SKILLS, MAX_SYNC_JOBS, MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
 import { MEMBER_DEADLINE_MS, checkMember } from '../protocol/membership.js'
@@ -424,7 +424,9 @@ export class AgentRuntime {
 
   /** The coordinator is away: ask a few peers for the jobs (and job states) that target this node. */
   private async syncFromPeers(): Promise<void> {
-    const request = encodeEnvelope(seal(this.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: this.nodeId, sentAt: Date.now() }))
+    // The jobs it holds, so peers can send newer states of them (peers send definitions only of jobs that target this node).
+    const known = [...this.state.jobs.values()].slice(-MAX_SYNC_JOBS).map((j) => ({ jobId: j.body.jobId, version: this.state.jobStates.get(j.body.jobId)?.body.version ?? 0 }))
+    const request = encodeEnvelope(seal(this.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: this.nodeId, sentAt: Date.now(), known }))
     const peers = this.net.node.getPeers().map((p) => p.toString()).filter((p) => p !== this.coordinatorPeer).slice(0, PEER_SYNC_FANOUT)
     await Promise.all(peers.map(async (peer) => {
       try {
