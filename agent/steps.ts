@@ -20,9 +20,10 @@
 //   says (negate inverts the comparison, not the existence test). `eq` is exact (no trimming:
 //   the samples compare against "false\n"). gt/gte/lt/lte compare numerically when both
 //   sides, trimmed, parse as finite decimal numbers, else by UTF-16 code units (plain JS
-//   string order, no locale). `matches` uses a JavaScript RegExp (no flags, unanchored: it
-//   tests for a match anywhere, as Go's regexp.MatchString does); an invalid pattern is an
-//   error that fails the step rather than silently skipping it.
+//   string order, no locale). `matches` uses RE2 syntax (protocol/pattern.ts: linear time, no
+//   backreferences or lookaround; no flags, unanchored: it tests for a match anywhere, as Go's
+//   regexp.MatchString does); an invalid pattern is an error that fails the step rather than
+//   silently skipping it (validate refuses it first).
 // * Output regEx: the value is the FIRST CAPTURE GROUP when the pattern has one, else the
 //   whole match. The inspec_exec / ssl_cert_rotation samples use the group-less expression
 //   "0 successful" and then test `eq "0 successful"`, which both readings satisfy; the
@@ -35,6 +36,7 @@
 //   string result is returned as is, any other JSON value as its JSON text.
 import type { ExpectedInput, OutputFieldRule, StepCondition } from '../protocol/template.js'
 import { makeRedactor, redactOutputs } from './secrets.js'
+import { compilePattern, execPattern, testPattern } from '../protocol/pattern.js'
 
 export type { ExpectedInput, OutputFieldRule, StepCondition }
 
@@ -232,14 +234,12 @@ export function evaluateConditions(conditions: readonly ConditionSpec[], values:
       case 'endsWith': result = v.endsWith(c.value); break
       case 'contains': result = v.includes(c.value); break
       case 'matches': {
-        let re: RegExp
-        try {
-          re = new RegExp(c.value)
-        } catch (e) {
-          const error = `condition on ${c.inputName}: invalid regular expression ${show(c.value, hidden)}: ${(e as Error).message}`
+        const compiled = compilePattern(c.value)
+        if (!compiled.ok) {
+          const error = `condition on ${c.inputName}: ${show(c.value, hidden)}: ${compiled.message}`
           return { run: false, explanation: error, error }
         }
-        result = re.test(v)
+        result = testPattern(compiled.re, v)
         break
       }
       default: {
@@ -322,14 +322,10 @@ function applyExtract(rule: OutputRuleSpec, text: string): { value?: string; err
   if (method === 'content') return { value: text }
   if (method === 'regex') {
     if (expression === '') return { error: 'regEx needs a non-empty expression' }
-    let re: RegExp
-    try {
-      re = new RegExp(expression)
-    } catch (e) {
-      return { error: `invalid regular expression: ${(e as Error).message}` }
-    }
-    const m = re.exec(text)
-    if (m === null) return { error: `no match for /${expression}/` }
+    const compiled = compilePattern(expression)
+    if (!compiled.ok) return { error: compiled.message }
+    const m = execPattern(compiled.re, text)
+    if (m === null) return { error: `no match for /${expression.length > 120 ? `${expression.slice(0, 117)}...` : expression}/` }
     return { value: m.length > 1 ? (m[1] ?? '') : m[0] }
   }
   if (method === 'jsonpath') {

@@ -1,6 +1,12 @@
 // Which nodes a group targets: attribute filters (Node Management style constraints), skill
 // version constraints, and a search query in the spirit of Push Jobs' `--search`. Pure.
+import type { RE2JS } from 're2js'
 import { compareVersions, matchSkillVersion, parseVersionConstraint } from '../agent/steps.js'
+import { compilePattern, matchesWildcard, testPattern } from '../protocol/pattern.js'
+
+function describePattern(v: string): string {
+  return JSON.stringify(v.length > 120 ? `${v.slice(0, 117)}...` : v)
+}
 
 export interface NodeView {
   nodeId: string
@@ -26,7 +32,7 @@ export interface SkillConstraint {
  * attribute matches only the negated operators.
  *   =, EQ, IN           equal to a value
  *   !=, NE, NOT IN      equal to none of the values
- *   MATCHES             matches a regular expression (JavaScript syntax, unanchored)
+ *   MATCHES             matches a regular expression (RE2 syntax, linear time, unanchored)
  *   NOT MATCHES         matches none of the regular expressions
  *   STARTS_WITH, ENDS_WITH, CONTAINS    string tests
  *   >, >=, <, <=        numeric when both sides are numbers, else version order (1.10 > 1.9)
@@ -51,11 +57,14 @@ export function compileAttribute(c: AttributeConstraint): ((facts: Record<string
     case '!=': case 'NE': case 'NOT IN':
       return (f) => !has(f) || !values.includes(f[c.name]!)
     case 'MATCHES': case 'NOT MATCHES': {
-      const res: RegExp[] = []
+      const res: RE2JS[] = []
       for (const v of values) {
-        try { res.push(new RegExp(v)) } catch (err) { return { error: `invalid regular expression ${JSON.stringify(v)}: ${(err as Error).message}`, field: 'value' } }
+        const compiled = compilePattern(v)
+        if (!compiled.ok) return { error: `${describePattern(v)}: ${compiled.message}`, field: 'value' }
+        res.push(compiled.re)
       }
-      return op === 'MATCHES' ? (f) => has(f) && res.some((r) => r.test(f[c.name]!)) : (f) => !has(f) || !res.some((r) => r.test(f[c.name]!))
+      const any = (text: string) => res.some((r) => testPattern(r, text))
+      return op === 'MATCHES' ? (f) => has(f) && any(f[c.name]!) : (f) => !has(f) || !any(f[c.name]!)
     }
     case 'STARTS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.startsWith(v))
     case 'ENDS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.endsWith(v))
@@ -166,21 +175,17 @@ export function parseQuery(text: string): { ok: true; query: Query } | { ok: fal
   }
 }
 
-function wildcard(pattern: string): RegExp {
-  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
-}
-
 export function matchQuery(q: Query, node: NodeView): boolean {
   switch (q.kind) {
     case 'not': return !matchQuery(q.q, node)
     case 'and': return q.qs.every((x) => matchQuery(x, node))
     case 'or': return q.qs.some((x) => matchQuery(x, node))
     case 'term': {
-      const re = wildcard(q.pattern)
-      if (q.name === 'node') return re.test(node.nodeId)
-      if (q.name === 'skill') return Object.keys(node.skills).some((s) => re.test(s))
+      const test = (text: string) => matchesWildcard(q.pattern, text)
+      if (q.name === 'node') return test(node.nodeId)
+      if (q.name === 'skill') return Object.keys(node.skills).some(test)
       const v = node.facts[q.name]
-      return v !== undefined && re.test(v)
+      return v !== undefined && test(v)
     }
   }
 }
