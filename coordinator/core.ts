@@ -408,7 +408,7 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const globals = [...state.globals.values()].filter((g) => optsInto(template, g.id))
   const derived = deriveSchedule(template, now, globals)
   if (!derived.ok) {
-    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'scheduleRule', message: derived.message }] } })
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: derived.path, message: derived.message }] } })
     return
   }
   const recurring = template.scheduleRule !== 'immediate'

@@ -34,7 +34,7 @@ export function planJob(state: CoordinatorState, template: JobTemplate, now: num
   if ('problems' in resolved) return { ok: false, problems: resolved.problems }
   const globals = [...state.globals.values()].filter((g) => optsInto(template, g.id))
   const sched = deriveSchedule(template, now, globals)
-  if (!sched.ok) return { ok: false, problems: [{ path: 'scheduleRule', message: sched.message }] }
+  if (!sched.ok) return { ok: false, problems: [{ path: sched.path, message: sched.message }] }
   const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId: 'plan', issuedAt: now, expiresAt: now, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } }
   const total = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
   const q = template.chorus?.quorum

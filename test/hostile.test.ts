@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
 import { evaluateConditions, extractOutputs } from '../agent/steps.js'
 import { compileAttribute, matchQuery, parseQuery } from '../coordinator/targeting.js'
+import { compileExceptions, MAX_TEMPLATE_RRULE_STEPS, newBudget, nextOccurrences, parseScheduleRule, type Schedule } from '../protocol/schedule.js'
 
 /** Runs fn and returns its result with the elapsed wall time. */
 function timed<T>(fn: () => T): { value: T; ms: number } {
@@ -68,5 +69,59 @@ describe('wildcards are linear', () => {
     const r = timed(() => matchQuery(parsed.query, node))
     expect(r.value).toBe(false)
     expect(r.ms).toBeLessThan(500)
+  })
+})
+
+describe('RRULE expansion is budgeted (counted steps, not time)', () => {
+  const T0 = Date.UTC(2026, 0, 1)
+  const verdict = (rule: string) => timed(() => parseScheduleRule(rule, { defaultStartMs: T0 }))
+  it.each([
+    ['RRULE:FREQ=MINUTELY;BYDAY=MO;BYHOUR=5;COUNT=1', /more than 100,000 expansion steps/],
+    ['RRULE:FREQ=MINUTELY;BYDAY=MO;BYHOUR=5', /more than 100,000 expansion steps/],
+    ['RRULE:DTSTART=20250106;FREQ=DAILY;INTERVAL=7;BYDAY=TU', /lands only on MO, never on BYDAY=TU; the rule would never occur/],
+    ['RRULE:FREQ=YEARLY;BYMONTHDAY=16;BYYEARDAY=34', /would never occur/],
+    ['RRULE:FREQ=YEARLY;BYMONTHDAY=16;BYYEARDAY=34;COUNT=2', /would never occur/],
+    ['RRULE:DTSTART=20250115;FREQ=MONTHLY;INTERVAL=12;BYMONTH=2;BYMONTHDAY=29', /the rule never occurs/],
+    ['RRULE:FREQ=YEARLY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12;BYMINUTE=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30', /candidate times per FREQ=YEARLY period/],
+  ])('%s is refused quickly', (rule, message) => {
+    const r = verdict(rule)
+    expect(r.value.ok).toBe(false)
+    if (!r.value.ok) expect(r.value.message).toMatch(message)
+    expect(r.ms).toBeLessThan(1000)
+  })
+  it('a COUNT rule without BY* parts is not walked; its occurrences are still right', () => {
+    const r = verdict('RRULE:FREQ=SECONDLY;COUNT=100000')
+    expect(r.ms).toBeLessThan(100)
+    if (!r.value.ok) throw new Error(r.value.message)
+    const late = nextOccurrences(r.value.schedule, T0 + 99_990_000, 20)
+    expect(late.length).toBe(9)
+    expect(late.at(-1)).toBe(T0 + 99_999_000)
+  })
+  it('a COUNT rule with BY* parts ends where its COUNT says, and late queries are cheap', () => {
+    const r = verdict('RRULE:DTSTART=20260101T000000Z;FREQ=DAILY;BYHOUR=1,2;COUNT=20000')
+    if (!r.value.ok) throw new Error(r.value.message)
+    const t = timed(() => nextOccurrences((r.value as { schedule: Schedule }).schedule, Date.UTC(2053, 4, 18), 5))
+    // 10,000 days of two: the last day is 2026-01-01 + 9,999 days.
+    expect(t.value.map((x) => new Date(x).toISOString())).toEqual(['2053-05-18T01:00:00.000Z', '2053-05-18T02:00:00.000Z'])
+    expect(t.ms).toBeLessThan(200)
+  })
+  it('64 exception rules of FREQ=SECONDLY;COUNT=100000 validate quickly', () => {
+    const rules = Array.from({ length: 64 }, () => ({ rrule: 'RRULE:FREQ=SECONDLY;COUNT=100000', duration: 1 }))
+    const r = timed(() => compileExceptions(rules, { defaultStartMs: T0 }))
+    expect(r.value.ok).toBe(true)
+    expect(r.ms).toBeLessThan(500)
+  })
+  it('the rules of one template share MAX_TEMPLATE_RRULE_STEPS', () => {
+    const rules = Array.from({ length: 64 }, () => ({ rrule: 'RRULE:FREQ=MINUTELY;BYDAY=MO;BYHOUR=5', duration: 1 }))
+    const r = timed(() => compileExceptions(rules, { defaultStartMs: T0, templateBudget: newBudget(MAX_TEMPLATE_RRULE_STEPS) }))
+    expect(r.value.ok).toBe(false)
+    expect(r.ms).toBeLessThan(1000)
+  })
+  it('the budget is deterministic: the same query spends the same steps', () => {
+    const p = parseScheduleRule('RRULE:FREQ=HOURLY;BYDAY=MO;BYHOUR=5', { defaultStartMs: T0 })
+    if (!p.ok) throw new Error(p.message)
+    const a = nextOccurrences(p.schedule, T0, 50)
+    expect(nextOccurrences(p.schedule, T0, 50)).toEqual(a)
+    expect(a.length).toBe(50)
   })
 })
