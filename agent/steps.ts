@@ -34,9 +34,12 @@
 // * jsonPath supports `$`, `.key`, `['key']` / `["key"]`, `[n]` (negative n counts from the
 //   end) and `[*]` / `.*`. A path with a wildcard yields a JSON array of every match; a
 //   string result is returned as is, any other JSON value as its JSON text.
-import type { ExpectedInput, OutputFieldRule, StepCondition } from '../protocol/template.js'
+import { PLACEHOLDER, type ExpectedInput, type OutputFieldRule, type StepCondition } from '../protocol/template.js'
 import { makeRedactor, redactOutputs } from './secrets.js'
 import { compilePattern, execPattern, testPattern } from '../protocol/pattern.js'
+import { evaluateJsonPath } from '../protocol/jsonpath.js'
+
+export { evaluateJsonPath, parseJsonPath } from '../protocol/jsonpath.js'
 
 export type { ExpectedInput, OutputFieldRule, StepCondition }
 
@@ -45,7 +48,6 @@ export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
 
 type Scalar = string | number | boolean
 
-const PLACEHOLDER = /\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g
 
 function own(record: Record<string, unknown>, key: string): boolean {
   return Object.prototype.hasOwnProperty.call(record, key)
@@ -369,73 +371,6 @@ export function extractOutputs(rules: Record<string, OutputRuleSpec>, source: Ou
     if (rule.sensitive === true) sensitive.push(name)
   }
   return { values, sensitive, problems }
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSONPath subset.
-
-type PathSegment = { kind: 'key'; key: string } | { kind: 'index'; index: number } | { kind: 'wildcard' }
-
-/** Parses `$`, `.key`, `['key']`, `["key"]`, `[n]`, `[*]`, `.*`. */
-export function parseJsonPath(path: string): PathSegment[] | { error: string } {
-  const p = path.trim()
-  if (!p.startsWith('$')) return { error: `JSONPath ${JSON.stringify(path)} must start with $` }
-  const segments: PathSegment[] = []
-  let i = 1
-  while (i < p.length) {
-    const ch = p[i]
-    if (ch === '.') {
-      if (p[i + 1] === '.') return { error: 'recursive descent (..) is not supported' }
-      if (p[i + 1] === '*') {
-        segments.push({ kind: 'wildcard' })
-        i += 2
-        continue
-      }
-      const m = /^[A-Za-z_$][A-Za-z0-9_$-]*/.exec(p.slice(i + 1))
-      if (!m) return { error: `expected a key name after "." at position ${i}` }
-      segments.push({ kind: 'key', key: m[0] })
-      i += 1 + m[0].length
-    } else if (ch === '[') {
-      const rest = p.slice(i)
-      let m: RegExpExecArray | null
-      if ((m = /^\[\s*\*\s*\]/.exec(rest))) segments.push({ kind: 'wildcard' })
-      else if ((m = /^\[\s*(-?\d+)\s*\]/.exec(rest))) segments.push({ kind: 'index', index: Number(m[1]) })
-      else if ((m = /^\[\s*'((?:[^'\\]|\\.)*)'\s*\]/.exec(rest)) || (m = /^\[\s*"((?:[^"\\]|\\.)*)"\s*\]/.exec(rest))) {
-        segments.push({ kind: 'key', key: m[1]!.replace(/\\(.)/g, '$1') })
-      } else return { error: `unsupported JSONPath syntax at position ${i}: ${rest.slice(0, 20)}` }
-      i += m[0].length
-    } else {
-      return { error: `unexpected ${JSON.stringify(ch)} at position ${i}` }
-    }
-  }
-  return segments
-}
-
-/** Evaluates the JSONPath subset against a parsed JSON document. No eval, no filters. */
-export function evaluateJsonPath(doc: unknown, path: string): { matches: unknown[]; wildcard: boolean } | { error: string } {
-  const segments = parseJsonPath(path)
-  if (!Array.isArray(segments)) return segments
-  let current: unknown[] = [doc]
-  let wildcard = false
-  for (const seg of segments) {
-    const next: unknown[] = []
-    for (const node of current) {
-      if (seg.kind === 'wildcard') {
-        wildcard = true
-        if (Array.isArray(node)) next.push(...node)
-        else if (typeof node === 'object' && node !== null) next.push(...Object.values(node))
-      } else if (seg.kind === 'index') {
-        if (Array.isArray(node)) {
-          const idx = seg.index < 0 ? node.length + seg.index : seg.index
-          if (idx >= 0 && idx < node.length) next.push(node[idx])
-        }
-      } else if (typeof node === 'object' && node !== null && !Array.isArray(node) && own(node as Record<string, unknown>, seg.key)) {
-        next.push((node as Record<string, unknown>)[seg.key])
-      }
-    }
-    current = next
-  }
-  return { matches: current, wildcard }
 }
 
 // ---------------------------------------------------------------------------------------------
