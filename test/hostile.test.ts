@@ -1,6 +1,11 @@
 // Regression tests for the "Hostile input" findings: every one answers in bounded time with the
 // right verdict, path and message.
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { MAX_MESSAGE_CHARS, parseTemplateText } from '../protocol/parse.js'
+import { deriveSchedule } from '../protocol/jobschedule.js'
+import type { JobTemplate } from '../protocol/template.js'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
 import { evaluateConditions, extractOutputs } from '../agent/steps.js'
 import { compileAttribute, matchQuery, parseQuery } from '../coordinator/targeting.js'
@@ -13,6 +18,7 @@ function timed<T>(fn: () => T): { value: T; ms: number } {
   return { value, ms: performance.now() - t0 }
 }
 
+const SAMPLES = fileURLToPath(new URL('../../shared/courier/samples/', import.meta.url))
 const BOMB = '(a+)+$'
 const VICTIM = `${'a'.repeat(5000)}b`
 
@@ -123,5 +129,88 @@ describe('RRULE expansion is budgeted (counted steps, not time)', () => {
     const a = nextOccurrences(p.schedule, T0, 50)
     expect(nextOccurrences(p.schedule, T0, 50)).toEqual(a)
     expect(a.length).toBe(50)
+  })
+})
+
+describe('validate rejects what would fail at run time, naming the path', () => {
+  const base = JSON.parse(readFileSync(`${SAMPLES}samples_infra_client_run.json`, 'utf8')) as Record<string, any>
+  /** Problems of the base sample after `mutate`, as "path: message" lines. */
+  function problems(mutate: (t: any) => void): string[] {
+    const t = structuredClone(base)
+    mutate(t)
+    // "@BIG@" stands for 2^53 + 1 written as a number (JSON.stringify cannot write it).
+    const r = parseTemplateText(JSON.stringify(t).replaceAll('"@BIG@"', '9007199254740993'), 'json')
+    return r.ok ? [] : r.problems.map((p) => `${p.path}: ${p.message}`)
+  }
+  const rule = (r: object) => (t: any) => { t.actions.steps[0].outputFieldRules = { OUT: { sourceType: 'output', source: 'stdout', ...r } } }
+  const group = (g: object) => (t: any) => { Object.assign(t.target.groups[0], { nodeListType: 'filter', ...g }) }
+  it.each<[string, (t: any) => void, RegExp]>([
+    ['an invalid regex in an output rule', rule({ extractMethod: 'regEx', expression: '^([0-9]+' }), /^actions\.steps\[0\]\.outputFieldRules\.OUT\.expression: .*missing closing \)/],
+    ['a backreference in an output rule', rule({ extractMethod: 'regEx', expression: '(a)\\1' }), /OUT\.expression: .*backreferences and lookaround are not supported/],
+    ['a JSONPath outside the subset', rule({ extractMethod: 'jsonPath', expression: '$..version' }), /OUT\.expression: .*recursive descent/],
+    ['a lookahead in a matches condition', (t) => { t.actions.steps[0].conditions = [{ inputName: 'X', operator: 'matches', value: 'a(?=b)' }] }, /^actions\.steps\[0\]\.conditions\[0\]\.value: .*not supported/],
+    ['an invalid filter MATCHES', group({ filter: { constraints: { attributes: [{ name: 'os', operator: 'MATCHES', value: ['ok', '(?<!x)y'] }] } } }), /^target\.groups\[0\]\.filter\.constraints\.attributes\[0\]\.value\[1\]: /],
+    ['an unknown filter operator', group({ filter: { constraints: { attributes: [{ name: 'os', operator: 'LIKE', value: ['x'] }] } } }), /attributes\[0\]\.operator: got "LIKE"/],
+    ['a filter query that does not parse', group({ filter: { query: 'role:web AND (' } }), /^target\.groups\[0\]\.filter\.query: /],
+    ['an undeclared {{.NAME}} in a command', (t) => { t.actions.steps[0].command.args = { x: 'run {{.NOPE}}' } }, /^actions\.steps\[0\]\.command\.args\.x: references \{\{\.NOPE\}\}, which is not an expected input or a static input/],
+    ['an input referencing another static input', (t) => { t.actions.steps[0].inputs = { A: 'a', B: '{{.A}}' } }, /^actions\.steps\[0\]\.inputs\.B: references \{\{\.A\}\}, which is not an expected input/],
+    ['a rule that never occurs', (t) => { t.scheduleRule = 'RRULE:FREQ=YEARLY;BYMONTHDAY=16;BYYEARDAY=34' }, /^scheduleRule: .*never occur/],
+    ['a rule that never occurs, with COUNT', (t) => { t.scheduleRule = 'RRULE:FREQ=YEARLY;BYMONTHDAY=16;BYYEARDAY=34;COUNT=5' }, /^scheduleRule: .*never occur/],
+    ['a rule that exhausts the budget', (t) => { t.scheduleRule = 'RRULE:FREQ=MINUTELY;BYDAY=MO;BYHOUR=5;COUNT=1' }, /^scheduleRule: .*expansion steps/],
+    ['an exception rule that never occurs', (t) => { t.exceptionRules = [{ rrule: 'RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30', duration: 5 }] }, /^exceptionRules\[0\]\.rrule: .*never occur/],
+    ['an unknown time zone in chorus.timeZone', (t) => { t.chorus = { timeZone: 'Mars/Olympus' } }, /^chorus\.timeZone: got "Mars\/Olympus", an unknown time zone/],
+    ['a path as a time zone', (t) => { t.chorus = { timeZone: '../../etc/passwd' } }, /^chorus\.timeZone: .*unknown time zone/],
+    ['an unknown time zone in an exception rule', (t) => { t.exceptionRules = [{ rrule: 'RRULE:FREQ=DAILY;TZID=Mars/Olympus', duration: 5 }] }, /^exceptionRules\[0\]\.rrule: .*unknown time zone "Mars\/Olympus"/],
+    ['an integer beyond 2^53', (t) => { t.actions.steps[0].retryCount = '@BIG@' }, /^actions\.steps\[0\]\.retryCount: got a number that reads as 9007199254740992, beyond 9007199254740991/],
+    ['a free-form number beyond 2^53', (t) => { t.actions.steps[0].command.args = { n: '@BIG@' } }, /^actions\.steps\[0\]\.command\.args\.n: .*beyond 9007199254740991/],
+    ['a fractional integer', (t) => { t.actions.steps[0].retryCount = 1.5 }, /^actions\.steps\[0\]\.retryCount: got 1\.5; expected an integer/],
+  ])('%s', (_, mutate, expected) => {
+    expect(problems(mutate).join('\n')).toMatch(expected)
+  })
+  it('numbers beyond 2^53 are found in the text (JSON.parse would round them)', () => {
+    const text = JSON.stringify(base).replace(/"retryCount":\s*\d+/, '"retryCount": 9007199254740993')
+    const r = parseTemplateText(text, 'json')
+    expect(r.ok).toBe(false)
+    if (!r.ok) expect(r.problems[0]!.path).toBe('actions.steps[0].retryCount')
+    const yaml = parseTemplateText(readFileSync(`${SAMPLES}yaml/samples_infra_client_run.yaml`, 'utf8').replace(/retryCount: \d+/, 'retryCount: 1e309'), 'yaml')
+    expect(yaml.ok).toBe(false)
+    if (!yaml.ok) expect(yaml.problems[0]).toEqual({ path: 'actions.steps[0].retryCount', message: 'got Infinity; expected a finite number' })
+  })
+})
+
+describe('messages name the right path and fix', () => {
+  const base = JSON.parse(readFileSync(`${SAMPLES}samples_infra_client_run.json`, 'utf8')) as Record<string, any>
+  const first = (mutate: (t: any) => void) => {
+    const t = structuredClone(base)
+    mutate(t)
+    const r = parseTemplateText(JSON.stringify(t), 'json')
+    return r.ok ? undefined : r.problems[0]
+  }
+  it('a key that differs only in case suggests that key', () => {
+    const p = first((t) => { t.actions.steps[0].outputFieldRules = { OUT: { sourceType: 'output', Source: 'stdout', extractMethod: 'content' } } })
+    expect(p?.path).toBe('actions.steps[0].outputFieldRules.OUT.Source')
+    expect(p?.message).toMatch(/did you mean "source"\?/)
+  })
+  it('a bad chorus.missed.policy lists the policies, at policy', () => {
+    expect(first((t) => { t.chorus = { missed: { policy: 'sometimes' } } })).toEqual({ path: 'chorus.missed.policy', message: 'got "sometimes"; expected one of "skip", "runOnceWithin", "catchUp"' })
+  })
+  it('a missing field of a known policy is reported at that field', () => {
+    expect(first((t) => { t.chorus = { missed: { policy: 'catchUp' } } })?.path).toBe('chorus.missed.max')
+  })
+  it('a YAML syntax error echoes a bounded snippet', () => {
+    const r = parseTemplateText(`name: "x\nfoo: ${'a'.repeat(36_000)}: [`, 'yaml')
+    expect(r.ok).toBe(false)
+    if (!r.ok) for (const p of r.problems) expect(p.message.length).toBeLessThanOrEqual(MAX_MESSAGE_CHARS)
+    if (!r.ok) expect(JSON.stringify(r.problems).length).toBeLessThan(2000)
+  })
+  it('a filter with only a query is accepted, as documented', () => {
+    expect(first((t) => { Object.assign(t.target.groups[0], { nodeListType: 'filter', filter: { query: 'role:web AND env:prod' } }) })).toBeUndefined()
+  })
+  it('plan and submit name the exception rule whose time zone is unknown', () => {
+    const t = structuredClone(base)
+    t.exceptionRules = [{ rrule: 'RRULE:FREQ=DAILY;TZID=Mars/Olympus', duration: 5 }]
+    const d = deriveSchedule(t as JobTemplate, Date.UTC(2026, 0, 1), [])
+    expect(d.ok).toBe(false)
+    if (!d.ok) expect(d.path).toBe('exceptionRules[0].rrule')
   })
 })
