@@ -40,6 +40,7 @@ import { compilePattern, execPattern, testPattern } from '../protocol/pattern.js
 import { evaluateJsonPath } from '../protocol/jsonpath.js'
 
 export { evaluateJsonPath, parseJsonPath } from '../protocol/jsonpath.js'
+export { compareVersions, matchSkillVersion, parseVersionConstraint } from '../protocol/version.js'
 
 export type { ExpectedInput, OutputFieldRule, StepCondition }
 
@@ -371,111 +372,6 @@ export function extractOutputs(rules: Record<string, OutputRuleSpec>, source: Ou
     if (rule.sensitive === true) sensitive.push(name)
   }
   return { values, sensitive, problems }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Skill versions.
-
-interface ParsedVersion {
-  parts: number[]
-  pre: string
-}
-
-function parseVersion(v: string): ParsedVersion | undefined {
-  const m = /^\s*v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?\s*$/.exec(v)
-  if (!m) return undefined
-  const parts = m[1]!.split('.').map(Number)
-  if (parts.some((n) => !Number.isSafeInteger(n))) return undefined
-  return { parts, pre: m[2] ?? '' }
-}
-
-/**
- * Orders versions by numeric dot parts, missing parts counting as 0 ("1" = "1.0.0"); on a tie
- * a pre-release ("1.2.3-rc1") sorts before the release. Undefined when either does not parse.
- */
-export function compareVersions(a: string, b: string): number | undefined {
-  const x = parseVersion(a)
-  const y = parseVersion(b)
-  if (!x || !y) return undefined
-  return compareParsed(x, y)
-}
-
-function compareParsed(x: ParsedVersion, y: ParsedVersion): number {
-  for (let i = 0; i < Math.max(x.parts.length, y.parts.length); i++) {
-    const d = (x.parts[i] ?? 0) - (y.parts[i] ?? 0)
-    if (d !== 0) return d < 0 ? -1 : 1
-  }
-  if (x.pre === y.pre) return 0
-  if (x.pre === '') return 1
-  if (y.pre === '') return -1
-  return x.pre < y.pre ? -1 : 1
-}
-
-type Clause = (v: ParsedVersion) => boolean
-
-/**
- * Parses a filter-skill version constraint: comma-separated clauses, each `OP VERSION` with
- * OP one of = == != > >= < <= ~> (no OP means =), or a wildcard `4.x` / `4.*` / `*`
- * (optionally after = or ==). `~> 1.2` means >= 1.2 and < 2; `~> 1.2.3` means >= 1.2.3 and < 1.3.
- */
-export function parseVersionConstraint(constraint: string): Clause[] | { error: string } {
-  const clauses: Clause[] = []
-  const text = constraint.trim()
-  if (text === '') return clauses
-  for (const raw of text.split(',')) {
-    const m = /^\s*(==|=|!=|>=|<=|>|<|~>)?\s*(\S+)\s*$/.exec(raw)
-    if (!m) return { error: `invalid version constraint ${JSON.stringify(raw.trim())}` }
-    const op = m[1] ?? '='
-    const ver = m[2]!
-    const wild = /^(?:(\d+(?:\.\d+)*)\.)?[xX*]$/.exec(ver)
-    if (wild) {
-      if (op !== '=' && op !== '==') return { error: `wildcard ${ver} only works with = (got ${op})` }
-      const prefix = wild[1] ? wild[1].split('.').map(Number) : []
-      clauses.push((v) => prefix.every((n, i) => (v.parts[i] ?? 0) === n))
-      continue
-    }
-    const target = parseVersion(ver)
-    if (!target) return { error: `invalid version ${JSON.stringify(ver)} in constraint` }
-    switch (op) {
-      case '=': case '==': clauses.push((v) => compareParsed(v, target) === 0); break
-      case '!=': clauses.push((v) => compareParsed(v, target) !== 0); break
-      case '>': clauses.push((v) => compareParsed(v, target) > 0); break
-      case '>=': clauses.push((v) => compareParsed(v, target) >= 0); break
-      case '<': clauses.push((v) => compareParsed(v, target) < 0); break
-      case '<=': clauses.push((v) => compareParsed(v, target) <= 0); break
-      case '~>': {
-        const n = target.parts.length
-        const upper = n <= 1 ? [target.parts[0]! + 1] : [...target.parts.slice(0, n - 2), target.parts[n - 2]! + 1]
-        const up: ParsedVersion = { parts: upper, pre: '' }
-        clauses.push((v) => compareParsed(v, target) >= 0 && compareParsed(v, up) < 0)
-        break
-      }
-    }
-  }
-  return clauses
-}
-
-/**
- * The highest installed version with minVersion <= v <= maxVersion (bounds optional, compared
- * as in compareVersions) that also satisfies `constraint` (parseVersionConstraint). Installed
- * versions that do not parse are ignored; an invalid bound or constraint matches nothing.
- */
-export function matchSkillVersion(installed: readonly string[], skill: { minVersion?: string; maxVersion?: string }, constraint?: string): string | undefined {
-  const min = skill.minVersion ? parseVersion(skill.minVersion) : undefined
-  const max = skill.maxVersion ? parseVersion(skill.maxVersion) : undefined
-  if ((skill.minVersion && !min) || (skill.maxVersion && !max)) return undefined
-  const clauses = constraint === undefined ? [] : parseVersionConstraint(constraint)
-  if (!Array.isArray(clauses)) return undefined
-  let best: { raw: string; v: ParsedVersion } | undefined
-  for (const raw of installed) {
-    const v = parseVersion(raw)
-    if (!v) continue
-    if (min && compareParsed(v, min) < 0) continue
-    if (max && compareParsed(v, max) > 0) continue
-    if (!clauses.every((c) => c(v))) continue
-    if (!best || compareParsed(v, best.v) > 0) best = { raw, v }
-  }
-  return best?.raw
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@
 import { canonicalTimeZone, MAX_TEMPLATE_RRULE_STEPS, newBudget, parseExceptionRule, parseScheduleRule, type ScheduleOptions } from './schedule.js'
 import { patternProblem } from './pattern.js'
 import { parseJsonPath } from './jsonpath.js'
+import { compareVersions, parseVersion } from './version.js'
 import { MAX_QUERY_CHARS, parseQuery } from './query.js'
 import { z } from 'zod'
 
@@ -415,17 +416,6 @@ function forwardIssues(ctx: z.core.$RefinementCtx<unknown>, prefix: PropertyKey[
   }
 }
 
-function compareVersions(a: string, b: string): number | undefined {
-  if (!/^[0-9]+(\.[0-9]+)*$/.test(a) || !/^[0-9]+(\.[0-9]+)*$/.test(b)) return undefined
-  const pa = a.split('.').map(Number)
-  const pb = b.split('.').map(Number)
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0)
-    if (d !== 0) return d
-  }
-  return 0
-}
-
 // ---------------------------------------------------------------------------------------------
 // Schedule.
 
@@ -653,6 +643,11 @@ export const SkillSchema = closedObject(
   'a skill object {minVersion, maxVersion}',
 ).superRefine((s, ctx) => {
   if (typeof s.minVersion !== 'string' || typeof s.maxVersion !== 'string') return
+  for (const key of ['minVersion', 'maxVersion'] as const) {
+    if (VERSION_PATTERN.test(s[key]) && parseVersion(s[key]) === undefined) {
+      ctx.addIssue({ code: 'custom', path: [key], input: s[key], message: `got ${describeValue(s[key])}; expected a version such as "1.2.3", "1.9.996.1" or "2.0.0-rc.1" (dot-separated pre-release identifiers, none empty)` })
+    }
+  }
   const d = compareVersions(s.minVersion, s.maxVersion)
   if (d !== undefined && d > 0) {
     ctx.addIssue({ code: 'custom', path: ['maxVersion'], input: s.maxVersion, message: `got ${JSON.stringify(s.maxVersion)}, lower than minVersion ${JSON.stringify(s.minVersion)}; expected maxVersion >= minVersion` })

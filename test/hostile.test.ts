@@ -7,7 +7,7 @@ import { MAX_MESSAGE_CHARS, parseTemplateText } from '../protocol/parse.js'
 import { deriveSchedule } from '../protocol/jobschedule.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
-import { evaluateConditions, extractOutputs } from '../agent/steps.js'
+import { compareVersions, evaluateConditions, extractOutputs, matchSkillVersion } from '../agent/steps.js'
 import { compileAttribute, matchQuery, parseQuery } from '../coordinator/targeting.js'
 import { compileExceptions, MAX_TEMPLATE_RRULE_STEPS, newBudget, nextOccurrences, parseScheduleRule, type Schedule } from '../protocol/schedule.js'
 
@@ -212,5 +212,39 @@ describe('messages name the right path and fix', () => {
     const d = deriveSchedule(t as JobTemplate, Date.UTC(2026, 0, 1), [])
     expect(d.ok).toBe(false)
     if (!d.ok) expect(d.path).toBe('exceptionRules[0].rrule')
+  })
+})
+
+describe('versions: semver pre-releases, Chef forms kept', () => {
+  it.each([
+    ['1.0.0-rc.2', '1.0.0-rc.10', -1], ['1.0.0-rc.10', '1.0.0', -1], ['1.0.0-alpha', '1.0.0-alpha.1', -1],
+    ['1.0.0-alpha.1', '1.0.0-alpha.beta', -1], ['1.0.0-alpha.beta', '1.0.0-beta', -1], ['1.0.0-beta.2', '1.0.0-beta.11', -1],
+    ['1.0.0-beta.11', '1.0.0-rc.1', -1], ['1.0.0+build.5', '1.0.0', 0], ['1.9.996.1', '1.9.996', 1], ['18.2.7.1', '18.2.7.10', -1],
+    ['1', '1.0.0', 0], ['1.10', '1.9', 1], ['2.0.0-rc.1', '1.99.99', 1],
+  ])('%s vs %s is %i', (a, b, want) => {
+    expect(Math.sign(compareVersions(a, b)!)).toBe(want)
+    expect(Math.sign(compareVersions(b, a)!)).toBe(-want || 0)
+  })
+  it.each<[string, string[], string | undefined]>([
+    ['< 2.0.0', ['2.0.0-rc.1'], undefined],
+    ['< 2.0.0', ['1.5.0', '2.0.0-rc.1'], '1.5.0'],
+    ['>= 2.0.0-rc.1', ['2.0.0-rc.1'], '2.0.0-rc.1'],
+    ['>= 2.0.0-rc.1', ['2.0.0-rc.2', '2.0.0-rc.10'], '2.0.0-rc.10'],
+    ['>= 2.0.0-rc.1', ['2.1.0-rc.1'], undefined],
+    ['~> 1.9.996', ['1.9.996.1', '1.9.997', '1.10.0'], '1.9.997'],
+    ['~> 1.9.996.1', ['1.9.996.5', '1.9.997'], '1.9.996.5'],
+    ['~> 18.2', ['18.2.7.1', '18.9', '19.0'], '18.9'],
+    ['<= 1.9.996', ['1.9.996.1', '1.9.995'], '1.9.995'],
+    ['4.x', ['4.2.1', '5.0.0', '4.3.0-beta'], '4.2.1'],
+    ['= 0.1.0', ['0.1.0'], '0.1.0'],
+    ['*', ['3.0.0-rc.1'], undefined],
+    ['', ['3.0.0-rc.1'], '3.0.0-rc.1'],
+  ])('constraint %j over %j takes %j', (constraint, installed, want) => {
+    expect(matchSkillVersion(installed, {}, constraint)).toBe(want)
+  })
+  it('skill bounds follow the same rule', () => {
+    expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '1.0.0', maxVersion: '2.0.0' })).toBeUndefined()
+    expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '2.0.0-rc.1', maxVersion: '2.0.0' })).toBe('2.0.0-rc.1')
+    expect(matchSkillVersion(['1.0.0'], { minVersion: '1.0.0', maxVersion: '1.9.996.1' })).toBe('1.0.0')
   })
 })
