@@ -109,3 +109,34 @@ export function matchQuery(q: Query, node: NodeView): boolean {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Warnings: targets named by id that the coordinator has never seen (they run once they join).
+
+export interface TargetWarning {
+  path: string
+  message: string
+}
+
+/** Warnings listed per plan or submit; one last warning counts the rest. */
+export const MAX_TARGET_WARNINGS = 100
+
+/** Node ids of `nodes` groups and saved lists that `known` does not know, with their paths. */
+export function unknownTargetWarnings(
+  groups: readonly { nodeListType: string; nodeIdentifiers?: readonly string[]; listId?: string | undefined }[],
+  listNodes: (listId: string) => readonly string[] | undefined,
+  known: (nodeId: string) => boolean,
+): TargetWarning[] {
+  const found: TargetWarning[] = []
+  const message = (id: string) => `node ${JSON.stringify(id)} has never been seen by this coordinator; it runs only once its agent joins (check the spelling)`
+  groups.forEach((g, gi) => {
+    if (g.nodeListType === 'nodes') {
+      (g.nodeIdentifiers ?? []).forEach((id, j) => { if (!known(id)) found.push({ path: `target.groups[${gi}].nodeIdentifiers[${j}]`, message: message(id) }) })
+    } else if (g.nodeListType === 'savedList' && g.listId !== undefined) {
+      for (const id of listNodes(g.listId) ?? []) if (!known(id)) found.push({ path: `target.groups[${gi}].listId`, message: `saved list ${JSON.stringify(g.listId)}: ${message(id)}` })
+    }
+  })
+  if (found.length <= MAX_TARGET_WARNINGS) return found
+  const rest = found.length - MAX_TARGET_WARNINGS
+  return [...found.slice(0, MAX_TARGET_WARNINGS), { path: 'target', message: `${rest} more node${rest === 1 ? '' : 's'} never seen by this coordinator` }]
+}

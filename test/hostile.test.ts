@@ -5,7 +5,11 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { MAX_MESSAGE_CHARS, parseTemplateText } from '../protocol/parse.js'
 import { deriveSchedule } from '../protocol/jobschedule.js'
-import type { JobTemplate } from '../protocol/template.js'
+import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
+import { coordinatorStep, emptyCoordinatorState, DEFAULT_COORDINATOR_TIMING, type CoordinatorConfig } from '../coordinator/core.js'
+import { formatPlan, planJob } from '../coordinator/plan.js'
+import { generateIdentity } from '../protocol/keys.js'
+import { PROTOCOL_VERSION, seal } from '../protocol/wire.js'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
 import { compareVersions, evaluateConditions, extractOutputs, matchSkillVersion } from '../agent/steps.js'
 import { compileAttribute, matchQuery, parseQuery } from '../coordinator/targeting.js'
@@ -246,5 +250,40 @@ describe('versions: semver pre-releases, Chef forms kept', () => {
     expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '1.0.0', maxVersion: '2.0.0' })).toBeUndefined()
     expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '2.0.0-rc.1', maxVersion: '2.0.0' })).toBe('2.0.0-rc.1')
     expect(matchSkillVersion(['1.0.0'], { minVersion: '1.0.0', maxVersion: '1.9.996.1' })).toBe('1.0.0')
+  })
+})
+
+describe('plan and submit warn about target ids never seen', () => {
+  const identity = generateIdentity()
+  const cfg: CoordinatorConfig = { identity, ...DEFAULT_COORDINATOR_TIMING }
+  const base = JobTemplateSchema.parse(JSON.parse(readFileSync(new URL('../examples/hello-fleet.json', import.meta.url), 'utf8')))
+  function stateWith(nodeIds: string[]) {
+    const state = emptyCoordinatorState()
+    for (const nodeId of nodeIds) {
+      const env = seal(generateIdentity(), { type: 'hello', v: PROTOCOL_VERSION, nodeId, peerId: `peer-${nodeId}`, facts: {}, agentVersion: 'test', sentAt: T })
+      coordinatorStep(state, cfg, { type: 'rpc', requestId: `hello-${nodeId}`, envelope: env, peerId: `peer-${nodeId}` }, T)
+    }
+    return state
+  }
+  const T = 1_700_000_000_000
+  const byIds = (ids: string[]) => {
+    const t = structuredClone(base)
+    Object.assign(t.target.groups[0]!, { nodeListType: 'nodes', nodeIdentifiers: ids, filter: null })
+    return t
+  }
+  it('the plan lists each unknown id with its path', () => {
+    const p = planJob(stateWith(['web-01']), byIds(['web-01', 'wbe-02']), T)
+    if (!p.ok) throw new Error(JSON.stringify(p.problems))
+    expect(p.plan.warnings).toEqual([{ path: 'target.groups[0].nodeIdentifiers[1]', message: expect.stringMatching(/"wbe-02" has never been seen by this coordinator/) }])
+    expect(formatPlan(p.plan)).toMatch(/warning: target\.groups\[0\]\.nodeIdentifiers\[1\]/)
+  })
+  it('the submit outcome carries the same warnings', () => {
+    const effects = coordinatorStep(stateWith(['web-01']), cfg, { type: 'submit', requestId: 'r', jobId: 'j', template: byIds(['ghost', 'web-01']) }, T)
+    const reply = effects.find((e) => e.type === 'reply_submit')
+    expect(reply?.type === 'reply_submit' && reply.outcome.ok && reply.outcome.warnings.map((w) => w.path)).toEqual(['target.groups[0].nodeIdentifiers[0]'])
+  })
+  it('no warning when every target is known', () => {
+    const p = planJob(stateWith(['a', 'b']), byIds(['a', 'b']), T)
+    expect(p.ok && p.plan.warnings).toEqual([])
   })
 })
