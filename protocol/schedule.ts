@@ -78,7 +78,7 @@ export const MAX_SCAN_PER_QUERY = 100_000
 export const MAX_RRULE_STEPS = 100_000
 /** What validating all the rules of one template (scheduleRule and every exception) may
  *  spend together, in the same steps: 65 rules cannot cost 65 budgets. */
-export const MAX_TEMPLATE_RRULE_STEPS = 4 * MAX_RRULE_STEPS
+export const MAX_TEMPLATE_RRULE_STEPS = 2 * MAX_RRULE_STEPS
 /**
  * Candidate times rrule builds per period (days per period × BYHOUR × BYMINUTE × BYSECOND):
  * the work between two counted steps. A YEARLY rule with every hour and minute is 527,040.
@@ -407,8 +407,12 @@ function candidatesPerPeriod(rule: RecurrenceRule): number {
     : rule.freq === 'MINUTELY' ? len(rule.bysecond)
     : rule.freq === 'HOURLY' ? len(rule.byminute) * len(rule.bysecond)
     : len(rule.byhour) * len(rule.byminute) * len(rule.bysecond)
-  const days = rule.freq === 'YEARLY' ? 366 : rule.freq === 'MONTHLY' ? 31 : rule.freq === 'WEEKLY' ? (rule.byday?.length ?? 1) : 1
-  return days * times
+  const periodDays = rule.freq === 'YEARLY' ? 366 : rule.freq === 'MONTHLY' ? 31 : rule.freq === 'WEEKLY' ? 7 : 1
+  // Plain weekdays occur at most 53 times a year, 5 a month, once a week; an ordinal once.
+  const weeks = rule.freq === 'YEARLY' ? 53 : rule.freq === 'MONTHLY' ? 5 : 1
+  const byday = rule.byday?.reduce((n, d) => n + (d.n === undefined ? weeks : 1), 0)
+  const dayFilter = rule.bymonthday === undefined && rule.byyearday === undefined && rule.byweekno === undefined ? byday : undefined
+  return Math.min(periodDays, dayFilter ?? periodDays) * times
 }
 
 /** A rule without BY* parts and with a fixed period: its COUNT-th occurrence is computed. */
