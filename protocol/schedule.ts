@@ -293,7 +293,48 @@ export function parseExceptionRule(rule: string, opts: ScheduleOptions, label: s
   return parseRule(rule, opts, label, false)
 }
 
+/** Parsed rules kept (validation, planning and every agent parse the same rules again). */
+export const MAX_CACHED_RULES = 1024
+
+/** A parse and the steps its expansion spent; reused only when at least those steps are left,
+ *  so a cached answer is always the answer a fresh parse would give. */
+const ruleCache = new Map<string, { result: ParseScheduleResult; steps: number }>()
+
+function ruleKey(text: unknown, opts: ScheduleOptions, allowImmediate: boolean): string | undefined {
+  if (typeof text !== 'string' || text.length > 1024) return undefined
+  // The default start matters only to a rule without DTSTART (and to "immediate").
+  const start = /DTSTART/i.test(text) ? '' : String(opts.defaultStartMs)
+  return [allowImmediate, start, opts.timeZone ?? '', text].join('\u0000')
+}
+
+/** Parses are cached without their label; messages get it on the way out. */
+const LABEL_MARK = '\u0001'
+
+function relabel(result: ParseScheduleResult, label: string): ParseScheduleResult {
+  return result.ok ? result : { ok: false, message: label + result.message.slice(LABEL_MARK.length) }
+}
+
 function parseRule(text: string, opts: ScheduleOptions, label: string, allowImmediate: boolean): ParseScheduleResult {
+  const key = ruleKey(text, opts, allowImmediate)
+  const shared = opts.templateBudget ?? newBudget(Infinity)
+  const hit = key === undefined ? undefined : ruleCache.get(key)
+  if (hit !== undefined && hit.steps <= shared.left) {
+    shared.left -= hit.steps
+    ruleCache.delete(key!)
+    ruleCache.set(key!, hit)
+    return relabel(hit.result, label)
+  }
+  const before = shared.left
+  const result = parseRuleUncached(text, { ...opts, templateBudget: shared }, LABEL_MARK, allowImmediate)
+  // Cache only answers the shared budget did not cut short.
+  if (key !== undefined && before >= MAX_RRULE_STEPS) {
+    ruleCache.set(key, { result, steps: before - shared.left })
+    if (ruleCache.size > MAX_CACHED_RULES) ruleCache.delete(ruleCache.keys().next().value as string)
+  }
+  return relabel(result, label)
+}
+
+function parseRuleUncached(text: string, opts: ScheduleOptions, label: string, allowImmediate: boolean): ParseScheduleResult {
   const fail = (message: string): ParseScheduleResult => ({ ok: false, message: `${label}: ${message}` })
   if (typeof text !== 'string') return fail(`expected a string such as ${EXAMPLE}`)
   if (!Number.isFinite(opts.defaultStartMs)) return fail('defaultStartMs must be a finite number of ms since the epoch')
@@ -935,12 +976,63 @@ export function compileExceptions(rules: readonly ExceptionRuleInput[], opts: Sc
 export function exclusionFor(compiled: CompiledExceptions, atMs: number): Exclusion | undefined {
   for (const w of compiled) {
     const start = collect(w.schedule, atMs - w.durationMs + 1, atMs + 1, 1)[0]
-    if (start === undefined) continue
-    const hit: Exclusion = { source: w.source, ruleIndex: w.ruleIndex, windowStartMs: start, windowEndMs: start + w.durationMs }
-    if (w.id !== undefined) hit.id = w.id
-    return hit
+    if (start !== undefined) return exclusionOf(w, start)
   }
   return undefined
+}
+
+function exclusionOf(w: CompiledException, start: number): Exclusion {
+  const hit: Exclusion = { source: w.source, ruleIndex: w.ruleIndex, windowStartMs: start, windowEndMs: start + w.durationMs }
+  if (w.id !== undefined) hit.id = w.id
+  return hit
+}
+
+/** The first index i with list[i] >= t (list ascending). */
+function lowerBound(list: readonly number[], t: number): number {
+  let lo = 0
+  let hi = list.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (list[mid]! < t) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * exclusionFor for many instants in [fromMs, toMs]: each window's starts that can cover the
+ * range are expanded once (one budgeted query per window), then each check is a binary
+ * search. A window too dense to list (MAX_OCCURRENCES_PER_QUERY starts) or whose expansion ran
+ * out of budget is checked per instant, as exclusionFor does. Same answers as exclusionFor.
+ */
+export function exclusionChecker(compiled: CompiledExceptions, fromMs: number, toMs: number): (atMs: number) => Exclusion | undefined {
+  // The same rule and duration (a parse is cached, so the same schedule) is expanded once.
+  const expanded = new Map<RecurringSchedule, Map<number, { starts: number[]; complete: boolean }>>()
+  const startsOf = (w: CompiledException) => {
+    const byDuration = expanded.get(w.schedule) ?? new Map<number, { starts: number[]; complete: boolean }>()
+    expanded.set(w.schedule, byDuration)
+    let e = byDuration.get(w.durationMs)
+    if (e === undefined) {
+      const budget = newBudget()
+      const starts = collect(w.schedule, fromMs - w.durationMs + 1, toMs + 1, MAX_OCCURRENCES_PER_QUERY, budget)
+      e = { starts, complete: !budget.exhausted && starts.length < MAX_OCCURRENCES_PER_QUERY }
+      byDuration.set(w.durationMs, e)
+    }
+    return e
+  }
+  const indexed = compiled.map((w) => ({ w, ...startsOf(w) }))
+  return (atMs) => {
+    for (const { w, starts, complete } of indexed) {
+      if (!complete || atMs < fromMs || atMs > toMs) {
+        const hit = exclusionFor([w], atMs)
+        if (hit !== undefined) return hit
+        continue
+      }
+      const start = starts[lowerBound(starts, atMs - w.durationMs + 1)]
+      if (start !== undefined && start <= atMs) return exclusionOf(w, start)
+    }
+    return undefined
+  }
 }
 
 export interface PlannedOccurrence {
@@ -951,8 +1043,10 @@ export interface PlannedOccurrence {
 /** The next `count` occurrences after `afterMs`, each marked with the window excluding it
  *  (for `chorus job next ID --count N`). Excluded occurrences are listed, not skipped. */
 export function planOccurrences(schedule: Schedule, exceptions: CompiledExceptions, afterMs: number, count: number): PlannedOccurrence[] {
-  return nextOccurrences(schedule, afterMs, count).map((at) => {
-    const excluded = exclusionFor(exceptions, at)
+  const list = nextOccurrences(schedule, afterMs, count)
+  const excludedAt = exclusionChecker(exceptions, list[0] ?? afterMs, list.at(-1) ?? afterMs)
+  return list.map((at) => {
+    const excluded = excludedAt(at)
     return excluded === undefined ? { at } : { at, excluded }
   })
 }
@@ -1035,7 +1129,8 @@ export function dueOccurrences(
   const n = clampLimit(limit)
   const from = lastHandledMs + 1
   const to = nowMs + 1
-  const notExcluded = (t: number) => exclusionFor(exceptions, t) === undefined
+  const excludedAt = exclusionChecker(exceptions, from, nowMs)
+  const notExcluded = (t: number) => excludedAt(t) === undefined
 
   // What to run: the latest non-excluded occurrence(s) the policy allows.
   let runSet: number[]
@@ -1056,7 +1151,7 @@ export function dueOccurrences(
   }
   runSet.sort((a, b) => a - b)
   // A late run must not start inside a blackout.
-  const lateBlocked = exclusionFor(exceptions, nowMs) !== undefined
+  const lateBlocked = excludedAt(nowMs) !== undefined
   const run = lateBlocked ? runSet.filter((t) => nowMs - t <= ON_TIME_TOLERANCE_MS) : runSet
   const runs = new Set(run)
 
@@ -1070,7 +1165,7 @@ export function dueOccurrences(
       truncated = { fromMs: t, toMs: nowMs }
       break
     }
-    const ex = exclusionFor(exceptions, t)
+    const ex = excludedAt(t)
     if (ex !== undefined) excluded.push({ at: t, ...ex })
     else missed.push(t)
   }
