@@ -791,7 +791,8 @@ function toRRule(s: RecurringSchedule, wallFrom: number, untilWall: number | und
   return new RRule(options, true)
 }
 
-function insertSorted(list: number[], t: number): void {
+/** The first index i with list[i] >= t (list ascending). */
+function lowerBound(list: readonly number[], t: number): number {
   let lo = 0
   let hi = list.length
   while (lo < hi) {
@@ -799,7 +800,12 @@ function insertSorted(list: number[], t: number): void {
     if (list[mid]! < t) lo = mid + 1
     else hi = mid
   }
-  if (list[lo] !== t) list.splice(lo, 0, t)
+  return lo
+}
+
+function insertSorted(list: number[], t: number): void {
+  const at = lowerBound(list, t)
+  if (list[at] !== t) list.splice(at, 0, t)
 }
 
 /** The earliest `limit` occurrence instants t with fromMs ≤ t < toMs, sorted, distinct,
@@ -987,17 +993,6 @@ function exclusionOf(w: CompiledException, start: number): Exclusion {
   return hit
 }
 
-/** The first index i with list[i] >= t (list ascending). */
-function lowerBound(list: readonly number[], t: number): number {
-  let lo = 0
-  let hi = list.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (list[mid]! < t) lo = mid + 1
-    else hi = mid
-  }
-  return lo
-}
 
 /**
  * exclusionFor for many instants in [fromMs, toMs]: each window's starts that can cover the

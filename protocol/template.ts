@@ -28,7 +28,7 @@
 import { canonicalTimeZone, MAX_TEMPLATE_RRULE_STEPS, newBudget, parseExceptionRule, parseScheduleRule, type ScheduleOptions } from './schedule.js'
 import { patternProblem } from './pattern.js'
 import { parseJsonPath } from './jsonpath.js'
-import { compareVersions, parseVersion } from './version.js'
+import { compareVersions, parseVersion, parseVersionConstraint } from './version.js'
 import { MAX_QUERY_CHARS, parseQuery } from './query.js'
 import { z } from 'zod'
 
@@ -524,7 +524,13 @@ export const FilterSkillSchema = closedObject(
     version: boundedArray(text({ min: 1, max: MAX_NAME_CHARS }), MAX_FILTER_VALUES, 0, 'an array of version constraints'),
   },
   'a filter skill object {name, version}',
-)
+).superRefine((k, ctx) => {
+  if (!Array.isArray(k.version)) return
+  k.version.forEach((v: unknown, j: number) => {
+    const parsed = typeof v === 'string' ? parseVersionConstraint(v) : []
+    if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['version', j], input: v, message: `got ${describeValue(v)}: ${parsed.error}; expected e.g. ">= 1.2", "= 0.1.0", "~> 18.2", "4.x"` })
+  })
+}, whenObject)
 
 export const FilterConstraintsSchema = closedObject(
   {

@@ -8,6 +8,7 @@ import { deriveSchedule } from '../protocol/jobschedule.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { coordinatorStep, emptyCoordinatorState, DEFAULT_COORDINATOR_TIMING, type CoordinatorConfig } from '../coordinator/core.js'
 import { formatPlan, planJob } from '../coordinator/plan.js'
+import { syntheticRegistry } from '../sim/fuzz.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, seal } from '../protocol/wire.js'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
@@ -167,6 +168,7 @@ describe('validate rejects what would fail at run time, naming the path', () => 
     ['an unknown time zone in an exception rule', (t) => { t.exceptionRules = [{ rrule: 'RRULE:FREQ=DAILY;TZID=Mars/Olympus', duration: 5 }] }, /^exceptionRules\[0\]\.rrule: .*unknown time zone "Mars\/Olympus"/],
     ['an integer beyond 2^53', (t) => { t.actions.steps[0].retryCount = '@BIG@' }, /^actions\.steps\[0\]\.retryCount: got a number that reads as 9007199254740992, beyond 9007199254740991/],
     ['a free-form number beyond 2^53', (t) => { t.actions.steps[0].command.args = { n: '@BIG@' } }, /^actions\.steps\[0\]\.command\.args\.n: .*beyond 9007199254740991/],
+    ['an invalid skill version constraint', group({ filter: { constraints: { skills: [{ name: 'x', version: ['>= 1.0', '~~ 2'] }] } } }), /filter\.constraints\.skills\[0\]\.version\[1\]: got "~~ 2"/],
     ['a fractional integer', (t) => { t.actions.steps[0].retryCount = 1.5 }, /^actions\.steps\[0\]\.retryCount: got 1\.5; expected an integer/],
   ])('%s', (_, mutate, expected) => {
     expect(problems(mutate).join('\n')).toMatch(expected)
@@ -250,6 +252,26 @@ describe('versions: semver pre-releases, Chef forms kept', () => {
     expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '1.0.0', maxVersion: '2.0.0' })).toBeUndefined()
     expect(matchSkillVersion(['2.0.0-rc.1'], { minVersion: '2.0.0-rc.1', maxVersion: '2.0.0' })).toBe('2.0.0-rc.1')
     expect(matchSkillVersion(['1.0.0'], { minVersion: '1.0.0', maxVersion: '1.9.996.1' })).toBe('1.0.0')
+  })
+})
+
+describe('planJob over hostile queries and filters', () => {
+  const T = 1_700_000_000_000
+  const registry = syntheticRegistry()
+  for (const [id, node] of [...registry.nodes]) registry.nodes.set(id, { ...node, facts: { ...node.facts, hostname: 'a'.repeat(250) } })
+  const base = JSON.parse(readFileSync(`${SAMPLES}samples_job_direct_query_linux.json`, 'utf8')) as Record<string, any>
+  it.each([
+    ['a wildcard-heavy query', { query: `hostname:${'*a'.repeat(40)}*b` }],
+    ['a catastrophic MATCHES', { constraints: { attributes: [{ name: 'hostname', operator: 'MATCHES', value: ['(a+)+$', '(a|aa)+b'] }] } }],
+  ])('%s plans quickly', (_, filter) => {
+    const t = structuredClone(base)
+    Object.assign(t.target.groups[0], { nodeListType: 'filter', filter })
+    const parsed = parseTemplateText(JSON.stringify(t), 'json')
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems))
+    const r = timed(() => planJob(registry, parsed.template, T))
+    // Planned, or refused (no node matched) with a path; either way at once.
+    if (!r.value.ok) expect(r.value.problems[0]!.path).toMatch(/^target/)
+    expect(r.ms).toBeLessThan(500)
   })
 })
 
