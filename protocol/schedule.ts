@@ -994,12 +994,17 @@ function exclusionOf(w: CompiledException, start: number): Exclusion {
 }
 
 
+/** Window starts an exclusion check over a range lists at most (denser: per instant). */
+export const MAX_INDEXED_STARTS = 1000
+
 /**
  * exclusionFor for many instants in [fromMs, toMs]: each window's starts that can cover the
  * range are expanded once (one budgeted query per window), then each check is a binary
- * search. A window too dense to list (MAX_OCCURRENCES_PER_QUERY starts) or whose expansion ran
- * out of budget is checked per instant, as exclusionFor does. Same answers as exclusionFor.
+ * search. A window expected to start more than MAX_INDEXED_STARTS times in the range, or whose
+ * expansion ran out of budget or hit MAX_OCCURRENCES_PER_QUERY, is checked per instant, as
+ * exclusionFor does. Same answers as exclusionFor.
  */
+
 export function exclusionChecker(compiled: CompiledExceptions, fromMs: number, toMs: number): (atMs: number) => Exclusion | undefined {
   // The same rule and duration (a parse is cached, so the same schedule) is expanded once.
   const expanded = new Map<RecurringSchedule, Map<number, { starts: number[]; complete: boolean }>>()
@@ -1007,7 +1012,10 @@ export function exclusionChecker(compiled: CompiledExceptions, fromMs: number, t
     const byDuration = expanded.get(w.schedule) ?? new Map<number, { starts: number[]; complete: boolean }>()
     expanded.set(w.schedule, byDuration)
     let e = byDuration.get(w.durationMs)
-    if (e === undefined) {
+    if (e === undefined && (toMs - fromMs + w.durationMs) / typicalSpacingMs(w.schedule.rule) > MAX_INDEXED_STARTS) {
+      e = { starts: [], complete: false } // dense: a query per instant is cheaper
+      byDuration.set(w.durationMs, e)
+    } else if (e === undefined) {
       const budget = newBudget()
       const starts = collect(w.schedule, fromMs - w.durationMs + 1, toMs + 1, MAX_OCCURRENCES_PER_QUERY, budget)
       e = { starts, complete: !budget.exhausted && starts.length < MAX_OCCURRENCES_PER_QUERY }
