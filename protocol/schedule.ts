@@ -498,7 +498,7 @@ function expandForValidation(s: RecurringSchedule, budget: ExpansionBudget): num
   if (s.rule.count !== undefined) {
     found = simpleLastWall(s)
     if (found === undefined) {
-      expand(toRRule(s, -Infinity, s.rule.untilWallMs), budget, (rr) => rr.all((d: Date) => {
+      expand(s, toRRule(s, -Infinity, s.rule.untilWallMs), budget, (rr) => rr.all((d: Date) => {
         spend(budget)
         found = d.getTime()
         return true
@@ -710,6 +710,14 @@ class BudgetExhausted extends Error {}
 
 /** Steps a period costs, by rrule frequency number (YEARLY 0, MONTHLY 1, ...). */
 const PERIOD_STEPS: Record<number, number> = { 0: 12, 1: 2 }
+/** Candidate times rrule builds per step a period costs beyond its base (the candidates
+ *  before the query's window are built but never handed back, so they are charged here). */
+const CANDIDATES_PER_STEP = 64
+
+/** Steps one period read of the rule costs (rrule reads the interval about twice a period). */
+function periodSteps(rule: RecurrenceRule): number {
+  return Math.max(PERIOD_STEPS[FREQUENCIES.indexOf(rule.freq)] ?? 1, Math.ceil(candidatesPerPeriod(rule) / CANDIDATES_PER_STEP))
+}
 
 function spend(budget: ExpansionBudget, steps = 1): void {
   budget.left -= steps
@@ -725,10 +733,9 @@ function spend(budget: ExpansionBudget, steps = 1): void {
  * time (a loop that never ends on some rules, e.g. FREQ=MINUTELY;BYDAY=MO;BYHOUR=5). Each read
  * spends one step; the last one throws BudgetExhausted out of rrule.
  */
-function meter(rr: InstanceType<typeof RRule>, budget: ExpansionBudget): void {
+function meter(rr: InstanceType<typeof RRule>, budget: ExpansionBudget, weight: number): void {
   const options = rr.options as unknown as Record<string, unknown>
   const interval = options.interval
-  const weight = PERIOD_STEPS[options.freq as number] ?? 1
   Object.defineProperty(options, 'interval', { get: () => { spend(budget, weight); return interval }, configurable: true })
   for (const key of ['byhour', 'byminute', 'bysecond']) {
     const list = options[key]
@@ -740,9 +747,9 @@ function meter(rr: InstanceType<typeof RRule>, budget: ExpansionBudget): void {
 }
 
 /** Runs one metered rrule expansion; false when the budget ran out (what was found stands). */
-function expand(rr: InstanceType<typeof RRule>, budget: ExpansionBudget, run: (rr: InstanceType<typeof RRule>) => void): boolean {
+function expand(s: RecurringSchedule, rr: InstanceType<typeof RRule>, budget: ExpansionBudget, run: (rr: InstanceType<typeof RRule>) => void): boolean {
   if (budget.exhausted) return false
-  meter(rr, budget)
+  meter(rr, budget, periodSteps(s.rule))
   try {
     run(rr)
     return true
@@ -809,8 +816,9 @@ function insertSorted(list: number[], t: number): void {
 }
 
 /** The earliest `limit` occurrence instants t with fromMs ≤ t < toMs, sorted, distinct,
- *  found within `budget` (when it runs out, what was found so far). */
-function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: number, budget: ExpansionBudget = newBudget()): number[] {
+ *  found within `budget` (when it runs out, what was found so far). `next.wallMs` is set to
+ *  the wall time of the first candidate rrule produced after the range, when it did. */
+function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: number, budget: ExpansionBudget = newBudget(), next?: { wallMs?: number }): number[] {
   const found: number[] = []
   if (limit <= 0 || !(toMs > fromMs)) return found
   const zone = s.timeZone
@@ -825,10 +833,16 @@ function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: numb
   if (wallTo < wallFrom) return found
   const untilWall = untilMs !== undefined ? untilMs + Math.max(...offsetsNear(zone, untilMs)) : s.rule.untilWallMs
   let stopWall = Infinity
-  expand(toRRule(s, wallFrom, untilWall), budget, (rr) => rr.between(new Date(wallFrom), new Date(wallTo), true, (d: Date) => {
+  // all(), not between(): rrule walks on to the next candidate after the window anyway (it
+  // only compares candidates with the range), so the callback sees it and says where it is.
+  expand(s, toRRule(s, wallFrom, untilWall), budget, (rr) => rr.all((d: Date) => {
     spend(budget)
     const w = d.getTime()
-    if (w > stopWall) return false
+    if (w < wallFrom) return true
+    if (w > wallTo || w > stopWall) {
+      if (next !== undefined) next.wallMs = w
+      return false
+    }
     const t = wallToInstant(zone, w)
     if (t >= lo && t < hi) {
       insertSorted(found, t)
@@ -1006,36 +1020,66 @@ export const MAX_INDEXED_STARTS = 1000
  */
 
 export function exclusionChecker(compiled: CompiledExceptions, fromMs: number, toMs: number): (atMs: number) => Exclusion | undefined {
-  // The same rule and duration (a parse is cached, so the same schedule) is expanded once.
-  const expanded = new Map<RecurringSchedule, Map<number, { starts: number[]; complete: boolean }>>()
-  const startsOf = (w: CompiledException) => {
-    const byDuration = expanded.get(w.schedule) ?? new Map<number, { starts: number[]; complete: boolean }>()
-    expanded.set(w.schedule, byDuration)
-    let e = byDuration.get(w.durationMs)
-    if (e === undefined && (toMs - fromMs + w.durationMs) / typicalSpacingMs(w.schedule.rule) > MAX_INDEXED_STARTS) {
-      e = { starts: [], complete: false } // dense: a query per instant is cheaper
-      byDuration.set(w.durationMs, e)
-    } else if (e === undefined) {
-      const budget = newBudget()
-      const starts = collect(w.schedule, fromMs - w.durationMs + 1, toMs + 1, MAX_OCCURRENCES_PER_QUERY, budget)
-      e = { starts, complete: !budget.exhausted && starts.length < MAX_OCCURRENCES_PER_QUERY }
-      byDuration.set(w.durationMs, e)
-    }
-    return e
-  }
-  const indexed = compiled.map((w) => ({ w, ...startsOf(w) }))
+  const entries = distinctWindows(compiled).map((w) => indexWindow(w, fromMs, toMs))
   return (atMs) => {
-    for (const { w, starts, complete } of indexed) {
-      if (!complete || atMs < fromMs || atMs > toMs) {
-        const hit = exclusionFor([w], atMs)
-        if (hit !== undefined) return hit
-        continue
-      }
-      const start = starts[lowerBound(starts, atMs - w.durationMs + 1)]
-      if (start !== undefined && start <= atMs) return exclusionOf(w, start)
+    for (const e of entries) {
+      const start = atMs >= fromMs && atMs <= toMs && e.starts !== undefined ? indexedStart(e, atMs) : queriedStart(e, atMs)
+      if (start !== undefined) return exclusionOf(e.w, start)
     }
     return undefined
   }
+}
+
+interface IndexedWindow {
+  w: CompiledException
+  /** Every start that can cover [fromMs, toMs], or undefined when not listed (see above). */
+  starts?: number[]
+  /** Per-instant queries: no start in [gapFrom, gapTo) (learned from the last query). */
+  gapFrom: number
+  gapTo: number
+}
+
+/** A window with the same schedule and duration as an earlier one can never be the first hit. */
+function distinctWindows(compiled: CompiledExceptions): CompiledException[] {
+  const seen = new Map<RecurringSchedule, Set<number>>()
+  return compiled.filter((w) => {
+    const durations = seen.get(w.schedule) ?? new Set<number>()
+    seen.set(w.schedule, durations)
+    if (durations.has(w.durationMs)) return false
+    durations.add(w.durationMs)
+    return true
+  })
+}
+
+function indexWindow(w: CompiledException, fromMs: number, toMs: number): IndexedWindow {
+  const e: IndexedWindow = { w, gapFrom: 0, gapTo: 0 }
+  if ((toMs - fromMs + w.durationMs) / typicalSpacingMs(w.schedule.rule) > MAX_INDEXED_STARTS) return e // dense
+  const budget = newBudget()
+  const starts = collect(w.schedule, fromMs - w.durationMs + 1, toMs + 1, MAX_OCCURRENCES_PER_QUERY, budget)
+  if (!budget.exhausted && starts.length < MAX_OCCURRENCES_PER_QUERY) e.starts = starts
+  return e
+}
+
+function indexedStart(e: IndexedWindow, atMs: number): number | undefined {
+  const start = e.starts![lowerBound(e.starts!, atMs - e.w.durationMs + 1)]
+  return start !== undefined && start <= atMs ? start : undefined
+}
+
+/** Wall time and instant differ by at most this much more at one time than at another. */
+const MAX_OFFSET_SWING_MS = 3 * HOUR
+
+/** The earliest start in (atMs − duration, atMs], by query; a query that finds none says how
+ *  far the next start is, so the following instants of a sparse rule need no query. */
+function queriedStart(e: IndexedWindow, atMs: number): number | undefined {
+  const from = atMs - e.w.durationMs + 1
+  if (from >= e.gapFrom && atMs < e.gapTo) return undefined
+  const next: { wallMs?: number } = {}
+  const start = collect(e.w.schedule, from, atMs + 1, 1, newBudget(), next)[0]
+  if (start === undefined) {
+    e.gapFrom = from
+    e.gapTo = next.wallMs === undefined ? atMs + 1 : Math.max(atMs + 1, next.wallMs - MAX_OFFSET_SWING_MS)
+  }
+  return start
 }
 
 export interface PlannedOccurrence {

@@ -14,7 +14,7 @@ import { PROTOCOL_VERSION, seal } from '../protocol/wire.js'
 import { compilePattern, matchesWildcard, patternProblem } from '../protocol/pattern.js'
 import { compareVersions, evaluateConditions, extractOutputs, matchSkillVersion } from '../agent/steps.js'
 import { compileAttribute, matchQuery, parseQuery } from '../coordinator/targeting.js'
-import { compileExceptions, MAX_TEMPLATE_RRULE_STEPS, newBudget, nextOccurrences, parseScheduleRule, type Schedule } from '../protocol/schedule.js'
+import { compileExceptions, exclusionFor, MAX_TEMPLATE_RRULE_STEPS, newBudget, nextOccurrences, parseScheduleRule, planOccurrences, type Schedule } from '../protocol/schedule.js'
 
 /** Runs fn and returns its result with the elapsed wall time. */
 function timed<T>(fn: () => T): { value: T; ms: number } {
@@ -307,5 +307,21 @@ describe('plan and submit warn about target ids never seen', () => {
   it('no warning when every target is known', () => {
     const p = planJob(stateWith(['a', 'b']), byIds(['a', 'b']), T)
     expect(p.ok && p.plan.warnings).toEqual([])
+  })
+})
+
+describe('exclusion checks over a range give exclusionFor\'s answers', () => {
+  const T0 = Date.UTC(2026, 0, 1)
+  it.each([
+    ['RRULE:FREQ=SECONDLY;BYYEARDAY=366;UNTIL=20301231;DTSTART=20250106', 60],
+    ['RRULE:FREQ=MINUTELY;INTERVAL=3', 1],
+    ['RRULE:FREQ=DAILY;BYHOUR=2', 120],
+    ['RRULE:FREQ=HOURLY;TZID=America/New_York', 5],
+  ])('%s (%i min)', (rrule, duration) => {
+    const schedule = parseScheduleRule('RRULE:FREQ=MINUTELY;INTERVAL=7', { defaultStartMs: T0 })
+    const ex = compileExceptions([{ rrule, duration }, { rrule, duration }, { rrule: 'RRULE:FREQ=WEEKLY;BYDAY=SU', duration: 600 }], { defaultStartMs: T0 })
+    if (!schedule.ok || !ex.ok) throw new Error('bad fixture')
+    const planned = planOccurrences(schedule.schedule, ex.windows, Date.UTC(2028, 11, 30), 400)
+    for (const p of planned) expect(p.excluded).toEqual(exclusionFor(ex.windows, p.at))
   })
 })
