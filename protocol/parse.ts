@@ -10,7 +10,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { parseTree, type Node as JsonNode, type ParseError } from 'jsonc-parser'
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml'
 import { parse as parseToml, TomlError } from 'smol-toml'
-import { JobTemplateSchema, MAX_TEMPLATE_BYTES, templateErrorMap, type JobTemplate } from './template.js'
+import { JobTemplateSchema, MAX_TEMPLATE_BYTES, TemplateRuleChecks, templateErrorMap, type JobTemplate } from './template.js'
 import type { z } from 'zod'
 
 export { MAX_TEMPLATE_BYTES } from './template.js'
@@ -86,7 +86,8 @@ export function parseTemplateObject(value: unknown): ParseResult {
   if (reserved.length > 0) return failure(reserved)
   const result = JobTemplateSchema.safeParse(value, { error: templateErrorMap, reportInput: true })
   if (result.success) return { ok: true, template: result.data }
-  return failure(issuesToProblems(result.error.issues))
+  const rules = TemplateRuleChecks.safeParse(value, { error: templateErrorMap, reportInput: true })
+  return failure(issuesToProblems([...result.error.issues, ...(rules.success ? [] : rules.error.issues)]))
 }
 
 /** Why a parsed number cannot stand for what the text said, or undefined. Beyond

@@ -958,6 +958,12 @@ export const JobTemplateSchema = closedObject(
   'a job template object {name, description, scheduleRule, exceptionRules, target, actions, chorus}',
 ).superRefine((t, ctx) => checkSchedules(t as Record<string, unknown>, ctx), whenObject)
 
+/** The template-level rule checks alone: zod skips them when a field already failed, so
+ *  protocol/parse.ts runs them too, and every problem of a template is reported at once. */
+export const TemplateRuleChecks = z.unknown().superRefine((v, ctx) => {
+  if (isObjectLike(v)) checkSchedules(v, ctx)
+})
+
 export type JobTemplate = z.output<typeof JobTemplateSchema>
 export type JobTemplateInput = z.input<typeof JobTemplateSchema>
 export type TemplateGroup = JobTemplate['target']['groups'][number]

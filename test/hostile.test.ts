@@ -209,6 +209,13 @@ describe('messages name the right path and fix', () => {
     if (!r.ok) for (const p of r.problems) expect(p.message.length).toBeLessThanOrEqual(MAX_MESSAGE_CHARS)
     if (!r.ok) expect(JSON.stringify(r.problems).length).toBeLessThan(2000)
   })
+  it('a schedule problem is reported with the other problems of the template', () => {
+    const t = structuredClone(base)
+    t.scheduleRule = 'RRULE:FREQ=MINUTELY;BYDAY=MO;BYHOUR=5'
+    t.actions.steps[0].retryCount = -1
+    const r = parseTemplateText(JSON.stringify(t), 'json')
+    expect(r.ok ? [] : r.problems.map((p) => p.path)).toEqual(['actions.steps[0].retryCount', 'scheduleRule'])
+  })
   it('a filter with only a query is accepted, as documented', () => {
     expect(first((t) => { Object.assign(t.target.groups[0], { nodeListType: 'filter', filter: { query: 'role:web AND env:prod' } }) })).toBeUndefined()
   })
