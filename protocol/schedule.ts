@@ -36,6 +36,10 @@
 //   * Consequence for sub-daily rules in a zone with DST: they follow the wall clock, so
 //     during the repeated hour of a fall-back day no occurrence runs (every wall time still
 //     runs exactly once). Use UTC (the default) for elapsed-time "every N minutes" rules.
+// Bounded work: rrule can walk for ever (to year 9999, or in a loop that never advances), so
+// every expansion is metered from inside rrule and stopped at a budget counted in steps
+// (MAX_RRULE_STEPS; see `meter`). Validation refuses rules that never occur or exhaust it.
+//
 // rrule's own TZID support is NOT used: it converts through the process's local zone (its
 // results change with TZ), maps a nonexistent 02:30 Paris to 01:30 CET (before the gap), and
 // silently drops `TZID=` written inside an RRULE.
