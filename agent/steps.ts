@@ -20,9 +20,10 @@
 //   says (negate inverts the comparison, not the existence test). `eq` is exact (no trimming:
 //   the samples compare against "false\n"). gt/gte/lt/lte compare numerically when both
 //   sides, trimmed, parse as finite decimal numbers, else by UTF-16 code units (plain JS
-//   string order, no locale). `matches` uses a JavaScript RegExp (no flags, unanchored: it
-//   tests for a match anywhere, as Go's regexp.MatchString does); an invalid pattern is an
-//   error that fails the step rather than silently skipping it.
+//   string order, no locale). `matches` uses RE2 syntax (protocol/pattern.ts: linear time, no
+//   backreferences or lookaround; no flags, unanchored: it tests for a match anywhere, as Go's
+//   regexp.MatchString does); an invalid pattern is an error that fails the step rather than
+//   silently skipping it (validate refuses it first).
 // * Output regEx: the value is the FIRST CAPTURE GROUP when the pattern has one, else the
 //   whole match. The inspec_exec / ssl_cert_rotation samples use the group-less expression
 //   "0 successful" and then test `eq "0 successful"`, which both readings satisfy; the
@@ -33,8 +34,13 @@
 // * jsonPath supports `$`, `.key`, `['key']` / `["key"]`, `[n]` (negative n counts from the
 //   end) and `[*]` / `.*`. A path with a wildcard yields a JSON array of every match; a
 //   string result is returned as is, any other JSON value as its JSON text.
-import type { ExpectedInput, OutputFieldRule, StepCondition } from '../protocol/template.js'
+import { PLACEHOLDER, type ExpectedInput, type OutputFieldRule, type StepCondition } from '../protocol/template.js'
 import { makeRedactor, redactOutputs } from './secrets.js'
+import { compilePattern, execPattern, testPattern } from '../protocol/pattern.js'
+import { evaluateJsonPath } from '../protocol/jsonpath.js'
+
+export { evaluateJsonPath, parseJsonPath } from '../protocol/jsonpath.js'
+export { compareVersions, matchSkillVersion, parseVersionConstraint } from '../protocol/version.js'
 
 export type { ExpectedInput, OutputFieldRule, StepCondition }
 
@@ -43,7 +49,6 @@ export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
 
 type Scalar = string | number | boolean
 
-const PLACEHOLDER = /\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g
 
 function own(record: Record<string, unknown>, key: string): boolean {
   return Object.prototype.hasOwnProperty.call(record, key)
@@ -232,14 +237,12 @@ export function evaluateConditions(conditions: readonly ConditionSpec[], values:
       case 'endsWith': result = v.endsWith(c.value); break
       case 'contains': result = v.includes(c.value); break
       case 'matches': {
-        let re: RegExp
-        try {
-          re = new RegExp(c.value)
-        } catch (e) {
-          const error = `condition on ${c.inputName}: invalid regular expression ${show(c.value, hidden)}: ${(e as Error).message}`
+        const compiled = compilePattern(c.value)
+        if (!compiled.ok) {
+          const error = `condition on ${c.inputName}: ${show(c.value, hidden)}: ${compiled.message}`
           return { run: false, explanation: error, error }
         }
-        result = re.test(v)
+        result = testPattern(compiled.re, v)
         break
       }
       default: {
@@ -322,14 +325,10 @@ function applyExtract(rule: OutputRuleSpec, text: string): { value?: string; err
   if (method === 'content') return { value: text }
   if (method === 'regex') {
     if (expression === '') return { error: 'regEx needs a non-empty expression' }
-    let re: RegExp
-    try {
-      re = new RegExp(expression)
-    } catch (e) {
-      return { error: `invalid regular expression: ${(e as Error).message}` }
-    }
-    const m = re.exec(text)
-    if (m === null) return { error: `no match for /${expression}/` }
+    const compiled = compilePattern(expression)
+    if (!compiled.ok) return { error: compiled.message }
+    const m = execPattern(compiled.re, text)
+    if (m === null) return { error: `no match for /${expression.length > 120 ? `${expression.slice(0, 117)}...` : expression}/` }
     return { value: m.length > 1 ? (m[1] ?? '') : m[0] }
   }
   if (method === 'jsonpath') {
@@ -373,178 +372,6 @@ export function extractOutputs(rules: Record<string, OutputRuleSpec>, source: Ou
     if (rule.sensitive === true) sensitive.push(name)
   }
   return { values, sensitive, problems }
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSONPath subset.
-
-type PathSegment = { kind: 'key'; key: string } | { kind: 'index'; index: number } | { kind: 'wildcard' }
-
-/** Parses `$`, `.key`, `['key']`, `["key"]`, `[n]`, `[*]`, `.*`. */
-export function parseJsonPath(path: string): PathSegment[] | { error: string } {
-  const p = path.trim()
-  if (!p.startsWith('$')) return { error: `JSONPath ${JSON.stringify(path)} must start with $` }
-  const segments: PathSegment[] = []
-  let i = 1
-  while (i < p.length) {
-    const ch = p[i]
-    if (ch === '.') {
-      if (p[i + 1] === '.') return { error: 'recursive descent (..) is not supported' }
-      if (p[i + 1] === '*') {
-        segments.push({ kind: 'wildcard' })
-        i += 2
-        continue
-      }
-      const m = /^[A-Za-z_$][A-Za-z0-9_$-]*/.exec(p.slice(i + 1))
-      if (!m) return { error: `expected a key name after "." at position ${i}` }
-      segments.push({ kind: 'key', key: m[0] })
-      i += 1 + m[0].length
-    } else if (ch === '[') {
-      const rest = p.slice(i)
-      let m: RegExpExecArray | null
-      if ((m = /^\[\s*\*\s*\]/.exec(rest))) segments.push({ kind: 'wildcard' })
-      else if ((m = /^\[\s*(-?\d+)\s*\]/.exec(rest))) segments.push({ kind: 'index', index: Number(m[1]) })
-      else if ((m = /^\[\s*'((?:[^'\\]|\\.)*)'\s*\]/.exec(rest)) || (m = /^\[\s*"((?:[^"\\]|\\.)*)"\s*\]/.exec(rest))) {
-        segments.push({ kind: 'key', key: m[1]!.replace(/\\(.)/g, '$1') })
-      } else return { error: `unsupported JSONPath syntax at position ${i}: ${rest.slice(0, 20)}` }
-      i += m[0].length
-    } else {
-      return { error: `unexpected ${JSON.stringify(ch)} at position ${i}` }
-    }
-  }
-  return segments
-}
-
-/** Evaluates the JSONPath subset against a parsed JSON document. No eval, no filters. */
-export function evaluateJsonPath(doc: unknown, path: string): { matches: unknown[]; wildcard: boolean } | { error: string } {
-  const segments = parseJsonPath(path)
-  if (!Array.isArray(segments)) return segments
-  let current: unknown[] = [doc]
-  let wildcard = false
-  for (const seg of segments) {
-    const next: unknown[] = []
-    for (const node of current) {
-      if (seg.kind === 'wildcard') {
-        wildcard = true
-        if (Array.isArray(node)) next.push(...node)
-        else if (typeof node === 'object' && node !== null) next.push(...Object.values(node))
-      } else if (seg.kind === 'index') {
-        if (Array.isArray(node)) {
-          const idx = seg.index < 0 ? node.length + seg.index : seg.index
-          if (idx >= 0 && idx < node.length) next.push(node[idx])
-        }
-      } else if (typeof node === 'object' && node !== null && !Array.isArray(node) && own(node as Record<string, unknown>, seg.key)) {
-        next.push((node as Record<string, unknown>)[seg.key])
-      }
-    }
-    current = next
-  }
-  return { matches: current, wildcard }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Skill versions.
-
-interface ParsedVersion {
-  parts: number[]
-  pre: string
-}
-
-function parseVersion(v: string): ParsedVersion | undefined {
-  const m = /^\s*v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?\s*$/.exec(v)
-  if (!m) return undefined
-  const parts = m[1]!.split('.').map(Number)
-  if (parts.some((n) => !Number.isSafeInteger(n))) return undefined
-  return { parts, pre: m[2] ?? '' }
-}
-
-/**
- * Orders versions by numeric dot parts, missing parts counting as 0 ("1" = "1.0.0"); on a tie
- * a pre-release ("1.2.3-rc1") sorts before the release. Undefined when either does not parse.
- */
-export function compareVersions(a: string, b: string): number | undefined {
-  const x = parseVersion(a)
-  const y = parseVersion(b)
-  if (!x || !y) return undefined
-  return compareParsed(x, y)
-}
-
-function compareParsed(x: ParsedVersion, y: ParsedVersion): number {
-  for (let i = 0; i < Math.max(x.parts.length, y.parts.length); i++) {
-    const d = (x.parts[i] ?? 0) - (y.parts[i] ?? 0)
-    if (d !== 0) return d < 0 ? -1 : 1
-  }
-  if (x.pre === y.pre) return 0
-  if (x.pre === '') return 1
-  if (y.pre === '') return -1
-  return x.pre < y.pre ? -1 : 1
-}
-
-type Clause = (v: ParsedVersion) => boolean
-
-/**
- * Parses a filter-skill version constraint: comma-separated clauses, each `OP VERSION` with
- * OP one of = == != > >= < <= ~> (no OP means =), or a wildcard `4.x` / `4.*` / `*`
- * (optionally after = or ==). `~> 1.2` means >= 1.2 and < 2; `~> 1.2.3` means >= 1.2.3 and < 1.3.
- */
-export function parseVersionConstraint(constraint: string): Clause[] | { error: string } {
-  const clauses: Clause[] = []
-  const text = constraint.trim()
-  if (text === '') return clauses
-  for (const raw of text.split(',')) {
-    const m = /^\s*(==|=|!=|>=|<=|>|<|~>)?\s*(\S+)\s*$/.exec(raw)
-    if (!m) return { error: `invalid version constraint ${JSON.stringify(raw.trim())}` }
-    const op = m[1] ?? '='
-    const ver = m[2]!
-    const wild = /^(?:(\d+(?:\.\d+)*)\.)?[xX*]$/.exec(ver)
-    if (wild) {
-      if (op !== '=' && op !== '==') return { error: `wildcard ${ver} only works with = (got ${op})` }
-      const prefix = wild[1] ? wild[1].split('.').map(Number) : []
-      clauses.push((v) => prefix.every((n, i) => (v.parts[i] ?? 0) === n))
-      continue
-    }
-    const target = parseVersion(ver)
-    if (!target) return { error: `invalid version ${JSON.stringify(ver)} in constraint` }
-    switch (op) {
-      case '=': case '==': clauses.push((v) => compareParsed(v, target) === 0); break
-      case '!=': clauses.push((v) => compareParsed(v, target) !== 0); break
-      case '>': clauses.push((v) => compareParsed(v, target) > 0); break
-      case '>=': clauses.push((v) => compareParsed(v, target) >= 0); break
-      case '<': clauses.push((v) => compareParsed(v, target) < 0); break
-      case '<=': clauses.push((v) => compareParsed(v, target) <= 0); break
-      case '~>': {
-        const n = target.parts.length
-        const upper = n <= 1 ? [target.parts[0]! + 1] : [...target.parts.slice(0, n - 2), target.parts[n - 2]! + 1]
-        const up: ParsedVersion = { parts: upper, pre: '' }
-        clauses.push((v) => compareParsed(v, target) >= 0 && compareParsed(v, up) < 0)
-        break
-      }
-    }
-  }
-  return clauses
-}
-
-/**
- * The highest installed version with minVersion <= v <= maxVersion (bounds optional, compared
- * as in compareVersions) that also satisfies `constraint` (parseVersionConstraint). Installed
- * versions that do not parse are ignored; an invalid bound or constraint matches nothing.
- */
-export function matchSkillVersion(installed: readonly string[], skill: { minVersion?: string; maxVersion?: string }, constraint?: string): string | undefined {
-  const min = skill.minVersion ? parseVersion(skill.minVersion) : undefined
-  const max = skill.maxVersion ? parseVersion(skill.maxVersion) : undefined
-  if ((skill.minVersion && !min) || (skill.maxVersion && !max)) return undefined
-  const clauses = constraint === undefined ? [] : parseVersionConstraint(constraint)
-  if (!Array.isArray(clauses)) return undefined
-  let best: { raw: string; v: ParsedVersion } | undefined
-  for (const raw of installed) {
-    const v = parseVersion(raw)
-    if (!v) continue
-    if (min && compareParsed(v, min) < 0) continue
-    if (max && compareParsed(v, max) > 0) continue
-    if (!clauses.every((c) => c(v))) continue
-    if (!best || compareParsed(v, best.v) > 0) best = { raw, v }
-  }
-  return best?.raw
 }
 
 // ---------------------------------------------------------------------------------------------

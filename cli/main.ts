@@ -149,8 +149,9 @@ job.command('submit')
   .action(async (file: string, o: { api?: string }) => {
     const { apiPostText, contentTypeFor } = await import('./client.js')
     const text = await readFile(file, 'utf8')
-    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[] }>(await conn(o), '/v1/jobs', text, contentTypeFor(file))
+    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[]; warnings?: { path: string; message: string }[] }>(await conn(o), '/v1/jobs', text, contentTypeFor(file))
     if (res.status === 201 && res.body.id) {
+      for (const w of res.body.warnings ?? []) process.stderr.write(`${file}: warning: ${w.path}: ${w.message}\n`)
       process.stdout.write(`${res.body.id}\n`)
       return
     }

@@ -9,7 +9,7 @@ import type { Role } from '../protocol/api.js'
 import { decideGate, isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
 import { emptyWatches, expired, forgetInstance, hold, markAnswered, MAX_WATCHERS, WATCH_HOLD_MS, type Watcher, type Watches } from './watch.js'
 import { admit, certificateDue, certificateFor, emptyMembership, enrollmentSummary, factsWith, memberKey, restoreMemberRecord, revoke, MAX_ENROLLMENTS, type EnrollmentRecord, type Membership } from './members.js'
-import { compileAttribute, compileSkill, matchQuery, parseQuery, type AttributeConstraint, type SkillConstraint } from './targeting.js'
+import { compileAttribute, compileSkill, matchQuery, parseQuery, unknownTargetWarnings, type AttributeConstraint, type SkillConstraint, type TargetWarning } from './targeting.js'
 import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
@@ -238,7 +238,7 @@ export type CoordinatorEvent =
   | { type: 'link'; peerId: string; up: boolean }
 
 export type SubmitOutcome =
-  | { ok: true; jobId: string; instanceIds: string[]; targets: number }
+  | { ok: true; jobId: string; instanceIds: string[]; targets: number; warnings: TargetWarning[] }
   | { ok: false; problems: SubmitProblem[] }
 
 export type CoordinatorEffect =
@@ -595,11 +595,16 @@ function spanMs(template: JobTemplate): number {
   return template.target.executionType === 'sequential' ? timeouts.reduce((a, b) => a + b, 0) : Math.max(0, ...timeouts)
 }
 
+/** Target node ids this coordinator has never seen (plan and submit warn about them). */
+export function targetWarnings(state: CoordinatorState, template: JobTemplate): TargetWarning[] {
+  return unknownTargetWarnings(template.target.groups, (id) => state.lists.get(id)?.nodes, (id) => state.nodes.has(id))
+}
+
 function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId: string, jobId: string, template: JobTemplate, now: number, effects: CoordinatorEffect[]): void {
   const globals = [...state.globals.values()].filter((g) => optsInto(template, g.id))
   const derived = deriveSchedule(template, now, globals)
   if (!derived.ok) {
-    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: 'scheduleRule', message: derived.message }] } })
+    effects.push({ type: 'reply_submit', requestId, outcome: { ok: false, problems: [{ path: derived.path, message: derived.message }] } })
     return
   }
   const recurring = template.scheduleRule !== 'immediate'
@@ -649,7 +654,7 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
   if (globals.length > 0) effects.push({ type: 'publish', envelope: job.stateEnvelope })
   const targets = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
   effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceIds: job.instanceIds, targets, recurring } })
-  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds: [...job.instanceIds], targets } })
+  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds: [...job.instanceIds], targets, warnings: targetWarnings(state, template) } })
 }
 
 /** An upper bound on the last occurrence (a day of slack for wall-clock rules), or undefined when the rule never ends. */

@@ -150,7 +150,7 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
   app.post('/v1/jobs', async (req, reply) => {
     const outcome = await host.submit(templateOf(req), req.actor)
     if (!outcome.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: outcome.problems })
-    return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
+    return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets, ...(outcome.warnings?.length ? { warnings: outcome.warnings } : {}) })
   })
   app.post('/v1/plan', async (req, reply) => {
     const plan = planJob(host.state, templateOf(req), Date.now())

@@ -4,8 +4,9 @@ import type { JobTemplate } from '../protocol/template.js'
 import { deriveSchedule, optsInto } from '../protocol/jobschedule.js'
 import { planOccurrences } from '../protocol/schedule.js'
 import { DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S, failureBudget, groupWindow } from '../agent/gate.js'
-import { resolveTargets, type CoordinatorState, type SubmitProblem } from './core.js'
+import { resolveTargets, targetWarnings, type CoordinatorState, type SubmitProblem } from './core.js'
 import { PROTOCOL_VERSION, type JobBody } from '../protocol/wire.js'
+import type { TargetWarning } from './targeting.js'
 
 export interface Plan {
   name: string
@@ -27,6 +28,8 @@ export interface Plan {
     failureBudget: number
     nodes: { nodeId: string; position: number; batch: number; alive: boolean; known: boolean }[]
   }[]
+  /** Things that will not stop the job but may surprise: target ids never seen. */
+  warnings: TargetWarning[]
 }
 
 export function planJob(state: CoordinatorState, template: JobTemplate, now: number): { ok: true; plan: Plan } | { ok: false; problems: SubmitProblem[] } {
@@ -34,7 +37,7 @@ export function planJob(state: CoordinatorState, template: JobTemplate, now: num
   if ('problems' in resolved) return { ok: false, problems: resolved.problems }
   const globals = [...state.globals.values()].filter((g) => optsInto(template, g.id))
   const sched = deriveSchedule(template, now, globals)
-  if (!sched.ok) return { ok: false, problems: [{ path: 'scheduleRule', message: sched.message }] }
+  if (!sched.ok) return { ok: false, problems: [{ path: sched.path, message: sched.message }] }
   const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId: 'plan', issuedAt: now, expiresAt: now, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } }
   const total = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
   const q = template.chorus?.quorum
@@ -66,6 +69,7 @@ export function planJob(state: CoordinatorState, template: JobTemplate, now: num
         nodes: g.nodes.map((nodeId, position) => ({ nodeId, position, batch: Math.floor(position / size), alive: state.connected.has(nodeId), known: state.nodes.has(nodeId) })),
       }
     }),
+    warnings: targetWarnings(state, template),
   }
   return { ok: true, plan }
 }
@@ -79,5 +83,6 @@ export function formatPlan(p: Plan): string {
     lines.push(`  group ${g.group}: ${g.distributionMethod}, batch size ${g.batchSize} (${g.batches} batch${g.batches === 1 ? '' : 'es'}), timeout ${g.timeoutSeconds} s (done by +${g.deadlineAfterSeconds} s), criteria ${g.successCriteria.join('; ') || 'all succeed'}, stops after ${g.failureBudget + 1} failure(s)`)
     for (const n of g.nodes) lines.push(`    ${String(n.position).padStart(4)}  batch ${String(n.batch).padStart(3)}  ${n.nodeId}${n.known ? (n.alive ? '' : '  (not connected)') : '  (never seen by this coordinator)'}`)
   }
+  for (const w of p.warnings ?? []) lines.push(`  warning: ${w.path}: ${w.message}`)
   return lines.join('\n')
 }

@@ -1,6 +1,16 @@
 // Which nodes a group targets: attribute filters (Node Management style constraints), skill
 // version constraints, and a search query in the spirit of Push Jobs' `--search`. Pure.
+import type { RE2JS } from 're2js'
 import { compareVersions, matchSkillVersion, parseVersionConstraint } from '../agent/steps.js'
+import { compilePattern, matchesWildcard, testPattern } from '../protocol/pattern.js'
+import type { Query } from '../protocol/query.js'
+import { FILTER_OPERATORS } from '../protocol/template.js'
+
+export { MAX_QUERY_CHARS, parseQuery, type Query } from '../protocol/query.js'
+
+function describePattern(v: string): string {
+  return JSON.stringify(v.length > 120 ? `${v.slice(0, 117)}...` : v)
+}
 
 export interface NodeView {
   nodeId: string
@@ -26,12 +36,12 @@ export interface SkillConstraint {
  * attribute matches only the negated operators.
  *   =, EQ, IN           equal to a value
  *   !=, NE, NOT IN      equal to none of the values
- *   MATCHES             matches a regular expression (JavaScript syntax, unanchored)
+ *   MATCHES             matches a regular expression (RE2 syntax, linear time, unanchored)
  *   NOT MATCHES         matches none of the regular expressions
  *   STARTS_WITH, ENDS_WITH, CONTAINS    string tests
  *   >, >=, <, <=        numeric when both sides are numbers, else version order (1.10 > 1.9)
  */
-export const ATTRIBUTE_OPERATORS = ['=', 'EQ', 'IN', '!=', 'NE', 'NOT IN', 'MATCHES', 'NOT MATCHES', 'STARTS_WITH', 'ENDS_WITH', 'CONTAINS', '>', '>=', '<', '<='] as const
+export const ATTRIBUTE_OPERATORS = FILTER_OPERATORS
 
 function compareValues(a: string, b: string): number {
   const x = Number(a)
@@ -51,11 +61,14 @@ export function compileAttribute(c: AttributeConstraint): ((facts: Record<string
     case '!=': case 'NE': case 'NOT IN':
       return (f) => !has(f) || !values.includes(f[c.name]!)
     case 'MATCHES': case 'NOT MATCHES': {
-      const res: RegExp[] = []
+      const res: RE2JS[] = []
       for (const v of values) {
-        try { res.push(new RegExp(v)) } catch (err) { return { error: `invalid regular expression ${JSON.stringify(v)}: ${(err as Error).message}`, field: 'value' } }
+        const compiled = compilePattern(v)
+        if (!compiled.ok) return { error: `${describePattern(v)}: ${compiled.message}`, field: 'value' }
+        res.push(compiled.re)
       }
-      return op === 'MATCHES' ? (f) => has(f) && res.some((r) => r.test(f[c.name]!)) : (f) => !has(f) || !res.some((r) => r.test(f[c.name]!))
+      const any = (text: string) => res.some((r) => testPattern(r, text))
+      return op === 'MATCHES' ? (f) => has(f) && any(f[c.name]!) : (f) => !has(f) || !any(f[c.name]!)
     }
     case 'STARTS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.startsWith(v))
     case 'ENDS_WITH': return (f) => has(f) && values.some((v) => f[c.name]!.endsWith(v))
@@ -80,95 +93,7 @@ export function compileSkill(c: SkillConstraint): ((skills: Record<string, strin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Search queries. Grammar (whitespace separates tokens; keywords are case-insensitive):
-//   query  := or
-//   or     := and ( "OR" and )*
-//   and    := not ( ["AND"] not )*          two terms side by side mean AND
-//   not    := "NOT" not | "-" atom | atom
-//   atom   := "(" query ")" | term
-//   term   := NAME ":" VALUE                 VALUE may use * (any run of characters) and ?
-//                                            (one character); quote it "like this" for spaces
-// NAME is an attribute name (a fact, a --attr, or "node" for the node id, "skill" for an
-// installed skill name). Matching is case-sensitive on values. Examples:
-//   role:webapp AND env:prod
-//   os:linux (role:web OR role:api) NOT env:dev
-//   hostname:web-* -skill:chef-platform/ansible-interpreter
-
-export type Query =
-  | { kind: 'term'; name: string; pattern: string }
-  | { kind: 'not'; q: Query }
-  | { kind: 'and'; qs: Query[] }
-  | { kind: 'or'; qs: Query[] }
-
-export const MAX_QUERY_CHARS = 2048
-
-export function parseQuery(text: string): { ok: true; query: Query } | { ok: false; message: string } {
-  if (text.length > MAX_QUERY_CHARS) return { ok: false, message: `a query is at most ${MAX_QUERY_CHARS} characters` }
-  const tokens: string[] = []
-  const re = /\s*(\(|\)|-(?=[^\s])|"(?:[^"\\]|\\.)*"|[^\s()"]+(?:"(?:[^"\\]|\\.)*")?)/gy
-  let m: RegExpExecArray | null
-  let pos = 0
-  while (pos < text.length) {
-    re.lastIndex = pos
-    m = re.exec(text)
-    if (!m) {
-      if (/^\s*$/.test(text.slice(pos))) break
-      return { ok: false, message: `cannot read the query at character ${pos + 1}: ${JSON.stringify(text.slice(pos, pos + 20))}` }
-    }
-    tokens.push(m[1]!)
-    pos = re.lastIndex
-  }
-  let i = 0
-  const peek = () => tokens[i]
-  const isKw = (t: string | undefined, kw: string) => t !== undefined && t.toUpperCase() === kw
-  function parseOr(): Query {
-    const qs = [parseAnd()]
-    while (isKw(peek(), 'OR')) { i++; qs.push(parseAnd()) }
-    return qs.length === 1 ? qs[0]! : { kind: 'or', qs }
-  }
-  function parseAnd(): Query {
-    const qs = [parseNot()]
-    for (;;) {
-      const t = peek()
-      if (t === undefined || t === ')' || isKw(t, 'OR')) break
-      if (isKw(t, 'AND')) i++
-      qs.push(parseNot())
-    }
-    return qs.length === 1 ? qs[0]! : { kind: 'and', qs }
-  }
-  function parseNot(): Query {
-    const t = peek()
-    if (isKw(t, 'NOT')) { i++; return { kind: 'not', q: parseNot() } }
-    if (t === '-') { i++; return { kind: 'not', q: parseAtom() } }
-    return parseAtom()
-  }
-  function parseAtom(): Query {
-    const t = tokens[i++]
-    if (t === undefined) throw new Error('the query ends too early; expected a term such as role:web')
-    if (t === '(') {
-      const q = parseOr()
-      if (tokens[i++] !== ')') throw new Error('a "(" is not closed')
-      return q
-    }
-    const colon = t.indexOf(':')
-    if (colon <= 0) throw new Error(`expected NAME:VALUE, got ${JSON.stringify(t)}`)
-    let value = t.slice(colon + 1)
-    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = JSON.parse(value) as string
-    return { kind: 'term', name: t.slice(0, colon), pattern: value }
-  }
-  try {
-    if (tokens.length === 0) return { ok: false, message: 'the query is empty; expected e.g. role:webapp AND env:prod' }
-    const query = parseOr()
-    if (i < tokens.length) return { ok: false, message: `unexpected ${JSON.stringify(tokens[i])} at token ${i + 1}` }
-    return { ok: true, query }
-  } catch (err) {
-    return { ok: false, message: (err as Error).message }
-  }
-}
-
-function wildcard(pattern: string): RegExp {
-  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
-}
+// Search queries: the grammar and parser are in protocol/query.ts (validate checks them too).
 
 export function matchQuery(q: Query, node: NodeView): boolean {
   switch (q.kind) {
@@ -176,11 +101,42 @@ export function matchQuery(q: Query, node: NodeView): boolean {
     case 'and': return q.qs.every((x) => matchQuery(x, node))
     case 'or': return q.qs.some((x) => matchQuery(x, node))
     case 'term': {
-      const re = wildcard(q.pattern)
-      if (q.name === 'node') return re.test(node.nodeId)
-      if (q.name === 'skill') return Object.keys(node.skills).some((s) => re.test(s))
+      const test = (text: string) => matchesWildcard(q.pattern, text)
+      if (q.name === 'node') return test(node.nodeId)
+      if (q.name === 'skill') return Object.keys(node.skills).some(test)
       const v = node.facts[q.name]
-      return v !== undefined && re.test(v)
+      return v !== undefined && test(v)
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warnings: targets named by id that the coordinator has never seen (they run once they join).
+
+export interface TargetWarning {
+  path: string
+  message: string
+}
+
+/** Warnings listed per plan or submit; one last warning counts the rest. */
+export const MAX_TARGET_WARNINGS = 100
+
+/** Node ids of `nodes` groups and saved lists that `known` does not know, with their paths. */
+export function unknownTargetWarnings(
+  groups: readonly { nodeListType: string; nodeIdentifiers?: readonly string[]; listId?: string | undefined }[],
+  listNodes: (listId: string) => readonly string[] | undefined,
+  known: (nodeId: string) => boolean,
+): TargetWarning[] {
+  const found: TargetWarning[] = []
+  const message = (id: string) => `node ${JSON.stringify(id)} has never been seen by this coordinator; it runs only once its agent joins (check the spelling)`
+  groups.forEach((g, gi) => {
+    if (g.nodeListType === 'nodes') {
+      (g.nodeIdentifiers ?? []).forEach((id, j) => { if (!known(id)) found.push({ path: `target.groups[${gi}].nodeIdentifiers[${j}]`, message: message(id) }) })
+    } else if (g.nodeListType === 'savedList' && g.listId !== undefined) {
+      for (const id of listNodes(g.listId) ?? []) if (!known(id)) found.push({ path: `target.groups[${gi}].listId`, message: `saved list ${JSON.stringify(g.listId)}: ${message(id)}` })
+    }
+  })
+  if (found.length <= MAX_TARGET_WARNINGS) return found
+  const rest = found.length - MAX_TARGET_WARNINGS
+  return [...found.slice(0, MAX_TARGET_WARNINGS), { path: 'target', message: `${rest} more node${rest === 1 ? '' : 's'} never seen by this coordinator` }]
 }

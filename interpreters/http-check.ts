@@ -6,7 +6,7 @@
  *   * url: http:// or https:// only. Redirects are NOT followed (the status is the server's
  *     own answer, so a check can expect 301).
  *   * expectStatus: an integer or a list of integers (default 200). Other status = failure.
- *   * bodyPattern: a JavaScript regular expression the body must match (unanchored).
+ *   * bodyPattern: an RE2 regular expression the body must match (unanchored; linear time).
  *   * headers: optional `{name: value}` strings.
  * The body is read up to MAX_HTTP_BODY_BYTES (the rest is cancelled) and is the step's
  * stdout (then bounded by req.maxOutputBytes like any stdout), so output rules can extract
@@ -15,6 +15,8 @@
  * req.timeoutMs (0 = DEFAULT_HTTP_TIMEOUT_MS) and the abort signal cancel the request.
  */
 import { performance } from 'node:perf_hooks'
+import type { RE2JS } from 're2js'
+import { compilePattern, testPattern } from '../protocol/pattern.js'
 import { errorMessage, failure, isRecord, requestProblem } from './common.js'
 import { OutputCapture } from './process.js'
 import type { Interpreter, StepRequest, StepResult } from './types.js'
@@ -29,7 +31,7 @@ export interface HttpCheckCommand {
   method: string
   url: URL
   expectStatus: number[]
-  bodyPattern?: RegExp
+  bodyPattern?: { source: string; re: RE2JS }
   headers: Record<string, string>
 }
 
@@ -56,14 +58,13 @@ export function parseHttpCheck(command: unknown): HttpCheckCommand | string {
     expectStatus.push(n)
   }
   if (expectStatus.length === 0) return 'invalid command: expectStatus is empty'
-  let bodyPattern: RegExp | undefined
+  let bodyPattern: { source: string; re: RE2JS } | undefined
   if (command.bodyPattern !== undefined) {
     if (typeof command.bodyPattern !== 'string') return 'invalid command: bodyPattern must be a string'
-    try {
-      bodyPattern = new RegExp(command.bodyPattern)
-    } catch (e) {
-      return `invalid command: bodyPattern: ${errorMessage(e)}`
-    }
+    // A template's pattern runs on RE2 (linear time): `(a+)+$` cannot hang the agent.
+    const compiled = compilePattern(command.bodyPattern)
+    if (!compiled.ok) return `invalid command: bodyPattern: ${compiled.message}`
+    bodyPattern = { source: command.bodyPattern, re: compiled.re }
   }
   const headers: Record<string, string> = {}
   if (command.headers !== undefined) {
@@ -126,7 +127,7 @@ export function createHttpCheckInterpreter(): Interpreter {
         out.write(bytes)
         const problems: string[] = []
         if (!cmd.expectStatus.includes(res.status)) problems.push(`status ${res.status}, expected ${cmd.expectStatus.join(' or ')}`)
-        if (cmd.bodyPattern && !cmd.bodyPattern.test(body)) problems.push(`body does not match /${cmd.bodyPattern.source}/${bodyCut ? ` (first ${MAX_HTTP_BODY_BYTES} bytes checked)` : ''}`)
+        if (cmd.bodyPattern && !testPattern(cmd.bodyPattern.re, body)) problems.push(`body does not match /${cmd.bodyPattern.source}/${bodyCut ? ` (first ${MAX_HTTP_BODY_BYTES} bytes checked)` : ''}`)
         const ms = Math.round(performance.now() - start)
         const summary = `${target} -> ${res.status} ${res.statusText} in ${ms} ms; ${bytes.length}${bodyCut ? '+' : ''} body bytes\n`
         return {

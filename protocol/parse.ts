@@ -10,7 +10,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { parseTree, type Node as JsonNode, type ParseError } from 'jsonc-parser'
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml'
 import { parse as parseToml, TomlError } from 'smol-toml'
-import { JobTemplateSchema, MAX_TEMPLATE_BYTES, templateErrorMap, type JobTemplate } from './template.js'
+import { JobTemplateSchema, MAX_TEMPLATE_BYTES, TemplateRuleChecks, templateErrorMap, type JobTemplate } from './template.js'
 import type { z } from 'zod'
 
 export { MAX_TEMPLATE_BYTES } from './template.js'
@@ -39,6 +39,15 @@ export const MAX_YAML_ALIAS_COUNT = 100
 export const MAX_NESTING_DEPTH = 64
 /** YAML block nesting estimate (indentation plus compact "- " indicators) per line. */
 export const MAX_YAML_INDENT = 256
+/** Longest piece of the input (or of a parser's message) echoed in a problem, in characters. */
+export const MAX_SNIPPET_CHARS = 120
+/** Longest problem message, in characters (a last guard: snippets are bounded where made). */
+export const MAX_MESSAGE_CHARS = 1000
+
+/** `s`, cut to `max` characters with "..." when longer. */
+export function clip(s: string, max: number = MAX_SNIPPET_CHARS): string {
+  return s.length > max ? `${s.slice(0, max - 3)}...` : s
+}
 
 /** Format from a file name: `.yaml`/`.yml` is YAML, `.toml` is TOML, anything else JSON. */
 export function formatFromFileName(name: string): TemplateFormat {
@@ -63,6 +72,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 function failure(problems: Problem[]): ParseResult {
+  problems = problems.map((p) => ({ path: clip(p.path, MAX_SNIPPET_CHARS * 2), message: clip(p.message, MAX_MESSAGE_CHARS) }))
   if (problems.length > MAX_PROBLEMS) {
     const extra = problems.length - MAX_PROBLEMS
     problems = [...problems.slice(0, MAX_PROBLEMS), { path: '$', message: `${extra} more problem${extra === 1 ? '' : 's'} not shown` }]
@@ -76,12 +86,25 @@ export function parseTemplateObject(value: unknown): ParseResult {
   if (reserved.length > 0) return failure(reserved)
   const result = JobTemplateSchema.safeParse(value, { error: templateErrorMap, reportInput: true })
   if (result.success) return { ok: true, template: result.data }
-  return failure(issuesToProblems(result.error.issues))
+  const rules = TemplateRuleChecks.safeParse(value, { error: templateErrorMap, reportInput: true })
+  return failure(issuesToProblems([...result.error.issues, ...(rules.success ? [] : rules.error.issues)]))
+}
+
+/** Why a parsed number cannot stand for what the text said, or undefined. Beyond
+ *  Number.MAX_SAFE_INTEGER, JSON.parse and YAML silently round integers (2^53 + 1 reads as
+ *  2^53), and 1e309 reads as Infinity; a template has no use for such numbers. */
+function numberProblem(v: unknown): string | undefined {
+  if (typeof v === 'bigint') return `got the integer ${clip(String(v))}, beyond ${Number.MAX_SAFE_INTEGER} (2^53 - 1); expected a smaller number (quote it to keep it as text)`
+  if (typeof v !== 'number') return undefined
+  if (!Number.isFinite(v)) return `got ${v}; expected a finite number`
+  if (Math.abs(v) > Number.MAX_SAFE_INTEGER) return `got a number that reads as ${v}, beyond ${Number.MAX_SAFE_INTEGER} (2^53 - 1), where numbers stop being exact; expected a smaller number (quote it to keep it as text)`
+  return undefined
 }
 
 /**
  * Own `__proto__` keys (JSON.parse and our parsers create them) are refused up front: zod
  * drops them silently, and copying them elsewhere could replace an object's prototype.
+ * Numbers that parsing could not keep exact (numberProblem) are refused here too, by path.
  */
 function reservedKeyProblems(root: unknown): Problem[] {
   const problems: Problem[] = []
@@ -89,18 +112,17 @@ function reservedKeyProblems(root: unknown): Problem[] {
   let visited = 0
   while (stack.length > 0 && visited++ < 1_000_000 && problems.length < MAX_SYNTAX_PROBLEMS) {
     const { value, path } = stack.pop()!
+    const bad = numberProblem(value)
+    if (bad !== undefined) problems.push({ path: formatPath(path), message: bad })
     if (typeof value !== 'object' || value === null || path.length > MAX_NESTING_DEPTH) continue
     if (Array.isArray(value)) {
-      for (let i = value.length - 1; i >= 0; i--) {
-        const item: unknown = value[i]
-        if (typeof item === 'object' && item !== null) stack.push({ value: item, path: [...path, i] })
-      }
+      for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i] as unknown, path: [...path, i] })
       continue
     }
     if (Object.prototype.hasOwnProperty.call(value, '__proto__')) {
       problems.push({ path: formatPath([...path, '__proto__']), message: 'got the reserved key "__proto__"; expected ordinary keys' })
     }
-    for (const [k, v] of Object.entries(value)) if (typeof v === 'object' && v !== null) stack.push({ value: v, path: [...path, k] })
+    for (const [k, v] of Object.entries(value)) stack.push({ value: v as unknown, path: [...path, k] })
   }
   return problems
 }
@@ -137,7 +159,7 @@ export function parseTemplateText(text: string, format: TemplateFormat): ParseRe
   try {
     parsed = format === 'yaml' ? parseYaml(text) : format === 'toml' ? parseTomlText(text) : parseJson(text)
   } catch (e) {
-    return failure([{ path: '$', message: `cannot parse ${format.toUpperCase()}: ${e instanceof Error ? e.message : String(e)}` }])
+    return failure([{ path: '$', message: `cannot parse ${format.toUpperCase()}: ${clip(e instanceof Error ? e.message : String(e))}` }])
   }
   if ('problems' in parsed) return failure(parsed.problems)
   return parseTemplateObject(parsed.value)
@@ -309,7 +331,7 @@ function parseYaml(text: string): Parsed {
     return {
       problems: doc.errors.slice(0, MAX_SYNTAX_PROBLEMS).map((e) => ({
         path: '$',
-        message: `line ${at(e.pos[0])}: YAML syntax error: ${e.message.split('\n')[0]}`,
+        message: `line ${at(e.pos[0])}: YAML syntax error: ${clip(e.message.split('\n')[0] ?? '')}`,
       })),
     }
   }
@@ -349,7 +371,7 @@ function parseYaml(text: string): Parsed {
   try {
     return { value: doc.toJS({ maxAliasCount: MAX_YAML_ALIAS_COUNT }) }
   } catch (e) {
-    return { problems: [{ path: '$', message: `YAML error: ${e instanceof Error ? e.message : String(e)}` }] }
+    return { problems: [{ path: '$', message: `YAML error: ${clip(e instanceof Error ? e.message : String(e))}` }] }
   }
 }
 
@@ -463,9 +485,9 @@ function parseTomlText(text: string): Parsed {
     return { value: parseToml(text) }
   } catch (e) {
     if (!(e instanceof TomlError)) {
-      return { problems: [{ path: '$', message: `TOML error: ${e instanceof Error ? e.message : String(e)}` }] }
+      return { problems: [{ path: '$', message: `TOML error: ${clip(e instanceof Error ? e.message : String(e))}` }] }
     }
-    const reason = (e.message.split('\n')[0] ?? '').replace(/^Invalid TOML document:\s*/, '')
+    const reason = clip((e.message.split('\n')[0] ?? '').replace(/^Invalid TOML document:\s*/, ''))
     if (/redefine|already defined|duplicate/i.test(reason)) {
       const path = tomlDuplicatePath(text, e.line, e.column)
       const key = path?.[path.length - 1]
@@ -502,7 +524,7 @@ async function validateFile(file: string): Promise<Problem[]> {
     }
     bytes = await readFile(file)
   } catch (e) {
-    return [{ path: '$', message: `cannot read file: ${e instanceof Error ? e.message : String(e)}` }]
+    return [{ path: '$', message: `cannot read file: ${clip(e instanceof Error ? e.message : String(e))}` }]
   }
   let text: string
   try {

@@ -36,6 +36,10 @@
 //   * Consequence for sub-daily rules in a zone with DST: they follow the wall clock, so
 //     during the repeated hour of a fall-back day no occurrence runs (every wall time still
 //     runs exactly once). Use UTC (the default) for elapsed-time "every N minutes" rules.
+// Bounded work: rrule can walk for ever (to year 9999, or in a loop that never advances), so
+// every expansion is metered from inside rrule and stopped at a budget counted in steps
+// (MAX_RRULE_STEPS; see `meter`). Validation refuses rules that never occur or exhaust it.
+//
 // rrule's own TZID support is NOT used: it converts through the process's local zone (its
 // results change with TZ), maps a nonexistent 02:30 Paris to 01:30 CET (before the gap), and
 // silently drops `TZID=` written inside an RRULE.
@@ -66,6 +70,24 @@ export const MAX_COUNT = 100_000
 export const MAX_EXCEPTION_DURATION_MINUTES = 1_000_000
 /** Occurrences examined by one backward scan (dueOccurrences looking for what to run). */
 export const MAX_SCAN_PER_QUERY = 100_000
+/**
+ * Work budget of one expansion (one query of a rule, or one exception window's expansion),
+ * in rrule steps: a period advanced, a probe while rrule skips to the next allowed
+ * BYHOUR/BYMINUTE/BYSECOND value, or a candidate occurrence handed back. Counted, not timed,
+ * so expansion stays deterministic (the simulator, and every agent, get the same answer).
+ * A MONTHLY period costs 2 steps, a YEARLY one 12 (rrule rebuilds a year's masks). At most
+ * about 100 ms of work on this machine. A COUNT rule without BY* parts costs nothing (its
+ * last occurrence is computed); with BY* parts, about 3 steps per occurrence.
+ */
+export const MAX_RRULE_STEPS = 100_000
+/** What validating all the rules of one template (scheduleRule and every exception) may
+ *  spend together, in the same steps: 65 rules cannot cost 65 budgets. */
+export const MAX_TEMPLATE_RRULE_STEPS = 2 * MAX_RRULE_STEPS
+/**
+ * Candidate times rrule builds per period (days per period × BYHOUR × BYMINUTE × BYSECOND):
+ * the work between two counted steps. A YEARLY rule with every hour and minute is 527,040.
+ */
+export const MAX_CANDIDATES_PER_PERIOD = 100_000
 /** An occurrence handled at most this late still counts as on time under every policy
  *  (timers fire late, event loops stall). Under `skip`, anything later is missed. */
 export const ON_TIME_TOLERANCE_MS = 60_000
@@ -128,6 +150,9 @@ export interface ScheduleOptions {
   defaultStartMs: number
   /** IANA zone for wall-clock rules (Chorus extension). Overridden by a TZID in the rule. */
   timeZone?: string
+  /** Shared by every rule of one template (MAX_TEMPLATE_RRULE_STEPS): each rule's
+   *  validation spends from it, at most MAX_RRULE_STEPS each. */
+  templateBudget?: ExpansionBudget
 }
 
 export type ParseScheduleResult = { ok: true; schedule: Schedule } | { ok: false; message: string }
@@ -267,7 +292,53 @@ export function parseScheduleRule(rule: string, opts: ScheduleOptions): ParseSch
   return parseRule(rule, opts, 'scheduleRule', true)
 }
 
+/** Parse an exception window's rule (never "immediate"); errors are prefixed with `label`. */
+export function parseExceptionRule(rule: string, opts: ScheduleOptions, label: string): ParseScheduleResult {
+  return parseRule(rule, opts, label, false)
+}
+
+/** Parsed rules kept (validation, planning and every agent parse the same rules again). */
+export const MAX_CACHED_RULES = 1024
+
+/** A parse and the steps its expansion spent; reused only when at least those steps are left,
+ *  so a cached answer is always the answer a fresh parse would give. */
+const ruleCache = new Map<string, { result: ParseScheduleResult; steps: number }>()
+
+function ruleKey(text: unknown, opts: ScheduleOptions, allowImmediate: boolean): string | undefined {
+  if (typeof text !== 'string' || text.length > 1024) return undefined
+  // The default start matters only to a rule without DTSTART (and to "immediate").
+  const start = /DTSTART/i.test(text) ? '' : String(opts.defaultStartMs)
+  return [allowImmediate, start, opts.timeZone ?? '', text].join('\u0000')
+}
+
+/** Parses are cached without their label; messages get it on the way out. */
+const LABEL_MARK = '\u0001'
+
+function relabel(result: ParseScheduleResult, label: string): ParseScheduleResult {
+  return result.ok ? result : { ok: false, message: label + result.message.slice(LABEL_MARK.length) }
+}
+
 function parseRule(text: string, opts: ScheduleOptions, label: string, allowImmediate: boolean): ParseScheduleResult {
+  const key = ruleKey(text, opts, allowImmediate)
+  const shared = opts.templateBudget ?? newBudget(Infinity)
+  const hit = key === undefined ? undefined : ruleCache.get(key)
+  if (hit !== undefined && hit.steps <= shared.left) {
+    shared.left -= hit.steps
+    ruleCache.delete(key!)
+    ruleCache.set(key!, hit)
+    return relabel(hit.result, label)
+  }
+  const before = shared.left
+  const result = parseRuleUncached(text, { ...opts, templateBudget: shared }, LABEL_MARK, allowImmediate)
+  // Cache only answers the shared budget did not cut short.
+  if (key !== undefined && before >= MAX_RRULE_STEPS) {
+    ruleCache.set(key, { result, steps: before - shared.left })
+    if (ruleCache.size > MAX_CACHED_RULES) ruleCache.delete(ruleCache.keys().next().value as string)
+  }
+  return relabel(result, label)
+}
+
+function parseRuleUncached(text: string, opts: ScheduleOptions, label: string, allowImmediate: boolean): ParseScheduleResult {
   const fail = (message: string): ParseScheduleResult => ({ ok: false, message: `${label}: ${message}` })
   if (typeof text !== 'string') return fail(`expected a string such as ${EXAMPLE}`)
   if (!Number.isFinite(opts.defaultStartMs)) return fail('defaultStartMs must be a finite number of ms since the epoch')
@@ -369,17 +440,78 @@ function parseRule(text: string, opts: ScheduleOptions, label: string, allowImme
   if ((r.untilMs !== undefined && r.untilMs < startMs) || (r.untilWallMs !== undefined && r.untilWallMs < startWallMs)) {
     return fail('UNTIL is before DTSTART, so the rule has no occurrence at all; expected UNTIL after DTSTART')
   }
-  if (parsed.rule.count !== undefined) {
-    // COUNT ≤ MAX_COUNT bounds this walk.
-    let last: number | undefined
-    toRRule(schedule, -Infinity, schedule.rule.untilWallMs).all((d: Date) => {
-      last = d.getTime()
-      return true
-    })
-    if (last === undefined) return fail('the rule has no occurrence at all; check COUNT, UNTIL and the BY* parts')
-    schedule.lastWallMs = last
+  const expansion = checkExpansion(schedule, opts.templateBudget)
+  return expansion === undefined ? { ok: true, schedule } : fail(expansion)
+}
+
+/** Candidate times rrule builds per period of the rule (see MAX_CANDIDATES_PER_PERIOD). */
+function candidatesPerPeriod(rule: RecurrenceRule): number {
+  const len = (l: number[] | undefined) => l?.length ?? 1
+  const times =
+    rule.freq === 'SECONDLY' ? 1
+    : rule.freq === 'MINUTELY' ? len(rule.bysecond)
+    : rule.freq === 'HOURLY' ? len(rule.byminute) * len(rule.bysecond)
+    : len(rule.byhour) * len(rule.byminute) * len(rule.bysecond)
+  const periodDays = rule.freq === 'YEARLY' ? 366 : rule.freq === 'MONTHLY' ? 31 : rule.freq === 'WEEKLY' ? 7 : 1
+  // Plain weekdays occur at most 53 times a year, 5 a month, once a week; an ordinal once.
+  const weeks = rule.freq === 'YEARLY' ? 53 : rule.freq === 'MONTHLY' ? 5 : 1
+  const byday = rule.byday?.reduce((n, d) => n + (d.n === undefined ? weeks : 1), 0)
+  const dayFilter = rule.bymonthday === undefined && rule.byyearday === undefined && rule.byweekno === undefined ? byday : undefined
+  return Math.min(periodDays, dayFilter ?? periodDays) * times
+}
+
+/** A rule without BY* parts and with a fixed period: its COUNT-th occurrence is computed. */
+function simpleLastWall(s: RecurringSchedule): number | undefined {
+  const r = s.rule
+  const period = fixedPeriodMs(r)
+  const byParts = [r.bysetpos, r.bymonth, r.bymonthday, r.byyearday, r.byweekno, r.byday, r.byhour, r.byminute, r.bysecond]
+  if (r.count === undefined || period === undefined || byParts.some((p) => p !== undefined)) return undefined
+  const last = s.startWallMs + (r.count - 1) * period
+  return s.rule.untilWallMs !== undefined && last > s.rule.untilWallMs ? undefined : last
+}
+
+
+/**
+ * Expands what validation must know within the budget: a COUNT rule's last occurrence
+ * (stored as lastWallMs), else the first occurrence. A rule that never occurs, or whose
+ * expansion exhausts the budget, is refused; the message says which.
+ */
+function checkExpansion(s: RecurringSchedule, shared?: ExpansionBudget): string | undefined {
+  const candidates = candidatesPerPeriod(s.rule)
+  if (candidates > MAX_CANDIDATES_PER_PERIOD) {
+    return `the rule builds ${candidates.toLocaleString('en-US')} candidate times per FREQ=${s.rule.freq} period; expected at most ${MAX_CANDIDATES_PER_PERIOD.toLocaleString('en-US')} (use a shorter FREQ or fewer BYHOUR/BYMINUTE/BYSECOND values)`
   }
-  return { ok: true, schedule }
+  const steps = Math.min(MAX_RRULE_STEPS, shared?.left ?? Infinity)
+  const budget = newBudget(steps)
+  const found = expandForValidation(s, budget)
+  if (shared !== undefined) shared.left -= steps - Math.max(0, budget.left)
+  if (budget.exhausted) {
+    const what = s.rule.count !== undefined ? `its COUNT=${s.rule.count} occurrences take` : found === undefined ? 'finding its first occurrence takes' : 'its expansion takes'
+    const limit = steps < MAX_RRULE_STEPS
+      ? `more than the ${MAX_TEMPLATE_RRULE_STEPS.toLocaleString('en-US')} expansion steps all the rules of a template may take together`
+      : `more than ${MAX_RRULE_STEPS.toLocaleString('en-US')} expansion steps`
+    return `${what} ${limit}; the rule occurs too rarely for its FREQ (or not at all): use a longer FREQ, fewer BY* parts or a lower COUNT`
+  }
+  if (found === undefined) return 'the rule never occurs (no date satisfies its BY* parts together; check BYMONTH, BYMONTHDAY, BYYEARDAY, BYDAY, INTERVAL, COUNT and UNTIL)'
+  return undefined
+}
+
+/** A COUNT rule's last wall time (stored as lastWallMs), else the first occurrence instant. */
+function expandForValidation(s: RecurringSchedule, budget: ExpansionBudget): number | undefined {
+  let found: number | undefined
+  if (s.rule.count !== undefined) {
+    found = simpleLastWall(s)
+    if (found === undefined) {
+      expand(s, toRRule(s, -Infinity, s.rule.untilWallMs), budget, (rr) => rr.all((d: Date) => {
+        spend(budget)
+        found = d.getTime()
+        return true
+      }))
+    }
+    if (found !== undefined && !budget.exhausted) s.lastWallMs = found
+    return found
+  }
+  return collect(s, s.startMs - DAY, END_OF_TIME_MS + 1, 1, budget)[0]
 }
 
 function parseParts(parts: Map<string, string>): { rule: RecurrenceRule; untilInstant?: DateTimeValue } | string {
@@ -462,37 +594,58 @@ function parseParts(parts: Map<string, string>): { rule: RecurrenceRule; untilIn
     const possible = rule.bymonth.some((mo) => rule.bymonthday!.some((d) => Math.abs(d) <= [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1]!))
     if (!possible) return `BYMONTH=${rule.bymonth.join(',')} has no day BYMONTHDAY=${rule.bymonthday.join(',')}; the rule would never occur`
   }
-  if (rule.byyearday !== undefined && rule.bymonth !== undefined) {
-    // Day-of-year ranges of each month, in common and leap years.
-    const possible = [0, 1].some((leap) => {
-      const lengths = [31, 28 + leap, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-      const total = 365 + leap
-      return rule.bymonth!.some((mo) => {
-        const first = lengths.slice(0, mo - 1).reduce((a, b) => a + b, 0) + 1
-        const last = first + lengths[mo - 1]! - 1
-        return rule.byyearday!.some((d) => {
-          const day = d > 0 ? d : total + 1 + d
-          return day >= first && day <= last
-        })
-      })
-    })
-    if (!possible) return `BYMONTH=${rule.bymonth.join(',')} has no day BYYEARDAY=${rule.byyearday.join(',')}; the rule would never occur`
+  if (rule.byweekno !== undefined && rule.bymonth !== undefined && !weeknoPossible(rule.byweekno, rule.bymonth)) {
+    return `BYWEEKNO=${rule.byweekno.join(',')} has no day in BYMONTH=${rule.bymonth.join(',')}; the rule would never occur`
+  }
+  if (rule.byyearday !== undefined && (rule.bymonth !== undefined || rule.bymonthday !== undefined) && !yeardayPossible(rule)) {
+    const with_ = [rule.bymonth && `BYMONTH=${rule.bymonth.join(',')}`, rule.bymonthday && `BYMONTHDAY=${rule.bymonthday.join(',')}`].filter(Boolean).join(' and ')
+    return `no day BYYEARDAY=${rule.byyearday.join(',')} is in ${with_}, in any year; the rule would never occur`
   }
   if (rule.bysetpos !== undefined) {
     // rrule.js walks to year 9999 when BYSETPOS can never select, so reject that up front.
-    const len = (l: number[] | undefined) => l?.length ?? 1
-    const times =
-      rule.freq === 'SECONDLY' ? 1
-      : rule.freq === 'MINUTELY' ? len(rule.bysecond)
-      : rule.freq === 'HOURLY' ? len(rule.byminute) * len(rule.bysecond)
-      : len(rule.byhour) * len(rule.byminute) * len(rule.bysecond)
-    const days = rule.freq === 'YEARLY' ? 366 : rule.freq === 'MONTHLY' ? 31 : rule.freq === 'WEEKLY' ? (rule.byday?.length ?? 1) : 1
-    const most = days * times
+    const most = candidatesPerPeriod(rule)
     if (rule.bysetpos.every((p) => Math.abs(p) > most)) {
       return `BYSETPOS=${rule.bysetpos.join(',')} can never select anything: each FREQ=${freq} period has at most ${most} candidate${most === 1 ? '' : 's'}`
     }
   }
   return { rule, untilInstant }
+}
+
+/** The weekdays (0 = Monday) a DAILY rule with BYDAY can land on from DTSTART, else undefined. */
+function dailyWeekdays(rule: RecurrenceRule, startWallMs: number): number[] | undefined {
+  if (rule.freq !== 'DAILY' || rule.byday === undefined) return undefined
+  const first = (new Date(startWallMs).getUTCDay() + 6) % 7
+  const step = gcd(rule.interval % 7, 7) || 7
+  return Array.from({ length: 7 / step }, (_, k) => (first + k * step) % 7)
+}
+
+/** Whether some week of BYWEEKNO can have a day in BYMONTH. Week n covers at most the year
+ *  days 7n − 9 .. 7n + 3 (1-based; below 1 is December before, above the year is January after). */
+function weeknoPossible(weeks: number[], months: number[]): boolean {
+  const monthOf = (yearDay: number) => (yearDay < 1 ? 12 : yearDay > 365 ? 1 : new Date(Date.UTC(2001, 0, yearDay)).getUTCMonth() + 1)
+  return weeks.some((n) => {
+    const week = n > 0 ? n : 54 + n
+    for (let d = 7 * week - 10; d <= 7 * week + 4; d++) if (months.includes(monthOf(d))) return true
+    return false
+  })
+}
+
+/** Whether some BYYEARDAY day, in a common or a leap year, is in BYMONTH and BYMONTHDAY. */
+function yeardayPossible(rule: RecurrenceRule): boolean {
+  return [0, 1].some((leap) => {
+    const lengths = [31, 28 + leap, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    const total = 365 + leap
+    return rule.byyearday!.some((d) => {
+      let day = d > 0 ? d : total + 1 + d
+      if (day < 1 || day > total) return false
+      let month = 0
+      while (day > lengths[month]!) day -= lengths[month++]!
+      const monthOk = rule.bymonth === undefined || rule.bymonth.includes(month + 1)
+      const negative = day - lengths[month]! - 1
+      const dayOk = rule.bymonthday === undefined || rule.bymonthday.includes(day) || rule.bymonthday.includes(negative)
+      return monthOk && dayOk
+    })
+  })
 }
 
 function gcd(a: number, b: number): number {
@@ -504,6 +657,11 @@ function gcd(a: number, b: number): number {
  *  time of day (e.g. FREQ=SECONDLY;INTERVAL=2;BYSECOND=1 from an even second), so such rules
  *  are rejected here. */
 function checkReachable(rule: RecurrenceRule, startWallMs: number): string | undefined {
+  const weekdays = dailyWeekdays(rule, startWallMs)
+  if (weekdays !== undefined && !rule.byday!.some((d) => weekdays.includes(d.weekday))) {
+    const names = weekdays.map((w) => WEEKDAYS[w]).join(',')
+    return `FREQ=DAILY;INTERVAL=${rule.interval} from DTSTART lands only on ${names}, never on BYDAY=${rule.byday!.map((d) => WEEKDAYS[d.weekday]).join(',')}; the rule would never occur`
+  }
   const unit = rule.freq === 'HOURLY' ? HOUR : rule.freq === 'MINUTELY' ? MINUTE : rule.freq === 'SECONDLY' ? SECOND : undefined
   if (unit === undefined) return undefined
   const perDay = DAY / unit
@@ -541,14 +699,82 @@ function typicalSpacingMs(rule: RecurrenceRule): number {
   return fixedPeriodMs(rule) ?? (rule.freq === 'MONTHLY' ? 28 * DAY : 365 * DAY) * rule.interval
 }
 
+/** What one expansion may still spend (MAX_RRULE_STEPS); `exhausted` once it ran out. */
+export interface ExpansionBudget {
+  left: number
+  exhausted: boolean
+}
+
+export function newBudget(steps: number = MAX_RRULE_STEPS): ExpansionBudget {
+  return { left: steps, exhausted: false }
+}
+
+/** Thrown from inside rrule when the budget runs out, and caught around the expansion. */
+class BudgetExhausted extends Error {}
+
+/** Steps a period costs, by rrule frequency number (YEARLY 0, MONTHLY 1, ...). */
+const PERIOD_STEPS: Record<number, number> = { 0: 12, 1: 2 }
+/** Candidate times rrule builds per step a period costs beyond its base (the candidates
+ *  before the query's window are built but never handed back, so they are charged here). */
+const CANDIDATES_PER_STEP = 64
+
+/** Steps one period read of the rule costs (rrule reads the interval about twice a period). */
+function periodSteps(rule: RecurrenceRule): number {
+  return Math.max(PERIOD_STEPS[FREQUENCIES.indexOf(rule.freq)] ?? 1, Math.ceil(candidatesPerPeriod(rule) / CANDIDATES_PER_STEP))
+}
+
+function spend(budget: ExpansionBudget, steps = 1): void {
+  budget.left -= steps
+  if (budget.left < 0) {
+    budget.exhausted = true
+    throw new BudgetExhausted('expansion budget exhausted')
+  }
+}
+
+/**
+ * Meters an rrule instance: rrule 2.8.1 reads `options.interval` at every period it advances,
+ * and calls `indexOf` on BYHOUR/BYMINUTE/BYSECOND at every probe while it skips to an allowed
+ * time (a loop that never ends on some rules, e.g. FREQ=MINUTELY;BYDAY=MO;BYHOUR=5). Each read
+ * spends one step; the last one throws BudgetExhausted out of rrule.
+ */
+function meter(rr: InstanceType<typeof RRule>, budget: ExpansionBudget, weight: number): void {
+  const options = rr.options as unknown as Record<string, unknown>
+  const interval = options.interval
+  Object.defineProperty(options, 'interval', { get: () => { spend(budget, weight); return interval }, configurable: true })
+  for (const key of ['byhour', 'byminute', 'bysecond']) {
+    const list = options[key]
+    if (!Array.isArray(list) || list.length === 0) continue
+    const copy = [...(list as number[])]
+    Object.defineProperty(copy, 'indexOf', { value: (x: number) => { spend(budget); return Array.prototype.indexOf.call(copy, x) } })
+    options[key] = copy
+  }
+}
+
+/** Runs one metered rrule expansion; false when the budget ran out (what was found stands). */
+function expand(s: RecurringSchedule, rr: InstanceType<typeof RRule>, budget: ExpansionBudget, run: (rr: InstanceType<typeof RRule>) => void): boolean {
+  if (budget.exhausted) return false
+  meter(rr, budget, periodSteps(s.rule))
+  try {
+    run(rr)
+    return true
+  } catch (e) {
+    if (e instanceof BudgetExhausted) return false
+    throw e
+  }
+}
+
 function toRRule(s: RecurringSchedule, wallFrom: number, untilWall: number | undefined): InstanceType<typeof RRule> {
   const r = s.rule
   let dtstart = s.startWallMs
   // rrule walks from DTSTART on every query. For rules with a fixed period and no COUNT the
   // sequence is invariant under moving DTSTART by whole periods (BY* defaults taken from
   // DTSTART — weekday, time of day — are preserved), so start near the query instead.
+  // A COUNT rule whose last occurrence is known is the same rule ending there (UNTIL), so
+  // it can be rebased too, and is never walked from DTSTART again.
+  const countAsUntil = r.count !== undefined && s.lastWallMs !== undefined
+  if (countAsUntil) untilWall = Math.min(untilWall ?? Infinity, s.lastWallMs!)
   const period = fixedPeriodMs(r)
-  if (period !== undefined && r.count === undefined && wallFrom > dtstart + period) {
+  if (period !== undefined && (r.count === undefined || countAsUntil) && wallFrom > dtstart + period) {
     dtstart += Math.floor((wallFrom - dtstart) / period) * period
   }
   const weekday = (d: { weekday: number; n?: number }): Weekday => {
@@ -562,7 +788,7 @@ function toRRule(s: RecurringSchedule, wallFrom: number, untilWall: number | und
     wkst: r.wkst,
     tzid: null,
   }
-  if (r.count !== undefined) options.count = r.count
+  if (r.count !== undefined && !countAsUntil) options.count = r.count
   if (untilWall !== undefined) options.until = new Date(untilWall)
   if (r.bysetpos) options.bysetpos = r.bysetpos
   if (r.bymonth) options.bymonth = r.bymonth
@@ -576,7 +802,8 @@ function toRRule(s: RecurringSchedule, wallFrom: number, untilWall: number | und
   return new RRule(options, true)
 }
 
-function insertSorted(list: number[], t: number): void {
+/** The first index i with list[i] >= t (list ascending). */
+function lowerBound(list: readonly number[], t: number): number {
   let lo = 0
   let hi = list.length
   while (lo < hi) {
@@ -584,11 +811,18 @@ function insertSorted(list: number[], t: number): void {
     if (list[mid]! < t) lo = mid + 1
     else hi = mid
   }
-  if (list[lo] !== t) list.splice(lo, 0, t)
+  return lo
 }
 
-/** The earliest `limit` occurrence instants t with fromMs ≤ t < toMs, sorted, distinct. */
-function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: number): number[] {
+function insertSorted(list: number[], t: number): void {
+  const at = lowerBound(list, t)
+  if (list[at] !== t) list.splice(at, 0, t)
+}
+
+/** The earliest `limit` occurrence instants t with fromMs ≤ t < toMs, sorted, distinct,
+ *  found within `budget` (when it runs out, what was found so far). `next.wallMs` is set to
+ *  the wall time of the first candidate rrule produced after the range, when it did. */
+function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: number, budget: ExpansionBudget = newBudget(), next?: { wallMs?: number }): number[] {
   const found: number[] = []
   if (limit <= 0 || !(toMs > fromMs)) return found
   const zone = s.timeZone
@@ -602,11 +836,17 @@ function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: numb
   if (s.rule.untilWallMs !== undefined) wallTo = Math.min(wallTo, s.rule.untilWallMs)
   if (wallTo < wallFrom) return found
   const untilWall = untilMs !== undefined ? untilMs + Math.max(...offsetsNear(zone, untilMs)) : s.rule.untilWallMs
-  const rrule = toRRule(s, wallFrom, untilWall)
   let stopWall = Infinity
-  rrule.between(new Date(wallFrom), new Date(wallTo), true, (d: Date) => {
+  // all(), not between(): rrule walks on to the next candidate after the window anyway (it
+  // only compares candidates with the range), so the callback sees it and says where it is.
+  expand(s, toRRule(s, wallFrom, untilWall), budget, (rr) => rr.all((d: Date) => {
+    spend(budget)
     const w = d.getTime()
-    if (w > stopWall) return false
+    if (w < wallFrom) return true
+    if (w > wallTo || w > stopWall) {
+      if (next !== undefined) next.wallMs = w
+      return false
+    }
     const t = wallToInstant(zone, w)
     if (t >= lo && t < hi) {
       insertSorted(found, t)
@@ -618,7 +858,7 @@ function collect(s: RecurringSchedule, fromMs: number, toMs: number, limit: numb
       }
     }
     return true
-  })
+  }))
   return found
 }
 
@@ -642,7 +882,7 @@ function clampLimit(limit: number): number {
 export function occurrencesBetween(schedule: Schedule, fromMs: number, toMs: number, limit: number = MAX_OCCURRENCES_PER_QUERY): number[] {
   const n = clampLimit(limit)
   if (schedule.kind === 'immediate') return n > 0 && schedule.atMs >= fromMs && schedule.atMs < toMs ? [schedule.atMs] : []
-  return collect(schedule, fromMs, toMs, n)
+  return collect(schedule, fromMs, toMs, n, newBudget())
 }
 
 /** The first `count` occurrences strictly after `afterMs` (count capped at MAX_OCCURRENCES_PER_QUERY). */
@@ -654,9 +894,10 @@ export function nextOccurrences(schedule: Schedule, afterMs: number, count: numb
   const end = endBoundMs(schedule)
   let lo = Math.max(afterMs + 1, schedule.startMs - DAY)
   let span = typicalSpacingMs(schedule.rule) * (n + 2)
-  while (out.length < n && lo <= end) {
+  const budget = newBudget()
+  while (out.length < n && lo <= end && !budget.exhausted) {
     const hi = Math.min(lo + span, end + 1)
-    out.push(...collect(schedule, lo, hi, n - out.length))
+    out.push(...collect(schedule, lo, hi, n - out.length, budget))
     lo = hi
     span *= 2
   }
@@ -676,9 +917,10 @@ function latestOccurrences(schedule: Schedule, fromMs: number, toMs: number, k: 
   let hi = toMs
   let span = typicalSpacingMs(schedule.rule) * 4
   let scanned = 0
-  while (out.length < k && hi > floor && scanned < MAX_SCAN_PER_QUERY) {
+  const budget = newBudget()
+  while (out.length < k && hi > floor && scanned < MAX_SCAN_PER_QUERY && !budget.exhausted) {
     const lo = Math.max(floor, hi - span)
-    const chunk = collect(schedule, lo, hi, MAX_OCCURRENCES_PER_QUERY)
+    const chunk = collect(schedule, lo, hi, MAX_OCCURRENCES_PER_QUERY, budget)
     if (chunk.length === MAX_OCCURRENCES_PER_QUERY && span > SECOND) {
       span = Math.max(SECOND, Math.floor(span / 4)) // too dense to see the whole chunk: narrow it
       continue
@@ -728,7 +970,7 @@ export interface Exclusion {
   windowEndMs: number
 }
 
-export type CompileExceptionsResult = { ok: true; windows: CompiledExceptions } | { ok: false; message: string; index: number }
+export type CompileExceptionsResult = { ok: true; windows: CompiledExceptions } | { ok: false; message: string; index: number; field: 'rrule' | 'duration' }
 
 /** Compile exception rules from one or more sources (`source` defaults to 'job'). On error,
  *  `index` is the position in `rules`. */
@@ -741,11 +983,11 @@ export function compileExceptions(rules: readonly ExceptionRuleInput[], opts: Sc
     const label = source === 'job' ? `exceptionRules[${ruleIndex}]` : `globalExceptions[${JSON.stringify(entry.id ?? String(ruleIndex))}]`
     const d = entry.duration
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 1 || d > MAX_EXCEPTION_DURATION_MINUTES) {
-      return { ok: false, index, message: `${label}.duration: got ${JSON.stringify(d)}; expected a whole number of minutes from 1 to ${MAX_EXCEPTION_DURATION_MINUTES}` }
+      return { ok: false, index, field: 'duration', message: `${label}.duration: got ${JSON.stringify(d)}; expected a whole number of minutes from 1 to ${MAX_EXCEPTION_DURATION_MINUTES}` }
     }
-    const parsed = parseRule(entry.rrule, { defaultStartMs: entry.defaultStartMs ?? opts.defaultStartMs, timeZone: entry.timeZone ?? opts.timeZone }, `${label}.rrule`, false)
-    if (!parsed.ok) return { ok: false, index, message: parsed.message }
-    if (parsed.schedule.kind !== 'recurring') return { ok: false, index, message: `${label}.rrule: expected a recurrence rule` }
+    const parsed = parseRule(entry.rrule, { defaultStartMs: entry.defaultStartMs ?? opts.defaultStartMs, timeZone: entry.timeZone ?? opts.timeZone, templateBudget: opts.templateBudget }, `${label}.rrule`, false)
+    if (!parsed.ok) return { ok: false, index, field: 'rrule', message: parsed.message }
+    if (parsed.schedule.kind !== 'recurring') return { ok: false, index, field: 'rrule', message: `${label}.rrule: expected a recurrence rule` }
     const compiled: CompiledException = { source, ruleIndex, durationMs: d * MINUTE, schedule: parsed.schedule }
     if (entry.id !== undefined) compiled.id = entry.id
     windows.push(compiled)
@@ -758,12 +1000,90 @@ export function compileExceptions(rules: readonly ExceptionRuleInput[], opts: Sc
 export function exclusionFor(compiled: CompiledExceptions, atMs: number): Exclusion | undefined {
   for (const w of compiled) {
     const start = collect(w.schedule, atMs - w.durationMs + 1, atMs + 1, 1)[0]
-    if (start === undefined) continue
-    const hit: Exclusion = { source: w.source, ruleIndex: w.ruleIndex, windowStartMs: start, windowEndMs: start + w.durationMs }
-    if (w.id !== undefined) hit.id = w.id
-    return hit
+    if (start !== undefined) return exclusionOf(w, start)
   }
   return undefined
+}
+
+function exclusionOf(w: CompiledException, start: number): Exclusion {
+  const hit: Exclusion = { source: w.source, ruleIndex: w.ruleIndex, windowStartMs: start, windowEndMs: start + w.durationMs }
+  if (w.id !== undefined) hit.id = w.id
+  return hit
+}
+
+
+/** Window starts an exclusion check over a range lists at most (denser: per instant). */
+export const MAX_INDEXED_STARTS = 1000
+
+/**
+ * exclusionFor for many instants in [fromMs, toMs]: each window's starts that can cover the
+ * range are expanded once (one budgeted query per window), then each check is a binary
+ * search. A window expected to start more than MAX_INDEXED_STARTS times in the range, or whose
+ * expansion ran out of budget or hit MAX_OCCURRENCES_PER_QUERY, is checked per instant, as
+ * exclusionFor does. Same answers as exclusionFor.
+ */
+
+export function exclusionChecker(compiled: CompiledExceptions, fromMs: number, toMs: number): (atMs: number) => Exclusion | undefined {
+  const entries = distinctWindows(compiled).map((w) => indexWindow(w, fromMs, toMs))
+  return (atMs) => {
+    for (const e of entries) {
+      const start = atMs >= fromMs && atMs <= toMs && e.starts !== undefined ? indexedStart(e, atMs) : queriedStart(e, atMs)
+      if (start !== undefined) return exclusionOf(e.w, start)
+    }
+    return undefined
+  }
+}
+
+interface IndexedWindow {
+  w: CompiledException
+  /** Every start that can cover [fromMs, toMs], or undefined when not listed (see above). */
+  starts?: number[]
+  /** Per-instant queries: no start in [gapFrom, gapTo) (learned from the last query). */
+  gapFrom: number
+  gapTo: number
+}
+
+/** A window with the same schedule and duration as an earlier one can never be the first hit. */
+function distinctWindows(compiled: CompiledExceptions): CompiledException[] {
+  const seen = new Map<RecurringSchedule, Set<number>>()
+  return compiled.filter((w) => {
+    const durations = seen.get(w.schedule) ?? new Set<number>()
+    seen.set(w.schedule, durations)
+    if (durations.has(w.durationMs)) return false
+    durations.add(w.durationMs)
+    return true
+  })
+}
+
+function indexWindow(w: CompiledException, fromMs: number, toMs: number): IndexedWindow {
+  const e: IndexedWindow = { w, gapFrom: 0, gapTo: 0 }
+  if ((toMs - fromMs + w.durationMs) / typicalSpacingMs(w.schedule.rule) > MAX_INDEXED_STARTS) return e // dense
+  const budget = newBudget()
+  const starts = collect(w.schedule, fromMs - w.durationMs + 1, toMs + 1, MAX_OCCURRENCES_PER_QUERY, budget)
+  if (!budget.exhausted && starts.length < MAX_OCCURRENCES_PER_QUERY) e.starts = starts
+  return e
+}
+
+function indexedStart(e: IndexedWindow, atMs: number): number | undefined {
+  const start = e.starts![lowerBound(e.starts!, atMs - e.w.durationMs + 1)]
+  return start !== undefined && start <= atMs ? start : undefined
+}
+
+/** Wall time and instant differ by at most this much more at one time than at another. */
+const MAX_OFFSET_SWING_MS = 3 * HOUR
+
+/** The earliest start in (atMs − duration, atMs], by query; a query that finds none says how
+ *  far the next start is, so the following instants of a sparse rule need no query. */
+function queriedStart(e: IndexedWindow, atMs: number): number | undefined {
+  const from = atMs - e.w.durationMs + 1
+  if (from >= e.gapFrom && atMs < e.gapTo) return undefined
+  const next: { wallMs?: number } = {}
+  const start = collect(e.w.schedule, from, atMs + 1, 1, newBudget(), next)[0]
+  if (start === undefined) {
+    e.gapFrom = from
+    e.gapTo = next.wallMs === undefined ? atMs + 1 : Math.max(atMs + 1, next.wallMs - MAX_OFFSET_SWING_MS)
+  }
+  return start
 }
 
 export interface PlannedOccurrence {
@@ -774,8 +1094,10 @@ export interface PlannedOccurrence {
 /** The next `count` occurrences after `afterMs`, each marked with the window excluding it
  *  (for `chorus job next ID --count N`). Excluded occurrences are listed, not skipped. */
 export function planOccurrences(schedule: Schedule, exceptions: CompiledExceptions, afterMs: number, count: number): PlannedOccurrence[] {
-  return nextOccurrences(schedule, afterMs, count).map((at) => {
-    const excluded = exclusionFor(exceptions, at)
+  const list = nextOccurrences(schedule, afterMs, count)
+  const excludedAt = exclusionChecker(exceptions, list[0] ?? afterMs, list.at(-1) ?? afterMs)
+  return list.map((at) => {
+    const excluded = excludedAt(at)
     return excluded === undefined ? { at } : { at, excluded }
   })
 }
@@ -858,7 +1180,8 @@ export function dueOccurrences(
   const n = clampLimit(limit)
   const from = lastHandledMs + 1
   const to = nowMs + 1
-  const notExcluded = (t: number) => exclusionFor(exceptions, t) === undefined
+  const excludedAt = exclusionChecker(exceptions, from, nowMs)
+  const notExcluded = (t: number) => excludedAt(t) === undefined
 
   // What to run: the latest non-excluded occurrence(s) the policy allows.
   let runSet: number[]
@@ -879,7 +1202,7 @@ export function dueOccurrences(
   }
   runSet.sort((a, b) => a - b)
   // A late run must not start inside a blackout.
-  const lateBlocked = exclusionFor(exceptions, nowMs) !== undefined
+  const lateBlocked = excludedAt(nowMs) !== undefined
   const run = lateBlocked ? runSet.filter((t) => nowMs - t <= ON_TIME_TOLERANCE_MS) : runSet
   const runs = new Set(run)
 
@@ -893,7 +1216,7 @@ export function dueOccurrences(
       truncated = { fromMs: t, toMs: nowMs }
       break
     }
-    const ex = exclusionFor(exceptions, t)
+    const ex = excludedAt(t)
     if (ex !== undefined) excluded.push({ at: t, ...ex })
     else missed.push(t)
   }

@@ -25,7 +25,11 @@
 // Error messages say what is wrong and what is expected. Use `templateErrorMap` as the
 // per-parse error map (protocol/parse.ts does) so built-in issues get the same wording:
 //   target.groups[0].batchSize.type: got "percentage"; expected one of "number", "percent"
-import { parseScheduleRule } from './schedule.js'
+import { canonicalTimeZone, MAX_TEMPLATE_RRULE_STEPS, newBudget, parseExceptionRule, parseScheduleRule, type ScheduleOptions } from './schedule.js'
+import { patternProblem } from './pattern.js'
+import { parseJsonPath } from './jsonpath.js'
+import { compareVersions, parseVersion, parseVersionConstraint } from './version.js'
+import { MAX_QUERY_CHARS, parseQuery } from './query.js'
 import { z } from 'zod'
 
 // ---------------------------------------------------------------------------------------------
@@ -95,6 +99,8 @@ export const CONDITION_OPERATORS = [
 export const FAILURE_ACTIONS = ['retryThenFail', 'retryThenIgnore'] as const
 export const BACKOFF_TYPES = ['none', 'linear', 'exponential', 'polynomial'] as const
 export const SHELL_OS_KEYS = ['linux', 'windows', 'darwin'] as const
+/** `filter.constraints.attributes[].operator` (case-insensitive; README "Job templates"). */
+export const FILTER_OPERATORS = ['=', 'EQ', 'IN', '!=', 'NE', 'NOT IN', 'MATCHES', 'NOT MATCHES', 'STARTS_WITH', 'ENDS_WITH', 'CONTAINS', '>', '>=', '<', '<='] as const
 
 export const SHELL_INTERPRETER = 'chef-platform/shell-interpreter'
 /** Interpreters whose command is `{exec, args?}` (FORMAT.md §5). */
@@ -107,6 +113,8 @@ export const EXEC_INTERPRETERS = [
 export const ZERO_UUID = '00000000-0000-0000-0000-000000000000'
 
 const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/
+/** `{{.NAME}}` / `{{ .NAME }}` in commands and inputs (agent/steps.ts substitutes them). */
+export const PLACEHOLDER = /\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g
 const INTERPRETER_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)+$/
 const VERSION_PATTERN = /^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]+)?$/
 const RRULE_PATTERN = /^RRULE:[A-Z]+=[^;\s]+(;[A-Z]+=[^;\s]+)*$/
@@ -173,6 +181,8 @@ function editDistance(a: string, b: string): number {
 }
 
 function suggestion(key: string, known: readonly string[]): string {
+  const sameLetters = known.find((k) => k.toLowerCase() === key.toLowerCase())
+  if (sameLetters !== undefined) return ` (did you mean "${sameLetters}"? keys are case-sensitive)`
   let best: string | undefined
   let bestDistance = Infinity
   for (const k of known) {
@@ -406,19 +416,11 @@ function forwardIssues(ctx: z.core.$RefinementCtx<unknown>, prefix: PropertyKey[
   }
 }
 
-function compareVersions(a: string, b: string): number | undefined {
-  if (!/^[0-9]+(\.[0-9]+)*$/.test(a) || !/^[0-9]+(\.[0-9]+)*$/.test(b)) return undefined
-  const pa = a.split('.').map(Number)
-  const pb = b.split('.').map(Number)
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0)
-    if (d !== 0) return d
-  }
-  return 0
-}
-
 // ---------------------------------------------------------------------------------------------
 // Schedule.
+
+/** What checkSchedules hands to the occurrence engine: a DTSTART line, or an RRULE with FREQ. */
+const RULE_SHAPE = { test: (s: string) => /^DTSTART[;:]/.test(s) || (RRULE_PATTERN.test(s) && /(^RRULE:|;)FREQ=/.test(s)) }
 
 const SCHEDULE_EXPECTED = '"immediate" or a recurrence rule starting with "RRULE:" such as "RRULE:FREQ=DAILY;INTERVAL=1"'
 
@@ -427,15 +429,40 @@ export const ScheduleRuleSchema = z
   .max(MAX_RRULE_CHARS)
   .superRefine((s, ctx) => {
     if (s === 'immediate') return
-    if (!/^DTSTART[;:]/.test(s) && (!RRULE_PATTERN.test(s) || !/(^RRULE:|;)FREQ=/.test(s))) {
+    if (!RULE_SHAPE.test(s)) {
       ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}; expected ${SCHEDULE_EXPECTED}` })
       return
     }
-    // The occurrence engine is the judge: it accepts Courier's DTSTART= inside the rule and the
-    // RFC 5545 form with a separate DTSTART;TZID= line, and explains what it cannot use.
-    const parsed = parseScheduleRule(s, { defaultStartMs: 0 })
-    if (!parsed.ok) ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}: ${parsed.message.replace(/^scheduleRule: /, '')}` })
+    // The occurrence engine judges the rest at the template level (checkSchedules), where the
+    // time zone (chorus.timeZone) and the template's shared expansion budget are known.
   })
+
+/**
+ * The occurrence engine judges every rule of a template, in its time zone, with one shared
+ * expansion budget (MAX_TEMPLATE_RRULE_STEPS): a rule that cannot be read, never occurs or
+ * exhausts the budget is refused at `scheduleRule` or `exceptionRules[i].rrule`.
+ */
+function checkSchedules(raw: Record<string, unknown>, ctx: z.core.$RefinementCtx<unknown>): void {
+  const chorus = raw.chorus
+  const zone = isObjectLike(chorus) && typeof chorus.timeZone === 'string' ? chorus.timeZone : undefined
+  if (zone !== undefined && canonicalTimeZone(zone) === undefined) return // reported at chorus.timeZone
+  const opts: ScheduleOptions = { defaultStartMs: 0, templateBudget: newBudget(MAX_TEMPLATE_RRULE_STEPS), ...(zone !== undefined ? { timeZone: zone } : {}) }
+  const report = (path: PropertyKey[], input: string, message: string) =>
+    ctx.addIssue({ code: 'custom', path, input, message: `got ${describeValue(input)}: ${message}` })
+  const rule = raw.scheduleRule
+  if (typeof rule === 'string' && rule !== 'immediate' && RULE_SHAPE.test(rule)) {
+    const parsed = parseScheduleRule(rule, opts)
+    if (!parsed.ok) report(['scheduleRule'], rule, parsed.message.replace(/^scheduleRule: /, ''))
+  }
+  const exceptions = Array.isArray(raw.exceptionRules) ? raw.exceptionRules : []
+  exceptions.forEach((e: unknown, i) => {
+    const text = isObjectLike(e) ? e.rrule : undefined
+    if (typeof text !== 'string' || !RRULE_PATTERN.test(text)) return
+    const label = `exceptionRules[${i}].rrule`
+    const parsed = parseExceptionRule(text, opts, label)
+    if (!parsed.ok) report(['exceptionRules', i, 'rrule'], text, parsed.message.replace(`${label}: `, ''))
+  })
+}
 
 export const ExceptionRuleSchema = closedObject(
   {
@@ -446,10 +473,7 @@ export const ExceptionRuleSchema = closedObject(
         // DTSTART=YYYYMMDD may be embedded in the rule (FORMAT.md §2), so any KEY=VALUE part is accepted.
         if (!RRULE_PATTERN.test(s)) {
           ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}; expected a recurrence rule such as "RRULE:FREQ=WEEKLY;INTERVAL=1"` })
-          return
         }
-        const parsed = parseScheduleRule(s, { defaultStartMs: 0 })
-        if (!parsed.ok) ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}: ${parsed.message}` })
       }),
     duration: int(1, MAX_EXCEPTION_DURATION),
   },
@@ -484,7 +508,15 @@ export const FilterAttributeSchema = closedObject(
     value: boundedArray(bigText(), MAX_FILTER_VALUES, 1, 'an array of strings'),
   },
   'a filter attribute object {name, operator, value}',
-)
+).superRefine((a, ctx) => {
+  if (typeof a.operator !== 'string') return
+  const op = a.operator.trim().toUpperCase().replace(/\s+/g, ' ')
+  if (!(FILTER_OPERATORS as readonly string[]).includes(op)) {
+    ctx.addIssue({ code: 'custom', path: ['operator'], input: a.operator, message: `got ${describeValue(a.operator)}; ${expectOneOf(FILTER_OPERATORS)} (case-insensitive)` })
+  } else if ((op === 'MATCHES' || op === 'NOT MATCHES') && Array.isArray(a.value)) {
+    a.value.forEach((v: unknown, j: number) => { if (typeof v === 'string') refusePattern(ctx, ['value', j], v) })
+  }
+}, whenObject)
 
 export const FilterSkillSchema = closedObject(
   {
@@ -492,7 +524,13 @@ export const FilterSkillSchema = closedObject(
     version: boundedArray(text({ min: 1, max: MAX_NAME_CHARS }), MAX_FILTER_VALUES, 0, 'an array of version constraints'),
   },
   'a filter skill object {name, version}',
-)
+).superRefine((k, ctx) => {
+  if (!Array.isArray(k.version)) return
+  k.version.forEach((v: unknown, j: number) => {
+    const parsed = typeof v === 'string' ? parseVersionConstraint(v) : []
+    if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['version', j], input: v, message: `got ${describeValue(v)}: ${parsed.error}; expected e.g. ">= 1.2", "= 0.1.0", "~> 18.2", "4.x"` })
+  })
+}, whenObject)
 
 export const FilterConstraintsSchema = closedObject(
   {
@@ -502,15 +540,21 @@ export const FilterConstraintsSchema = closedObject(
   'a constraints object {attributes, skills}',
 )
 
+/** Chorus extension `filter.query`: a search query (protocol/query.ts). */
+const FilterQuerySchema = text({ min: 1, max: MAX_QUERY_CHARS, expected: 'a search query such as "role:webapp AND env:prod"' }).superRefine((q, ctx) => {
+  const parsed = parseQuery(q)
+  if (!parsed.ok) ctx.addIssue({ code: 'custom', input: q, message: `got ${describeValue(q)}: ${parsed.message}` })
+})
+
 /** Node Management query. Its root is open (see the header); `constraints` is closed. */
 export const NodeFilterSchema = z
   .looseObject(
-    { constraints: FilterConstraintsSchema.optional() },
-    { error: (iss) => (iss.code === 'invalid_type' ? `${got(iss.input)}; expected a filter object {constraints} or null` : undefined) },
+    { constraints: FilterConstraintsSchema.optional(), query: FilterQuerySchema.optional() },
+    { error: (iss) => (iss.code === 'invalid_type' ? `${got(iss.input)}; expected a filter object {constraints, query} or null` : undefined) },
   )
   .superRefine((v, ctx) => {
     const rest: Record<string, unknown> = {}
-    for (const [k, item] of Object.entries(v)) if (k !== 'constraints') rest[k] = item
+    for (const [k, item] of Object.entries(v)) if (k !== 'constraints' && k !== 'query') rest[k] = item
     checkFreeform(rest, ctx)
   })
 
@@ -576,8 +620,9 @@ export const GroupSchema = closedObject(
       } else if (isObjectLike(f)) {
         const c = f.constraints
         const count = (x: unknown) => (Array.isArray(x) ? x.length : 0)
-        if (c === undefined || (isObjectLike(c) && count(c.attributes) + count(c.skills) === 0)) {
-          ctx.addIssue({ code: 'custom', path: ['filter', 'constraints'], input: c, message: `${got(c)}; expected at least one attribute or skill constraint because nodeListType is "filter"` })
+        const empty = c === undefined || (isObjectLike(c) && count(c.attributes) + count(c.skills) === 0)
+        if (empty && f.query === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['filter', 'constraints'], input: c, message: `${got(c)}; expected at least one attribute or skill constraint, or a filter.query, because nodeListType is "filter"` })
         }
       }
       break
@@ -604,6 +649,11 @@ export const SkillSchema = closedObject(
   'a skill object {minVersion, maxVersion}',
 ).superRefine((s, ctx) => {
   if (typeof s.minVersion !== 'string' || typeof s.maxVersion !== 'string') return
+  for (const key of ['minVersion', 'maxVersion'] as const) {
+    if (VERSION_PATTERN.test(s[key]) && parseVersion(s[key]) === undefined) {
+      ctx.addIssue({ code: 'custom', path: [key], input: s[key], message: `got ${describeValue(s[key])}; expected a version such as "1.2.3", "1.9.996.1" or "2.0.0-rc.1" (dot-separated pre-release identifiers, none empty)` })
+    }
+  }
   const d = compareVersions(s.minVersion, s.maxVersion)
   if (d !== undefined && d > 0) {
     ctx.addIssue({ code: 'custom', path: ['maxVersion'], input: s.maxVersion, message: `got ${JSON.stringify(s.maxVersion)}, lower than minVersion ${JSON.stringify(s.minVersion)}; expected maxVersion >= minVersion` })
@@ -703,6 +753,11 @@ export const OutputFieldRuleSchema = closedObject(
   const method = typeof r.extractMethod === 'string' ? r.extractMethod.toLowerCase() : undefined
   if ((method === 'regex' || method === 'jsonpath') && (r.expression === undefined || r.expression === '')) {
     ctx.addIssue({ code: 'custom', path: ['expression'], input: r.expression, message: `${got(r.expression)}; expected a non-empty expression because extractMethod is ${JSON.stringify(r.extractMethod)}` })
+  } else if (method === 'regex' && typeof r.expression === 'string') {
+    refusePattern(ctx, ['expression'], r.expression)
+  } else if (method === 'jsonpath' && typeof r.expression === 'string') {
+    const parsed = parseJsonPath(r.expression)
+    if ('error' in parsed) ctx.addIssue({ code: 'custom', path: ['expression'], input: r.expression, message: `got ${describeValue(r.expression)}: ${parsed.error}` })
   }
 }, whenObject)
 
@@ -714,7 +769,15 @@ export const ConditionSchema = closedObject(
     negate: z.boolean().default(false),
   },
   'a condition object {inputName, operator, value, negate}',
-)
+).superRefine((c, ctx) => {
+  if (c.operator === 'matches' && typeof c.value === 'string') refusePattern(ctx, ['value'], c.value)
+}, whenObject)
+
+/** Reports a pattern RE2 cannot use (protocol/pattern.ts) at `path`. */
+function refusePattern(ctx: z.core.$RefinementCtx<unknown>, path: PropertyKey[], source: string): void {
+  const problem = patternProblem(source)
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', path, input: source, message: `got ${describeValue(source)}: ${problem}` })
+}
 
 const backoffKeys = ['type', 'name', 'delaySeconds', 'arguments']
 
@@ -791,11 +854,40 @@ export const StepSchema = closedObject(
   const interpreter = raw.interpreter
   const command = raw.command
   if (!isObjectLike(interpreter) || typeof interpreter.name !== 'string' || !isObjectLike(command)) return
+  checkPlaceholders(raw, ctx)
   const schema = commandSchemaFor(interpreter.name)
   if (schema === GenericCommandSchema) return // already checked as the field's own schema
   const result = schema.safeParse(command, { error: templateErrorMap, reportInput: true })
   if (!result.success) forwardIssues(ctx, ['command'], result.error.issues)
 }, whenObject)
+
+/** Each string in `value` (any depth, bounded by the free-form limits) with its path. */
+function stringsIn(value: unknown, path: PropertyKey[], out: { path: PropertyKey[]; text: string }[] = []): { path: PropertyKey[]; text: string }[] {
+  if (typeof value === 'string') out.push({ path, text: value })
+  else if (Array.isArray(value)) value.forEach((v, i) => stringsIn(v, [...path, i], out))
+  else if (isObjectLike(value)) for (const [k, v] of Object.entries(value)) stringsIn(v, [...path, k], out)
+  return out
+}
+
+/**
+ * Every `{{.NAME}}` must resolve when the step runs (agent/steps.ts planStep): in the command,
+ * to an expected input or a static input of the step; in a static input, to an expected input.
+ */
+function checkPlaceholders(step: Record<string, unknown>, ctx: z.core.$RefinementCtx<unknown>): void {
+  const keys = (v: unknown) => (isObjectLike(v) ? Object.keys(v) : [])
+  const expected = new Set(keys(step.expectedInputs))
+  const declared = new Set([...expected, ...keys(step.inputs)])
+  const check = (where: PropertyKey[], value: unknown, known: Set<string>, what: string) => {
+    for (const { path, text } of stringsIn(value, where).slice(0, MAX_FREEFORM_NODES)) {
+      const unknown = [...new Set([...text.matchAll(PLACEHOLDER)].map((m) => m[1]!))].filter((n) => !known.has(n))
+      if (unknown.length === 0) continue
+      const list = unknown.map((n) => `{{.${n}}}`).join(', ')
+      ctx.addIssue({ code: 'custom', path, input: text, message: `references ${list}, which ${unknown.length === 1 ? 'is' : 'are'} not ${what} of this step; expected ${unknown.length === 1 ? 'it' : 'them'} declared in expectedInputs` })
+    }
+  }
+  check(['command'], step.command, declared, 'an expected input or a static input')
+  check(['inputs'], step.inputs, expected, 'an expected input')
+}
 
 export const ActionsSchema = closedObject(
   {
@@ -815,6 +907,17 @@ const ExtensionAmountSchema = closedObject(
 
 export const MAX_GLOBAL_EXCEPTION_IDS = 64
 
+export const MISSED_POLICIES = ['skip', 'runOnceWithin', 'catchUp'] as const
+
+/** `chorus.missed`: the policy is checked first, so a wrong one is reported at `policy`. */
+const MissedPolicySchema = z
+  .looseObject({ policy: oneOf(MISSED_POLICIES) }, { error: (iss) => (iss.code === 'invalid_type' ? `${got(iss.input)}; expected a missed policy object {policy, withinSeconds | max}` : undefined) })
+  .pipe(z.discriminatedUnion('policy', [
+    closedObject({ policy: z.literal('skip') }, 'a missed policy {policy: "skip"}'),
+    closedObject({ policy: z.literal('runOnceWithin'), withinSeconds: int(1, MAX_TIMEOUT_SECONDS) }, 'a missed policy {policy: "runOnceWithin", withinSeconds}'),
+    closedObject({ policy: z.literal('catchUp'), max: int(1, 1000) }, 'a missed policy {policy: "catchUp", max}'),
+  ]))
+
 /**
  * Chorus extensions: fields Courier does not have, kept in one object so a Courier template
  * stays a Courier template. Every field is optional; README §Extensions documents each.
@@ -822,13 +925,11 @@ export const MAX_GLOBAL_EXCEPTION_IDS = 64
 export const ChorusExtensionSchema = closedObject(
   {
     /** IANA time zone for wall-clock recurrences (default UTC, as Courier). */
-    timeZone: text({ min: 1, max: 64 }).optional(),
+    timeZone: text({ min: 1, max: 64 }).refine((z) => canonicalTimeZone(z) !== undefined, {
+      error: (iss) => `got ${describeValue(iss.input)}, an unknown time zone; expected an IANA time zone name such as "Europe/Paris" or "UTC"`,
+    }).optional(),
     /** What an agent does with occurrences it missed while down. */
-    missed: z.discriminatedUnion('policy', [
-      closedObject({ policy: z.literal('skip') }, 'a missed policy {policy: "skip"}'),
-      closedObject({ policy: z.literal('runOnceWithin'), withinSeconds: int(1, MAX_TIMEOUT_SECONDS) }, 'a missed policy {policy: "runOnceWithin", withinSeconds}'),
-      closedObject({ policy: z.literal('catchUp'), max: int(1, 1000) }, 'a missed policy {policy: "catchUp", max}'),
-    ]).optional(),
+    missed: MissedPolicySchema.optional(),
     /** Opt in to the coordinator's global exception windows: true for all, or a list of ids. */
     globalExceptions: z.union([z.boolean(), boundedArray(text({ min: 1, max: MAX_IDENTIFIER_CHARS }), MAX_GLOBAL_EXCEPTION_IDS, 0, 'a list of global exception ids')]).optional(),
     /** Job-level quorum: no node starts until this many targets acknowledged the job. */
@@ -855,7 +956,13 @@ export const JobTemplateSchema = closedObject(
     chorus: ChorusExtensionSchema.optional(),
   },
   'a job template object {name, description, scheduleRule, exceptionRules, target, actions, chorus}',
-)
+).superRefine((t, ctx) => checkSchedules(t as Record<string, unknown>, ctx), whenObject)
+
+/** The template-level rule checks alone: zod skips them when a field already failed, so
+ *  protocol/parse.ts runs them too, and every problem of a template is reported at once. */
+export const TemplateRuleChecks = z.unknown().superRefine((v, ctx) => {
+  if (isObjectLike(v)) checkSchedules(v, ctx)
+})
 
 export type JobTemplate = z.output<typeof JobTemplateSchema>
 export type JobTemplateInput = z.input<typeof JobTemplateSchema>

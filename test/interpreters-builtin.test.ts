@@ -90,6 +90,12 @@ describe('chorus/http-check', () => {
     expect(await http.run(req(HTTP_CHECK_INTERPRETER_NAME, { url: `${base}/ok`, bodyPattern: 'sick' }), never)).toMatchObject({ status: 'failure', reason: expect.stringContaining('does not match') })
     expect(await http.run(req(HTTP_CHECK_INTERPRETER_NAME, { url: `${base}/moved`, expectStatus: [301, 302] }), never)).toMatchObject({ status: 'success' })
   })
+  it('matches a catastrophic bodyPattern over the whole 1 MiB body it reads, in linear time, and refuses a backreference', async () => {
+    // /big is 2.5 MiB of "a" (1 MiB is read): a backtracking engine on (a+)+$ against "aaa…a" with no end anchor match would never return.
+    const r = await http.run(req(HTTP_CHECK_INTERPRETER_NAME, { url: `${base}/big`, bodyPattern: '(a+)+b' }), never)
+    expect(r).toMatchObject({ status: 'failure', reason: expect.stringContaining('does not match') })
+    expect(await http.run(req(HTTP_CHECK_INTERPRETER_NAME, { url: `${base}/ok`, bodyPattern: '(h)\\1' }), never)).toMatchObject({ status: 'failure', reason: expect.stringMatching(/bodyPattern: invalid regular expression/) })
+  })
   it('bounds the body it reads and the stdout it keeps', async () => {
     const r = await http.run(req(HTTP_CHECK_INTERPRETER_NAME, { url: `${base}/big` }, { maxOutputBytes: 1000 }), never)
     expect(r.status).toBe('success')
