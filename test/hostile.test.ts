@@ -2,6 +2,7 @@
 // right verdict, path and message.
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { enrolHello } from './helpers/members.js'
 import { describe, expect, it } from 'vitest'
 import { MAX_MESSAGE_CHARS, parseTemplateText } from '../protocol/parse.js'
 import { deriveSchedule } from '../protocol/jobschedule.js'
@@ -288,10 +289,7 @@ describe('plan and submit warn about target ids never seen', () => {
   const base = JobTemplateSchema.parse(JSON.parse(readFileSync(new URL('../examples/hello-fleet.json', import.meta.url), 'utf8')))
   function stateWith(nodeIds: string[]) {
     const state = emptyCoordinatorState()
-    for (const nodeId of nodeIds) {
-      const env = seal(generateIdentity(), { type: 'hello', v: PROTOCOL_VERSION, nodeId, peerId: `peer-${nodeId}`, facts: {}, agentVersion: 'test', sentAt: T })
-      coordinatorStep(state, cfg, { type: 'rpc', requestId: `hello-${nodeId}`, envelope: env, peerId: `peer-${nodeId}` }, T)
-    }
+    for (const nodeId of nodeIds) enrolHello(state, cfg, generateIdentity(), nodeId, T)
     return state
   }
   const T = 1_700_000_000_000
