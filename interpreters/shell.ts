@@ -31,10 +31,11 @@ const OS_KEYS = ['linux', 'darwin', 'windows'] as const
 
 /**
  * The shell's whole argv after `-c`: keep the pipe on fd 3 and give the line /dev/null as stdin,
- * read the line (failing if it cannot be read: an empty script must not "succeed"), close fd 3,
- * and evaluate it, so it runs as `sh -c LINE` would ($0, exit status, syntax errors alike).
+ * read the line with the shell's own `read` (no `cat` to fork: a step costs one process, as with
+ * `sh -c`), fail if nothing arrived (an empty script must not "succeed"), close fd 3, and
+ * evaluate it, so it runs as `sh -c LINE` would ($0, exit status, syntax errors alike).
  */
-export const STDIN_SCRIPT = 'exec 3<&0 </dev/null; __chorus_line=$(cat <&3) || exit 127; exec 3<&-; eval "unset __chorus_line; $__chorus_line"'
+export const STDIN_SCRIPT = 'exec 3<&0 </dev/null; __chorus_line=; while IFS= read -r __chorus_part <&3 || [ -n "$__chorus_part" ]; do __chorus_line="$__chorus_line$__chorus_part\n"; __chorus_part=; done; exec 3<&-; unset __chorus_part; [ -n "$__chorus_line" ] || exit 127; eval "unset __chorus_line; $__chorus_line"'
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
