@@ -461,7 +461,30 @@ export const membership: Checker = {
   },
 }
 
-export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness, batches, groups, quorum, exceptions, clusterAvailability, membership]
+/**
+ * coordinator-loss: while the coordinator is down, no gap between consecutive run ends exceeds
+ * world.maxRunEndGapMs: waiting targets noticed the lost connection and went on by peer gossip.
+ */
+export const coordinatorLossGap: Checker = {
+  name: 'coordinator-loss-gap',
+  final(world) {
+    const bound = world.maxRunEndGapMs
+    if (bound === undefined) return []
+    const problems: string[] = []
+    const ends = [...world.outcomes.values()].map((o) => o.at).sort((a, b) => a - b)
+    for (const [from, to] of world.coordinatorDown) {
+      const inside = ends.filter((t) => t > from && t <= to)
+      for (let i = 1; i < inside.length; i++) {
+        const gap = inside[i]! - inside[i - 1]!
+        if (gap > bound) problems.push(`${(gap / 1000).toFixed(1)} s between run ends at ${(inside[i - 1]! / 1000).toFixed(1)} s and ${(inside[i]! / 1000).toFixed(1)} s while the coordinator was down (bound ${bound / 1000} s)`)
+      }
+      if (inside.length === 0 && ends.some((t) => t > to)) problems.push(`no run ended while the coordinator was down (${(from / 1000).toFixed(1)} s to ${(to / 1000).toFixed(1)} s), yet some ended after it came back: the rollout stalled`)
+    }
+    return problems
+  },
+}
+
+export const ALL_CHECKERS: Checker[] = [authenticity, atMostOnce, nothingLost, liveness, batches, groups, quorum, exceptions, clusterAvailability, membership, coordinatorLossGap]
 
 export function checkersByName(names: string[]): Checker[] {
   return names.map((n) => {

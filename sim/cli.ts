@@ -80,7 +80,7 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
   const wall0 = performance.now()
   const world = new World({
     seed: o.seed, agents, template, nodeIds: namedTargets(template), checkers: o.checkers ?? ALL_CHECKERS,
-    ...(o.cores ? { cores: o.cores } : {}), ...(o.stepModel ? { stepModel: o.stepModel } : {}), timeline: o.timeline ?? false,
+    ...(o.cores ? { cores: o.cores } : {}), ...(o.stepModel ?? scenario.stepModel ? { stepModel: { ...scenario.stepModel, ...o.stepModel } } : {}), timeline: o.timeline ?? false,
     ...(o.traceSink ? { traceSink: o.traceSink } : {}), ...(o.tickAll ? { tickAll: true } : {}), ...(scenario.rogues ? { rogues: scenario.rogues } : {}),
   })
   scenario.setup(world)

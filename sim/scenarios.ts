@@ -205,6 +205,8 @@ export interface Scenario {
   unavailable?: string
   /** Rogue hosts the world adds beside the agents (WorldOptions.rogues). */
   rogues?: number
+  /** The scenario's run-time model (a caller's --step model still wins). */
+  stepModel?: Partial<import('./world.js').StepModel>
   setup(world: World): void
 }
 
@@ -587,7 +589,47 @@ const rogueHosts: Scenario = {
   },
 }
 
-export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish, rogueHosts]
+/** coordinator-loss's job: every agent, rolling with a window of 2, one short step. */
+function lossTemplate(): JobTemplate {
+  return validate({
+    name: 'sim rolling restart', scheduleRule: 'immediate', exceptionRules: [],
+    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 1800, batchSize: { type: 'number', value: 2 }, distributionMethod: 'rolling', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'filter', filter: { constraints: { attributes: [{ name: 'fleet', operator: '=', value: ['chorus-sim'] }] } } }] },
+    actions: { accessMode: 'agent', steps: [STEPS[0]] },
+  }, 'the coordinator-loss job')
+}
+
+/**
+ * A rolling restart (window 2, runs of about 2 s); the coordinator dies once two runs have
+ * started and stays down for two minutes. Waiting targets must notice the lost connection and
+ * go on by peer gossip: no gap between consecutive run ends while it is down may exceed 15 s.
+ */
+const coordinatorLoss: Scenario = {
+  name: 'coordinator-loss',
+  summary: 'a rolling restart (window 2) whose coordinator dies once two runs have started and stays away 2 minutes: the rollout goes on by peer gossip with no gap between run ends over 15 s',
+  defaultAgents: 8,
+  template: () => lossTemplate(),
+  stepModel: { failure_rate: 0, duration_ms_median: 2_000, duration_sigma: 0.1 },
+  setup(world) {
+    world.maxRunEndGapMs = 15_000
+    world.mayCrash(world.coordinator)
+    world.boot()
+    startAgents(world, 2_000)
+    submitWhenRegistered(world, 60_000, (_jobId, at) => {
+      const poll = () => {
+        if (world.execList.length < 2) { world.after(50, poll); return }
+        world.phaseMarks.push({ at: world.now, label: 'coordinator crash' })
+        world.crash(world.coordinator)
+        world.coordinatorDown.push([world.now, world.now + 120_000])
+        world.after(120_000, () => world.startNode(world.coordinator))
+      }
+      world.after(0, poll)
+      world.safetyEndsAt = at + 180_000
+    })
+    world.safetyEndsAt = 600_000
+  },
+}
+
+export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish, rogueHosts, coordinatorLoss]
 
 export function findScenario(name: string): Scenario | undefined {
   return SCENARIOS.find((s) => s.name === name)

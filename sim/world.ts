@@ -326,6 +326,10 @@ export class World {
   safetyEndsAt = Infinity
   /** Set by a scenario (quorum-upgrade): at most this many targets down or upgrading at once. */
   maxUnavailable: number | undefined
+  /** Set by a scenario (coordinator-loss): the longest gap allowed between consecutive run ends while the coordinator is down. */
+  maxRunEndGapMs: number | undefined
+  /** When the coordinator was down, as the scenario crashed and restarted it (sim time). */
+  readonly coordinatorDown: [number, number][] = []
   /** For the report: partitions and dark links as they happened. */
   readonly partitionLog: { id: number; mode: string; members: number[]; from: number; to: number }[] = []
   readonly offlineLog: { node: number; from: number; to: number }[] = []

@@ -18,7 +18,7 @@ import { livenessBound } from '../sim/bound.js'
 import * as simWorld from '../sim/world.js'
 import type { Cores, World } from '../sim/world.js'
 
-const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts']
+const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts', 'coordinator-loss']
 /** Seeds every scenario must pass (CI). Small fleets keep the file well under a minute. */
 const FIXED_SEEDS = [1, 2, 3, 7, 42, 1234]
 /**
@@ -321,6 +321,19 @@ describe('broken cores are caught', () => {
     expect(hits.length, brief(r)).toBeGreaterThan(0)
     expect(hits[0]!.seed).toBe(seed)
     expect(hits[0]!.detail).toMatch(/never reached the coordinator/)
+  })
+
+  it('coordinator-loss: a core that does not notice the lost connection stalls behind its held watch, and the gap checker says so', () => {
+    // The double is the old agent: a watch held at a dead coordinator still counts as in flight.
+    const cores: Partial<Cores> = { agentStep: (state, config, event, now) => (event.type === 'disconnected' ? [] : agentStep(state, config, event, now)) }
+    const seed = 1
+    const r = runScenario({ scenario: 'coordinator-loss', seed, cores })
+    const hits = r.violations.filter((v) => v.property === 'coordinator-loss-gap')
+    expect(hits.length, brief(r)).toBeGreaterThan(0)
+    expect(hits[0]!.seed).toBe(seed)
+    const fixed = runScenario({ scenario: 'coordinator-loss', seed })
+    expect(fixed.violations, brief(fixed)).toEqual([])
+    expect(fixed.runs_decided).toBe(8)
   })
 
   it('membership: a coordinator core that registers nodes on first use (no enrolment) admits rogue hosts, and the checker says so', () => {
