@@ -10,6 +10,7 @@ import { AgentConfigSchema, check, parseJsonText, problemsText } from '../protoc
 import { FactsSchema, MAX_SKILLS, MAX_SYNC_JOBS, MAX_ADDRS_PER_PEER, PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, open, type PeerInfo, encodeEnvelope, seal, MAX_STEP_OUTPUT_CHARS, type SignedEnvelope } from '../protocol/wire.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
+import { WarnLimiter, reportDropped } from '../protocol/loglimit.js'
 import { MEMBER_DEADLINE_MS, checkMember } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
 import { subscribeEnvelopes } from '../protocol/transport.js'
@@ -135,6 +136,8 @@ export class AgentRuntime {
   private redialAt = 0
   private redialMs = REDIAL_MIN_MS
   private stopped = false
+  /** Warn lines (refusals) are bounded per message text (protocol/loglimit.ts). */
+  private readonly warns = new WarnLimiter()
   /** Other agents that showed a valid membership certificate on this connection: peer id → node id and key. */
   private readonly verified = new Map<string, { nodeId: string; key: string; expiresAt: number }>()
   nodeId = ''
@@ -230,7 +233,7 @@ export class AgentRuntime {
         this.net.publish(TOPIC_PROGRESS, encodeEnvelope(e.envelope)).catch((err) => this.opts.logger.debug({ err: (err as Error).message }, 'progress publish failed'))
         break
       case 'log':
-        this.opts.logger[e.level](e.fields ?? {}, e.msg)
+        if (e.level !== 'warn' || this.warns.allow(e.msg, Date.now())) this.opts.logger[e.level](e.fields ?? {}, e.msg)
         break
       case 'revoked':
         for (const [peerId, v] of this.verified) if (e.keys.includes(v.key)) { this.verified.delete(peerId); void this.net.hangUp(peerId) }
@@ -358,6 +361,7 @@ export class AgentRuntime {
 
   private onTick(): void {
     if (this.stopped) return
+    reportDropped(this.warns, (fields, msg) => this.opts.logger.warn(fields, msg), Date.now())
     void this.dispatch({ type: 'tick' })
     if (!this.connected && Date.now() >= this.redialAt) void this.connect()
   }

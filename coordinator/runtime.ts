@@ -13,6 +13,7 @@ import type { JobTemplate } from '../protocol/template.js'
 import { CoordinatorOptionsSchema, check, problemsText } from '../protocol/api.js'
 import { createNet, type Net } from '../net/libp2p.js'
 import { CoreLoop } from '../protocol/loop.js'
+import { WarnLimiter, reportDropped } from '../protocol/loglimit.js'
 import { subscribeEnvelopes } from '../protocol/transport.js'
 import {
   AUDIT_PREFIX, DEFAULT_COORDINATOR_TIMING, auditKeyFrom, coordinatorStep, restoreCoordinator,
@@ -79,6 +80,8 @@ export class CoordinatorRuntime implements ApiHost {
   private ticker?: NodeJS.Timeout
   private readonly pending = new Map<string, (value: unknown) => void>()
   private stopped = false
+  /** Warn lines (refusals) are bounded per message text (protocol/loglimit.ts). */
+  private readonly warns = new WarnLimiter()
   endpoints!: Endpoints
 
   constructor(private readonly opts: CoordinatorOptions) {}
@@ -145,7 +148,10 @@ export class CoordinatorRuntime implements ApiHost {
     const file = join(this.opts.dataDir, 'endpoints.json')
     await writeFile(`${file}.tmp`, JSON.stringify(this.endpoints, null, 2) + '\n')
     await rename(`${file}.tmp`, file)
-    this.ticker = setInterval(() => void this.dispatch({ type: 'tick' }), COORDINATOR_TICK_MS)
+    this.ticker = setInterval(() => {
+      reportDropped(this.warns, (fields, msg) => this.opts.logger.warn(fields, msg), Date.now())
+      void this.dispatch({ type: 'tick' })
+    }, COORDINATOR_TICK_MS)
     this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
     return this.endpoints
   }
@@ -208,7 +214,7 @@ export class CoordinatorRuntime implements ApiHost {
         this.resolve(e.requestId, e.outcome)
         break
       case 'log':
-        this.opts.logger[e.level](e.fields ?? {}, e.msg)
+        if (e.level !== 'warn' || this.warns.allow(e.msg, Date.now())) this.opts.logger[e.level](e.fields ?? {}, e.msg)
         break
       case 'persist':
         break
