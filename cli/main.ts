@@ -385,7 +385,8 @@ program.command('sim')
   .option('--job <file>', 'simulate your own Courier template instead of the built-in job')
   .option('--json', 'print the JSON summary')
   .option('--report <file.html>', 'write a self-contained HTML page with a timeline of the run')
-  .action(async (o: { scenario: string; agents?: number; seed?: number; seeds?: number; job?: string; json?: boolean; report?: string }) => {
+  .option('--real-crypto', 'sign and verify with real ed25519 (default: a fast provider with the same semantics: a signature verifies only under its signer\'s key and for its exact bytes)')
+  .action(async (o: { scenario: string; agents?: number; seed?: number; seeds?: number; job?: string; json?: boolean; report?: string; realCrypto?: boolean }) => {
     const { runSimCommand } = await import('../sim/cli.js')
     process.exitCode = await runSimCommand(o)
   })

@@ -1,7 +1,7 @@
 // ed25519 identities. One 32-byte seed per coordinator and per agent gives both the key
 // that signs Chorus messages and the libp2p peer identity, so a gossip message's author
 // (msg.from) and its Chorus signer can be checked against the same pinned key.
-import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
+import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto'
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
@@ -15,15 +15,88 @@ export interface Identity {
   seed: Uint8Array
   /** Public key, base64url of the raw 32 bytes: the form operators pass on the command line. */
   publicKey: string
-  privateKeyObject: KeyObject
+  /** The ed25519 signing key (absent under the simulator's fast provider). */
+  privateKeyObject?: KeyObject
+}
+
+/**
+ * How identities are made and messages signed and verified. Everything real uses ED25519. The
+ * simulator may switch to SIM_FAST_CRYPTO (`useCryptoProvider`) for large fleets: the same
+ * semantics (a signature verifies only under its signer's key and for its exact bytes, so forged
+ * and tampered messages still fail), at a fraction of the cost.
+ */
+export interface CryptoProvider {
+  readonly name: string
+  identityFromSeed(seed: Uint8Array): Identity
+  sign(identity: Identity, bytes: Uint8Array): string
+  verify(publicKey: string, bytes: Uint8Array, signature: string): boolean
+}
+
+export const ED25519: CryptoProvider = {
+  name: 'ed25519',
+  identityFromSeed(seed) {
+    const privateKeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' })
+    const spki = createPublicKey(privateKeyObject).export({ format: 'der', type: 'spki' })
+    const publicKey = Buffer.from(spki.subarray(spki.length - PUBLIC_KEY_BYTES)).toString('base64url')
+    return { seed, publicKey, privateKeyObject }
+  },
+  sign(identity, bytes) {
+    const key = identity.privateKeyObject ?? createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, identity.seed]), format: 'der', type: 'pkcs8' })
+    return sign(null, bytes, key).toString('base64url')
+  },
+  verify(publicKey, bytes, signature) {
+    try {
+      const sig = Buffer.from(signature, 'base64url')
+      if (sig.length !== SIGNATURE_BYTES) return false
+      return verify(null, bytes, publicKeyObject(publicKey), sig)
+    } catch {
+      return false
+    }
+  },
+}
+
+/** Seeds of the keys the fast provider made, by public key (what "only the signer can sign" rests on). Bounded. */
+const fastSeeds = new Map<string, Uint8Array>()
+const FAST_SEEDS_MAX = 1_000_000
+
+/**
+ * The simulator's provider: a key is a hash of its seed, a signature SHA-512(seed ‖ bytes) (64
+ * bytes, the size of an ed25519 signature). Only the holder of the seed can make a signature
+ * that verifies under its key, and any change to the bytes breaks it; it is not a public-key
+ * scheme (the verifier looks the seed up), which is all a simulation in one process needs.
+ */
+export const SIM_FAST_CRYPTO: CryptoProvider = {
+  name: 'sim-fast',
+  identityFromSeed(seed) {
+    const publicKey = createHash('sha256').update('chorus-sim-key').update(seed).digest().toString('base64url')
+    if (fastSeeds.size >= FAST_SEEDS_MAX) fastSeeds.clear()
+    fastSeeds.set(publicKey, Uint8Array.from(seed))
+    return { seed, publicKey }
+  },
+  sign(identity, bytes) {
+    return createHash('sha512').update(identity.seed).update(bytes).digest().toString('base64url')
+  },
+  verify(publicKey, bytes, signature) {
+    const seed = fastSeeds.get(publicKey)
+    if (!seed) return false
+    const expected = createHash('sha512').update(seed).update(bytes).digest()
+    const given = Buffer.from(signature, 'base64url')
+    return given.length === expected.length && timingSafeEqual(given, expected)
+  },
+}
+
+let provider: CryptoProvider = ED25519
+
+/** Switches the process's provider (the simulator only); returns the previous one. */
+export function useCryptoProvider(p: CryptoProvider): CryptoProvider {
+  const previous = provider
+  provider = p
+  return previous
 }
 
 export function identityFromSeed(seed: Uint8Array): Identity {
   if (seed.length !== 32) throw new Error(`an ed25519 seed is 32 bytes, got ${seed.length}`)
-  const privateKeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' })
-  const spki = createPublicKey(privateKeyObject).export({ format: 'der', type: 'spki' })
-  const publicKey = Buffer.from(spki.subarray(spki.length - PUBLIC_KEY_BYTES)).toString('base64url')
-  return { seed, publicKey, privateKeyObject }
+  return provider.identityFromSeed(seed)
 }
 
 export function generateIdentity(): Identity {
@@ -89,17 +162,11 @@ export function peerIdOf(publicKey: string): string {
 
 /** ed25519 signatures are deterministic: the same key and bytes always give the same signature. */
 export function signBytes(identity: Identity, bytes: Uint8Array): string {
-  return sign(null, bytes, identity.privateKeyObject).toString('base64url')
+  return provider.sign(identity, bytes)
 }
 
 export function verifyBytes(publicKey: string, bytes: Uint8Array, signature: string): boolean {
-  try {
-    const sig = Buffer.from(signature, 'base64url')
-    if (sig.length !== SIGNATURE_BYTES) return false
-    return verify(null, bytes, publicKeyObject(publicKey), sig)
-  } catch {
-    return false
-  }
+  return provider.verify(publicKey, bytes, signature)
 }
 
 /** Loads DIR/identity.json, creating it (mode 0600) on first use. */

@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto'
 import { formatFromFileName, parseTemplateText } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { ALL_CHECKERS } from './checkers.js'
-import { SCENARIOS, builtinTemplate, findScenario, namedTargets } from './scenarios.js'
+import { SCENARIOS, builtinTemplate, findScenario, namedTargets, type Scenario } from './scenarios.js'
+import { ED25519, SIM_FAST_CRYPTO, useCryptoProvider } from '../protocol/keys.js'
 import { World, type Checker, type Cores, type StepModel } from './world.js'
 import { renderReport } from './report.js'
 
@@ -31,6 +32,8 @@ export interface ScenarioRunOptions {
   traceSink?: (line: string) => void
   /** Tick every agent every AGENT_TICK_MS even when idle (WorldOptions.tickAll; slower, same trace). */
   tickAll?: boolean
+  /** Sign and verify with real ed25519 (default: the fast provider of the same semantics, protocol/keys.ts SIM_FAST_CRYPTO). */
+  realCrypto?: boolean
 }
 
 export interface SeedResult {
@@ -78,6 +81,17 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) throw new SimUsageError(`--seed must be an integer from 0 to 4294967295; got ${o.seed}`)
   const template = o.template ?? scenario.template?.(o.seed) ?? builtinTemplate()
   const wall0 = performance.now()
+  // Identities are made and messages signed inside this window; the world's envelopes are
+  // opened under the same provider by the checkers before it closes.
+  const previous = useCryptoProvider(o.realCrypto ? ED25519 : SIM_FAST_CRYPTO)
+  try {
+    return runWorld(o, scenario, agents, template, wall0)
+  } finally {
+    useCryptoProvider(previous)
+  }
+}
+
+function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, template: JobTemplate, wall0: number): SeedResult {
   const world = new World({
     seed: o.seed, agents, template, nodeIds: namedTargets(template), checkers: o.checkers ?? ALL_CHECKERS,
     ...(o.cores ? { cores: o.cores } : {}), ...(o.stepModel ?? scenario.stepModel ? { stepModel: { ...scenario.stepModel, ...o.stepModel } } : {}), timeline: o.timeline ?? false,
@@ -150,6 +164,8 @@ export interface SimCommandOptions {
   job?: string
   json?: boolean
   report?: string
+  /** Real ed25519 instead of the fast provider. */
+  realCrypto?: boolean
 }
 
 export interface SimSummary {
@@ -219,7 +235,7 @@ export async function runSimCommand(o: SimCommandOptions): Promise<number> {
   for (const seed of seeds) {
     let r: SeedResult
     try {
-      r = runScenario({ scenario: scenario.name, seed, agents, ...(template ? { template } : {}), timeline: Boolean(o.report) && seeds.length === 1 })
+      r = runScenario({ scenario: scenario.name, seed, agents, ...(template ? { template } : {}), timeline: Boolean(o.report) && seeds.length === 1, ...(o.realCrypto ? { realCrypto: true } : {}) })
     } catch (err) {
       if (err instanceof SimUsageError) { process.stderr.write(`chorus sim: ${err.message}\n`); return 2 }
       throw err

@@ -12,6 +12,7 @@ import type { CheckpointBody, JobBody } from '../protocol/wire.js'
 import { PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
 import { runScenario, runSimCommand, type SeedResult } from '../sim/cli.js'
 import { Prng } from '../sim/prng.js'
+import { SIM_FAST_CRYPTO } from '../protocol/keys.js'
 import { EventHeap } from '../sim/heap.js'
 import { SCENARIOS, builtinTemplate, gatedTemplate } from '../sim/scenarios.js'
 import { livenessBound } from '../sim/bound.js'
@@ -160,6 +161,33 @@ describe('per-node traffic does not grow with the fleet', () => {
     const body = [...large.world.jobBodies.values()][0]!
     expect(JSON.stringify(body.resolved)).toBe(JSON.stringify({ groups: body.resolved.groups.map((g) => ({ size: g.size })) }))
     expect(body.resolved.groups.reduce((n, g) => n + g.size, 0)).toBe(400)
+  })
+})
+
+describe('the fast crypto provider', () => {
+  // The simulator signs with SIM_FAST_CRYPTO unless told otherwise: same semantics as ed25519
+  // (a signature verifies only under its signer's key, for its exact bytes), a fraction of the cost.
+  it('gives the same safety verdicts as real ed25519 on seed 1 of every scenario', () => {
+    for (const scenario of SCENARIO_NAMES) {
+      const agents = AGENTS_BY_SCENARIO[scenario] ?? AGENTS
+      const fast = runScenario({ scenario, agents, seed: 1 })
+      const real = runScenario({ scenario, agents, seed: 1, realCrypto: true })
+      expect(fast.violations.map((v) => v.property), `${scenario} seed 1`).toEqual(real.violations.map((v) => v.property))
+      expect(fast.runs_decided, `${scenario} seed 1`).toBeGreaterThan(0)
+    }
+  })
+
+  it('refuses forged and tampered messages as ed25519 does', () => {
+    const honest = SIM_FAST_CRYPTO.identityFromSeed(new Uint8Array(32).fill(1))
+    const other = SIM_FAST_CRYPTO.identityFromSeed(new Uint8Array(32).fill(2))
+    const body = Buffer.from('{"type":"job"}')
+    const sig = SIM_FAST_CRYPTO.sign(honest, body)
+    expect(sig).toHaveLength(86)
+    expect(SIM_FAST_CRYPTO.verify(honest.publicKey, body, sig)).toBe(true)
+    expect(SIM_FAST_CRYPTO.verify(honest.publicKey, Buffer.from('{"type":"job "}'), sig)).toBe(false)
+    expect(SIM_FAST_CRYPTO.verify(honest.publicKey, body, SIM_FAST_CRYPTO.sign(other, body))).toBe(false)
+    expect(SIM_FAST_CRYPTO.verify(other.publicKey, body, sig)).toBe(false)
+    expect(SIM_FAST_CRYPTO.verify('A'.repeat(43), body, sig)).toBe(false)
   })
 })
 
