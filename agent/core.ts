@@ -66,6 +66,8 @@ export interface AgentRun {
   gated: boolean
   /** Release policy: the current lease of this node's slot ends then. */
   leaseUntil?: number
+  /** A run still going RUNNING_REPORT_MS after its start was reported in a sync. */
+  startReported?: boolean
   startedAt: number
   finishedAt?: number
   reason?: string
@@ -153,6 +155,8 @@ export interface AgentState {
 
 /** An unanswered sync is sent again after this long. */
 export const SYNC_RETRY_MS = 5_000
+/** A run still going this long after its start is reported (one sync): shorter runs send nothing more than their result. */
+export const RUNNING_REPORT_MS = 1_000
 /** Anti-entropy: even a node that misses nothing syncs this often (gossip can be lost). */
 export const SYNC_PERIOD_MS = 60_000
 /**
@@ -340,6 +344,7 @@ export function nextTickWork(state: AgentState, config: AgentConfig, now: number
     } else if (run.status === 'running' && run.leaseUntil !== undefined) {
       at(run.leaseUntil - leaseMsOf(state, run) * 2 / 3)
     }
+    if (startToReport(run)) at(run.startedAt + RUNNING_REPORT_MS)
   }
   for (const job of state.jobs.values()) {
     if (job.body.template.scheduleRule === 'immediate' || !job.ticket?.place) continue
@@ -410,6 +415,7 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
           publishProgress(state, config, run, 'renew', now, effects)
         }
       }
+      reportLongRuns(state, config, now, effects)
       // The coordinator stopped answering: tell the other targets directly where this node's gated runs stand.
       const away = coordinatorAway(state, now)
       if (away && !state.link.gossiping) {
@@ -1075,6 +1081,19 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   }
 }
 
+const startToReport = (run: AgentRun): boolean => run.status === 'running' && !run.startReported
+
+/** Runs going for RUNNING_REPORT_MS: one sync tells the coordinator they are running (gated or not). */
+function reportLongRuns(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
+  let due = false
+  for (const run of state.runs.values()) {
+    if (!startToReport(run) || now - run.startedAt < RUNNING_REPORT_MS) continue
+    run.startReported = true
+    due = true
+  }
+  if (due) sendSync(state, config, now, effects)
+}
+
 /** Asks the coordinator for what this node missed, saying which jobs (and job-state versions) it holds. */
 function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[], watch = false): void {
   state.sync.lastSentAt = now
@@ -1086,7 +1105,8 @@ function sendSync(state: AgentState, config: AgentConfig, now: number, effects: 
   known.sort((a, b) => Number(a.ticket) - Number(b.ticket))
   const gated: { instanceId: string; jobId: string; occurrenceAt: number; state: 'waiting' | 'running'; leaseUntil?: number; seq: number }[] = []
   for (const run of state.runs.values()) {
-    if (!run.gated || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
+    const reported = run.status === 'running' && run.startReported === true
+    if ((!run.gated && !reported) || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
     gated.push({
       instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, state: run.status,
       ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}), seq: state.progress.get(run.instanceId)?.checkpoint?.seq ?? 0,

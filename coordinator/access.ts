@@ -18,6 +18,8 @@ export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
   { method: 'GET', url: '/v1/jobs', role: 'reader' },
   { method: 'GET', url: '/v1/jobs/:id', role: 'reader' },
   { method: 'GET', url: '/v1/jobs/:id/next', role: 'reader' },
+  { method: 'GET', url: '/v1/jobs/:id/events', role: 'reader' },
+  { method: 'GET', url: '/v1/instances/:id/events', role: 'reader' },
   { method: 'GET', url: '/v1/instances/:id', role: 'reader' },
   { method: 'GET', url: '/v1/instances/:id/runs', role: 'reader' },
   { method: 'GET', url: '/v1/runs/:id', role: 'reader' },

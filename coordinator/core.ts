@@ -1030,7 +1030,7 @@ function noteGated(state: CoordinatorState, config: CoordinatorConfig, nodeId: s
     // Only the job's targets acknowledge (a quorum counts them): anyone else's claim changes nothing.
     if (!instance || !targets(job, nodeId)) continue
     recordAck(state, instance, nodeId)
-    if (g.state === 'running') markStarted(state, instance, nodeId, g.leaseUntil ?? Number.MAX_SAFE_INTEGER, effects)
+    if (g.state === 'running') markStarted(state, instance, nodeId, now, effects)
     noteProgress(state, config, instance, job, nodeId, g.state === 'running' ? Pos.Started : Pos.Acked, now, effects, g.state === 'running' ? (g.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
   }
 }

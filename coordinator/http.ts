@@ -22,13 +22,15 @@ import {
 import { planJob } from './plan.js'
 import { enrollmentSummary, newEnrollment } from './members.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
+import { CHORUS_HEADER } from '../protocol/headers.js'
+import { eventRoutes, type EventHost } from './sse.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 type Change = RequestEvent extends infer E ? (E extends RequestEvent ? Omit<E, 'actor' | 'requestId'> : never) : never
 
 /** What the API needs of the runtime. */
-export interface ApiHost {
+export interface ApiHost extends EventHost {
   readonly state: CoordinatorState
   readonly logger: Logger
   /** Host header values accepted (filled once the server is bound). */
@@ -91,6 +93,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   const registered = guardRoutes(app)
+  app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
   app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
     if (err instanceof BadInput) return reply.code(400).send({ error: err.message, problems: err.problems })
@@ -104,6 +107,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   savedRoutes(app, host)
   accessRoutes(app, host)
   memberRoutes(app, host)
+  eventRoutes(app, host)
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue

@@ -19,6 +19,7 @@ import {
   type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { allowedHosts, hashToken, newToken } from './access.js'
+import { EventLog } from './events.js'
 import { buildApi, type AdminOutcome, type ApiHost } from './http.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
@@ -68,6 +69,8 @@ export function parseHostPort(text: string): { host: string; port: number } {
 
 export class CoordinatorRuntime implements ApiHost {
   state!: CoordinatorState
+  /** Live progress events, derived from every core step (coordinator/events.ts). */
+  readonly events = new EventLog()
   hosts = new Set<string>()
   scheme: 'http' | 'https' = 'http'
   private config!: CoordinatorConfig
@@ -100,8 +103,13 @@ export class CoordinatorRuntime implements ApiHost {
     // Everything but the audit log (it only grows; the API pages through it in the store).
     for (const range of [{ lt: AUDIT_PREFIX }, { gte: AUDIT_END }]) for await (const entry of this.db.iterator(range)) records.push(entry)
     this.state = restoreCoordinator(records)
+    this.events.trackLive(this.state)
     this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
-      step: (event, now) => coordinatorStep(this.state, this.config, event, now),
+      step: (event, now) => {
+        const effects = coordinatorStep(this.state, this.config, event, now)
+        this.events.observe(this.state, effects, now)
+        return effects
+      },
       commit: (ops) => this.db.batch(ops),
       execute: (effect) => this.execute(effect),
       now: () => Date.now(),
