@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { registerMemberCommands } from './members.js'
+import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
 
 const program = new Command()
 program
@@ -10,6 +11,9 @@ program
   .description('Choreographed fleet jobs: a coordinator signs Courier job templates and publishes them over a libp2p gossip mesh; agents run them.')
   .version('0.1.0')
   .showHelpAfterError()
+  .addHelpText('after', `\nExample: chorus job submit job.yaml --wait\n\n${EXIT_HELP}`)
+  // Usage errors exit 2 (commander's default is 1: the code for a failed job).
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -66,7 +70,7 @@ program.command('keys')
   })
 
 program.command('validate')
-  .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 1 otherwise')
+  .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 2 otherwise')
   .argument('<files...>', 'template files')
   .action(async (files: string[]) => {
     const { validateFiles, formatProblems } = await import('../protocol/parse.js')
@@ -79,7 +83,7 @@ program.command('validate')
         for (const line of formatProblems(r.file, r.problems)) process.stdout.write(`${line}\n`)
       }
     }
-    process.exitCode = bad > 0 ? 1 : 0
+    process.exitCode = bad > 0 ? EXIT.usage : EXIT.ok
   })
 
 program.command('coordinator')
@@ -143,19 +147,36 @@ async function conn(o: ApiOpts): Promise<import('./client.js').ApiConn> {
 
 const job = program.command('job').description('Submit and inspect jobs')
 job.command('submit')
-  .description('Submit a job template (JSON, YAML or TOML); prints the job id')
+  .description('Submit a job template (JSON, YAML or TOML); prints the job id. With --wait, watches it to the end (exit 0 succeeded, 1 failed)')
   .argument('<file>', 'template file')
+  .option('--wait', 'watch the job to its end (as chorus job watch)')
+  .option('--json', 'with --wait: the events as JSON lines')
   .option(...apiOption)
-  .action(async (file: string, o: { api?: string }) => {
+  .addHelpText('after', '\nExample: chorus job submit patch.yaml --wait')
+  .action(async (file: string, o: ApiOpts & { wait?: boolean; json?: boolean }) => {
     const { apiPostText, contentTypeFor } = await import('./client.js')
-    const text = await readFile(file, 'utf8')
-    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[] }>(await conn(o), '/v1/jobs', text, contentTypeFor(file))
-    if (res.status === 201 && res.body.id) {
-      process.stdout.write(`${res.body.id}\n`)
-      return
+    const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
+    const api = await conn(o)
+    const res = await apiPostText<{ id?: string; instanceIds?: string[]; error?: string; problems?: { path: string; message: string }[] }>(api, '/v1/jobs', text, contentTypeFor(file))
+    if (res.status !== 201 || !res.body.id) {
+      for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
+      fail(`the coordinator refused the job (HTTP ${res.status})${res.body.error ? `: ${res.body.error}` : ''}`, exitForStatus(res.status))
     }
-    for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-    fail(`the coordinator refused the job (HTTP ${res.status})`)
+    process.stdout.write(o.json ? JSON.stringify({ type: 'submitted', id: res.body.id }) + '\n' : `${res.body.id}\n`)
+    if (!o.wait) return
+    const { watchJob } = await import('./watch.js')
+    process.exitCode = await watchJob(api, res.body.id, { json: o.json })
+  })
+job.command('watch')
+  .description('Watch a job live: a progress bar per group and batch, running and failed nodes, elapsed time and time left; exit 0 when it succeeded, 1 when it failed')
+  .argument('<id>', 'job id')
+  .option('--json', 'print the events as JSON lines')
+  .option('--plain', 'one line per event even on a terminal')
+  .option(...apiOption)
+  .addHelpText('after', '\nExample: chorus job watch 3f1c9a2e-... --json | jq .type')
+  .action(async (id: string, o: ApiOpts & { json?: boolean; plain?: boolean }) => {
+    const { watchJob } = await import('./watch.js')
+    process.exitCode = await watchJob(await conn(o), id, o)
   })
 job.command('plan')
   .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts')
@@ -167,7 +188,7 @@ job.command('plan')
     const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
     if (res.status !== 200) {
       for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-      fail(`no plan (HTTP ${res.status})`)
+      fail(`no plan (HTTP ${res.status})`, exitForStatus(res.status))
     }
     const { formatPlan } = await import('../coordinator/plan.js')
     process.stdout.write((o.json ? JSON.stringify(res.body, null, 2) : formatPlan(res.body)) + '\n')
@@ -222,7 +243,7 @@ exceptions.command('remove')
   .action((id: string, o: ApiOpts) => adminRequest(o, 'DELETE', `/v1/exceptions/${encodeURIComponent(id)}`))
 
 program.command('report')
-  .description('Report on a job or an instance: every run with its group, batch, status and steps')
+  .description('Report on a job or an instance: every run with its group, batch, status and steps; exit 1 when an instance failed, 4 when the id is unknown')
   .argument('<id>', 'job id or instance id')
   .option('--json', 'print JSON instead of a table')
   .option(...apiOption)
@@ -231,6 +252,7 @@ program.command('report')
     const { formatReport } = await import('../coordinator/report.js')
     const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}`)
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
+    process.exitCode = exitForInstances(report.instances)
   })
 
 program.command('artifacts')
@@ -267,7 +289,7 @@ const nodesCommand = program.command('nodes')
 
 /** Exits with the API's error and its problems, one per line. */
 function refused(res: { status: number; body: { error?: string; problems?: { path: string; message: string }[] } }): never {
-  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
+  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'), exitForStatus(res.status))
 }
 
 /** One API request with a JSON body; the JSON answer, or exit 1 with the coordinator's error. */
@@ -398,4 +420,4 @@ function addTokenOption(cmd: Command): void {
 }
 addTokenOption(program)
 
-program.parseAsync(process.argv).catch((err: Error) => fail(err.message))
+program.parseAsync(process.argv).catch((err: Error) => fail(err.message, exitForError(err)))

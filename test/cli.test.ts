@@ -39,14 +39,14 @@ describe('chorus CLI', () => {
     }
   })
 
-  it('validate exits 0 for valid templates and 1 with FILE: path: problem lines otherwise', async () => {
+  it('validate exits 0 for valid templates and 2 with FILE: path: problem lines otherwise', async () => {
     const ok = chorus('validate', join(SAMPLES, 'samples_create-job-simple.json'), join(SAMPLES, 'yaml/samples_create-job-simple.yaml'))
     expect(ok.status).toBe(0)
     expect(ok.stdout).toMatch(/samples_create-job-simple.json: ok/)
     const toml = join(dir, 'job.toml')
     await writeFile(toml, 'name = "x"\nname = "y"\n')
     const bad = chorus('validate', join(SAMPLES, 'samples_job_reboot.json'), join(SAMPLES, 'samples_ssl_cert_rotation.json'), toml)
-    expect(bad.status).toBe(1)
+    expect(bad.status).toBe(2)
     expect(bad.stdout).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required: expected an output rule object/)
     expect(bad.stdout).toMatch(/samples_ssl_cert_rotation\.json: actions\.steps\[1\]\.(inputs|expectedInputs|outputFieldRules|conditions): .*duplicate/i)
     expect(bad.stdout).toMatch(/job\.toml: name: .*/)
@@ -83,7 +83,7 @@ describe('chorus CLI', () => {
       const dup = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "name": "y"}', headers })
       expect(((await dup.json()) as { problems: { message: string }[] }).problems[0]!.message).toMatch(/duplicate/i)
       const submit = chorus('job', 'submit', join(SAMPLES, 'samples_job_reboot.json'), '--api', api, '--token', token)
-      expect(submit.status).toBe(1)
+      expect(submit.status).toBe(2)
       expect(submit.stderr).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required/)
     } finally {
       proc.kill('SIGTERM')
