@@ -9,7 +9,7 @@ import type { z } from 'zod'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import {
-  AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
+  AuditQuerySchema, CancelBodySchema, JobsQuerySchema, PageQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
@@ -24,6 +24,7 @@ import { enrollmentSummary, newEnrollment } from './members.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
 import { CHORUS_HEADER } from '../protocol/headers.js'
 import { eventRoutes, type EventHost } from './sse.js'
+import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
@@ -50,19 +51,19 @@ declare module 'fastify' {
 }
 
 /** Bad input: answered 400 with the problems by the error handler. */
-class BadInput extends Error {
+export class BadInput extends Error {
   constructor(message: string, readonly problems: Problem[]) {
     super(message)
   }
 }
 
-function parse<S extends z.ZodType>(schema: S, value: unknown, at: string): z.output<S> {
+export function parse<S extends z.ZodType>(schema: S, value: unknown, at: string): z.output<S> {
   const r = check(schema, value, at)
   if (!r.ok) throw new BadInput(`invalid ${at}`, r.problems)
   return r.value
 }
 
-function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z.output<S> {
+export function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z.output<S> {
   const json = parseJsonText(typeof req.body === 'string' ? req.body : '')
   if (!json.ok) throw new BadInput('invalid body', json.problems)
   return parse(schema, json.value, 'body')
@@ -77,13 +78,13 @@ function templateOf(req: FastifyRequest): JobTemplate {
 }
 
 /** The core's answer; a 400 always carries problems (the shape of every bad-input answer). */
-function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
+export function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
   if (outcome.ok) return reply.code(okStatus).send(outcome.detail ?? { ok: true })
   const problems = outcome.problems ?? (outcome.status === 400 ? [{ path: 'body', message: outcome.error }] : undefined)
   return reply.code(outcome.status).send({ error: outcome.error, ...(problems ? { problems } : {}) })
 }
 
-function notFound(reply: FastifyReply, what: string): FastifyReply {
+export function notFound(reply: FastifyReply, what: string): FastifyReply {
   return reply.code(404).send({ error: `no ${what}` })
 }
 
@@ -108,6 +109,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   accessRoutes(app, host)
   memberRoutes(app, host)
   eventRoutes(app, host)
+  lifecycleRoutes(app, host)
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue
@@ -161,7 +163,11 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
     return plan.plan
   })
-  app.get('/v1/jobs', async () => ({ items: [...host.state.jobs.values()].map(jobSummary) }))
+  app.get('/v1/jobs', async (req) => {
+    const q = parse(JobsQuerySchema, req.query, 'query')
+    const jobs = [...host.state.jobs.values()].filter((j) => (!q.status || j.status === q.status) && (!q.name || j.name.includes(q.name)))
+    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt).map(jobSummary), q)
+  })
   app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
     const job = host.state.jobs.get(objectId(req))
     if (!job) return notFound(reply, `job ${req.params.id}`)
@@ -184,7 +190,11 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
   const instance = (req: FastifyRequest) => host.state.instances.get(objectId(req))
   const run = (req: FastifyRequest) => host.state.runs.get(objectId(req))
   app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = instance(req); return i ? instanceSummary(host.state, i) : notFound(reply, `instance ${req.params.id}`) })
-  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => { const i = instance(req); return i ? { items: instanceReport(host.state, i).runs } : notFound(reply, `instance ${req.params.id}`) })
+  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => {
+    const q = parse(PageQuerySchema, req.query, 'query')
+    const i = instance(req)
+    return i ? pageOf(i.runIds, q, (ids) => ids.map((id) => host.state.runs.get(id)).filter((r) => r !== undefined).map(runReport)) : notFound(reply, `instance ${req.params.id}`)
+  })
   app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
   app.get('/v1/runs/:id/artifacts', async (req: IdReq, reply) => {
     const r = run(req)
@@ -197,20 +207,15 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
     return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
   })
   app.get('/v1/nodes', async (req, reply) => {
-    const { search } = parse(NodesQuerySchema, req.query, 'query')
+    const q = parse(NodesQuerySchema, req.query, 'query')
     let nodes = [...host.state.nodes.values()]
-    if (search) {
-      const sel = selectNodes(host.state, { query: search }, 'search')
+    if (q.search) {
+      const sel = selectNodes(host.state, { query: q.search }, 'search')
       if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems.map((p) => ({ ...p, path: 'query.search' })) })
       const keep = new Set(sel.nodes)
       nodes = nodes.filter((n) => keep.has(n.nodeId))
     }
-    return {
-      items: nodes.map((n) => ({
-        nodeId: n.nodeId, alive: host.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
-        agentVersion: n.agentVersion, addrs: n.addrs, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
-      })),
-    }
+    return pageOf(nodes, q, (page) => page.map((n) => nodeView(host.state, n)))
   })
 }
 
