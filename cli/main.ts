@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { registerMemberCommands } from './members.js'
+import { registerLifecycleCommands } from './lifecycle.js'
 import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
 
 const program = new Command()
@@ -280,12 +281,7 @@ const nodesCommand = program.command('nodes')
   .option('--search <query>', 'only nodes matching a search query, e.g. "role:webapp AND env:prod" (grammar in the README)')
   .option('--json', 'print JSON')
   .option(...apiOption)
-  .action(async (o: { api?: string; json?: boolean; search?: string }) => {
-    const { apiGet } = await import('./client.js')
-    const nodes = await apiGet<{ items: { nodeId: string; alive: boolean; lastSeenAt: string; facts: Record<string, string> }[] }>(await conn(o), `/v1/nodes${o.search ? `?search=${encodeURIComponent(o.search)}` : ''}`)
-    if (o.json) process.stdout.write(JSON.stringify(nodes, null, 2) + '\n')
-    else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
-  })
+  .addHelpText('after', '\nExample: chorus nodes --search "role:web AND env:prod" --size 100')
 
 /** Exits with the API's error and its problems, one per line. */
 function refused(res: { status: number; body: { error?: string; problems?: { path: string; message: string }[] } }): never {
@@ -295,7 +291,7 @@ function refused(res: { status: number; body: { error?: string; problems?: { pat
 /** One API request with a JSON body; the JSON answer, or exit 1 with the coordinator's error. */
 async function apiJson(o: ApiOpts, method: string, path: string, body?: unknown): Promise<unknown> {
   const { apiRequest } = await import('./client.js')
-  const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, body)
+  const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, method === 'GET' ? undefined : body)
   if (res.status >= 400) refused(res)
   return res.body
 }
@@ -304,6 +300,11 @@ async function adminRequest(o: ApiOpts, method: string, path: string, body?: unk
   process.stdout.write(JSON.stringify(await apiJson(o, method, path, body), null, 2) + '\n')
 }
 
+registerLifecycleCommands(program, job, nodesCommand, {
+  apiOption,
+  request: (o, method, path, body) => apiJson(o, method, path, body),
+  watch: async (o, jobId) => (await import('./watch.js')).watchJob(await conn(o), jobId, { json: o.json }),
+})
 registerMemberCommands(program, nodesCommand, { apiOption, collectAttr, request: (o, method, path, body) => apiJson(o, method, path, body) })
 
 const lists = program.command('lists').description('Saved node lists (nodeListType "savedList", listId)')

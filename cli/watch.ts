@@ -75,13 +75,17 @@ async function readOnce(conn: ApiConn, path: string, lastId: string | undefined,
   }
   const decoder = new TextDecoder()
   let buffer = ''
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    const parsed = parseFrames(buffer + decoder.decode(chunk, { stream: true }))
-    buffer = parsed.rest
-    for (const f of parsed.frames) {
-      if (f.event === 'end') { controller.abort(); return true }
-      onEvent(JSON.parse(f.data) as StreamEvent)
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      const parsed = parseFrames(buffer + decoder.decode(chunk, { stream: true }))
+      buffer = parsed.rest
+      for (const f of parsed.frames) {
+        if (f.event === 'end') return true
+        onEvent(JSON.parse(f.data) as StreamEvent)
+      }
     }
+  } finally {
+    controller.abort()
   }
   return false
 }

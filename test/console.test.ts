@@ -142,3 +142,99 @@ describe('watching a rollout', () => {
     expect(new Set(parts.map((e) => e.id)).size).toBe(parts.length)
   }, 60_000)
 })
+
+describe('the lifecycle in CLI and API', () => {
+  it('job list pages and filters; job run makes an audited immediate run of a stored job; job delete is refused while live', async () => {
+    const file = await templateFile('lifecycle', job('lifecycle', ['node-1', 'node-2'], ['echo hello-out', 'echo oops-err >&2', 'sleep 2']))
+    const submitted = await chorus(['job', 'submit', file])
+    expect(submitted.code, submitted.stderr).toBe(0)
+    const id = submitted.stdout.trim()
+    const refused = await chorus(['job', 'delete', id])
+    expect(refused.code).toBe(3)
+    expect(refused.stderr).toMatch(/live instance/)
+    await fleet.waitForJob(id, 30_000)
+    const byName = JSON.parse((await chorus(['job', 'list', '--json', '--name', 'lifecycle', '--status', 'completed'])).stdout) as { items: { id: string }[] }
+    expect(byName.items.map((j) => j.id)).toEqual([id])
+    const table = await chorus(['job', 'list', '--name', 'lifecycle'])
+    expect(table.stdout).toMatch(/^ID\s+NAME\s+STATUS/)
+
+    const rerun = await chorus(['job', 'run', id, '--json', '--wait'])
+    expect(rerun.code, rerun.stderr).toBe(0)
+    const again = JSON.parse(rerun.stdout.split('\n')[0]!) as { id: string; runOf: string }
+    expect(again.runOf).toBe(id)
+    const list = JSON.parse((await chorus(['job', 'list', '--json', '--size', '1'])).stdout) as { items: { id: string }[]; pagination: { page: number; size: number; total: number } }
+    expect(list.items).toHaveLength(1)
+    expect(list.pagination).toMatchObject({ page: 1, size: 1 })
+    expect(list.pagination.total).toBeGreaterThanOrEqual(2)
+    const instances = JSON.parse((await chorus(['instance', 'list', '--job', again.id, '--json'])).stdout) as { items: { id: string; status: string }[] }
+    expect(instances.items).toHaveLength(1)
+    expect(instances.items[0]!.status).toBe('success')
+    const shown = await chorus(['instance', 'show', instances.items[0]!.id])
+    expect(shown.stdout).toMatch(/SUCCESS/)
+    const runs = (await fleet.report(again.id)).instances[0]!.runs
+    const runShow = await chorus(['run', 'show', runs[0]!.runId])
+    expect(runShow.stdout).toMatch(/STEP\s+NAME\s+STATUS/)
+    const logs = await chorus(['run', 'logs', runs[0]!.runId, '--step', '1'])
+    expect(logs.stdout).toMatch(/hello-out/)
+    expect(logs.stdout).toMatch(/-- stderr\noops-err/)
+    expect((await chorus(['run', 'logs', runs[0]!.runId, '--step', '9'])).code).toBe(4)
+    const audit = await chorus(['audit', '--json'])
+    expect(audit.stdout).toMatch(/"action": "job.run"/)
+
+    const deleted = await chorus(['job', 'delete', id, '--json'])
+    expect(deleted.code, deleted.stderr).toBe(0)
+    expect((await chorus(['report', id])).code).toBe(4)
+    expect((await chorus(['audit', '--json'])).stdout).toMatch(/"action": "job.delete"/)
+  }, 90_000)
+
+  it('nodes prints a header and pages; nodes show prints one node', async () => {
+    const nodes = await chorus(['nodes'])
+    expect(nodes.stdout).toMatch(/^NODE\s+STATE\s+HOSTNAME\s+LAST SEEN/)
+    expect(nodes.stdout.trim().split('\n')).toHaveLength(7)
+    const page = JSON.parse((await chorus(['nodes', '--json', '--size', '4', '--page', '2'])).stdout) as { items: unknown[]; pagination: { total: number } }
+    expect(page.items).toHaveLength(2)
+    expect(page.pagination.total).toBe(6)
+    const one = JSON.parse((await chorus(['nodes', 'show', 'node-3', '--json'])).stdout) as { nodeId: string; alive: boolean }
+    expect(one).toMatchObject({ nodeId: 'node-3', alive: true })
+    expect((await chorus(['nodes', 'show', 'nobody'])).code).toBe(4)
+  }, 30_000)
+})
+
+describe('exit codes of real commands', () => {
+  it('0 done, 1 failed, 2 usage or validation, 3 unreachable or refused, 4 not found', async () => {
+    const good = await fleet.submit(job('good', ['node-1'], ['true']))
+    const bad = await fleet.submit(job('bad', ['node-2'], ['false']))
+    await fleet.waitForJob(good, 30_000)
+    await fleet.waitForJob(bad, 30_000)
+    expect((await chorus(['report', good])).code).toBe(0)
+    expect((await chorus(['report', bad])).code).toBe(1)
+    expect((await chorus(['job', 'watch', bad])).code).toBe(1)
+    expect((await chorus(['job', 'list', '--page', '0'])).code).toBe(2)
+    expect((await chorus(['no-such-command'])).code).toBe(2)
+    const invalid = await templateFile('invalid', '{"name": "x"}')
+    expect((await chorus(['validate', invalid])).code).toBe(2)
+    expect((await chorus(['job', 'submit', invalid])).code).toBe(2)
+    const auth = await chorus(['report', good], { CHORUS_TOKEN: 'chorus_wrong' })
+    expect(auth.code).toBe(3)
+    expect(auth.stderr).toMatch(/unknown, expired or revoked token/)
+    const { createServer } = await import('node:http')
+    const closed = createServer().listen(0, '127.0.0.1')
+    await new Promise((r) => closed.once('listening', r))
+    const free = (closed.address() as { port: number }).port
+    await new Promise((r) => closed.close(r))
+    const down = await chorus(['report', good, '--api', `127.0.0.1:${free}`])
+    expect(down.code).toBe(3)
+    expect(down.stderr).toContain(`cannot reach http://127.0.0.1:${free} (ECONNREFUSED): is the coordinator running? (--api, $CHORUS_API)`)
+    expect((await chorus(['report', 'no-such-job'])).code).toBe(4)
+    const other = createServer((_req, res) => res.end('hello')).listen(0, '127.0.0.1')
+    await new Promise((r) => other.once('listening', r))
+    try {
+      const port = (other.address() as { port: number }).port
+      const foreign = await chorus(['report', good, '--api', `127.0.0.1:${port}`])
+      expect(foreign.code).toBe(3)
+      expect(foreign.stderr).toMatch(/is not a Chorus coordinator API/)
+    } finally {
+      other.close()
+    }
+  }, 60_000)
+})
