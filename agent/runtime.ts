@@ -23,6 +23,7 @@ import {
   BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, envelopesForPeer, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
 
+import { RepeatedWarning, dialFailure } from './warnings.js'
 import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
@@ -127,6 +128,7 @@ export class AgentRuntime {
   private joinAddr = ''
   private loop!: CoreLoop<AgentEvent, AgentEffect>
   private ticker?: NodeJS.Timeout
+  private warnings!: RepeatedWarning
   private readonly aborter = new AbortController()
   private interpreters = new Map<string, Interpreter>()
   private readonly knownPeers = new Map<string, string[]>()
@@ -142,10 +144,12 @@ export class AgentRuntime {
   constructor(private readonly opts: AgentOptions) {}
 
   async start(): Promise<void> {
-    const log = this.opts.logger
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
+    // Every line this agent logs names it.
+    this.opts.logger = this.opts.logger.child({ nodeId: this.nodeId })
+    const log = this.opts.logger
     const fc = this.opts.fileConfig ?? {}
     const restartMode = fc.restartMode ?? restartModeFrom(process.env)
     this.simulateReboots = restartMode === 'simulate'
@@ -177,6 +181,7 @@ export class AgentRuntime {
       onError: (err) => this.fatal(err),
     })
 
+    this.warnings = new RepeatedWarning(log)
     this.coordinatorPeer = peerIdForPublicKey(this.opts.coordinatorKey)
     this.joinAddr = this.opts.join.includes('/p2p/') ? this.opts.join : `${this.opts.join}/p2p/${this.coordinatorPeer}`
     if (!this.joinAddr.endsWith(`/p2p/${this.coordinatorPeer}`)) {
@@ -383,9 +388,12 @@ export class AgentRuntime {
       this.connected = true
       this.redialMs = REDIAL_MIN_MS
       this.opts.logger.info({ coordinator: this.coordinatorPeer }, 'joined the coordinator')
+      this.warnings.clear('key')
+      this.warnings.clear('reach')
       await this.dispatch({ type: 'connected' })
     } catch (err) {
-      this.opts.logger.debug({ err: (err as Error).message }, 'could not reach the coordinator; will redial')
+      const why = dialFailure(err, this.opts.join, this.opts.coordinatorKey)
+      this.warnings.warn(why.kind, { err: (err as Error).message, retryInMs: this.redialMs }, why.msg)
       void this.dialKnownPeers().then(() => this.syncFromPeers())
     }
   }

@@ -120,6 +120,8 @@ program.command('agent')
   .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string }) => {
     const { decodePublicKey } = await import('../protocol/keys.js')
     try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    try { multiaddr(o.join) } catch (err) { fail(`--join is not a multiaddr: ${o.join} (${(err as Error).message}); e.g. /ip4/10.0.0.5/tcp/7700`, 2) }
     const { AgentRuntime, loadAgentConfig } = await import('../agent/runtime.js')
     let fileConfig: import('../agent/runtime.js').AgentFileConfig = {}
     if (o.config) {

@@ -67,6 +67,13 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
 }
 
+/** A store another process holds: "another coordinator (pid N) holds DIR"; other errors as they are. */
+async function lockedError(err: Error & { cause?: { code?: string } }, dataDir: string): Promise<Error> {
+  if (err.cause?.code !== 'LEVEL_LOCKED') return err
+  const pid = await readFile(join(dataDir, 'endpoints.json'), 'utf8').then((t) => (JSON.parse(t) as { pid?: number }).pid, () => undefined)
+  return new Error(`another coordinator (pid ${pid ?? 'unknown'}) holds ${dataDir}: stop it first, or give another --data`)
+}
+
 export class CoordinatorRuntime implements ApiHost {
   state!: CoordinatorState
   /** Live progress events, derived from every core step (coordinator/events.ts). */
@@ -98,7 +105,7 @@ export class CoordinatorRuntime implements ApiHost {
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
-    await this.db.open()
+    await this.db.open().catch(async (err: Error & { cause?: { code?: string } }) => { throw await lockedError(err, this.opts.dataDir) })
     const records: [string, unknown][] = []
     // Everything but the audit log (it only grows; the API pages through it in the store).
     for (const range of [{ lt: AUDIT_PREFIX }, { gte: AUDIT_END }]) for await (const entry of this.db.iterator(range)) records.push(entry)

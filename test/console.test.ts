@@ -238,3 +238,37 @@ describe('exit codes of real commands', () => {
     }
   }, 60_000)
 })
+
+describe('errors that say what to do', () => {
+  it('an agent pinned to a wrong coordinator key warns within 10 s: it presents X, you pinned Y', async () => {
+    const keyDir = join(dir, 'other-key')
+    const wrong = (await chorus(['keys', '--data', keyDir])).stdout.trim()
+    const p = spawn(process.execPath, [CHORUS_BIN, 'agent', '--data', join(dir, 'wrong-agent'), '--join', fleet.multiaddr, `--coordinator-key=${wrong}`, '--node-id', 'stray'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let log = ''
+    p.stderr!.on('data', (d: Buffer) => { log += d.toString() })
+    const started = Date.now()
+    try {
+      const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        const timer = setInterval(() => {
+          const hit = log.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).startsWith('coordinator key mismatch'))
+          if (hit) { clearInterval(timer); resolve(hit) }
+          if (Date.now() - started > 10_000) { clearInterval(timer); reject(new Error(`no mismatch warning within 10 s:\n${log}`)) }
+        }, 100)
+      })
+      expect(line.level).toBe(40)
+      expect(line.nodeId).toBe('stray')
+      expect(line.msg).toContain(`it presents ${fleet.publicKey}, you pinned ${wrong}`)
+    } finally {
+      p.kill('SIGTERM')
+    }
+  }, 30_000)
+
+  it('--join that is not a multiaddr, and a data directory another coordinator holds, are refused with what to do', async () => {
+    const join1 = await chorus(['agent', '--data', join(dir, 'a2'), '--join', '10.0.0.5:7700', `--coordinator-key=${fleet.publicKey}`])
+    expect(join1.code).toBe(2)
+    expect(join1.stderr).toMatch(/--join is not a multiaddr: 10\.0\.0\.5:7700/)
+    const locked = await chorus(['coordinator', '--data', fleet.coordinator.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0'])
+    expect(locked.code).toBe(2)
+    expect(locked.stderr).toContain(`another coordinator (pid ${fleet.coordinator.proc.pid}) holds ${fleet.coordinator.dir}`)
+  }, 30_000)
+})
