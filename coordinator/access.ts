@@ -15,6 +15,8 @@ export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
  * `GET /healthz` is the only route without a token.
  */
 export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
+  { method: 'GET', url: '/metrics', role: 'reader' },
+  { method: 'GET', url: '/v1/openapi.json', role: 'reader' },
   { method: 'GET', url: '/v1/jobs', role: 'reader' },
   { method: 'GET', url: '/v1/jobs/:id', role: 'reader' },
   { method: 'GET', url: '/v1/jobs/:id/next', role: 'reader' },

@@ -23,6 +23,7 @@ import { planJob } from './plan.js'
 import { enrollmentSummary, newEnrollment } from './members.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
 import { CHORUS_HEADER } from '../protocol/headers.js'
+import { openApiDocument } from './openapi.js'
 import { eventRoutes, type EventHost } from './sse.js'
 import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
@@ -40,6 +41,8 @@ export interface ApiHost extends EventHost {
   change(event: Change, actor: Actor | undefined): Promise<AdminOutcome>
   submit(template: JobTemplate, actor: Actor | undefined): Promise<SubmitOutcome>
   audit(since: number, limit: number): Promise<AuditRecord[]>
+  /** Prometheus text (coordinator/metrics.ts). */
+  metricsText(): Promise<string>
   /** Closes a revoked node's connections. */
   hangUp(peerId: string): void
 }
@@ -103,6 +106,10 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
     return reply.code(status).send({ error: err.message })
   })
   app.get('/healthz', async () => ({ ok: true }))
+  // Built now: a route of the table without documentation stops the start.
+  const doc = openApiDocument()
+  app.get('/v1/openapi.json', async () => doc)
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await host.metricsText()))
   jobRoutes(app, host)
   runRoutes(app, host)
   savedRoutes(app, host)

@@ -20,6 +20,7 @@ import {
 } from './core.js'
 import { allowedHosts, hashToken, newToken } from './access.js'
 import { EventLog } from './events.js'
+import { CoordinatorMetrics, rpcTypeOf } from './metrics.js'
 import { buildApi, type AdminOutcome, type ApiHost } from './http.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
@@ -78,6 +79,7 @@ export class CoordinatorRuntime implements ApiHost {
   state!: CoordinatorState
   /** Live progress events, derived from every core step (coordinator/events.ts). */
   readonly events = new EventLog()
+  readonly metrics = new CoordinatorMetrics(this)
   hosts = new Set<string>()
   scheme: 'http' | 'https' = 'http'
   private config!: CoordinatorConfig
@@ -117,7 +119,10 @@ export class CoordinatorRuntime implements ApiHost {
         this.events.observe(this.state, effects, now)
         return effects
       },
-      commit: (ops) => this.db.batch(ops),
+      commit: (ops) => {
+        this.metrics.commits.observe(ops.length)
+        return this.db.batch(ops)
+      },
       execute: (effect) => this.execute(effect),
       now: () => Date.now(),
       onError: (err) => {
@@ -137,11 +142,18 @@ export class CoordinatorRuntime implements ApiHost {
       void this.dispatch({ type: 'link', peerId, up: true })
     })
     this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
-    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }))
+    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => {
+      this.metrics.gossip.inc({ direction: 'in' })
+      void this.dispatch({ type: 'progress', envelope })
+    })
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
       const wasMember = this.isMember(from)
+      const type = rpcTypeOf((envelope as { body?: string }).body)
+      this.metrics.rpc.inc({ type })
+      const ingested = type === 'result' ? this.metrics.ingest.startTimer() : undefined
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
+      ingested?.()
       // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
       if (!wasMember && this.isMember(from)) this.net.refreshPeer(from)
       return reply
@@ -163,6 +175,15 @@ export class CoordinatorRuntime implements ApiHost {
     this.ticker = setInterval(() => void this.dispatch({ type: 'tick' }), COORDINATOR_TICK_MS)
     this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
     return this.endpoints
+  }
+
+  /** Events waiting for the core loop. */
+  queued(): number {
+    return this.loop?.queued() ?? 0
+  }
+
+  metricsText(): Promise<string> {
+    return this.metrics.text()
   }
 
   /** Closes a peer's connections (a revoked node). */
@@ -209,6 +230,7 @@ export class CoordinatorRuntime implements ApiHost {
   private execute(e: CoordinatorEffect): void {
     switch (e.type) {
       case 'publish':
+        this.metrics.gossip.inc({ direction: 'out' })
         this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope)).then(
           (recipients) => this.opts.logger.info({ recipients }, 'job definition published'),
           // Agents that miss the gossip fetch the job with their next sync.

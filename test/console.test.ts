@@ -272,3 +272,81 @@ describe('errors that say what to do', () => {
     expect(locked.stderr).toContain(`another coordinator (pid ${fleet.coordinator.proc.pid}) holds ${fleet.coordinator.dir}`)
   }, 30_000)
 })
+
+/** `name{labels} value` of every sample; throws on a line that is not Prometheus text. */
+function parseProm(text: string): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line)
+    if (!m) throw new Error(`not Prometheus text: ${line}`)
+    out.set(m[1]!, Number(m[2]))
+  }
+  return out
+}
+
+describe('metrics and OpenAPI', () => {
+  it('GET /metrics is Prometheus text behind a reader token, and a run moves the counters it should', async () => {
+    const anonymous = await fetch(`http://${fleet.api}/metrics`)
+    expect(anonymous.status).toBe(401)
+    const scrape = async () => {
+      const res = await apiFetch(fleet.conn, '/metrics')
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
+      return parseProm(await res.text())
+    }
+    const before = await scrape()
+    const id = await fleet.submit(job('metered', ['node-1', 'node-2', 'node-3'], ['true']))
+    await fleet.waitForJob(id, 30_000)
+    const after = await scrape()
+    const delta = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0)
+    expect(delta('chorus_runs{status="success"}')).toBe(3)
+    expect(delta('chorus_rpc_requests_total{type="result"}')).toBeGreaterThanOrEqual(3)
+    expect(delta('chorus_result_ingest_seconds_count')).toBeGreaterThanOrEqual(3)
+    expect(delta('chorus_gossip_messages_total{direction="out"}')).toBeGreaterThanOrEqual(1)
+    expect(after.get('chorus_nodes_enrolled')).toBe(6)
+    expect(after.get('chorus_nodes_alive')).toBe(6)
+    for (const name of ['chorus_instances{status="success"}', 'chorus_held_watches', 'chorus_core_queue_depth', 'chorus_commit_batch_ops_count']) expect(after.has(name), name).toBe(true)
+  }, 60_000)
+
+  it('the OpenAPI document has every route the server has, and every response of the running API matches its schema', async () => {
+    const { ROUTES, PUBLIC_ROUTES } = await import('../coordinator/access.js')
+    const { default: Ajv2020 } = await import('ajv/dist/2020.js')
+    type Op = { responses: Record<string, { content?: Record<string, { schema: Record<string, unknown> }> }> }
+    const doc = (await (await apiFetch(fleet.conn, '/v1/openapi.json')).json()) as { openapi: string; paths: Record<string, Record<string, Op>>; components: { schemas: Record<string, unknown> } }
+    expect(doc.openapi).toBe('3.1.0')
+    const routes = [...ROUTES, ...PUBLIC_ROUTES]
+    const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`)).sort()
+    expect(documented).toEqual(routes.map((r) => `${r.method} ${r.url.replace(/:(\w+)/g, '{$1}')}`).sort())
+
+    const id = await fleet.submit(job('documented', ['node-1'], ['echo hi']))
+    const report = await fleet.waitForJob(id, 30_000)
+    const instanceId = report.instances[0]!.id
+    const runId = report.instances[0]!.runs[0]!.runId
+    const template = job('documented', ['node-1'], ['echo hi'])
+    const ids: Record<string, string> = { jobs: id, reports: id, instances: instanceId, runs: runId, nodes: 'node-1', lists: 'l1', filters: 'f1', exceptions: 'e1', tokens: 't1', enrollments: 'en1' }
+    const bodies: Record<string, string> = {
+      'POST /v1/jobs': template, 'POST /v1/plan': template, 'POST /v1/exceptions': JSON.stringify({ id: 'e1', rrule: 'RRULE:FREQ=WEEKLY;BYDAY=SA', duration: 60 }),
+      'PUT /v1/lists/:id': JSON.stringify({ nodes: ['node-1'] }), 'PUT /v1/filters/:id': JSON.stringify({ query: 'hostname:x' }),
+      'POST /v1/tokens': JSON.stringify({ name: 't1', role: 'reader' }), 'POST /v1/enrollments': JSON.stringify({ name: 'en1' }),
+    }
+    const url = (u: string) => u.replace(/^\/v1\/(\w+)\/:(id|name)/, (_m, kind: string) => `/v1/${kind}/${ids[kind] ?? 'nobody'}`)
+      .replace(/\/nodes\/node-1\/(approve|reject|revoke)$/, '/nodes/nobody/$1').replace(':step', '1').replace(':name', 'none')
+    const order = (m: string) => ({ GET: 0, POST: 1, PUT: 1, DELETE: 2 })[m] ?? 3
+    const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false })
+    const resolve = (s: Record<string, unknown>) => (typeof s.$ref === 'string' ? doc.components.schemas[s.$ref.split('/').pop()!] as Record<string, unknown> : s)
+    for (const r of [...routes].sort((a, b) => order(a.method) - order(b.method))) {
+      const key = `${r.method} ${r.url}`
+      const body = r.method === 'GET' ? undefined : bodies[key] ?? '{}'
+      const res = await apiFetch(fleet.conn, url(r.url), { method: r.method, ...(body !== undefined ? { body } : {}) })
+      const op = doc.paths[r.url.replace(/:(\w+)/g, '{$1}')]![r.method.toLowerCase()]!
+      const documentedStatus = op.responses[String(res.status)] ?? op.responses.default!
+      if (r.method === 'GET' && !r.url.includes('artifacts/')) expect(res.status, key).toBeLessThan(300)
+      const type = Object.keys(documentedStatus.content ?? {})[0]!
+      expect(res.headers.get('content-type') ?? '', key).toContain(type === 'application/octet-stream' ? '' : type.split(';')[0])
+      if (type !== 'application/json') { await res.arrayBuffer(); continue }
+      const validate = ajv.compile(resolve(documentedStatus.content![type]!.schema))
+      const value = await res.json()
+      expect(validate(value) ? [] : validate.errors, `${key} ${res.status}`).toEqual([])
+    }
+  }, 60_000)
+})
