@@ -24,6 +24,8 @@ import {
 } from './core.js'
 
 import { RepeatedWarning, dialFailure } from './warnings.js'
+import { AgentMetrics } from './metrics.js'
+import type { Server } from 'node:http'
 import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
@@ -78,6 +80,8 @@ export interface AgentOptions {
   onFatal?: (err: unknown) => void
   /** Presented on the first hello, until the coordinator has enrolled this node (chorus enroll create). */
   enrollToken?: string
+  /** Loopback HOST:PORT to serve Prometheus metrics on (agent/metrics.ts). */
+  metrics?: string
 }
 
 /** Peers (other agents) whose certificates this agent checked and holds at once. */
@@ -129,6 +133,8 @@ export class AgentRuntime {
   private loop!: CoreLoop<AgentEvent, AgentEffect>
   private ticker?: NodeJS.Timeout
   private warnings!: RepeatedWarning
+  private metrics?: AgentMetrics
+  private metricsServer?: Server
   private readonly aborter = new AbortController()
   private interpreters = new Map<string, Interpreter>()
   private readonly knownPeers = new Map<string, string[]>()
@@ -209,8 +215,19 @@ export class AgentRuntime {
     })
     await this.loop.apply(restored.effects)
     log.info({ nodeId: this.nodeId, peerId: this.net.peerId, publicKey: this.identity.publicKey, join: this.joinAddr, restoredRuns: this.state.runs.size, queuedResults: this.state.outbox.size }, 'agent started')
+    if (this.opts.metrics) await this.serveMetrics(this.opts.metrics)
     this.ticker = setInterval(() => this.onTick(), AGENT_TICK_MS)
     this.onTick()
+  }
+
+  private async serveMetrics(address: string): Promise<void> {
+    this.metrics = new AgentMetrics({
+      outboxDepth: () => this.state.outbox.size,
+      runningSteps: () => [...this.state.runs.values()].filter((r) => r.inFlight).length,
+      coordinatorReachable: () => this.connected,
+    })
+    this.metricsServer = await this.metrics.listen(address)
+    this.opts.logger.info({ metrics: `http://${address}/metrics` }, 'serving metrics')
   }
 
   /** Events are stepped through the core in order; see CoreLoop for the group commit. */
@@ -315,6 +332,7 @@ export class AgentRuntime {
       }, this.aborter.signal)
       : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', truncated: false, durationMs: 0, reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }
     if (this.stopped) return // the process is going away: the attempt stays in flight and is recorded as interrupted on restart
+    this.metrics?.steps.observe({ status: result.status }, (Date.now() - startedAt) / 1000)
     const files: Record<string, string> = {}
     for (const path of r.filesToRead) {
       try {
@@ -456,6 +474,7 @@ export class AgentRuntime {
     if (this.stopped) return
     this.stopped = true
     if (this.ticker) clearInterval(this.ticker)
+    this.metricsServer?.close()
     this.aborter.abort()
     await this.loop?.close()
     await this.net?.stop()

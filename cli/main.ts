@@ -117,7 +117,9 @@ program.command('agent')
   .option('--allow-any', 'run every command of every signed job (overrides the allowlist; logged as a warning)')
   .option('--enroll-token-file <file>', 'file holding the enrolment token (chorus enroll create) this node joins with on its first start; or set $CHORUS_ENROLL_TOKEN')
   .option('--enroll-token <token>', 'the enrolment token itself (visible to local users in the process list: prefer the file or $CHORUS_ENROLL_TOKEN)')
-  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address (GET /metrics): outbox depth, running steps, step durations, coordinator reachability')
+  .addHelpText('after', '\nExample: chorus agent --data /var/lib/chorus/agent --join /ip4/10.0.0.5/tcp/7700 --coordinator-key=KEY --enroll-token-file /etc/chorus/enroll.token --metrics 127.0.0.1:9464')
+  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string; metrics?: string }) => {
     const { decodePublicKey } = await import('../protocol/keys.js')
     try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
     const { multiaddr } = await import('@multiformats/multiaddr')
@@ -133,9 +135,9 @@ program.command('agent')
       try { enrollToken = (await readFile(o.enrollTokenFile, 'utf8')).trim() } catch (err) { fail(`--enroll-token-file: ${(err as Error).message}`, 2) }
     }
     const logger = await makeLogger('agent')
-    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}) })
+    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}), ...(o.metrics ? { metrics: o.metrics } : {}) })
     onShutdown(() => rt.stop())
-    await rt.start()
+    await rt.start().catch((err: Error) => fail(err.message, EXIT.usage))
   })
 
 const apiOption = ['--api <host:port|url>', 'coordinator HTTP API, e.g. 127.0.0.1:7070 or https://host:7070 (default $CHORUS_API, the profile, 127.0.0.1:7070)'] as const

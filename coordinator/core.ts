@@ -1477,7 +1477,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   }
   // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
   effects.push({ type: 'persist', puts, dels: [] })
-  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
+  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { jobId: run.jobId, instanceId: run.instanceId, runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
   effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 

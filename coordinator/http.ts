@@ -99,6 +99,10 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   const registered = guardRoutes(app)
   app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
   app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
+  // One line per request: method, route, status, time, token name.
+  app.addHook('onResponse', async (req, reply) => {
+    host.logger.info({ method: req.method, route: req.routeOptions.url ?? req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), token: req.actor?.name ?? null }, 'api request')
+  })
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
     if (err instanceof BadInput) return reply.code(400).send({ error: err.message, problems: err.problems })
     const status = err.statusCode ?? 500

@@ -350,3 +350,34 @@ describe('metrics and OpenAPI', () => {
     }
   }, 60_000)
 })
+
+describe('logs and agent metrics (adds a 7th agent: keep last)', () => {
+  it('the API logs one line per request with method, route, status, time and token name', async () => {
+    const { readFile } = await import('node:fs/promises')
+    await apiFetch(fleet.conn, '/v1/nodes/node-1')
+    const lines = (await readFile(fleet.coordinator.logFile, 'utf8')).split('\n').filter((l) => l.includes('"api request"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.find((l) => l.route === '/v1/nodes/:id')).toMatchObject({ level: 30, method: 'GET', status: 200, token: 'admin', ms: expect.any(Number) })
+  })
+
+  it('an agent started with --metrics serves outbox depth, running steps, step durations and reachability', async () => {
+    const { createServer } = await import('node:http')
+    const probe = createServer().listen(0, '127.0.0.1')
+    await new Promise((r) => probe.once('listening', r))
+    const port = (probe.address() as { port: number }).port
+    await new Promise((r) => probe.close(r))
+    const p = spawn(process.execPath, [CHORUS_BIN, 'agent', '--data', join(dir, 'metered-agent'), '--join', fleet.multiaddr, `--coordinator-key=${fleet.publicKey}`, '--node-id', 'metered', '--enroll-token-file', fleet.enrollTokenFile, '--allow-any', '--metrics', `127.0.0.1:${port}`], { stdio: 'ignore' })
+    try {
+      const { waitFor } = await import('../cli/fleet.js')
+      const scrape = async () => parseProm(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
+      await waitFor('the agent to reach the coordinator', async () => ((await scrape()).get('chorus_agent_coordinator_reachable') === 1 ? true : undefined), 20_000)
+      const id = await fleet.submit(job('agent metrics', ['metered'], ['true']))
+      await fleet.waitForJob(id, 30_000)
+      const m = await scrape()
+      expect(m.get('chorus_agent_step_seconds_count{status="success"}')).toBe(1)
+      expect(m.get('chorus_agent_running_steps')).toBe(0)
+      expect(m.has('chorus_agent_outbox_depth')).toBe(true)
+    } finally {
+      p.kill('SIGTERM')
+    }
+  }, 60_000)
+})
