@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { registerMemberCommands } from './members.js'
 import { registerLifecycleCommands } from './lifecycle.js'
+import { addExamples } from './examples.js'
 import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
 
 const program = new Command()
@@ -424,5 +425,6 @@ function addTokenOption(cmd: Command): void {
   }
 }
 addTokenOption(program)
+addExamples(program)
 
 program.parseAsync(process.argv).catch((err: Error) => fail(err.message, exitForError(err)))

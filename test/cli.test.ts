@@ -28,12 +28,15 @@ describe('chorus CLI', () => {
   it('has help for every command', () => {
     const top = chorus('--help')
     expect(top.status).toBe(0)
-    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim']
+    expect(top.stdout).toMatch(/Exit codes: 0 done and succeeded, 1 the job or instance failed, 2 usage or validation error,\s+3 the coordinator cannot be reached or refused the request \(auth\), 4 not found/)
+    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim',
+      'job watch', 'job list', 'job run', 'job delete', 'instance list', 'instance show', 'run show', 'run logs', 'nodes show', 'nodes pending', 'enroll create']
     for (const c of commands) {
       const r = chorus(...c.split(' '), '--help')
       expect(r.status, c).toBe(0)
       expect(r.stdout, c).toMatch(/Usage: chorus /)
       expect(r.stdout.length, c).toBeGreaterThan(80)
+      expect(r.stdout, c).toMatch(/\nExample: chorus /)
       // Every command that talks to the API takes a token.
       if (c !== 'coordinator' && /--api /.test(r.stdout)) expect(r.stdout, c).toMatch(/--token <token>/)
     }
