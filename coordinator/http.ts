@@ -232,19 +232,19 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
 
 function savedRoutes(app: FastifyInstance, host: ApiHost): void {
   const id = (req: FastifyRequest) => parse(IdParamsSchema, req.params, 'params').id
-  app.get('/v1/exceptions', async () => ({ items: [...host.state.globals.values()] }))
+  app.get('/v1/exceptions', async (req) => pageOf([...host.state.globals.values()], parse(PageQuerySchema, req.query, 'query')))
   app.post('/v1/exceptions', async (req, reply) => sendAdmin(reply, await host.change({ type: 'add_exception', exception: jsonBody(req, ExceptionBodySchema) }, req.actor)))
   app.delete('/v1/exceptions/:id', async (req, reply) => {
     jsonBody(req, EmptyBodySchema)
     return sendAdmin(reply, await host.change({ type: 'remove_exception', id: id(req) }, req.actor))
   })
-  app.get('/v1/lists', async () => ({ items: [...host.state.lists.values()] }))
+  app.get('/v1/lists', async (req) => pageOf([...host.state.lists.values()], parse(PageQuerySchema, req.query, 'query')))
   app.put('/v1/lists/:id', async (req, reply) => {
     const listId = id(req)
     const b = jsonBody(req, ListBodySchema)
     return sendAdmin(reply, await host.change({ type: 'save_list', list: { id: listId, name: b.name ?? listId, nodes: [...new Set(b.nodes)] } }, req.actor))
   })
-  app.get('/v1/filters', async () => ({ items: [...host.state.filters.values()] }))
+  app.get('/v1/filters', async (req) => pageOf([...host.state.filters.values()], parse(PageQuerySchema, req.query, 'query')))
   app.put('/v1/filters/:id', async (req, reply) => {
     const filterId = id(req)
     const b = jsonBody(req, FilterBodySchema)
@@ -260,7 +260,7 @@ function savedRoutes(app: FastifyInstance, host: ApiHost): void {
 }
 
 function accessRoutes(app: FastifyInstance, host: ApiHost): void {
-  app.get('/v1/tokens', async () => ({ items: [...host.state.tokens.values()].map(tokenView) }))
+  app.get('/v1/tokens', async (req) => pageOf([...host.state.tokens.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(tokenView)))
   app.post('/v1/tokens', async (req, reply) => {
     const b = jsonBody(req, TokenBodySchema)
     const token = newToken()
@@ -294,15 +294,13 @@ function memberRoutes(app: FastifyInstance, host: ApiHost): void {
     // Shown once: only its hash is kept.
     return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
   })
-  app.get('/v1/enrollments', async () => ({ items: [...members().enrollments.values()].map(enrollmentSummary) }))
+  app.get('/v1/enrollments', async (req) => pageOf([...members().enrollments.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(enrollmentSummary)))
   app.delete('/v1/enrollments/:id', async (req, reply) => {
     jsonBody(req, EmptyBodySchema)
     return sendAdmin(reply, await host.change({ type: 'delete_enrollment', id: parse(IdParamsSchema, req.params, 'params').id }, req.actor))
   })
-  app.get('/v1/nodes/pending', async () => ({
-    items: [...members().pending.values()].map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() })),
-  }))
-  app.get('/v1/nodes/revoked', async () => ({ items: [...members().revoked.values()].map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() })) }))
+  app.get('/v1/nodes/pending', async (req) => pageOf([...members().pending.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() }))))
+  app.get('/v1/nodes/revoked', async (req) => pageOf([...members().revoked.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() }))))
   for (const action of ['approve', 'reject', 'revoke'] as const) {
     app.post(`/v1/nodes/:id/${action}`, async (req, reply) => {
       jsonBody(req, EmptyBodySchema)
