@@ -185,20 +185,45 @@ job.command('watch')
     process.exitCode = await watchJob(await conn(o), id, o)
   })
 job.command('plan')
-  .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts')
+  .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts; with --simulate, run it in the simulator over those groups')
   .argument('<file>', 'template file (JSON, YAML or TOML)')
   .option('--json', 'print JSON')
+  .option('--simulate', 'simulate the rollout over the groups the coordinator resolves now: predicted completion p50/p99, most nodes running at once per group, failures vs budget, safety verdicts')
+  .option('--seeds <k>', 'with --simulate: seeds to run (at most 20)', positiveInt, 5)
+  .option('--profile <profile>', 'with --simulate: the links of every node, datacenter, wan or edge', 'datacenter')
   .option(...apiOption)
-  .action(async (file: string, o: { api?: string; json?: boolean }) => {
+  .addHelpText('after', '\nExample: chorus job plan patch.yaml --simulate --seeds 10 --profile wan')
+  .action(async (file: string, o: ApiOpts & { json?: boolean; simulate?: boolean; seeds: number; profile: string }) => {
     const { apiPostText, contentTypeFor } = await import('./client.js')
-    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
+    const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
+    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', text, contentTypeFor(file))
     if (res.status !== 200) {
       for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
       fail(`no plan (HTTP ${res.status})`, exitForStatus(res.status))
     }
+    if (o.simulate) return simulatePlanCommand(file, text, res.body, o)
     const { formatPlan } = await import('../coordinator/plan.js')
     process.stdout.write((o.json ? JSON.stringify(res.body, null, 2) : formatPlan(res.body)) + '\n')
   })
+
+/** `job plan --simulate`: the simulator, in this process, over the plan's groups. */
+async function simulatePlanCommand(file: string, text: string, plan: import('../coordinator/plan.js').Plan, o: { json?: boolean; seeds: number; profile: string }): Promise<void> {
+  if (!['datacenter', 'wan', 'edge'].includes(o.profile)) fail(`--profile: expected datacenter, wan or edge, got "${o.profile}"`, EXIT.usage)
+  const { formatFromFileName, parseTemplateText } = await import('../protocol/parse.js')
+  const parsed = parseTemplateText(text, formatFromFileName(file))
+  if (!parsed.ok) fail(`${file}: not a valid template`, EXIT.usage)
+  const { simulatePlan } = await import('../sim/plan.js')
+  let sim: import('../sim/plan.js').PlanSimulation
+  try {
+    sim = simulatePlan({ template: parsed.template, groups: plan.groups.map((g) => g.nodes.map((n) => n.nodeId)), seeds: o.seeds, profile: o.profile as 'datacenter' | 'wan' | 'edge' })
+  } catch (err) { fail((err as Error).message, EXIT.usage) }
+  if (o.json) return void process.stdout.write(JSON.stringify(sim) + '\n')
+  const c = sim.completion_s
+  const lines = [`simulated ${sim.seeds} seed(s), ${sim.nodes} nodes on ${sim.profile} links: completion p50 ${c.p50 ?? '-'} s, p99 ${c.p99 ?? '-'} s${c.undecided_seeds ? `, ${c.undecided_seeds} seed(s) undecided` : ''}; outcomes ${Object.entries(sim.outcomes).map(([k, v]) => `${k} ${v}`).join(', ')}`]
+  for (const g of sim.groups) lines.push(`group ${g.group}: ${g.nodes} nodes, at most ${g.most_running_at_once} running at once, failures up to ${g.failures_max} (budget ${g.failure_budget}${g.within_budget ? '' : ', EXCEEDED'})`)
+  lines.push(`safety: ${Object.entries(sim.safety).map(([k, v]) => `${k} ${v === 'ok' ? 'ok' : `VIOLATED (seeds ${v.violated_seeds.join(', ')})`}`).join(', ')}`)
+  process.stdout.write(lines.join('\n') + '\n')
+}
 job.command('show')
   .description('Show a job: its template, status and instances')
   .argument('<id>', 'job id')

@@ -381,3 +381,23 @@ describe('logs and agent metrics (adds a 7th agent: keep last)', () => {
     }
   }, 60_000)
 })
+
+describe('job plan --simulate', () => {
+  it('simulates the template over the groups the coordinator resolves now', async () => {
+    const file = await templateFile('simulated', job('simulated', NODES, ['true'], { batchSize: { type: 'number', value: 2 } }))
+    const r = await chorus(['job', 'plan', file, '--simulate', '--seeds', '2', '--profile', 'wan', '--json'])
+    expect(r.code, r.stderr).toBe(0)
+    const sim = JSON.parse(r.stdout) as import('../sim/plan.js').PlanSimulation
+    expect(sim).toMatchObject({ seeds: 2, profile: 'wan', nodes: 6 })
+    expect(Object.values(sim.outcomes).reduce((a, b) => a + b, 0)).toBe(2)
+    expect(sim.completion_s.p50).toBeGreaterThan(0)
+    expect(sim.completion_s.p99).toBeLessThan(600)
+    expect(sim.groups[0]).toMatchObject({ group: 0, nodes: 6, failure_budget: 0 })
+    expect(sim.groups[0]!.within_budget).toBe(sim.groups[0]!.failures_max === 0)
+    expect(sim.groups[0]!.most_running_at_once).toBeLessThanOrEqual(2)
+    expect(Object.values(sim.safety).every((v) => v === 'ok')).toBe(true)
+    const text = await chorus(['job', 'plan', file, '--simulate', '--seeds', '1'])
+    expect(text.stdout).toMatch(/completion p50 [\d.]+ s, p99 [\d.]+ s/)
+    expect((await chorus(['job', 'plan', file, '--simulate', '--profile', 'moon'])).code).toBe(2)
+  }, 120_000)
+})
