@@ -428,6 +428,15 @@ program.command('bench')
     process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
   })
 
+program.command('simulate-plan', { hidden: true })
+  .description('Internal: simulate a plan (JSON {template, groups, seeds, profile} on stdin), print the result as JSON; POST /v1/plan?simulate=K runs it')
+  .action(async () => {
+    const chunks: Buffer[] = []
+    for await (const c of process.stdin) chunks.push(c as Buffer)
+    const { simulatePlan } = await import('../sim/plan.js')
+    process.stdout.write(JSON.stringify(simulatePlan(JSON.parse(Buffer.concat(chunks).toString('utf8')))) + '\n')
+  })
+
 program.command('sim')
   .description('Run the agent and coordinator cores over a deterministic simulated network (faults, partitions, crashes) and check the safety properties')
   .requiredOption('--scenario <name>', 'fleet-patch, fleet-scale, partition-heal, coordinator-crash, edge-offline, edge-dark-publish, quorum-upgrade, gated-rollout')

@@ -9,7 +9,7 @@ import type { z } from 'zod'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import {
-  AuditQuerySchema, CancelBodySchema, JobsQuerySchema, PageQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
+  AuditQuerySchema, CancelBodySchema, JobsQuerySchema, PageQuerySchema, PlanQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
@@ -20,6 +20,7 @@ import {
   type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
+import { simulateInChild } from './plan-sim.js'
 import { enrollmentSummary, newEnrollment } from './members.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
 import { CHORUS_HEADER } from '../protocol/headers.js'
@@ -170,9 +171,14 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets })
   })
   app.post('/v1/plan', async (req, reply) => {
-    const plan = planJob(host.state, templateOf(req), Date.now())
+    const q = parse(PlanQuerySchema, req.query, 'query')
+    const template = templateOf(req)
+    const plan = planJob(host.state, template, Date.now())
     if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
-    return plan.plan
+    if (q.simulate === undefined) return plan.plan
+    const simulation = simulateInChild({ template, groups: plan.plan.groups.map((g) => g.nodes.map((n) => n.nodeId)), seeds: q.simulate, profile: q.profile })
+    if (!simulation) return reply.code(503).send({ error: 'a plan simulation is running already; try again when it is done' })
+    return { ...plan.plan, simulation: await simulation.catch((err: Error) => { throw new BadInput('cannot simulate this plan', [{ path: 'query.simulate', message: err.message }]) }) }
   })
   app.get('/v1/jobs', async (req) => {
     const q = parse(JobsQuerySchema, req.query, 'query')

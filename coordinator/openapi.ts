@@ -5,7 +5,7 @@
 import { z } from 'zod'
 import {
   AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, InstancesQuerySchema, JobsQuerySchema,
-  ListBodySchema, LogsQuerySchema, NextQuerySchema, NodesQuerySchema, PageQuerySchema, TokenBodySchema,
+  ListBodySchema, LogsQuerySchema, NextQuerySchema, NodesQuerySchema, PageQuerySchema, PlanQuerySchema, TokenBodySchema,
 } from '../protocol/api.js'
 import { JobTemplateSchema } from '../protocol/template.js'
 import { PUBLIC_ROUTES, ROUTES, routeKey, type Method } from './access.js'
@@ -69,7 +69,7 @@ export const API_DOCS: Record<string, Doc> = {
   'GET /v1/lists': { summary: 'saved node lists', query: PageQuerySchema, response: page(loose) },
   'GET /v1/filters': { summary: 'saved node filters', query: PageQuerySchema, response: page(loose) },
   'POST /v1/jobs': { summary: 'submit a template', template: true, ok: 201, response: z.object({ id: str, instanceIds: z.array(str), targets: z.number() }) },
-  'POST /v1/plan': { summary: 'the plan of a template; nothing runs', template: true, response: z.looseObject({ groups: z.array(loose) }) },
+  'POST /v1/plan': { summary: 'the plan of a template; nothing runs (simulate=K: also its simulation over K seeds, in a child process)', template: true, query: PlanQuerySchema, response: z.looseObject({ groups: z.array(loose), simulation: loose.optional() }) },
   'POST /v1/jobs/:id/cancel': admin('cancel a job or some occurrences', CancelBodySchema),
   'POST /v1/jobs/:id/run': admin('a manual run: a new immediate job with the stored job\'s template', EmptyBodySchema, 201),
   'DELETE /v1/jobs/:id': admin('delete a job, its instances and runs (409 while an instance is live)'),

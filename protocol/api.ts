@@ -91,6 +91,8 @@ export const JOB_STATUSES = ['active', 'canceled', 'completed'] as const
 export const INSTANCE_STATUSES = ['running', 'success', 'failure', 'excluded', 'canceled', 'quorum_failed'] as const
 export const JobsQuerySchema = z.object({ status: z.enum(JOB_STATUSES).optional(), name: z.string().max(256).optional(), ...PAGE_FIELDS }).transform(paged)
 export const InstancesQuerySchema = z.object({ job: OBJECT_ID.optional(), status: z.enum(INSTANCE_STATUSES).optional(), ...PAGE_FIELDS }).transform(paged)
+/** `POST /v1/plan?simulate=K&profile=P`: simulate the plan over K seeds (at most 20). */
+export const PlanQuerySchema = z.object({ simulate: z.coerce.number().int().min(1).max(20).optional(), profile: z.enum(['datacenter', 'wan', 'edge']).default('datacenter') })
 export const LogsQuerySchema = z.object({ step: z.coerce.number().int().min(1).max(1000).optional() })
 export const AuditQuerySchema = z.object({
   since: TimeSchema.optional(),
