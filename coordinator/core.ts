@@ -1420,7 +1420,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const node = state.nodes.get(body.nodeId)
   const revoked = state.members.revoked.get(body.nodeId)
   if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { runId: body.runId, nodeId: body.nodeId } })
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
     // Acknowledged so that it is not sent again: it will never be accepted.
     effects.push(reply(config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
     return
@@ -1432,7 +1432,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const verdict = acceptResult(state, body, now)
   if ('error' in verdict) {
     // Refused: nothing is created, changed or written.
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
     // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
     effects.push(reply(config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
     return
@@ -1447,7 +1447,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const run = 'run' in verdict ? verdict.run : state.runs.get(body.runId)!
   if (run.receivedAt !== undefined) {
     // Stored once already: a re-send after a lost acknowledgement. Acknowledge again.
-    effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { runId: body.runId, nodeId: body.nodeId } })
+    effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
     effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
@@ -1584,7 +1584,7 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
       const puts: { key: string; value: unknown }[] = []
       failQuorum(state, job0, instance, now, puts)
       effects.push({ type: 'persist', puts, dels: [] })
-      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { instanceId: instance.id, missing: instance.quorumMissing } })
+      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { jobId: instance.jobId, instanceId: instance.id, missing: instance.quorumMissing } })
       continue
     }
     if (instance.deadlineAt > now) continue
@@ -1601,7 +1601,7 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     const job = state.jobs.get(instance.jobId)
     if (job) puts.push({ key: key.job(job.jobId), value: job })
     effects.push({ type: 'persist', puts, dels: [] })
-    effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { instanceId: instance.id, status: instance.status } })
+    effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { jobId: instance.jobId, instanceId: instance.id, status: instance.status } })
   }
 }
 

@@ -239,28 +239,38 @@ describe('exit codes of real commands', () => {
   }, 60_000)
 })
 
+/** Starts an agent and resolves to its first log line whose message starts with `prefix` (within 10 s); ends the agent. */
+async function agentWarning(args: string[], prefix: string): Promise<Record<string, unknown>> {
+  const p = spawn(process.execPath, [CHORUS_BIN, 'agent', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let log = ''
+  p.stderr!.on('data', (d: Buffer) => { log += d.toString() })
+  const started = Date.now()
+  try {
+    return await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setInterval(() => {
+        const hit = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).startsWith(prefix))
+        if (hit) { clearInterval(timer); resolve(hit) }
+        if (Date.now() - started > 10_000) { clearInterval(timer); reject(new Error(`no "${prefix}" within 10 s:\n${log}`)) }
+      }, 100)
+    })
+  } finally {
+    p.kill('SIGTERM')
+  }
+}
+
 describe('errors that say what to do', () => {
   it('an agent pinned to a wrong coordinator key warns within 10 s: it presents X, you pinned Y', async () => {
     const keyDir = join(dir, 'other-key')
     const wrong = (await chorus(['keys', '--data', keyDir])).stdout.trim()
-    const p = spawn(process.execPath, [CHORUS_BIN, 'agent', '--data', join(dir, 'wrong-agent'), '--join', fleet.multiaddr, `--coordinator-key=${wrong}`, '--node-id', 'stray'], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let log = ''
-    p.stderr!.on('data', (d: Buffer) => { log += d.toString() })
-    const started = Date.now()
-    try {
-      const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
-        const timer = setInterval(() => {
-          const hit = log.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).startsWith('coordinator key mismatch'))
-          if (hit) { clearInterval(timer); resolve(hit) }
-          if (Date.now() - started > 10_000) { clearInterval(timer); reject(new Error(`no mismatch warning within 10 s:\n${log}`)) }
-        }, 100)
-      })
-      expect(line.level).toBe(40)
-      expect(line.nodeId).toBe('stray')
-      expect(line.msg).toContain(`it presents ${fleet.publicKey}, you pinned ${wrong}`)
-    } finally {
-      p.kill('SIGTERM')
-    }
+    const line = await agentWarning(['--data', join(dir, 'wrong-agent'), '--join', fleet.multiaddr, `--coordinator-key=${wrong}`, '--node-id', 'stray'], 'coordinator key mismatch')
+    expect(line.level).toBe(40)
+    expect(line.nodeId).toBe('stray')
+    expect(line.msg).toContain(`it presents ${fleet.publicKey}, you pinned ${wrong}`)
+  }, 30_000)
+
+  it('an agent that cannot reach the coordinator warns within 10 s, naming the address', async () => {
+    const line = await agentWarning(['--data', join(dir, 'lonely-agent'), '--join', '/ip4/127.0.0.1/tcp/9', `--coordinator-key=${fleet.publicKey}`, '--node-id', 'lonely'], 'cannot reach the coordinator at /ip4/127.0.0.1/tcp/9')
+    expect(line).toMatchObject({ level: 40, nodeId: 'lonely' })
   }, 30_000)
 
   it('--join that is not a multiaddr, and a data directory another coordinator holds, are refused with what to do', async () => {
@@ -405,4 +415,21 @@ describe('job plan --simulate', () => {
     expect(api.body.simulation).toMatchObject({ seeds: 1, profile: 'edge', nodes: 6 })
     expect((await apiPostText(fleet.conn, '/v1/plan?simulate=50', job('simulated', NODES, ['true']), 'application/json')).status).toBe(400)
   }, 120_000)
+})
+
+describe('resume across a coordinator restart (restarts the coordinator: keep last)', () => {
+  it('a watcher that comes back with an id from before the restart gets a snapshot, then the rest, and the counts end right', async () => {
+    const id = await fleet.submit(job('across a restart', ['node-1', 'node-2'], ['sleep 3']))
+    const { events } = await readEvents(id, undefined, 1)
+    const last = events.at(-1)!.id
+    await fleet.killCoordinator('SIGKILL')
+    await fleet.startCoordinator()
+    const rest = await readEvents(id, last)
+    expect(rest.ended).toBe(true)
+    expect(rest.events[0]!.type).toBe('snapshot')
+    expect(rest.events[0]!.id.split('.')[0]).not.toBe(last.split('.')[0])
+    const done = rest.events.at(-1)!
+    expect(done.type === 'instance_done' || (done.type === 'snapshot' && done.status !== 'running')).toBe(true)
+    expect(done.counts[0]).toMatchObject({ success: 2, running: 0, pending: 0 })
+  }, 90_000)
 })
