@@ -151,6 +151,19 @@ async function conn(o: ApiOpts): Promise<import('./client.js').ApiConn> {
   return resolveConn(o).catch((err: Error) => fail(err.message, 2))
 }
 
+/** Posts a template file; exits with its problems (FILE: path: message) and the scheme's code unless the answer is a success. */
+async function postTemplate<T>(file: string, path: string, o: ApiOpts, refusal: string): Promise<{ text: string; api: import('./client.js').ApiConn; body: T }> {
+  const { apiPostText, contentTypeFor } = await import('./client.js')
+  const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
+  const api = await conn(o)
+  const res = await apiPostText<T & { error?: string; problems?: { path: string; message: string }[] }>(api, path, text, contentTypeFor(file))
+  if (res.status >= 300) {
+    for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
+    fail(`${refusal} (HTTP ${res.status})${res.body.error ? `: ${res.body.error}` : ''}`, exitForStatus(res.status))
+  }
+  return { text, api, body: res.body }
+}
+
 const job = program.command('job').description('Submit and inspect jobs')
 job.command('submit')
   .description('Submit a job template (JSON, YAML or TOML); prints the job id. With --wait, watches it to the end (exit 0 succeeded, 1 failed)')
@@ -160,18 +173,11 @@ job.command('submit')
   .option(...apiOption)
   .addHelpText('after', '\nExample: chorus job submit patch.yaml --wait')
   .action(async (file: string, o: ApiOpts & { wait?: boolean; json?: boolean }) => {
-    const { apiPostText, contentTypeFor } = await import('./client.js')
-    const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
-    const api = await conn(o)
-    const res = await apiPostText<{ id?: string; instanceIds?: string[]; error?: string; problems?: { path: string; message: string }[] }>(api, '/v1/jobs', text, contentTypeFor(file))
-    if (res.status !== 201 || !res.body.id) {
-      for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-      fail(`the coordinator refused the job (HTTP ${res.status})${res.body.error ? `: ${res.body.error}` : ''}`, exitForStatus(res.status))
-    }
-    process.stdout.write(o.json ? JSON.stringify({ type: 'submitted', id: res.body.id }) + '\n' : `${res.body.id}\n`)
+    const { api, body } = await postTemplate<{ id: string; instanceIds: string[] }>(file, '/v1/jobs', o, 'the coordinator refused the job')
+    process.stdout.write(o.json ? JSON.stringify({ type: 'submitted', id: body.id }) + '\n' : `${body.id}\n`)
     if (!o.wait) return
     const { watchJob } = await import('./watch.js')
-    process.exitCode = await watchJob(api, res.body.id, { json: o.json })
+    process.exitCode = await watchJob(api, body.id, { json: o.json })
   })
 job.command('watch')
   .description('Watch a job live: a progress bar per group and batch, running and failed nodes, elapsed time and time left; exit 0 when it succeeded, 1 when it failed')
@@ -194,16 +200,10 @@ job.command('plan')
   .option(...apiOption)
   .addHelpText('after', '\nExample: chorus job plan patch.yaml --simulate --seeds 10 --profile wan')
   .action(async (file: string, o: ApiOpts & { json?: boolean; simulate?: boolean; seeds: number; profile: string }) => {
-    const { apiPostText, contentTypeFor } = await import('./client.js')
-    const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
-    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', text, contentTypeFor(file))
-    if (res.status !== 200) {
-      for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-      fail(`no plan (HTTP ${res.status})`, exitForStatus(res.status))
-    }
-    if (o.simulate) return simulatePlanCommand(file, text, res.body, o)
+    const { text, body } = await postTemplate<import('../coordinator/plan.js').Plan>(file, '/v1/plan', o, 'no plan')
+    if (o.simulate) return simulatePlanCommand(file, text, body, o)
     const { formatPlan } = await import('../coordinator/plan.js')
-    process.stdout.write((o.json ? JSON.stringify(res.body, null, 2) : formatPlan(res.body)) + '\n')
+    process.stdout.write((o.json ? JSON.stringify(body, null, 2) : formatPlan(body)) + '\n')
   })
 
 /** `job plan --simulate`: the simulator, in this process, over the plan's groups. */
