@@ -177,7 +177,8 @@ export async function watchJob(conn: ApiConn, jobId: string, o: WatchOptions = {
   const id = encodeURIComponent(jobId)
   const view = new WatchView(jobId)
   view.load(await apiGet<JobReport>(conn, `/v1/reports/${id}`))
-  const live = !o.json && !o.plain && out.isTTY === true
+  // A terminal of no size (some ptys) would show log-update's frames empty: plain lines then.
+  const live = !o.json && !o.plain && out.isTTY === true && (out.columns ?? 0) > 0
   const { default: logUpdate } = live ? await import('log-update') : { default: undefined }
   const draw = logUpdate ? () => logUpdate(view.render(Date.now())) : () => undefined
   const timer = logUpdate ? setInterval(draw, 1000) : undefined

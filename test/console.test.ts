@@ -2,7 +2,7 @@
 // submit --wait), server-sent events resumed with Last-Event-ID, and the exit-code scheme of
 // real `chorus` commands.
 import { describe, expect, it } from 'vitest'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CHORUS_BIN } from '../cli/paths.js'
@@ -117,6 +117,18 @@ describe('watching a rollout', () => {
       const started = events.find((e) => e.type === 'run_started' && e.nodeId === run.nodeId)!
       expect(Date.parse(started.at) - Date.parse(run.startedAt!)).toBeLessThan(2000)
     }
+  }, 60_000)
+
+  it.runIf(spawnSync('script', ['--version']).status === 0)('on a terminal job watch draws a bar per batch, the running nodes and the time left (log-update)', async () => {
+    const id = await fleet.submit(job('on a terminal', ['node-1', 'node-2'], ['sleep 1.5'], { batchSize: { type: 'number', value: 1 } }))
+    const cmd = `stty cols 120 rows 40; CHORUS_PROFILE=/nonexistent ${process.execPath} ${CHORUS_BIN} job watch ${id} --api ${fleet.api} --token ${fleet.token}`
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', timeout: 60_000 })
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/\u001b\[2K/)
+    expect(r.stdout).toMatch(/group 0 batch 1 {2}\[>+\] 0\/1 {2}success 0 {2}failure 0 {2}running 1/)
+    expect(r.stdout).toMatch(/running: node-2/)
+    expect(r.stdout).toMatch(/about \d+ s left/)
+    expect(r.stdout).toMatch(/group 0 batch 1 {2}\[#+\] 1\/1 {2}success 1/)
   }, 60_000)
 
   it('submit --wait exits 1 when the success criteria fail', async () => {
