@@ -3,7 +3,7 @@
 // progress bar per group and batch, running and failed nodes by name, elapsed time and an
 // estimate of the time left. log-update on a terminal, a plain line per event otherwise, JSON
 // lines with --json. Resolves to the exit code: 1 when an instance failed, else 0.
-import { ApiError, apiFetch, apiGet, type ApiConn } from './client.js'
+import { ApiError, DEFAULT_TIMEOUT_MS, apiFetch, apiGet, type ApiConn } from './client.js'
 import { exitForInstances } from './exit.js'
 import type { StreamEvent } from '../coordinator/events.js'
 import type { JobReport } from '../coordinator/report.js'
@@ -68,7 +68,10 @@ export async function followEvents(conn: ApiConn, path: string, onEvent: (e: Str
 /** One connection: true when the stream said `end`. */
 async function readOnce(conn: ApiConn, path: string, lastId: string | undefined, onEvent: (e: StreamEvent) => void): Promise<boolean> {
   const controller = new AbortController()
-  const res = await apiFetch(conn, path, { headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) }, signal: controller.signal })
+  // The answer's headers must come within the usual timeout; the stream itself may stay quiet (heartbeats).
+  const connecting = setTimeout(() => controller.abort(new DOMException(`no answer within ${DEFAULT_TIMEOUT_MS / 1000} s`, 'TimeoutError')), DEFAULT_TIMEOUT_MS)
+  const res = await apiFetch(conn, path, { headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) }, signal: controller.signal, timeoutMs: DEFAULT_TIMEOUT_MS })
+    .finally(() => clearTimeout(connecting))
   if (!res.ok) {
     const body = (await res.json().catch(() => ({}))) as { error?: string }
     throw new ApiError(res.status, body, body.error ?? `HTTP ${res.status}`)

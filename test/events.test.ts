@@ -4,10 +4,11 @@ import { describe, expect, it } from 'vitest'
 import { emptyCoordinatorState, type CoordinatorEffect, type CoordinatorState, type InstanceRecord, type RunRecord } from '../coordinator/core.js'
 import { EventLog, MAX_EVENTS_PER_INSTANCE } from '../coordinator/events.js'
 import { WatchView, eventLine, parseFrames } from '../cli/watch.js'
+import { runIdFor } from '../protocol/ids.js'
 
 function fixture(batches: number[]): { state: CoordinatorState; instance: InstanceRecord; runs: RunRecord[] } {
   const state = emptyCoordinatorState()
-  const runs = batches.map((batch, i): RunRecord => ({ runId: `r${i}`, instanceId: 'i1', jobId: 'j1', nodeId: `n${i}`, group: 0, batch, status: 'pending', steps: [] }))
+  const runs = batches.map((batch, i): RunRecord => ({ runId: runIdFor('i1', `n${i}`), instanceId: 'i1', jobId: 'j1', nodeId: `n${i}`, group: 0, batch, status: 'pending', steps: [] }))
   const instance: InstanceRecord = { id: 'i1', jobId: 'j1', status: 'running', occurrenceAt: 0, createdAt: 0, updatedAt: 0, deadlineAt: 1e12, runIds: runs.map((r) => r.runId) }
   for (const r of runs) state.runs.set(r.runId, r)
   state.instances.set('i1', instance)
@@ -43,6 +44,18 @@ describe('the event log', () => {
     expect(log.since(['i1'], 'e.4')!.map((e) => e.id)).toEqual(all.slice(4).map((e) => e.id))
     expect(log.since(['i1'], 'other.4')).toBeUndefined()
     expect(log.snapshot(state, instance, 4)).toMatchObject({ type: 'snapshot', id: log.lastId(), failed: ['n1'], running: [] })
+  })
+
+  it('an acknowledgement recorded by a step (a gated target waiting its turn) is a run_acked event, once', () => {
+    const { state, instance, runs } = fixture([0, 1])
+    const log = new EventLog('e')
+    log.observe(state, persist(instance), 0)
+    instance.acks = ['n1']
+    state.dirty.add('i1')
+    expect(log.observe(state, [], 1).map((e) => [e.type, e.nodeId])).toEqual([['run_acked', 'n1']])
+    expect(log.observe(state, [], 2)).toEqual([])
+    runs[1]!.status = 'running'
+    expect(log.observe(state, persist(runs[1]!), 3).map((e) => e.type)).toEqual(['group_opened', 'batch_opened', 'run_started'])
   })
 
   it('keeps at most MAX_EVENTS_PER_INSTANCE events; a resume from before them gets a snapshot', () => {
