@@ -66,6 +66,8 @@ export interface AgentRun {
   gated: boolean
   /** Release policy: the current lease of this node's slot ends then. */
   leaseUntil?: number
+  /** A run still going RUNNING_REPORT_MS after its start was reported in a sync. */
+  startReported?: boolean
   startedAt: number
   finishedAt?: number
   reason?: string
@@ -153,6 +155,8 @@ export interface AgentState {
 
 /** An unanswered sync is sent again after this long. */
 export const SYNC_RETRY_MS = 5_000
+/** A run still going this long after its start is reported (one sync): shorter runs send nothing more than their result. */
+export const RUNNING_REPORT_MS = 1_000
 /** Anti-entropy: even a node that misses nothing syncs this often (gossip can be lost). */
 export const SYNC_PERIOD_MS = 60_000
 /**
@@ -300,7 +304,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
     }
     if (run.awaitingReboot) continue
     if (run.inFlight) {
-      effects.push({ type: 'log', level: 'warn', msg: 'attempt interrupted by agent restart; recorded as failed, not run again', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt } })
+      effects.push({ type: 'log', level: 'warn', msg: 'attempt interrupted by agent restart; recorded as failed, not run again', fields: { ...runIds(run), step: run.stepIndex + 1, attempt: run.attempt } })
       recordAttempt(state, config, job, run, {
         status: 'failure', exitCode: null, stdout: '', stderr: '',
         reason: 'agent restarted while this attempt was running; not run again (at most once)',
@@ -342,6 +346,7 @@ export function nextTickWork(state: AgentState, config: AgentConfig, now: number
     } else if (run.status === 'running' && run.leaseUntil !== undefined) {
       at(run.leaseUntil - leaseMsOf(state, run) * 2 / 3)
     }
+    if (startToReport(run)) at(run.startedAt + RUNNING_REPORT_MS)
   }
   for (const job of state.jobs.values()) {
     if (job.body.template.scheduleRule === 'immediate' || !job.ticket?.place) continue
@@ -419,6 +424,7 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
           publishProgress(state, config, run, 'renew', now, effects)
         }
       }
+      reportLongRuns(state, config, now, effects)
       // The coordinator stopped answering: tell the other targets directly where this node's gated runs stand.
       const away = coordinatorAway(state, now)
       if (away && !state.link.gossiping) {
@@ -640,14 +646,14 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   }
   effects.push({ type: 'persist', puts: [{ key: key.run(runId), value: run }], dels: [] })
   if (gated) {
-    effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
+    effects.push({ type: 'log', level: 'info', msg: 'job accepted; run waits for its turn', fields: { jobId: body.jobId, instanceId, runId, occurrenceAt, group: member.group, batch, position: member.position, via } })
     knowledgeFor(state, instanceId).version++
     factFor(knowledgeFor(state, instanceId), run.group, run.position)
     publishProgress(state, config, run, 'ack', now, effects)
     evaluateGate(state, config, run, now, effects)
     return
   }
-  effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, runId, occurrenceAt, group: member.group, batch, via } })
+  effects.push({ type: 'log', level: 'info', msg: 'job accepted; run started', fields: { jobId: body.jobId, instanceId, runId, occurrenceAt, group: member.group, batch, via } })
   startAttempt(state, config, job, run, now, now, effects)
 }
 
@@ -709,7 +715,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   }
   state.gateChecks.delete(run.runId)
   if (decision.action === 'skip') {
-    effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { runId: run.runId, reason: decision.reason } })
+    effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { ...runIds(run), reason: decision.reason } })
     skipRun(state, config, run, now, effects, decision.reason)
     return
   }
@@ -879,7 +885,7 @@ function startAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run
       reason: skipped ? (plan as { explanation: string }).explanation : refusal!,
       finishedAt: now,
     })
-    effects.push({ type: 'log', level: skipped ? 'info' : 'warn', msg: skipped ? 'step skipped' : 'step refused before running', fields: { runId: run.runId, step: outcome.number, reason: outcome.reason } })
+    effects.push({ type: 'log', level: skipped ? 'info' : 'warn', msg: skipped ? 'step skipped' : 'step refused before running', fields: { ...runIds(run), step: outcome.number, reason: outcome.reason } })
     // A refusal is deterministic: retrying it would refuse again, so it is final for this step.
     afterStep(state, config, job, run, outcome, false, now, effects)
     return
@@ -914,7 +920,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     // The node reboots now. The step completes when it is back (event `rebooted`, or restore).
     run.awaitingReboot = true
     effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }], dels: [] })
-    effects.push({ type: 'log', level: 'info', msg: 'step asked for a reboot; the run resumes when the node is back', fields: { runId: run.runId, step: run.stepIndex + 1 } })
+    effects.push({ type: 'log', level: 'info', msg: 'step asked for a reboot; the run resumes when the node is back', fields: { ...runIds(run), step: run.stepIndex + 1 } })
     return
   }
   const plan = planStep(step, { ...run.values, ...secrets.values }, secrets.secrets)
@@ -926,7 +932,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
     ...(result.artifacts ? { artifacts: Object.fromEntries(result.artifacts.map((a) => [a.name, a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64').toString('utf8')])) } : {}),
   }, known)
   if (result.interpreterLog) {
-    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { runId: run.runId, step: run.stepIndex + 1, attempt: run.attempt, log: redactCuts(redact(result.interpreterLog, done.secrets), done.secrets).slice(-4096) } })
+    effects.push({ type: 'log', level: 'info', msg: 'interpreter log', fields: { ...runIds(run), step: run.stepIndex + 1, attempt: run.attempt, log: redactCuts(redact(result.interpreterLog, done.secrets), done.secrets).slice(-4096) } })
   }
   const interpreterOutputs = result.outputs ? Object.fromEntries(Object.entries(result.outputs).filter(([k]) => !(k in done.outputs))) : {}
   const previous = run.steps[run.stepIndex]?.attemptLog ?? []
@@ -1015,7 +1021,7 @@ function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: A
     // Retry: a new attempt number, so at-most-once per (instance, step, attempt) still holds.
     run.attempt += 1
     const delay = backoffDelayMs(step.failureBehavior.retryBackoffStrategy, run.attempt)
-    effects.push({ type: 'log', level: 'info', msg: 'step attempt failed; retrying', fields: { runId: run.runId, step: outcome.number, nextAttempt: run.attempt, delayMs: delay, reason: outcome.reason } })
+    effects.push({ type: 'log', level: 'info', msg: 'step attempt failed; retrying', fields: { ...runIds(run), step: outcome.number, nextAttempt: run.attempt, delayMs: delay, reason: outcome.reason } })
     startAttempt(state, config, job, run, now + delay, now, effects)
     return
   }
@@ -1027,7 +1033,7 @@ function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: A
     finishRun(state, config, run, 'failure', now, effects, `step ${outcome.number} (${step.name}) failed: ${outcome.reason ?? 'exit code ' + String(outcome.exitCode)}`)
     return
   }
-  if (ignored) effects.push({ type: 'log', level: 'info', msg: 'step failed; failure ignored (retryThenIgnore)', fields: { runId: run.runId, step: outcome.number } })
+  if (ignored) effects.push({ type: 'log', level: 'info', msg: 'step failed; failure ignored (retryThenIgnore)', fields: { ...runIds(run), step: outcome.number } })
   if (run.stepIndex + 1 < steps.length) {
     run.stepIndex += 1
     run.attempt = 1
@@ -1045,7 +1051,7 @@ function completeReboots(state: AgentState, config: AgentConfig, now: number, ef
     if (!job) continue
     run.awaitingReboot = false
     const step = job.body.template.actions.steps[run.stepIndex]!
-    effects.push({ type: 'log', level: 'info', msg: 'node is back from the reboot; run resumes', fields: { runId: run.runId, step: run.stepIndex + 1 } })
+    effects.push({ type: 'log', level: 'info', msg: 'node is back from the reboot; run resumes', fields: { ...runIds(run), step: run.stepIndex + 1 } })
     afterStep(state, config, job, run, {
       number: run.stepIndex + 1, name: step.name.slice(0, 256), status: 'success', attempts: run.attempt,
       exitCode: 0, outputs: {}, stdout: '', stderr: '', reason: 'node rebooted and came back', finishedAt: now,
@@ -1070,7 +1076,7 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   state.outbox.set(run.runId, entry)
   // The result is durable before it is sent: a crash after this point re-sends it on restart.
   effects.push({ type: 'persist', puts: [{ key: key.run(run.runId), value: run }, { key: key.outbox(run.runId), value: entry }], dels: [] })
-  effects.push({ type: 'log', level: 'info', msg: `run finished: ${status}`, fields: { runId: run.runId, jobId: run.jobId, reason: run.reason } })
+  effects.push({ type: 'log', level: 'info', msg: `run finished: ${status}`, fields: { ...runIds(run), reason: run.reason } })
   noteRequest(state, now)
   effects.push({ type: 'send', kind: 'result', runId: run.runId, envelope })
   if (run.gated) {
@@ -1084,6 +1090,22 @@ function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status
   }
 }
 
+/** The ids every log line about a run carries. */
+const runIds = (run: AgentRun) => ({ jobId: run.jobId, instanceId: run.instanceId, runId: run.runId })
+
+const startToReport = (run: AgentRun): boolean => run.status === 'running' && !run.startReported
+
+/** Runs going for RUNNING_REPORT_MS: one sync tells the coordinator they are running (gated or not). */
+function reportLongRuns(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
+  let due = false
+  for (const run of state.runs.values()) {
+    if (!startToReport(run) || now - run.startedAt < RUNNING_REPORT_MS) continue
+    run.startReported = true
+    due = true
+  }
+  if (due) sendSync(state, config, now, effects)
+}
+
 /** Asks the coordinator for what this node missed, saying which jobs (and job-state versions) it holds. */
 function sendSync(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[], watch = false): void {
   state.sync.lastSentAt = now
@@ -1095,7 +1117,8 @@ function sendSync(state: AgentState, config: AgentConfig, now: number, effects: 
   known.sort((a, b) => Number(a.ticket) - Number(b.ticket))
   const gated: { instanceId: string; jobId: string; occurrenceAt: number; state: 'waiting' | 'running'; leaseUntil?: number; seq: number }[] = []
   for (const run of state.runs.values()) {
-    if (!run.gated || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
+    const reported = run.status === 'running' && run.startReported === true
+    if ((!run.gated && !reported) || (run.status !== 'waiting' && run.status !== 'running') || gated.length >= MAX_GATED_IN_SYNC) continue
     gated.push({
       instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, state: run.status,
       ...(run.leaseUntil !== undefined ? { leaseUntil: run.leaseUntil } : {}), seq: state.progress.get(run.instanceId)?.checkpoint?.seq ?? 0,

@@ -24,6 +24,9 @@ import {
   BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, envelopesForPeer, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState, type Os,
 } from './core.js'
 
+import { RepeatedWarning, dialFailure } from './warnings.js'
+import { AgentMetrics } from './metrics.js'
+import type { Server } from 'node:http'
 import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
@@ -78,6 +81,8 @@ export interface AgentOptions {
   onFatal?: (err: unknown) => void
   /** Presented on the first hello, until the coordinator has enrolled this node (chorus enroll create). */
   enrollToken?: string
+  /** Loopback HOST:PORT to serve Prometheus metrics on (agent/metrics.ts). */
+  metrics?: string
 }
 
 /** Peers (other agents) whose certificates this agent checked and holds at once. */
@@ -128,6 +133,9 @@ export class AgentRuntime {
   private joinAddr = ''
   private loop!: CoreLoop<AgentEvent, AgentEffect>
   private ticker?: NodeJS.Timeout
+  private warnings!: RepeatedWarning
+  private metrics?: AgentMetrics
+  private metricsServer?: Server
   private readonly aborter = new AbortController()
   private interpreters = new Map<string, Interpreter>()
   private readonly knownPeers = new Map<string, string[]>()
@@ -145,10 +153,12 @@ export class AgentRuntime {
   constructor(private readonly opts: AgentOptions) {}
 
   async start(): Promise<void> {
-    const log = this.opts.logger
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
+    // Every line this agent logs names it.
+    this.opts.logger = this.opts.logger.child({ nodeId: this.nodeId })
+    const log = this.opts.logger
     // The coordinator refuses a hello whose facts exceed the bounds: say so now, not at every redial.
     const facts = FactsSchema.safeParse(nodeFacts(this.opts.attributes))
     if (!facts.success) throw new Error(`attributes: ${facts.error.issues[0]?.message ?? 'invalid'} (--attr and the config file's attributes, with the ${Object.keys(nodeFacts()).length} facts the agent reports)`)
@@ -183,6 +193,7 @@ export class AgentRuntime {
       onError: (err) => this.fatal(err),
     })
 
+    this.warnings = new RepeatedWarning(log)
     this.coordinatorPeer = peerIdForPublicKey(this.opts.coordinatorKey)
     this.joinAddr = this.opts.join.includes('/p2p/') ? this.opts.join : `${this.opts.join}/p2p/${this.coordinatorPeer}`
     if (!this.joinAddr.endsWith(`/p2p/${this.coordinatorPeer}`)) {
@@ -211,8 +222,19 @@ export class AgentRuntime {
     })
     await this.loop.apply(restored.effects)
     log.info({ nodeId: this.nodeId, peerId: this.net.peerId, publicKey: this.identity.publicKey, join: this.joinAddr, restoredRuns: this.state.runs.size, queuedResults: this.state.outbox.size }, 'agent started')
+    if (this.opts.metrics) await this.serveMetrics(this.opts.metrics)
     this.ticker = setInterval(() => this.onTick(), AGENT_TICK_MS)
     this.onTick()
+  }
+
+  private async serveMetrics(address: string): Promise<void> {
+    this.metrics = new AgentMetrics({
+      outboxDepth: () => this.state.outbox.size,
+      runningSteps: () => [...this.state.runs.values()].filter((r) => r.inFlight).length,
+      coordinatorReachable: () => this.connected,
+    })
+    this.metricsServer = await this.metrics.listen(address)
+    this.opts.logger.info({ metrics: `http://${address}/metrics` }, 'serving metrics')
   }
 
   /** Events are stepped through the core in order; see CoreLoop for the group commit. */
@@ -317,6 +339,7 @@ export class AgentRuntime {
       }, this.aborter.signal)
       : { status: 'failure' as const, exitCode: null, stdout: '', stderr: '', truncated: false, durationMs: 0, reason: `skill not installed: interpreter ${r.interpreter} is not available on this node` }
     if (this.stopped) return // the process is going away: the attempt stays in flight and is recorded as interrupted on restart
+    this.metrics?.steps.observe({ status: result.status }, (Date.now() - startedAt) / 1000)
     const files: Record<string, string> = {}
     for (const path of r.filesToRead) {
       try {
@@ -391,9 +414,12 @@ export class AgentRuntime {
       this.connected = true
       this.redialMs = REDIAL_MIN_MS
       this.opts.logger.info({ coordinator: this.coordinatorPeer }, 'joined the coordinator')
+      this.warnings.clear('key')
+      this.warnings.clear('reach')
       await this.dispatch({ type: 'connected' })
     } catch (err) {
-      this.opts.logger.debug({ err: (err as Error).message }, 'could not reach the coordinator; will redial')
+      const why = dialFailure(err, this.opts.join, this.opts.coordinatorKey)
+      this.warnings.warn(why.kind, { err: (err as Error).message, retryInMs: this.redialMs }, why.msg)
       void this.dialKnownPeers().then(() => this.syncFromPeers())
     }
   }
@@ -458,6 +484,7 @@ export class AgentRuntime {
     if (this.stopped) return
     this.stopped = true
     if (this.ticker) clearInterval(this.ticker)
+    this.metricsServer?.close()
     this.aborter.abort()
     await this.loop?.close()
     await this.net?.stop()

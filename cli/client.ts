@@ -4,6 +4,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { CHORUS_HEADER } from '../protocol/headers.js'
 
 export const DEFAULT_API_ADDRESS = process.env.CHORUS_API ?? '127.0.0.1:7070'
 
@@ -29,18 +30,47 @@ function connOf(target: ApiTarget): ApiConn {
   return typeof target === 'string' ? { api: target } : target
 }
 
-/** fetch() against the API with the token (and a content type when there is a body). */
-export function apiFetch(target: ApiTarget, path: string, init: { method?: string; body?: string; contentType?: string; timeoutMs?: number } = {}): Promise<Response> {
+export { CHORUS_HEADER }
+export const DEFAULT_TIMEOUT_MS = 30_000
+
+/** fetch() against the API with the token (and a content type when there is a body); a network error or timeout names the address and the cause. */
+export async function apiFetch(target: ApiTarget, path: string, init: { method?: string; body?: string; contentType?: string; timeoutMs?: number; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
   const c = connOf(target)
-  const headers: Record<string, string> = {}
+  const headers: Record<string, string> = { ...init.headers }
   if (c.token) headers.authorization = `Bearer ${c.token}`
   if (init.body !== undefined) headers['content-type'] = init.contentType ?? 'application/json'
-  return fetch(`${apiBase(c.api)}${path}`, { method: init.method ?? 'GET', headers, ...(init.body !== undefined ? { body: init.body } : {}), signal: AbortSignal.timeout(init.timeoutMs ?? 30_000) })
+  const base = apiBase(c.api)
+  const timeoutMs = init.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  let res: Response
+  try {
+    res = await fetch(`${base}${path}`, { method: init.method ?? 'GET', headers, ...(init.body !== undefined ? { body: init.body } : {}), signal: init.signal ?? AbortSignal.timeout(timeoutMs) })
+  } catch (err) {
+    throw unreachable(base, err, timeoutMs)
+  }
+  if (!res.headers.has(CHORUS_HEADER)) {
+    throw new ApiError(0, undefined, `${base} is not a Chorus coordinator API (HTTP ${res.status}${res.headers.get('server') ? `, server ${res.headers.get('server')}` : ''}): check --api or $CHORUS_API`)
+  }
+  return res
+}
+
+/** "cannot reach URL (CAUSE): is the coordinator running? (--api, $CHORUS_API)" */
+export function unreachable(base: string, err: unknown, timeoutMs: number): ApiError {
+  const e = err as Error & { cause?: { code?: string; message?: string } }
+  const cause = e.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : e.cause?.code ?? e.cause?.message ?? e.message
+  return new ApiError(0, undefined, `cannot reach ${base} (${cause}): is the coordinator running? (--api, $CHORUS_API)`)
+}
+
+async function jsonOf<T>(res: Response): Promise<T> {
+  try {
+    return (await res.json()) as T
+  } catch {
+    throw new ApiError(0, undefined, `${res.url} answered HTTP ${res.status} without JSON: is it a Chorus coordinator? (--api, $CHORUS_API)`)
+  }
 }
 
 export async function apiRequest<T>(target: ApiTarget, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<{ status: number; body: T }> {
   const res = await apiFetch(target, path, { method, timeoutMs, ...(method === 'GET' ? {} : { body: JSON.stringify(body ?? {}) }) })
-  return { status: res.status, body: (await res.json()) as T }
+  return { status: res.status, body: await jsonOf<T>(res) }
 }
 
 export async function apiGet<T>(target: ApiTarget, path: string, timeoutMs = 10_000): Promise<T> {
@@ -51,7 +81,7 @@ export async function apiGet<T>(target: ApiTarget, path: string, timeoutMs = 10_
 
 export async function apiPostText<T>(target: ApiTarget, path: string, text: string, contentType: string, timeoutMs = 30_000): Promise<{ status: number; body: T }> {
   const res = await apiFetch(target, path, { method: 'POST', body: text, contentType, timeoutMs })
-  return { status: res.status, body: (await res.json()) as T }
+  return { status: res.status, body: await jsonOf<T>(res) }
 }
 
 export function contentTypeFor(file: string): string {

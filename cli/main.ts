@@ -3,6 +3,9 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { registerMemberCommands } from './members.js'
+import { registerLifecycleCommands } from './lifecycle.js'
+import { addExamples } from './examples.js'
+import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
 
 const program = new Command()
 program
@@ -10,6 +13,9 @@ program
   .description('Choreographed fleet jobs: a coordinator signs Courier job templates and publishes them over a libp2p gossip mesh; agents run them.')
   .version('0.1.0')
   .showHelpAfterError()
+  .addHelpText('after', `\nExample: chorus job submit job.yaml --wait\n\n${EXIT_HELP}`)
+  // Usage errors exit 2 (commander's default is 1: the code for a failed job).
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -66,7 +72,7 @@ program.command('keys')
   })
 
 program.command('validate')
-  .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 1 otherwise')
+  .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 2 otherwise')
   .argument('<files...>', 'template files')
   .action(async (files: string[]) => {
     const { validateFiles, formatProblems } = await import('../protocol/parse.js')
@@ -79,7 +85,7 @@ program.command('validate')
         for (const line of formatProblems(r.file, r.problems)) process.stdout.write(`${line}\n`)
       }
     }
-    process.exitCode = bad > 0 ? 1 : 0
+    process.exitCode = bad > 0 ? EXIT.usage : EXIT.ok
   })
 
 program.command('coordinator')
@@ -112,9 +118,13 @@ program.command('agent')
   .option('--allow-any', 'run every command of every signed job (overrides the allowlist; logged as a warning)')
   .option('--enroll-token-file <file>', 'file holding the enrolment token (chorus enroll create) this node joins with on its first start; or set $CHORUS_ENROLL_TOKEN')
   .option('--enroll-token <token>', 'the enrolment token itself (visible to local users in the process list: prefer the file or $CHORUS_ENROLL_TOKEN)')
-  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string }) => {
+  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address (GET /metrics): outbox depth, running steps, step durations, coordinator reachability')
+  .addHelpText('after', '\nExample: chorus agent --data /var/lib/chorus/agent --join /ip4/10.0.0.5/tcp/7700 --coordinator-key=KEY --enroll-token-file /etc/chorus/enroll.token --metrics 127.0.0.1:9464')
+  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string; metrics?: string }) => {
     const { decodePublicKey } = await import('../protocol/keys.js')
     try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    try { multiaddr(o.join) } catch (err) { fail(`--join is not a multiaddr: ${o.join} (${(err as Error).message}); e.g. /ip4/10.0.0.5/tcp/7700`, 2) }
     const { AgentRuntime, loadAgentConfig } = await import('../agent/runtime.js')
     let fileConfig: import('../agent/runtime.js').AgentFileConfig = {}
     if (o.config) {
@@ -126,9 +136,9 @@ program.command('agent')
       try { enrollToken = (await readFile(o.enrollTokenFile, 'utf8')).trim() } catch (err) { fail(`--enroll-token-file: ${(err as Error).message}`, 2) }
     }
     const logger = await makeLogger('agent')
-    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}) })
+    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}), ...(o.metrics ? { metrics: o.metrics } : {}) })
     onShutdown(() => rt.stop())
-    await rt.start()
+    await rt.start().catch((err: Error) => fail(err.message, EXIT.usage))
   })
 
 const apiOption = ['--api <host:port|url>', 'coordinator HTTP API, e.g. 127.0.0.1:7070 or https://host:7070 (default $CHORUS_API, the profile, 127.0.0.1:7070)'] as const
@@ -141,38 +151,80 @@ async function conn(o: ApiOpts): Promise<import('./client.js').ApiConn> {
   return resolveConn(o).catch((err: Error) => fail(err.message, 2))
 }
 
+/** Posts a template file; exits with its problems (FILE: path: message) and the scheme's code unless the answer is a success. */
+async function postTemplate<T>(file: string, path: string, o: ApiOpts, refusal: string): Promise<{ text: string; api: import('./client.js').ApiConn; body: T }> {
+  const { apiPostText, contentTypeFor } = await import('./client.js')
+  const text = await readFile(file, 'utf8').catch((err: Error) => fail(err.message, EXIT.usage))
+  const api = await conn(o)
+  const res = await apiPostText<T & { error?: string; problems?: { path: string; message: string }[] }>(api, path, text, contentTypeFor(file))
+  if (res.status >= 300) {
+    for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
+    fail(`${refusal} (HTTP ${res.status})${res.body.error ? `: ${res.body.error}` : ''}`, exitForStatus(res.status))
+  }
+  return { text, api, body: res.body }
+}
+
 const job = program.command('job').description('Submit and inspect jobs')
 job.command('submit')
-  .description('Submit a job template (JSON, YAML or TOML); prints the job id')
+  .description('Submit a job template (JSON, YAML or TOML); prints the job id. With --wait, watches it to the end (exit 0 succeeded, 1 failed)')
   .argument('<file>', 'template file')
+  .option('--wait', 'watch the job to its end (as chorus job watch)')
+  .option('--json', 'with --wait: the events as JSON lines')
   .option(...apiOption)
-  .action(async (file: string, o: { api?: string }) => {
-    const { apiPostText, contentTypeFor } = await import('./client.js')
-    const text = await readFile(file, 'utf8')
-    const res = await apiPostText<{ id?: string; instanceIds?: string[]; problems?: { path: string; message: string }[]; warnings?: { path: string; message: string }[] }>(await conn(o), '/v1/jobs', text, contentTypeFor(file))
-    if (res.status === 201 && res.body.id) {
-      for (const w of res.body.warnings ?? []) process.stderr.write(`${file}: warning: ${w.path}: ${w.message}\n`)
-      process.stdout.write(`${res.body.id}\n`)
-      return
-    }
-    for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-    fail(`the coordinator refused the job (HTTP ${res.status})`)
+  .addHelpText('after', '\nExample: chorus job submit patch.yaml --wait')
+  .action(async (file: string, o: ApiOpts & { wait?: boolean; json?: boolean }) => {
+    const { api, body } = await postTemplate<{ id: string; instanceIds: string[]; warnings?: { path: string; message: string }[] }>(file, '/v1/jobs', o, 'the coordinator refused the job')
+    for (const w of body.warnings ?? []) process.stderr.write(`${file}: warning: ${w.path}: ${w.message}\n`)
+    process.stdout.write(o.json ? JSON.stringify({ type: 'submitted', id: body.id }) + '\n' : `${body.id}\n`)
+    if (!o.wait) return
+    const { watchJob } = await import('./watch.js')
+    process.exitCode = await watchJob(api, body.id, { json: o.json })
+  })
+job.command('watch')
+  .description('Watch a job live: a progress bar per group and batch, running and failed nodes, elapsed time and time left; exit 0 when it succeeded, 1 when it failed')
+  .argument('<id>', 'job id')
+  .option('--json', 'print the events as JSON lines')
+  .option('--plain', 'one line per event even on a terminal')
+  .option(...apiOption)
+  .addHelpText('after', '\nExample: chorus job watch 3f1c9a2e-... --json | jq .type')
+  .action(async (id: string, o: ApiOpts & { json?: boolean; plain?: boolean }) => {
+    const { watchJob } = await import('./watch.js')
+    process.exitCode = await watchJob(await conn(o), id, o)
   })
 job.command('plan')
-  .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts')
+  .description('Show what a template would do on this fleet now, without running it: nodes per group, batches and order, quorum, timeouts; with --simulate, run it in the simulator over those groups')
   .argument('<file>', 'template file (JSON, YAML or TOML)')
   .option('--json', 'print JSON')
+  .option('--simulate', 'simulate the rollout over the groups the coordinator resolves now: predicted completion p50/p99, most nodes running at once per group, failures vs budget, safety verdicts')
+  .option('--seeds <k>', 'with --simulate: seeds to run (at most 20)', positiveInt, 5)
+  .option('--profile <profile>', 'with --simulate: the links of every node, datacenter, wan or edge', 'datacenter')
   .option(...apiOption)
-  .action(async (file: string, o: { api?: string; json?: boolean }) => {
-    const { apiPostText, contentTypeFor } = await import('./client.js')
-    const res = await apiPostText<import('../coordinator/plan.js').Plan & { problems?: { path: string; message: string }[] }>(await conn(o), '/v1/plan', await readFile(file, 'utf8'), contentTypeFor(file))
-    if (res.status !== 200) {
-      for (const p of res.body.problems ?? []) process.stderr.write(`${file}: ${p.path}: ${p.message}\n`)
-      fail(`no plan (HTTP ${res.status})`)
-    }
+  .addHelpText('after', '\nExample: chorus job plan patch.yaml --simulate --seeds 10 --profile wan')
+  .action(async (file: string, o: ApiOpts & { json?: boolean; simulate?: boolean; seeds: number; profile: string }) => {
+    const { text, body } = await postTemplate<import('../coordinator/plan.js').Plan>(file, '/v1/plan', o, 'no plan')
+    if (o.simulate) return simulatePlanCommand(file, text, body, o)
     const { formatPlan } = await import('../coordinator/plan.js')
-    process.stdout.write((o.json ? JSON.stringify(res.body, null, 2) : formatPlan(res.body)) + '\n')
+    process.stdout.write((o.json ? JSON.stringify(body, null, 2) : formatPlan(body)) + '\n')
   })
+
+/** `job plan --simulate`: the simulator, in this process, over the plan's groups. */
+async function simulatePlanCommand(file: string, text: string, plan: import('../coordinator/plan.js').Plan, o: { json?: boolean; seeds: number; profile: string }): Promise<void> {
+  if (!['datacenter', 'wan', 'edge'].includes(o.profile)) fail(`--profile: expected datacenter, wan or edge, got "${o.profile}"`, EXIT.usage)
+  const { formatFromFileName, parseTemplateText } = await import('../protocol/parse.js')
+  const parsed = parseTemplateText(text, formatFromFileName(file))
+  if (!parsed.ok) fail(`${file}: not a valid template`, EXIT.usage)
+  const { simulatePlan } = await import('../sim/plan.js')
+  let sim: import('../sim/plan.js').PlanSimulation
+  try {
+    sim = simulatePlan({ template: parsed.template, groups: plan.groups.map((g) => g.nodes.map((n) => n.nodeId)), seeds: o.seeds, profile: o.profile as 'datacenter' | 'wan' | 'edge' })
+  } catch (err) { fail((err as Error).message, EXIT.usage) }
+  if (o.json) return void process.stdout.write(JSON.stringify(sim) + '\n')
+  const c = sim.completion_s
+  const lines = [`simulated ${sim.seeds} seed(s), ${sim.nodes} nodes on ${sim.profile} links: completion p50 ${c.p50 ?? '-'} s, p99 ${c.p99 ?? '-'} s${c.undecided_seeds ? `, ${c.undecided_seeds} seed(s) undecided` : ''}; outcomes ${Object.entries(sim.outcomes).map(([k, v]) => `${k} ${v}`).join(', ')}`]
+  for (const g of sim.groups) lines.push(`group ${g.group}: ${g.nodes} nodes, at most ${g.most_running_at_once} running at once, failures up to ${g.failures_max} (budget ${g.failure_budget}${g.within_budget ? '' : ', EXCEEDED'})`)
+  lines.push(`safety: ${Object.entries(sim.safety).map(([k, v]) => `${k} ${v === 'ok' ? 'ok' : `VIOLATED (seeds ${v.violated_seeds.join(', ')})`}`).join(', ')}`)
+  process.stdout.write(lines.join('\n') + '\n')
+}
 job.command('show')
   .description('Show a job: its template, status and instances')
   .argument('<id>', 'job id')
@@ -223,7 +275,7 @@ exceptions.command('remove')
   .action((id: string, o: ApiOpts) => adminRequest(o, 'DELETE', `/v1/exceptions/${encodeURIComponent(id)}`))
 
 program.command('report')
-  .description('Report on a job or an instance: every run with its group, batch, status and steps')
+  .description('Report on a job or an instance: every run with its group, batch, status and steps; exit 1 when an instance failed, 4 when the id is unknown')
   .argument('<id>', 'job id or instance id')
   .option('--json', 'print JSON instead of a table')
   .option(...apiOption)
@@ -232,6 +284,7 @@ program.command('report')
     const { formatReport } = await import('../coordinator/report.js')
     const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}`)
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
+    process.exitCode = exitForInstances(report.instances)
   })
 
 program.command('artifacts')
@@ -259,22 +312,17 @@ const nodesCommand = program.command('nodes')
   .option('--search <query>', 'only nodes matching a search query, e.g. "role:webapp AND env:prod" (grammar in the README)')
   .option('--json', 'print JSON')
   .option(...apiOption)
-  .action(async (o: { api?: string; json?: boolean; search?: string }) => {
-    const { apiGet } = await import('./client.js')
-    const nodes = await apiGet<{ items: { nodeId: string; alive: boolean; lastSeenAt: string; facts: Record<string, string> }[] }>(await conn(o), `/v1/nodes${o.search ? `?search=${encodeURIComponent(o.search)}` : ''}`)
-    if (o.json) process.stdout.write(JSON.stringify(nodes, null, 2) + '\n')
-    else for (const n of nodes.items) process.stdout.write(`${n.nodeId}\t${n.alive ? 'alive' : 'DOWN '}\t${n.facts.hostname ?? ''}\tlast seen ${n.lastSeenAt}\n`)
-  })
+  .addHelpText('after', '\nExample: chorus nodes --search "role:web AND env:prod" --size 100')
 
 /** Exits with the API's error and its problems, one per line. */
 function refused(res: { status: number; body: { error?: string; problems?: { path: string; message: string }[] } }): never {
-  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'))
+  fail([res.body.error ?? `HTTP ${res.status}`, ...(res.body.problems ?? []).map((p) => `  ${p.path}: ${p.message}`)].join('\n'), exitForStatus(res.status))
 }
 
 /** One API request with a JSON body; the JSON answer, or exit 1 with the coordinator's error. */
 async function apiJson(o: ApiOpts, method: string, path: string, body?: unknown): Promise<unknown> {
   const { apiRequest } = await import('./client.js')
-  const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, body)
+  const res = await apiRequest<{ error?: string; problems?: { path: string; message: string }[] }>(await conn(o), method, path, method === 'GET' ? undefined : body)
   if (res.status >= 400) refused(res)
   return res.body
 }
@@ -283,6 +331,11 @@ async function adminRequest(o: ApiOpts, method: string, path: string, body?: unk
   process.stdout.write(JSON.stringify(await apiJson(o, method, path, body), null, 2) + '\n')
 }
 
+registerLifecycleCommands(program, job, nodesCommand, {
+  apiOption,
+  request: (o, method, path, body) => apiJson(o, method, path, body),
+  watch: async (o, jobId) => (await import('./watch.js')).watchJob(await conn(o), jobId, { json: o.json }),
+})
 registerMemberCommands(program, nodesCommand, { apiOption, collectAttr, request: (o, method, path, body) => apiJson(o, method, path, body) })
 
 const lists = program.command('lists').description('Saved node lists (nodeListType "savedList", listId)')
@@ -376,6 +429,15 @@ program.command('bench')
     process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
   })
 
+program.command('simulate-plan', { hidden: true })
+  .description('Internal: simulate a plan (JSON {template, groups, seeds, profile} on stdin), print the result as JSON; POST /v1/plan?simulate=K runs it')
+  .action(async () => {
+    const chunks: Buffer[] = []
+    for await (const c of process.stdin) chunks.push(c as Buffer)
+    const { simulatePlan } = await import('../sim/plan.js')
+    process.stdout.write(JSON.stringify(simulatePlan(JSON.parse(Buffer.concat(chunks).toString('utf8')))) + '\n')
+  })
+
 program.command('sim')
   .description('Run the agent and coordinator cores over a deterministic simulated network (faults, partitions, crashes) and check the safety properties')
   .requiredOption('--scenario <name>', 'fleet-patch, fleet-scale, partition-heal, coordinator-crash, edge-offline, edge-dark-publish, quorum-upgrade, gated-rollout')
@@ -399,5 +461,6 @@ function addTokenOption(cmd: Command): void {
   }
 }
 addTokenOption(program)
+addExamples(program)
 
-program.parseAsync(process.argv).catch((err: Error) => fail(err.message))
+program.parseAsync(process.argv).catch((err: Error) => fail(err.message, exitForError(err)))

@@ -64,6 +64,8 @@ export interface JobRecord {
   instanceIds: string[]
   /** Recurring jobs: every occurrence at or before this time has an instance. */
   cursor?: number
+  /** A manual run (`chorus job run`): the stored job whose template this job runs. */
+  runOf?: string
   /** The job's signed mutable state (cancellations, global exceptions), version ≥ 1. */
   jobState: JobStateBody
   stateEnvelope: SignedEnvelope
@@ -211,6 +213,10 @@ export type RequestEvent =
   | { type: 'submit'; requestId: string; jobId: string; template: JobTemplate; actor?: Actor }
   /** Cancel a whole job (no new instances), or only the given occurrences (ms). */
   | { type: 'cancel'; requestId: string; jobId: string; occurrences?: number[]; actor?: Actor }
+  /** A manual run (as Courier's): a new immediate job with the stored job's template (`runOf` names it). */
+  | { type: 'run_job'; requestId: string; jobId: string; newJobId: string; actor?: Actor }
+  /** Forgets a job, its instances and runs; refused while an instance is live. */
+  | { type: 'delete_job'; requestId: string; jobId: string; actor?: Actor }
   | { type: 'add_exception'; requestId: string; exception: GlobalException; actor?: Actor }
   | { type: 'save_list'; requestId: string; list: SavedList; actor?: Actor }
   | { type: 'save_filter'; requestId: string; filter: SavedFilter; actor?: Actor }
@@ -304,6 +310,8 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
 const AUDITED: { [T in RequestEvent['type']]: (e: Extract<RequestEvent, { type: T }>) => { action: string; object: string } } = {
   submit: (e) => ({ action: 'job.submit', object: e.jobId }),
   cancel: (e) => ({ action: e.occurrences ? 'job.cancel_occurrences' : 'job.cancel', object: e.jobId }),
+  run_job: (e) => ({ action: 'job.run', object: e.jobId }),
+  delete_job: (e) => ({ action: 'job.delete', object: e.jobId }),
   add_exception: (e) => ({ action: 'exception.add', object: e.exception.id }),
   remove_exception: (e) => ({ action: 'exception.remove', object: e.id }),
   save_list: (e) => ({ action: 'list.set', object: e.list.id }),
@@ -417,6 +425,12 @@ function stepEvent(state: CoordinatorState, config: CoordinatorConfig, event: Co
       break
     case 'cancel':
       onCancel(state, config, event.requestId, event.jobId, event.occurrences, now, effects)
+      break
+    case 'run_job':
+      onRunJob(state, config, event, now, effects)
+      break
+    case 'delete_job':
+      onDeleteJob(state, event, effects)
       break
     case 'add_exception':
     case 'remove_exception':
@@ -1042,7 +1056,7 @@ function noteGated(state: CoordinatorState, config: CoordinatorConfig, nodeId: s
     // Only the job's targets acknowledge (a quorum counts them): anyone else's claim changes nothing.
     if (!instance || !targets(job, nodeId)) continue
     recordAck(state, instance, nodeId)
-    if (g.state === 'running') markStarted(state, instance, nodeId, g.leaseUntil ?? Number.MAX_SAFE_INTEGER, effects)
+    if (g.state === 'running') markStarted(state, instance, nodeId, now, effects)
     noteProgress(state, config, instance, job, nodeId, g.state === 'running' ? Pos.Started : Pos.Acked, now, effects, g.state === 'running' ? (g.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
   }
 }
@@ -1434,7 +1448,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const node = state.nodes.get(body.nodeId)
   const revoked = state.members.revoked.get(body.nodeId)
   if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { runId: body.runId, nodeId: body.nodeId } })
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
     // Acknowledged so that it is not sent again: it will never be accepted.
     effects.push(reply(config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
     return
@@ -1446,7 +1460,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const verdict = acceptResult(state, body, now)
   if ('error' in verdict) {
     // Refused: nothing is created, changed or written.
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
     // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
     effects.push(reply(config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
     return
@@ -1461,7 +1475,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   const run = 'run' in verdict ? verdict.run : state.runs.get(body.runId)!
   if (run.receivedAt !== undefined) {
     // Stored once already: a re-send after a lost acknowledgement. Acknowledge again.
-    effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { runId: body.runId, nodeId: body.nodeId } })
+    effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
     effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
@@ -1491,7 +1505,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   }
   // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
   effects.push({ type: 'persist', puts, dels: [] })
-  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
+  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { jobId: run.jobId, instanceId: run.instanceId, runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
   effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 
@@ -1598,7 +1612,7 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
       const puts: { key: string; value: unknown }[] = []
       failQuorum(state, job0, instance, now, puts)
       effects.push({ type: 'persist', puts, dels: [] })
-      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { instanceId: instance.id, missing: instance.quorumMissing } })
+      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { jobId: instance.jobId, instanceId: instance.id, missing: instance.quorumMissing } })
       continue
     }
     if (instance.deadlineAt > now) continue
@@ -1615,6 +1629,43 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     const job = state.jobs.get(instance.jobId)
     if (job) puts.push({ key: key.job(job.jobId), value: job })
     effects.push({ type: 'persist', puts, dels: [] })
-    effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { instanceId: instance.id, status: instance.status } })
+    effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { jobId: instance.jobId, instanceId: instance.id, status: instance.status } })
   }
+}
+
+/** A manual run: the stored job's template submitted again as an immediate job under a new id. */
+function onRunJob(state: CoordinatorState, config: CoordinatorConfig, event: Extract<RequestEvent, { type: 'run_job' }>, now: number, effects: CoordinatorEffect[]): void {
+  const stored = state.jobs.get(event.jobId)
+  if (!stored) return void effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no job ${event.jobId}` } })
+  const submitted: CoordinatorEffect[] = []
+  onSubmit(state, config, event.requestId, event.newJobId, { ...stored.template, scheduleRule: 'immediate' }, now, submitted)
+  const run = state.jobs.get(event.newJobId)
+  if (run) run.runOf = stored.jobId
+  for (const e of submitted) {
+    if (e.type !== 'reply_submit') { effects.push(e); continue }
+    const o = e.outcome
+    effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: o.ok ? { ok: true, detail: { id: o.jobId, instanceIds: o.instanceIds, targets: o.targets, runOf: stored.jobId } } : { ok: false, status: 422, error: 'job cannot be targeted', problems: o.problems } })
+  }
+}
+
+/** Deletes a job with its instances and runs, unless one is live or more are to come. */
+function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent, { type: 'delete_job' }>, effects: CoordinatorEffect[]): void {
+  const answer = (outcome: Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']) => effects.push({ type: 'reply_admin', requestId: event.requestId, outcome })
+  const job = state.jobs.get(event.jobId)
+  if (!job) return void answer({ ok: false, status: 404, error: `no job ${event.jobId}` })
+  const live = job.instanceIds.filter((id) => state.instances.get(id)?.status === 'running')
+  if (live.length > 0) return void answer({ ok: false, status: 409, error: `job ${job.jobId} has ${live.length} live instance(s) (${live.slice(0, 5).join(', ')}): wait for them or cancel the job (chorus job cancel ${job.jobId}), then delete it` })
+  if (job.status === 'active' && job.template.scheduleRule !== 'immediate') return void answer({ ok: false, status: 409, error: `job ${job.jobId} is recurring and active: cancel it first (chorus job cancel ${job.jobId})` })
+  const dels = [key.job(job.jobId)]
+  for (const id of job.instanceIds) {
+    for (const runId of state.instances.get(id)?.runIds ?? []) { state.runs.delete(runId); dels.push(key.run(runId)) }
+    state.instances.delete(id)
+    state.tallies.delete(id)
+    state.dirty.delete(id)
+    dels.push(key.instance(id))
+  }
+  state.jobs.delete(job.jobId)
+  state.schedules.delete(job.jobId)
+  effects.push({ type: 'persist', puts: [], dels })
+  answer({ ok: true, detail: { deleted: job.jobId, instances: job.instanceIds.length } })
 }

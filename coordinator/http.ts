@@ -9,7 +9,7 @@ import type { z } from 'zod'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import {
-  AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
+  AuditQuerySchema, CancelBodySchema, JobsQuerySchema, PageQuerySchema, PlanQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
@@ -20,15 +20,20 @@ import {
   type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
+import { simulateInChild } from './plan-sim.js'
 import { enrollmentSummary, newEnrollment } from './members.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
+import { CHORUS_HEADER } from '../protocol/headers.js'
+import { openApiDocument } from './openapi.js'
+import { eventRoutes, type EventHost } from './sse.js'
+import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 type Change = RequestEvent extends infer E ? (E extends RequestEvent ? Omit<E, 'actor' | 'requestId'> : never) : never
 
 /** What the API needs of the runtime. */
-export interface ApiHost {
+export interface ApiHost extends EventHost {
   readonly state: CoordinatorState
   readonly logger: Logger
   /** Host header values accepted (filled once the server is bound). */
@@ -37,6 +42,8 @@ export interface ApiHost {
   change(event: Change, actor: Actor | undefined): Promise<AdminOutcome>
   submit(template: JobTemplate, actor: Actor | undefined): Promise<SubmitOutcome>
   audit(since: number, limit: number): Promise<AuditRecord[]>
+  /** Prometheus text (coordinator/metrics.ts). */
+  metricsText(): Promise<string>
   /** Closes a revoked node's connections. */
   hangUp(peerId: string): void
 }
@@ -48,19 +55,19 @@ declare module 'fastify' {
 }
 
 /** Bad input: answered 400 with the problems by the error handler. */
-class BadInput extends Error {
+export class BadInput extends Error {
   constructor(message: string, readonly problems: Problem[]) {
     super(message)
   }
 }
 
-function parse<S extends z.ZodType>(schema: S, value: unknown, at: string): z.output<S> {
+export function parse<S extends z.ZodType>(schema: S, value: unknown, at: string): z.output<S> {
   const r = check(schema, value, at)
   if (!r.ok) throw new BadInput(`invalid ${at}`, r.problems)
   return r.value
 }
 
-function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z.output<S> {
+export function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z.output<S> {
   const json = parseJsonText(typeof req.body === 'string' ? req.body : '')
   if (!json.ok) throw new BadInput('invalid body', json.problems)
   return parse(schema, json.value, 'body')
@@ -75,13 +82,13 @@ function templateOf(req: FastifyRequest): JobTemplate {
 }
 
 /** The core's answer; a 400 always carries problems (the shape of every bad-input answer). */
-function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
+export function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
   if (outcome.ok) return reply.code(okStatus).send(outcome.detail ?? { ok: true })
   const problems = outcome.problems ?? (outcome.status === 400 ? [{ path: 'body', message: outcome.error }] : undefined)
   return reply.code(outcome.status).send({ error: outcome.error, ...(problems ? { problems } : {}) })
 }
 
-function notFound(reply: FastifyReply, what: string): FastifyReply {
+export function notFound(reply: FastifyReply, what: string): FastifyReply {
   return reply.code(404).send({ error: `no ${what}` })
 }
 
@@ -91,7 +98,12 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   const registered = guardRoutes(app)
+  app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
   app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
+  // One line per request: method, route, status, time, token name.
+  app.addHook('onResponse', async (req, reply) => {
+    host.logger.info({ method: req.method, route: req.routeOptions.url ?? req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), token: req.actor?.name ?? null }, 'api request')
+  })
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
     if (err instanceof BadInput) return reply.code(400).send({ error: err.message, problems: err.problems })
     const status = err.statusCode ?? 500
@@ -99,11 +111,17 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
     return reply.code(status).send({ error: err.message })
   })
   app.get('/healthz', async () => ({ ok: true }))
+  // Built now: a route of the table without documentation stops the start.
+  const doc = openApiDocument()
+  app.get('/v1/openapi.json', async () => doc)
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await host.metricsText()))
   jobRoutes(app, host)
   runRoutes(app, host)
   savedRoutes(app, host)
   accessRoutes(app, host)
   memberRoutes(app, host)
+  eventRoutes(app, host)
+  lifecycleRoutes(app, host)
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue
@@ -153,11 +171,20 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets, ...(outcome.warnings?.length ? { warnings: outcome.warnings } : {}) })
   })
   app.post('/v1/plan', async (req, reply) => {
-    const plan = planJob(host.state, templateOf(req), Date.now())
+    const q = parse(PlanQuerySchema, req.query, 'query')
+    const template = templateOf(req)
+    const plan = planJob(host.state, template, Date.now())
     if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
-    return plan.plan
+    if (q.simulate === undefined) return plan.plan
+    const simulation = simulateInChild({ template, groups: plan.plan.groups.map((g) => g.nodes.map((n) => n.nodeId)), seeds: q.simulate, profile: q.profile })
+    if (!simulation) return reply.code(503).send({ error: 'a plan simulation is running already; try again when it is done' })
+    return { ...plan.plan, simulation: await simulation.catch((err: Error) => { throw new BadInput('cannot simulate this plan', [{ path: 'query.simulate', message: err.message }]) }) }
   })
-  app.get('/v1/jobs', async () => ({ items: [...host.state.jobs.values()].map(jobSummary) }))
+  app.get('/v1/jobs', async (req) => {
+    const q = parse(JobsQuerySchema, req.query, 'query')
+    const jobs = [...host.state.jobs.values()].filter((j) => (!q.status || j.status === q.status) && (!q.name || j.name.includes(q.name)))
+    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt).map(jobSummary), q)
+  })
   app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
     const job = host.state.jobs.get(objectId(req))
     if (!job) return notFound(reply, `job ${req.params.id}`)
@@ -180,7 +207,11 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
   const instance = (req: FastifyRequest) => host.state.instances.get(objectId(req))
   const run = (req: FastifyRequest) => host.state.runs.get(objectId(req))
   app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = instance(req); return i ? instanceSummary(host.state, i) : notFound(reply, `instance ${req.params.id}`) })
-  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => { const i = instance(req); return i ? { items: instanceReport(host.state, i).runs } : notFound(reply, `instance ${req.params.id}`) })
+  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => {
+    const q = parse(PageQuerySchema, req.query, 'query')
+    const i = instance(req)
+    return i ? pageOf(i.runIds, q, (ids) => ids.map((id) => host.state.runs.get(id)).filter((r) => r !== undefined).map(runReport)) : notFound(reply, `instance ${req.params.id}`)
+  })
   app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
   app.get('/v1/runs/:id/artifacts', async (req: IdReq, reply) => {
     const r = run(req)
@@ -193,38 +224,33 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
     return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
   })
   app.get('/v1/nodes', async (req, reply) => {
-    const { search } = parse(NodesQuerySchema, req.query, 'query')
+    const q = parse(NodesQuerySchema, req.query, 'query')
     let nodes = [...host.state.nodes.values()]
-    if (search) {
-      const sel = selectNodes(host.state, { query: search }, 'search')
+    if (q.search) {
+      const sel = selectNodes(host.state, { query: q.search }, 'search')
       if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems.map((p) => ({ ...p, path: 'query.search' })) })
       const keep = new Set(sel.nodes)
       nodes = nodes.filter((n) => keep.has(n.nodeId))
     }
-    return {
-      items: nodes.map((n) => ({
-        nodeId: n.nodeId, alive: host.state.connected.has(n.nodeId), peerId: n.peerId, publicKey: n.publicKey, facts: n.facts, skills: n.skills,
-        agentVersion: n.agentVersion, addrs: n.addrs, firstSeenAt: new Date(n.firstSeenAt).toISOString(), lastSeenAt: new Date(n.lastSeenAt).toISOString(),
-      })),
-    }
+    return pageOf(nodes, q, (page) => page.map((n) => nodeView(host.state, n)))
   })
 }
 
 function savedRoutes(app: FastifyInstance, host: ApiHost): void {
   const id = (req: FastifyRequest) => parse(IdParamsSchema, req.params, 'params').id
-  app.get('/v1/exceptions', async () => ({ items: [...host.state.globals.values()] }))
+  app.get('/v1/exceptions', async (req) => pageOf([...host.state.globals.values()], parse(PageQuerySchema, req.query, 'query')))
   app.post('/v1/exceptions', async (req, reply) => sendAdmin(reply, await host.change({ type: 'add_exception', exception: jsonBody(req, ExceptionBodySchema) }, req.actor)))
   app.delete('/v1/exceptions/:id', async (req, reply) => {
     jsonBody(req, EmptyBodySchema)
     return sendAdmin(reply, await host.change({ type: 'remove_exception', id: id(req) }, req.actor))
   })
-  app.get('/v1/lists', async () => ({ items: [...host.state.lists.values()] }))
+  app.get('/v1/lists', async (req) => pageOf([...host.state.lists.values()], parse(PageQuerySchema, req.query, 'query')))
   app.put('/v1/lists/:id', async (req, reply) => {
     const listId = id(req)
     const b = jsonBody(req, ListBodySchema)
     return sendAdmin(reply, await host.change({ type: 'save_list', list: { id: listId, name: b.name ?? listId, nodes: [...new Set(b.nodes)] } }, req.actor))
   })
-  app.get('/v1/filters', async () => ({ items: [...host.state.filters.values()] }))
+  app.get('/v1/filters', async (req) => pageOf([...host.state.filters.values()], parse(PageQuerySchema, req.query, 'query')))
   app.put('/v1/filters/:id', async (req, reply) => {
     const filterId = id(req)
     const b = jsonBody(req, FilterBodySchema)
@@ -240,7 +266,7 @@ function savedRoutes(app: FastifyInstance, host: ApiHost): void {
 }
 
 function accessRoutes(app: FastifyInstance, host: ApiHost): void {
-  app.get('/v1/tokens', async () => ({ items: [...host.state.tokens.values()].map(tokenView) }))
+  app.get('/v1/tokens', async (req) => pageOf([...host.state.tokens.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(tokenView)))
   app.post('/v1/tokens', async (req, reply) => {
     const b = jsonBody(req, TokenBodySchema)
     const token = newToken()
@@ -274,15 +300,13 @@ function memberRoutes(app: FastifyInstance, host: ApiHost): void {
     // Shown once: only its hash is kept.
     return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
   })
-  app.get('/v1/enrollments', async () => ({ items: [...members().enrollments.values()].map(enrollmentSummary) }))
+  app.get('/v1/enrollments', async (req) => pageOf([...members().enrollments.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(enrollmentSummary)))
   app.delete('/v1/enrollments/:id', async (req, reply) => {
     jsonBody(req, EmptyBodySchema)
     return sendAdmin(reply, await host.change({ type: 'delete_enrollment', id: parse(IdParamsSchema, req.params, 'params').id }, req.actor))
   })
-  app.get('/v1/nodes/pending', async () => ({
-    items: [...members().pending.values()].map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() })),
-  }))
-  app.get('/v1/nodes/revoked', async () => ({ items: [...members().revoked.values()].map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() })) }))
+  app.get('/v1/nodes/pending', async (req) => pageOf([...members().pending.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() }))))
+  app.get('/v1/nodes/revoked', async (req) => pageOf([...members().revoked.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() }))))
   for (const action of ['approve', 'reject', 'revoke'] as const) {
     app.post(`/v1/nodes/:id/${action}`, async (req, reply) => {
       jsonBody(req, EmptyBodySchema)

@@ -47,7 +47,7 @@ export interface InstanceReport {
 }
 
 export interface JobReport {
-  job: { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string }
+  job: { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string; runOf?: string }
   instances: InstanceReport[]
 }
 
@@ -92,7 +92,7 @@ export function instanceReport(state: CoordinatorState, instance: InstanceRecord
 }
 
 export function jobSummary(job: JobRecord): JobReport['job'] {
-  return { id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule }
+  return { id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule, ...(job.runOf ? { runOf: job.runOf } : {}) }
 }
 
 /** The report for a job id or an instance id; undefined when neither is known. */

@@ -20,6 +20,8 @@ import {
   type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { allowedHosts, hashToken, newToken } from './access.js'
+import { EventLog } from './events.js'
+import { CoordinatorMetrics, rpcTypeOf } from './metrics.js'
 import { buildApi, type AdminOutcome, type ApiHost } from './http.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
@@ -67,8 +69,18 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
 }
 
+/** A store another process holds: "another coordinator (pid N) holds DIR"; other errors as they are. */
+async function lockedError(err: Error & { cause?: { code?: string } }, dataDir: string): Promise<Error> {
+  if (err.cause?.code !== 'LEVEL_LOCKED') return err
+  const pid = await readFile(join(dataDir, 'endpoints.json'), 'utf8').then((t) => (JSON.parse(t) as { pid?: number }).pid, () => undefined)
+  return new Error(`another coordinator (pid ${pid ?? 'unknown'}) holds ${dataDir}: stop it first, or give another --data`)
+}
+
 export class CoordinatorRuntime implements ApiHost {
   state!: CoordinatorState
+  /** Live progress events, derived from every core step (coordinator/events.ts). */
+  readonly events = new EventLog()
+  readonly metrics = new CoordinatorMetrics(this)
   hosts = new Set<string>()
   scheme: 'http' | 'https' = 'http'
   private config!: CoordinatorConfig
@@ -98,14 +110,22 @@ export class CoordinatorRuntime implements ApiHost {
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
-    await this.db.open()
+    await this.db.open().catch(async (err: Error & { cause?: { code?: string } }) => { throw await lockedError(err, this.opts.dataDir) })
     const records: [string, unknown][] = []
     // Everything but the audit log (it only grows; the API pages through it in the store).
     for (const range of [{ lt: AUDIT_PREFIX }, { gte: AUDIT_END }]) for await (const entry of this.db.iterator(range)) records.push(entry)
     this.state = restoreCoordinator(records)
+    this.events.trackLive(this.state)
     this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
-      step: (event, now) => coordinatorStep(this.state, this.config, event, now),
-      commit: (ops) => this.db.batch(ops),
+      step: (event, now) => {
+        const effects = coordinatorStep(this.state, this.config, event, now)
+        this.events.observe(this.state, effects, now)
+        return effects
+      },
+      commit: (ops) => {
+        this.metrics.commits.observe(ops.length)
+        return this.db.batch(ops)
+      },
       execute: (effect) => this.execute(effect),
       now: () => Date.now(),
       onError: (err) => {
@@ -125,11 +145,18 @@ export class CoordinatorRuntime implements ApiHost {
       void this.dispatch({ type: 'link', peerId, up: true })
     })
     this.net.node.addEventListener('peer:disconnect', (evt) => void this.dispatch({ type: 'link', peerId: evt.detail.toString(), up: false }))
-    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => void this.dispatch({ type: 'progress', envelope }))
+    subscribeEnvelopes(this.net, TOPIC_PROGRESS, (envelope) => {
+      this.metrics.gossip.inc({ direction: 'in' })
+      void this.dispatch({ type: 'progress', envelope })
+    })
     await this.net.handleRpc(async (data, from) => {
       const envelope = decodeEnvelope(data)
       const wasMember = this.isMember(from)
+      const type = rpcTypeOf((envelope as { body?: string }).body)
+      this.metrics.rpc.inc({ type })
+      const ingested = type === 'result' ? this.metrics.ingest.startTimer() : undefined
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
+      ingested?.()
       // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
       if (!wasMember && this.isMember(from)) this.net.refreshPeer(from)
       return reply
@@ -154,6 +181,15 @@ export class CoordinatorRuntime implements ApiHost {
     }, COORDINATOR_TICK_MS)
     this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
     return this.endpoints
+  }
+
+  /** Events waiting for the core loop. */
+  queued(): number {
+    return this.loop?.queued() ?? 0
+  }
+
+  metricsText(): Promise<string> {
+    return this.metrics.text()
   }
 
   /** Closes a peer's connections (a revoked node). */
@@ -200,6 +236,7 @@ export class CoordinatorRuntime implements ApiHost {
   private execute(e: CoordinatorEffect): void {
     switch (e.type) {
       case 'publish':
+        this.metrics.gossip.inc({ direction: 'out' })
         this.net.publish(TOPIC_JOBS, encodeEnvelope(e.envelope)).then(
           (recipients) => this.opts.logger.info({ recipients }, 'job definition published'),
           // Agents that miss the gossip fetch the job with their next sync.

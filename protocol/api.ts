@@ -75,7 +75,25 @@ export const NameParamsSchema = z.object({ name: IdSchema })
 export const ObjectParamsSchema = z.object({ id: OBJECT_ID })
 
 export const NextQuerySchema = z.object({ count: z.coerce.number().int().min(1).max(1000).default(10) })
-export const NodesQuerySchema = z.object({ search: z.string().max(MAX_QUERY_TEXT).optional() })
+/** Every list pages: `page` (from 1) and `size` (at most MAX_PAGE_SIZE), or Courier's `pagination.page` / `pagination.size`. */
+export const MAX_PAGE_SIZE = 1000
+const pageNumber = z.coerce.number().int().min(1)
+const pageSize = z.coerce.number().int().min(1).max(MAX_PAGE_SIZE)
+const PAGE_FIELDS = { page: pageNumber.optional(), size: pageSize.optional(), 'pagination.page': pageNumber.optional(), 'pagination.size': pageSize.optional() }
+type PageFields = { page?: number; size?: number; 'pagination.page'?: number; 'pagination.size'?: number }
+const paged = <T extends PageFields>(q: T) => {
+  const { page, size, 'pagination.page': pp, 'pagination.size': ps, ...rest } = q
+  return { ...rest, page: pp ?? page ?? 1, size: ps ?? size ?? 100 }
+}
+export const PageQuerySchema = z.object(PAGE_FIELDS).transform(paged)
+export const NodesQuerySchema = z.object({ search: z.string().max(MAX_QUERY_TEXT).optional(), ...PAGE_FIELDS }).transform(paged)
+export const JOB_STATUSES = ['active', 'canceled', 'completed'] as const
+export const INSTANCE_STATUSES = ['running', 'success', 'failure', 'excluded', 'canceled', 'quorum_failed'] as const
+export const JobsQuerySchema = z.object({ status: z.enum(JOB_STATUSES).optional(), name: z.string().max(256).optional(), ...PAGE_FIELDS }).transform(paged)
+export const InstancesQuerySchema = z.object({ job: OBJECT_ID.optional(), status: z.enum(INSTANCE_STATUSES).optional(), ...PAGE_FIELDS }).transform(paged)
+/** `POST /v1/plan?simulate=K&profile=P`: simulate the plan over K seeds (at most 20). */
+export const PlanQuerySchema = z.object({ simulate: z.coerce.number().int().min(1).max(20).optional(), profile: z.enum(['datacenter', 'wan', 'edge']).default('datacenter') })
+export const LogsQuerySchema = z.object({ step: z.coerce.number().int().min(1).max(1000).optional() })
 export const AuditQuerySchema = z.object({
   since: TimeSchema.optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),

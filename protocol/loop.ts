@@ -44,6 +44,11 @@ export class CoreLoop<E, F extends { type: string }> {
     })
   }
 
+  /** Events waiting for the core (metrics). */
+  queued(): number {
+    return this.inbox.length
+  }
+
   /** Runs effects produced outside dispatch (e.g. on restore) with the same ordering rule. */
   async apply(effects: F[]): Promise<void> {
     await this.carryOut(effects)

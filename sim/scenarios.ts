@@ -7,6 +7,7 @@ import type { JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { AgentNode, type World } from './world.js'
 import { Prng } from './prng.js'
+import type { LinkProfileName } from './network.js'
 
 const STEPS = [
   {
@@ -633,4 +634,18 @@ export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCras
 
 export function findScenario(name: string): Scenario | undefined {
   return SCENARIOS.find((s) => s.name === name)
+}
+
+/**
+ * `chorus job plan --simulate`: every agent on one link profile, no faults, the job submitted
+ * once all have registered (the template names its targets: the groups the coordinator resolved).
+ */
+export function planSetup(profile: LinkProfileName): (world: World) => void {
+  return (world) => {
+    for (const a of world.agents) world.setProfile(a, profile)
+    world.boot()
+    startAgents(world, 1_000)
+    submitWhenRegistered(world, 60_000, (_jobId, at) => { world.safetyEndsAt = at })
+    world.safetyEndsAt = 600_000
+  }
 }

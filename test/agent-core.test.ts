@@ -236,7 +236,11 @@ describe('agent core', () => {
     expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 2_000))).toHaveLength(0)
     expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 5_000))).toHaveLength(1)
     agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 5_100)
-    expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 20_000))).toHaveLength(0)
+    // The run (its step still in flight) has gone on for over RUNNING_REPORT_MS: one sync says it runs, once.
+    const report = syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 20_000))
+    expect(report).toHaveLength(1)
+    expect(report[0]!.gated).toEqual([expect.objectContaining({ jobId: 'job-1', state: 'running' })])
+    expect(syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 21_000))).toHaveLength(0)
     // Anti-entropy: a minute later it syncs anyway, saying it holds the job and its ticket.
     const later = syncsIn(agentStep(state, cfg, { type: 'tick' }, T0 + 66_000))
     expect(later).toHaveLength(1)

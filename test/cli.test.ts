@@ -28,25 +28,28 @@ describe('chorus CLI', () => {
   it('has help for every command', () => {
     const top = chorus('--help')
     expect(top.status).toBe(0)
-    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim']
+    expect(top.stdout).toMatch(/Exit codes: 0 done and succeeded, 1 the job or instance failed, 2 usage or validation error,\s+3 the coordinator cannot be reached or refused the request \(auth\), 4 not found/)
+    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim',
+      'job watch', 'job list', 'job run', 'job delete', 'instance list', 'instance show', 'run show', 'run logs', 'nodes show', 'nodes pending', 'enroll create']
     for (const c of commands) {
       const r = chorus(...c.split(' '), '--help')
       expect(r.status, c).toBe(0)
       expect(r.stdout, c).toMatch(/Usage: chorus /)
       expect(r.stdout.length, c).toBeGreaterThan(80)
+      expect(r.stdout, c).toMatch(/\nExample: chorus /)
       // Every command that talks to the API takes a token.
       if (c !== 'coordinator' && /--api /.test(r.stdout)) expect(r.stdout, c).toMatch(/--token <token>/)
     }
   })
 
-  it('validate exits 0 for valid templates and 1 with FILE: path: problem lines otherwise', async () => {
+  it('validate exits 0 for valid templates and 2 with FILE: path: problem lines otherwise', async () => {
     const ok = chorus('validate', join(SAMPLES, 'samples_create-job-simple.json'), join(SAMPLES, 'yaml/samples_create-job-simple.yaml'))
     expect(ok.status).toBe(0)
     expect(ok.stdout).toMatch(/samples_create-job-simple.json: ok/)
     const toml = join(dir, 'job.toml')
     await writeFile(toml, 'name = "x"\nname = "y"\n')
     const bad = chorus('validate', join(SAMPLES, 'samples_job_reboot.json'), join(SAMPLES, 'samples_ssl_cert_rotation.json'), toml)
-    expect(bad.status).toBe(1)
+    expect(bad.status).toBe(2)
     expect(bad.stdout).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required: expected an output rule object/)
     expect(bad.stdout).toMatch(/samples_ssl_cert_rotation\.json: actions\.steps\[1\]\.(inputs|expectedInputs|outputFieldRules|conditions): .*duplicate/i)
     expect(bad.stdout).toMatch(/job\.toml: name: .*/)
@@ -83,7 +86,7 @@ describe('chorus CLI', () => {
       const dup = await fetch(`http://${api}/v1/jobs`, { method: 'POST', body: '{"name": "x", "name": "y"}', headers })
       expect(((await dup.json()) as { problems: { message: string }[] }).problems[0]!.message).toMatch(/duplicate/i)
       const submit = chorus('job', 'submit', join(SAMPLES, 'samples_job_reboot.json'), '--api', api, '--token', token)
-      expect(submit.status).toBe(1)
+      expect(submit.status).toBe(2)
       expect(submit.stderr).toMatch(/samples_job_reboot\.json: actions\.steps\[2\]\.outputFieldRules\.required/)
     } finally {
       proc.kill('SIGTERM')
