@@ -9,9 +9,9 @@ import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowli
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
 import { argvExposure, makeRedactor, redact, redactCuts, redactDeep, sensitiveInputValues } from './secrets.js'
 import { emptyAgentMembership, restoreAgentMember, takeCertificate, takeRevocations, type AgentMembership } from './members.js'
-import { deriveSchedule, type JobSchedule } from '../protocol/jobschedule.js'
+import { cachedSchedule, type JobSchedule } from '../protocol/jobschedule.js'
 import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
-import { decideGate, emptyKnowledge, factFor, isGated, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from './gate.js'
+import { decideGate, emptyKnowledge, factFor, isGated, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from '../protocol/gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { RPC_TIMEOUT_MS, WATCH_HOLD_MS } from '../protocol/timing.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
@@ -577,13 +577,7 @@ function placeOf(job: KnownJob): { group: number; position: number; size: number
 }
 
 function scheduleOf(state: AgentState, job: KnownJob): JobSchedule | null {
-  let cached = state.schedules.get(job.body.jobId)
-  if (cached === undefined) {
-    const derived = deriveSchedule(job.body.template, job.body.issuedAt, state.jobStates.get(job.body.jobId)?.body.globalExceptions ?? [])
-    cached = derived.ok ? derived.value : null
-    state.schedules.set(job.body.jobId, cached)
-  }
-  return cached
+  return cachedSchedule(state.schedules, job.body.jobId, job.body.template, job.body.issuedAt, state.jobStates.get(job.body.jobId)?.body.globalExceptions ?? [])
 }
 
 /**

@@ -6,11 +6,11 @@ import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import type { JobTemplate } from '../protocol/template.js'
 import type { Role } from '../protocol/api.js'
-import { decideGate, isGated, DEFAULT_LEASE_S, DEFAULT_QUORUM_TIMEOUT_S } from '../agent/gate.js'
+import { decideGate, isGated, quorumRule, DEFAULT_LEASE_S } from '../protocol/gate.js'
 import { emptyWatches, expired, forgetInstance, hold, markAnswered, MAX_WATCHERS, WATCH_HOLD_MS, type Watcher, type Watches } from './watch.js'
 import { admit, certificateDue, certificateFor, emptyMembership, enrollmentSummary, factsWith, memberKey, restoreMemberRecord, revoke, MAX_ENROLLMENTS, type EnrollmentRecord, type Membership } from './members.js'
 import { compileAttribute, compileSkill, matchQuery, parseQuery, unknownTargetWarnings, type AttributeConstraint, type SkillConstraint, type TargetWarning } from './targeting.js'
-import { deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
+import { cachedSchedule, deriveSchedule, optsInto, type GlobalException, type JobSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import {
   MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_PEERS_SHARED, MAX_SYNC_JOBS, MAX_TARGET_NODES, PROTOCOL_VERSION, open, seal,
@@ -595,13 +595,7 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
 }
 
 function scheduleOf(state: CoordinatorState, job: JobRecord): JobSchedule | null {
-  let cached = state.schedules.get(job.jobId)
-  if (cached === undefined) {
-    const d = deriveSchedule(job.template, job.createdAt, job.jobState.globalExceptions)
-    cached = d.ok ? d.value : null
-    state.schedules.set(job.jobId, cached)
-  }
-  return cached
+  return cachedSchedule(state.schedules, job.jobId, job.template, job.createdAt, job.jobState.globalExceptions)
 }
 
 function spanMs(template: JobTemplate): number {
@@ -1109,10 +1103,7 @@ function ackSet(_state: CoordinatorState, instance: InstanceRecord): Set<string>
 }
 
 function quorumOf(job: JobRecord): { need: number; total: number; timeoutMs: number } | undefined {
-  const q = job.template.chorus?.quorum
-  if (!q) return undefined
-  const total = job.resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
-  return { need: Math.max(1, thresholdFor(q, total)), total, timeoutMs: (job.template.chorus?.quorumTimeoutSeconds ?? DEFAULT_QUORUM_TIMEOUT_S) * 1000 }
+  return quorumRule(job.template.chorus, job.resolved.groups.reduce((n, g) => n + g.nodes.length, 0))
 }
 
 /** The quorum window closed without enough acknowledgements and no node started: nothing will run. */

@@ -1,7 +1,7 @@
 // Which nodes a group targets: attribute filters (Node Management style constraints), skill
 // version constraints, and a search query in the spirit of Push Jobs' `--search`. Pure.
 import type { RE2JS } from 're2js'
-import { compareVersions, matchSkillVersion, parseVersionConstraint } from '../agent/steps.js'
+import { compareVersions, matchSkillVersion, parseVersionConstraint } from '../protocol/version.js'
 import { compilePattern, matchesWildcard, testPattern } from '../protocol/pattern.js'
 import type { Query } from '../protocol/query.js'
 import { FILTER_OPERATORS } from '../protocol/template.js'

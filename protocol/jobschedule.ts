@@ -50,3 +50,14 @@ export function deriveSchedule(template: JobTemplate, issuedAt: number, globals:
   }
   return { ok: true, value: { schedule: parsed.schedule, exceptions: compiled.windows, policy: missedPolicyOf(template) } }
 }
+
+/** A job's schedule, derived once and kept in `cache` by job id (null: the job has no valid schedule). Both cores use it. */
+export function cachedSchedule(cache: Map<string, JobSchedule | null>, jobId: string, template: JobTemplate, startAt: number, globals: readonly GlobalException[]): JobSchedule | null {
+  let cached = cache.get(jobId)
+  if (cached === undefined) {
+    const d = deriveSchedule(template, startAt, globals)
+    cached = d.ok ? d.value : null
+    cache.set(jobId, cached)
+  }
+  return cached
+}

@@ -2,7 +2,7 @@
 // optional hooks: `onExec` sees every step attempt as a node starts it, `final` sees the
 // world after the liveness phase. Each problem becomes a violation { seed, property, detail }.
 // New properties (batches, groups, quorum, exceptions) add a Checker here and to ALL_CHECKERS.
-import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from '../protocol/rollout.js'
+import { oracleBatchSize as batchSizeFor, oracleFailureBudget as failureBudget, oracleSuccessNeeded as successNeeded, oracleThreshold as thresholdFor } from './oracle.js'
 import { deriveSchedule } from '../protocol/jobschedule.js'
 import { exclusionFor } from '../protocol/schedule.js'
 import type { JobBody } from '../protocol/wire.js'
@@ -96,8 +96,8 @@ export const liveness: Checker = {
 // a run (exec start), when its last attempt ended, when its decision became durable
 // (outcome.at), when each node accepted the job (its run record became durable), and the
 // coordinator's signed resolution of the targets. The rule arithmetic (budgets, thresholds)
-// is re-derived here from the README, not imported from agent/gate.ts, so a wrong rule in
-// the core is not mirrored by the checker.
+// is re-derived from the README in sim/oracle.ts, not imported from protocol/, so a wrong rule
+// in the core is not mirrored by the checker.
 
 const DEFAULT_LEASE_MS = 30_000
 

@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION, open, seal, type CheckpointBody, type JobBody, type S
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { buildReport } from '../coordinator/report.js'
 import { WATCH_HOLD_MS } from '../coordinator/watch.js'
-import { decideGate } from '../agent/gate.js'
+import { decideGate } from '../protocol/gate.js'
 import { agentStep, emptyAgentState, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import { enrolHello } from './helpers/members.js'

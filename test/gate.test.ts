@@ -8,7 +8,7 @@ import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
 import {
   ackedCount, checkpointDoneBelow, decideGate, doneBelow, emptyKnowledge, factFor, failureBudget, groupTally, isGated,
   type DoneStatus, type Knowledge, type PeerFact,
-} from '../agent/gate.js'
+} from '../protocol/gate.js'
 import { JobTemplateSchema } from '../protocol/template.js'
 import { PROTOCOL_VERSION, type CheckpointBody, type CheckpointGroup, type JobBody } from '../protocol/wire.js'
 

@@ -22,8 +22,8 @@
 // the slot of a holder whose lease expired, and counts a target that never acknowledged the
 // job within leaseSeconds as gone: the rollout goes on, but a holder that was only cut off
 // and is still running makes k + 1. Quorum clusters must keep the default.
-import type { CheckpointBody, CheckpointGroup, JobBody } from '../protocol/wire.js'
-import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from '../protocol/rollout.js'
+import type { CheckpointBody, CheckpointGroup, JobBody } from './wire.js'
+import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from './rollout.js'
 export { failureBudget, successNeeded }
 
 export type DoneStatus = 'success' | 'failure' | 'skipped'
@@ -87,11 +87,15 @@ export function groupWindow(body: JobBody, occurrenceAt: number, group: number):
   return { startAt: start, deadlineAt: start + groups[group]!.timeoutSeconds * 1000 }
 }
 
-function quorumOf(body: JobBody): { need: number; total: number; timeoutMs: number } | undefined {
-  const q = body.template.chorus?.quorum
+/** A job's quorum over its `total` targets (extension `chorus.quorum`): acknowledgements needed, and how long to wait for them. */
+export function quorumRule(chorus: JobBody['template']['chorus'], total: number): { need: number; total: number; timeoutMs: number } | undefined {
+  const q = chorus?.quorum
   if (!q) return undefined
-  const total = body.resolved.groups.reduce((n, g) => n + g.size, 0)
-  return { need: Math.max(1, thresholdFor(q, total)), total, timeoutMs: (body.template.chorus?.quorumTimeoutSeconds ?? DEFAULT_QUORUM_TIMEOUT_S) * 1000 }
+  return { need: Math.max(1, thresholdFor(q, total)), total, timeoutMs: (chorus?.quorumTimeoutSeconds ?? DEFAULT_QUORUM_TIMEOUT_S) * 1000 }
+}
+
+function quorumOf(body: JobBody): { need: number; total: number; timeoutMs: number } | undefined {
+  return quorumRule(body.template.chorus, body.resolved.groups.reduce((n, g) => n + g.size, 0))
 }
 
 /**
