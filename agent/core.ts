@@ -4,6 +4,7 @@
 // feed it events and the time, and carry out its effects. The state object is owned by the
 // caller and updated in place (copying a 10,000-agent simulation on every event would cost
 // more than it proves); the same (state, event, now) always yields the same state and effects.
+import type { Reason, ReasonCode } from '../protocol/reasons.js'
 import type { Identity } from '../protocol/keys.js'
 import { checkAllowed, DEFAULT_ALLOWLIST, type AllowlistConfig } from './allowlist.js'
 import { completeStep, matchSkillVersion, outputFilesToRead, planStep, type InterpreterOutcome } from './steps.js'
@@ -71,6 +72,8 @@ export interface AgentRun {
   startedAt: number
   finishedAt?: number
   reason?: string
+  /** The reason as a code (protocol/reasons.ts). */
+  reasonCode?: ReasonCode
   /** Index into the template's steps of the step being executed. */
   stepIndex: number
   /** Attempt number of that step, from 1. */
@@ -299,7 +302,7 @@ export function restoreAgent(records: Iterable<[string, unknown]>, config: Agent
     if (run.status !== 'running') continue // waiting runs are evaluated by the next tick
     const job = state.jobs.get(run.jobId)
     if (!job) {
-      finishRun(state, config, run, 'failure', now, effects, 'job definition lost')
+      finishRun(state, config, run, 'failure', now, effects, { code: 'job_lost', text: 'job definition lost' })
       continue
     }
     if (run.awaitingReboot) continue
@@ -609,7 +612,7 @@ function processSchedule(state: AgentState, config: AgentConfig, job: KnownJob, 
   }
   for (const at of due.missed) {
     if (canceled.has(at)) continue
-    createRun(state, config, job, at, now, effects, 'schedule', `missed: the agent was not running at ${new Date(at).toISOString()} (missed-occurrence policy ${sched.policy.kind})`)
+    createRun(state, config, job, at, now, effects, 'schedule', { code: 'missed', text: `missed: the agent was not running at ${new Date(at).toISOString()} (missed-occurrence policy ${sched.policy.kind})` })
   }
   for (const ex of due.excluded) {
     effects.push({ type: 'log', level: 'info', msg: 'occurrence inside an exception window; not performed', fields: { jobId, occurrenceAt: ex.at, source: ex.source, window: [ex.windowStartMs, ex.windowEndMs] } })
@@ -619,7 +622,7 @@ function processSchedule(state: AgentState, config: AgentConfig, job: KnownJob, 
 }
 
 /** Creates this node's run of one occurrence and starts it, or records it skipped with `skipReason`. */
-function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurrenceAt: number, now: number, effects: AgentEffect[], via: string, skipReason?: string): void {
+function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurrenceAt: number, now: number, effects: AgentEffect[], via: string, skipReason?: Reason): void {
   const body = job.body
   const member = placeOf(job)
   if (!member) return
@@ -651,7 +654,7 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
   startAttempt(state, config, job, run, now, now, effects)
 }
 
-function skipRun(state: AgentState, config: AgentConfig, run: AgentRun, now: number, effects: AgentEffect[], reason: string): void {
+function skipRun(state: AgentState, config: AgentConfig, run: AgentRun, now: number, effects: AgentEffect[], reason: Reason): void {
   const steps = state.jobs.get(run.jobId)!.body.template.actions.steps
   run.steps = steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, 256), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
   finishRun(state, config, run, 'skipped', now, effects, reason)
@@ -698,7 +701,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   if (!job || run.status !== 'waiting') return
   const jobState = state.jobStates.get(run.jobId)?.body
   if (jobState && jobState.canceledOccurrences.includes(run.occurrenceAt)) {
-    skipRun(state, config, run, now, effects, 'canceled before this node\'s turn')
+    skipRun(state, config, run, now, effects, { code: 'canceled', text: 'canceled before this node\'s turn' })
     return
   }
   const k = knowledgeFor(state, run.instanceId)
@@ -710,7 +713,7 @@ function evaluateGate(state: AgentState, config: AgentConfig, run: AgentRun, now
   state.gateChecks.delete(run.runId)
   if (decision.action === 'skip') {
     effects.push({ type: 'log', level: 'warn', msg: 'run not started', fields: { ...runIds(run), reason: decision.reason } })
-    skipRun(state, config, run, now, effects, decision.reason)
+    skipRun(state, config, run, now, effects, { code: decision.code, text: decision.reason })
     return
   }
   run.status = 'running'
@@ -841,7 +844,7 @@ function onJobState(state: AgentState, config: AgentConfig, body: JobStateBody, 
   // Pending runs of canceled occurrences never start; running ones finish.
   for (const run of state.runs.values()) {
     if (run.jobId === body.jobId && run.status === 'waiting' && body.canceledOccurrences.includes(run.occurrenceAt)) {
-      skipRun(state, config, run, now, effects, 'canceled before this node\'s turn')
+      skipRun(state, config, run, now, effects, { code: 'canceled', text: 'canceled before this node\'s turn' })
     }
   }
 }
@@ -1024,7 +1027,7 @@ function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: A
     for (let i = run.stepIndex + 1; i < steps.length; i++) {
       run.steps[i] = { number: i + 1, name: steps[i]!.name.slice(0, 256), status: 'not_run', attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '', reason: `step ${outcome.number} failed` }
     }
-    finishRun(state, config, run, 'failure', now, effects, `step ${outcome.number} (${step.name}) failed: ${outcome.reason ?? 'exit code ' + String(outcome.exitCode)}`)
+    finishRun(state, config, run, 'failure', now, effects, { code: 'step_failed', text: `step ${outcome.number} (${step.name}) failed: ${outcome.reason ?? 'exit code ' + String(outcome.exitCode)}` })
     return
   }
   if (ignored) effects.push({ type: 'log', level: 'info', msg: 'step failed; failure ignored (retryThenIgnore)', fields: { ...runIds(run), step: outcome.number } })
@@ -1053,16 +1056,16 @@ function completeReboots(state: AgentState, config: AgentConfig, now: number, ef
   }
 }
 
-function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status: 'success' | 'failure' | 'skipped', now: number, effects: AgentEffect[], reason?: string): void {
+function finishRun(state: AgentState, config: AgentConfig, run: AgentRun, status: 'success' | 'failure' | 'skipped', now: number, effects: AgentEffect[], reason?: Reason): void {
   run.status = status
   run.finishedAt = now
   run.inFlight = false
   state.secrets.delete(run.runId)
-  if (reason) run.reason = reason.slice(0, MAX_REASON_CHARS)
+  if (reason) { run.reason = reason.text.slice(0, MAX_REASON_CHARS); run.reasonCode = reason.code }
   const body: ResultBody = {
     type: 'result', v: PROTOCOL_VERSION, runId: run.runId, jobId: run.jobId, instanceId: run.instanceId,
     nodeId: config.nodeId, occurrenceAt: run.occurrenceAt, group: run.group, batch: run.batch, status,
-    ...(run.reason ? { reason: run.reason } : {}),
+    ...(run.reason ? { reason: run.reason } : {}), ...(run.reasonCode ? { reasonCode: run.reasonCode } : {}),
     startedAt: run.startedAt, finishedAt: now, steps: run.steps,
   }
   const envelope = seal(config.identity, body)

@@ -1,6 +1,7 @@
 // The coordinator core: a deterministic state machine, like the agent core. It signs job
 // definitions, keeps the node registry, stores results exactly once, and derives instance
 // status. The runtime supplies ids (job UUIDs) and time; it carries out the effects.
+import type { ReasonCode } from '../protocol/reasons.js'
 import { peerIdOf, type Identity } from '../protocol/keys.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor, thresholdFor } from '../protocol/rollout.js'
@@ -107,6 +108,8 @@ export interface RunRecord {
   batch: number
   status: 'pending' | 'running' | 'success' | 'failure' | 'timeout' | 'skipped'
   reason?: string
+  /** The reason as a code (protocol/reasons.ts): what reports filter on and control flow checks. */
+  reasonCode?: ReasonCode
   startedAt?: number
   finishedAt?: number
   receivedAt?: number
@@ -1121,6 +1124,7 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
     if (!run || run.status !== 'pending') continue
     setRunStatus(state, run, 'skipped')
     run.reason = acks.has(run.nodeId) ? 'not started: quorum failed' : 'not started: quorum failed; this node never acknowledged the job (unreachable?)'
+    run.reasonCode = 'quorum_failed'
     puts.push({ key: key.run(runId), value: run })
   }
   puts.push({ key: key.instance(instance.id), value: instance })
@@ -1352,6 +1356,7 @@ function closeRunsOf(state: CoordinatorState, config: CoordinatorConfig, nodeId:
     if (!instance || !job || !run || TERMINAL.has(run.status)) continue
     setRunStatus(state, run, 'skipped')
     run.reason = reason
+    run.reasonCode = 'revoked'
     noteProgress(state, config, instance, job, nodeId, Pos.Failed, now, effects)
     const before = instance.status
     settleInstance(state, instance, now)
@@ -1482,6 +1487,8 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   run.steps = body.steps
   if (body.reason) run.reason = body.reason
   else delete run.reason
+  if (body.reasonCode) run.reasonCode = body.reasonCode
+  else delete run.reasonCode
   const puts: { key: string; value: unknown }[] = [...early, { key: key.run(run.runId), value: run }]
   const instance = state.instances.get(run.instanceId)
   if (instance) {
@@ -1523,7 +1530,7 @@ export function settleInstance(state: CoordinatorState, instance: InstanceRecord
   const runs = instance.runIds.map((id) => state.runs.get(id)!).filter(Boolean)
   if (!runs.every((r) => TERMINAL.has(r.status))) return
   const job = state.jobs.get(instance.jobId)
-  if (job && quorumOf(job) && runs.every((r) => r.status === 'skipped' || r.status === 'timeout') && runs.some((r) => r.reason?.startsWith('quorum failed'))) {
+  if (job && quorumOf(job) && runs.every((r) => r.status === 'skipped' || r.status === 'timeout') && runs.some((r) => r.reasonCode === 'quorum_failed')) {
     failQuorum(state, job, instance, now, [])
     return
   }
@@ -1613,6 +1620,7 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
       if (!run || TERMINAL.has(run.status)) continue
       setRunStatus(state, run, 'timeout')
       run.reason = 'no result before the group timeout: the node was unreachable or still running'
+      run.reasonCode = 'no_result'
       puts.push({ key: key.run(runId), value: run })
     }
     settleInstance(state, instance, now)

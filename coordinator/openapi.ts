@@ -2,6 +2,7 @@
 // requests (protocol/api.ts, the template schema) and the response schemas below; one entry
 // per route of the route table (ROUTES), so a route without documentation fails at start-up
 // and in the tests, not in production. Served at GET /v1/openapi.json.
+import { REASON_CODES } from '../protocol/reasons.js'
 import { z } from 'zod'
 import {
   AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, InstancesQuerySchema, JobsQuerySchema,
@@ -25,7 +26,7 @@ const InstanceSummary = z.object({
   id: str, jobId: str, status: str, occurrenceAt: time, reason: str.optional(), quorumMissing: z.array(str).optional(), createdAt: time, updatedAt: time, counts,
 })
 const Step = z.looseObject({ number: z.number(), name: str, status: str, attempts: z.number(), exitCode: z.number().nullable(), stdout: str, stderr: str })
-const Run = z.object({ runId: str, nodeId: str, group: z.number(), batch: z.number(), status: str, reason: str.optional(), startedAt: time, finishedAt: time, receivedAt: time, steps: z.array(Step) })
+const Run = z.object({ runId: str, nodeId: str, group: z.number(), batch: z.number(), status: str, reason: str.optional(), reasonCode: z.enum(REASON_CODES).optional(), startedAt: time, finishedAt: time, receivedAt: time, steps: z.array(Step) })
 const Node = z.object({ nodeId: str, alive: z.boolean(), peerId: str, publicKey: str, facts: z.record(str, str), skills: z.record(str, z.array(str)), agentVersion: str, addrs: z.array(str), firstSeenAt: str, lastSeenAt: str })
 /** One server-sent event's data (coordinator/events.ts StreamEvent). */
 export const StreamEventSchema = z.looseObject({ id: str, type: str, at: str, jobId: str, instanceId: str, counts: groupCounts })

@@ -25,6 +25,8 @@ export interface RunReport {
   batch: number
   status: string
   reason?: string
+  /** The reason as a code (protocol/reasons.ts). */
+  reasonCode?: string
   startedAt: string | null
   finishedAt: string | null
   receivedAt: string | null
@@ -59,6 +61,7 @@ export function runReport(run: RunRecord): RunReport {
     batch: run.batch,
     status: run.status,
     ...(run.reason ? { reason: run.reason } : {}),
+    ...(run.reasonCode ? { reasonCode: run.reasonCode } : {}),
     startedAt: iso(run.startedAt),
     finishedAt: iso(run.finishedAt),
     receivedAt: iso(run.receivedAt),

@@ -23,6 +23,7 @@
 // job within leaseSeconds as gone: the rollout goes on, but a holder that was only cut off
 // and is still running makes k + 1. Quorum clusters must keep the default.
 import type { CheckpointBody, CheckpointGroup, JobBody } from './wire.js'
+import type { ReasonCode } from './reasons.js'
 import { batchSizeFor, failureBudget, successNeeded, thresholdFor } from './rollout.js'
 export { failureBudget, successNeeded }
 
@@ -46,7 +47,7 @@ export interface Knowledge {
 export const DEFAULT_QUORUM_TIMEOUT_S = 30
 export const DEFAULT_LEASE_S = 30
 
-export type GateDecision = { action: 'start' } | { action: 'wait'; why: string } | { action: 'skip'; reason: string }
+export type GateDecision = { action: 'start' } | { action: 'wait'; why: string } | { action: 'skip'; reason: string; code: ReasonCode }
 
 export function emptyKnowledge(): Knowledge {
   return { facts: new Map(), version: 0 }
@@ -183,7 +184,7 @@ export function decideGate(body: JobBody, k: Knowledge, group: number, position:
     const acked = ackedCount(k)
     if (acked < q.need) {
       if (now >= occurrenceAt + q.timeoutMs) {
-        return { action: 'skip', reason: `quorum failed: ${acked} of ${q.total} targets acknowledged within ${q.timeoutMs / 1000} s, ${q.need} needed (the coordinator's report names the silent ones)` }
+        return { action: 'skip', code: 'quorum_failed', reason: `quorum failed: ${acked} of ${q.total} targets acknowledged within ${q.timeoutMs / 1000} s, ${q.need} needed (the coordinator's report names the silent ones)` }
       }
       return { action: 'wait', why: `quorum: ${acked} of ${q.need} acknowledgements` }
     }
@@ -199,7 +200,7 @@ export function decideGate(body: JobBody, k: Knowledge, group: number, position:
     const failed = n - st.succeeded
     const spec = t.target.groups[prev]!
     if (failed > failureBudget(spec.successCriteria, n) || st.succeeded < successNeeded(spec.successCriteria, n)) {
-      return { action: 'skip', reason: `distribution stopped: group ${prev} did not meet its success criteria (${st.succeeded} succeeded, ${failed} failed or unreachable of ${n})` }
+      return { action: 'skip', code: 'distribution_stopped', reason: `distribution stopped: group ${prev} did not meet its success criteria (${st.succeeded} succeeded, ${failed} failed or unreachable of ${n})` }
     }
   }
   const spec = t.target.groups[group]!
@@ -207,12 +208,12 @@ export function decideGate(body: JobBody, k: Knowledge, group: number, position:
   const mine = groupTally(body, k, group, now)
   const budget = failureBudget(spec.successCriteria, n)
   if (mine.failed > budget) {
-    return { action: 'skip', reason: `distribution stopped: group ${group} can no longer meet its success criteria (${mine.failed} failed of ${n}, at most ${budget} may fail)` }
+    return { action: 'skip', code: 'criteria_unreachable', reason: `distribution stopped: group ${group} can no longer meet its success criteria (${mine.failed} failed of ${n}, at most ${budget} may fail)` }
   }
   if (spec.earlyTermination && mine.succeeded >= successNeeded(spec.successCriteria, n) && spec.successCriteria.length > 0) {
-    return { action: 'skip', reason: `distribution stopped: group ${group} already met its success criteria (earlyTermination)` }
+    return { action: 'skip', code: 'criteria_met', reason: `distribution stopped: group ${group} already met its success criteria (earlyTermination)` }
   }
-  if (now >= window.deadlineAt) return { action: 'skip', reason: `group ${group}'s time budget (${spec.timeoutSeconds} s) ran out before this node's turn` }
+  if (now >= window.deadlineAt) return { action: 'skip', code: 'group_time_budget', reason: `group ${group}'s time budget (${spec.timeoutSeconds} s) ran out before this node's turn` }
   const size = batchSizeFor(spec.batchSize, n)
   if (size >= n) return { action: 'start' }
   if (spec.distributionMethod === 'batching') {

@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { canonicalJson } from './canonical.js'
 import { signBytes, verifyBytes, type Identity } from './keys.js'
 import { JobTemplateSchema } from './template.js'
+import { REASON_CODES } from './reasons.js'
 
 export const PROTOCOL_VERSION = 1
 /** Largest envelope we accept or send: gossipsub drops messages over ~4 MiB silently, so stay well below. */
@@ -275,6 +276,8 @@ export const ResultBodySchema = z.object({
   /** skipped: the run was not performed (missed while the agent was down, canceled, distribution stopped, quorum failed); the reason says which. */
   status: z.enum(['success', 'failure', 'skipped']),
   reason: z.string().max(MAX_REASON_CHARS).optional(),
+  /** Why, as a code (protocol/reasons.ts): what control flow and checks look at. */
+  reasonCode: z.enum(REASON_CODES).optional(),
   startedAt: ms,
   finishedAt: ms,
   steps: z.array(StepOutcomeSchema).max(MAX_STEPS_PER_RUN),

@@ -50,7 +50,7 @@ export const nothingLost: Checker = {
     for (const o of world.outcomes.values()) {
       const run = state.runs.get(o.runId)
       // A revoked node's later results are refused by design: the coordinator ended its run as revoked.
-      if (world.revokedAt.has(o.node) && run?.status === 'skipped' && /revoked/.test(run.reason ?? '')) continue
+      if (world.revokedAt.has(o.node) && run?.status === 'skipped' && run.reasonCode === 'revoked') continue
       if (!run) { problems.push(`node ${o.node} decided run ${o.runId} (${o.status}) but the coordinator has no such run`); continue }
       if (run.receivedAt === undefined) { problems.push(`node ${o.node} decided run ${o.runId} (${o.status}) but the result never reached the coordinator (coordinator says ${run.status})`); continue }
       const reported = run.steps.map((s) => [s.number, s.status, s.attempts])
@@ -380,7 +380,7 @@ export const exceptions: Checker = {
       for (const o of world.outcomes.values()) {
         if (o.jobId !== jobId) continue
         if (ex(o.occurrenceAt) && o.status !== 'skipped') problems.push(`node ${o.node} decided ${o.status} for occurrence ${new Date(o.occurrenceAt).toISOString()}, inside an exception window`)
-        if (o.reason?.startsWith('missed')) {
+        if (o.reasonCode === 'missed') {
           if (o.status !== 'skipped') problems.push(`node ${o.node}: missed occurrence ${new Date(o.occurrenceAt).toISOString()} decided ${o.status}, not skipped`)
           if (world.execList.some((e) => e.runId === o.runId)) problems.push(`node ${o.node}: occurrence ${new Date(o.occurrenceAt).toISOString()} was reported missed but ran`)
           const cr = c?.runs.get(o.runId)

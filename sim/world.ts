@@ -210,6 +210,7 @@ export interface OutcomeRecord {
   /** As the core's AgentRun status says: success, failure, or what a newer core adds (skipped). */
   status: string
   reason?: string
+  reasonCode?: string
   steps: [number, string, number][]
   /** Simulated time the terminal record became durable. */
   at: number
@@ -795,7 +796,7 @@ export class World {
       }
       this.outcomes.set(run.runId, {
         node: a.id, runId: run.runId, instanceId: run.instanceId, jobId: run.jobId, occurrenceAt: run.occurrenceAt, group: run.group, batch: run.batch,
-        position: run.position, status: run.status, steps, at: this.now, ...(run.reason !== undefined ? { reason: run.reason } : {}),
+        position: run.position, status: run.status, steps, at: this.now, ...(run.reason !== undefined ? { reason: run.reason } : {}), ...(run.reasonCode !== undefined ? { reasonCode: run.reasonCode } : {}),
       })
       this.record(`${a.index} decided ${run.runId} ${run.status}`)
     }

@@ -145,6 +145,7 @@ describe('coordinator core', () => {
     coordinatorStep(state, cfg, { type: 'tick' }, T0 + 65_001)
     const runB = state.runs.get(runIdFor(instanceIdFor('job-1', T0), 'b'))!
     expect(runB.status).toBe('timeout')
+    expect(runB.reasonCode).toBe('no_result')
     expect(runB.reason).toMatch(/unreachable/)
     expect(state.instances.get(instanceIdFor('job-1', T0))!.status).toBe('failure')
     // A late result replaces the timeout on the run; the instance's decided status stays.

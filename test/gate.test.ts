@@ -178,7 +178,7 @@ describe('who may start', () => {
     expect(decideGate(seq, know([{ 0: 'success' }]), 1, 0, T0, T0).action).toBe('wait')
     expect(decideGate(seq, know([{ 0: 'success', 1: 'success' }]), 1, 0, T0, T0).action).toBe('start')
     const stopped = decideGate(seq, know([{ 0: 'success', 1: 'failure' }]), 1, 0, T0, T0)
-    expect(stopped).toMatchObject({ action: 'skip', reason: expect.stringMatching(/distribution stopped: group 0 did not meet its success criteria \(1 succeeded, 1 failed or unreachable of 2\)/) })
+    expect(stopped).toMatchObject({ action: 'skip', code: 'distribution_stopped', reason: expect.stringMatching(/distribution stopped: group 0 did not meet its success criteria \(1 succeeded, 1 failed or unreachable of 2\)/) })
     // Past group 0's time budget, a silent member counts as failed.
     expect(decideGate(seq, know([{ 0: 'success' }]), 1, 0, T0, T0 + 61_000)).toMatchObject({ action: 'skip' })
     // Group 0 itself does not wait for group 1.
@@ -207,6 +207,7 @@ describe('who may start', () => {
     expect(decideGate(q, kf({ 0: {}, 1: {} }, [{ acked: 1, done: 0, succeeded: 0, prefix: 0, frontier: 0 }]), 0, 0, T0, T0 + 1000).action).toBe('wait')
     const late = decideGate(q, kf({ 0: {}, 1: {} }), 0, 0, T0, T0 + 5000)
     expect(late).toMatchObject({ action: 'skip' })
+    if (late.action === 'skip') expect(late.code).toBe('quorum_failed')
     if (late.action === 'skip') expect(late.reason).toMatch(/^quorum failed: 2 of 3 targets acknowledged within 5 s, 3 needed/)
   })
 })

@@ -163,6 +163,7 @@ describe('revocation', () => {
     const report = await fleet.waitForJob(id, 60_000)
     const run2 = report.instances[0]!.runs.find((x) => x.nodeId === 'node-2')!
     expect(run2.status).toBe('skipped')
+    expect(run2.reasonCode).toBe('revoked')
     expect(run2.reason).toMatch(/revoked/)
     // node-2 finishes its step; its result cannot reach the coordinator (its connection was closed and the gate refuses its key).
     await waitFor('node-2 to finish the step', async () => ((await log(1)).split('\n').some((l) => l.includes(run2.runId) && l.includes('run finished')) ? true : undefined), 30_000, 100)

@@ -96,6 +96,7 @@ describe('rollouts over 8 real agents', () => {
     expect(runs.get('node-2')!.status).toBe('failure')
     for (const n of ['node-3', 'node-4']) {
       expect(runs.get(n)!.status).toBe('skipped')
+      expect(runs.get(n)!.reasonCode).toBe('distribution_stopped')
       expect(runs.get(n)!.reason).toMatch(/distribution stopped: group 0 did not meet its success criteria/)
     }
     expect((await readdir(dir)).filter((f) => f.startsWith('seq.')).sort()).toEqual(['seq.node-1', 'seq.node-2'])
