@@ -147,6 +147,8 @@ export interface CoordinatorState {
   members: Membership
   /** In memory: hellos per enrolled node in the current minute (HELLO_WINDOW_MS), against MAX_HELLOS_PER_WINDOW. */
   hellos: Map<string, { since: number; count: number }>
+  /** In memory: when each node's record was last written for a mere contact (NODE_TOUCH_PERSIST_MS); a restart writes it again at the first contact. */
+  touchPersistedAt: Map<string, number>
   /** API tokens by name (only their SHA-256 hash is kept). */
   tokens: Map<string, TokenRecord>
   /** Derived, not persisted: token name by hash. */
@@ -261,7 +263,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map() }
 }
 
 const key = {
@@ -1226,13 +1228,12 @@ function ticketsFor(state: CoordinatorState, config: CoordinatorConfig, node: No
 
 /** Node records written at most this often for a mere contact (lastSeenAt is kept in memory on every one). */
 export const NODE_TOUCH_PERSIST_MS = 60_000
-const lastTouchPersisted = new WeakMap<NodeRecord, number>()
 
 function touch(state: CoordinatorState, node: NodeRecord, now: number, effects: CoordinatorEffect[]): void {
   node.lastSeenAt = now
   state.connected.add(node.nodeId)
-  if (now - (lastTouchPersisted.get(node) ?? 0) < NODE_TOUCH_PERSIST_MS) return
-  lastTouchPersisted.set(node, now)
+  if (now - (state.touchPersistedAt.get(node.nodeId) ?? 0) < NODE_TOUCH_PERSIST_MS) return
+  state.touchPersistedAt.set(node.nodeId, now)
   effects.push({ type: 'persist', puts: [{ key: key.node(node.nodeId), value: node }], dels: [] })
 }
 
@@ -1285,7 +1286,7 @@ function registerContact(state: CoordinatorState, config: CoordinatorConfig, req
   if (!existing) state.hellos.set(body.nodeId, { since: now, count: 1 })
   if (existing && existing.peerId !== node.peerId) state.byPeer.delete(existing.peerId)
   state.byPeer.set(node.peerId, node.nodeId)
-  lastTouchPersisted.set(node, now)
+  state.touchPersistedAt.set(node.nodeId, now)
   state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
   effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId), certificate: certificateFor(config.identity, node, now), ...revocationsFor(state, 0) }))

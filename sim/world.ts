@@ -35,6 +35,8 @@ import {
 } from '../coordinator/core.js'
 import { identityFromSeed, peerIdOf, type Identity } from '../protocol/keys.js'
 import { newEnrollment } from '../coordinator/members.js'
+import { coordinatorInvariants } from '../coordinator/invariants.js'
+import { agentInvariants } from '../agent/invariants.js'
 import { ENROLL_TOKEN_PREFIX, checkMember } from '../protocol/membership.js'
 import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
 import { livenessBound } from './bound.js'
@@ -271,7 +273,12 @@ export interface WorldOptions {
   gossipRepair?: boolean
   /** Rogue hosts: agent processes with keys of their own that were never enrolled (the scenario decides what each tries). */
   rogues?: number
+  /** Check the cores' invariants after every step (default: fleets of at most INVARIANT_CHECK_MAX_AGENTS agents; the check is O(state)). */
+  checkInvariants?: boolean
 }
+
+/** Fleets up to this size have their cores' invariants checked after every step by default. */
+export const INVARIANT_CHECK_MAX_AGENTS = 500
 
 export interface MessageBucket { gossip: number; rpc: number; forged: number }
 
@@ -287,6 +294,7 @@ export class World {
   readonly revokedAt = new Map<string, number>()
   /** What the membership checker looks at: definitions that reached a rogue, by gossip or in a reply. */
   readonly rogueReceipts: string[] = []
+  readonly checkInvariants: boolean
   readonly coordinator: CoordinatorNode
   readonly attacker: SimNode
   /** The fleet's enrolment token (derived from the coordinator's key: no PRNG draw). */
@@ -373,6 +381,7 @@ export class World {
     this.coordinator = new CoordinatorNode(0, 'coordinator', coordIdentity, this.drawOffset(500), this.drawRate(), { identity: coordIdentity, ...DEFAULT_COORDINATOR_TIMING })
     this.coordinator.snapshot = false
     this.enrollToken = `${ENROLL_TOKEN_PREFIX}sim-${coordIdentity.publicKey.slice(0, 22)}`
+    this.checkInvariants = options.checkInvariants ?? options.agents <= INVARIANT_CHECK_MAX_AGENTS
     this.nodes.push(this.coordinator)
     const width = String(n).length
     for (let i = 1; i <= n; i++) {
@@ -580,12 +589,16 @@ export class World {
     if (node instanceof AgentNode) {
       const ev = event as AgentEvent
       if (ev.type !== 'tick') this.record(`${node.index} ev ${ev.type}${ev.type === 'step_done' ? ` ${ev.runId} ${ev.stepNumber}/${ev.attempt} ${ev.result.status}` : ''}`)
-      return this.cores.agentStep(node.state!, node.config, ev, now)
+      const effects = this.cores.agentStep(node.state!, node.config, ev, now)
+      if (this.checkInvariants) for (const p of agentInvariants(node.state!, now)) this.violation('invariants', `${node.id} after ${ev.type}: ${p}`)
+      return effects
     }
     if (node instanceof CoordinatorNode) {
       const ev = event as CoordinatorEvent
       if (ev.type !== 'tick') this.record(`0 ev ${ev.type}`)
-      return this.cores.coordinatorStep(node.state!, node.config, ev, now)
+      const effects = this.cores.coordinatorStep(node.state!, node.config, ev, now)
+      if (this.checkInvariants) for (const p of coordinatorInvariants(node.state!)) this.violation('invariants', `coordinator after ${ev.type}: ${p}`)
+      return effects
     }
     return []
   }

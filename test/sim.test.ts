@@ -364,6 +364,23 @@ describe('broken cores are caught', () => {
     expect(fixed.runs_decided).toBe(8)
   })
 
+  it('invariants: a coordinator core that miscounts open runs is caught after the step that broke it, with the seed', () => {
+    const cores: Partial<Cores> = {
+      coordinatorStep(state, config, event, now) {
+        const effects = coordinatorStep(state, config, event, now)
+        // The bug: a stored result is counted off twice.
+        if (effects.some((e) => e.type === 'log' && e.msg === 'result stored')) for (const [id, n] of state.openRuns) { state.openRuns.set(id, n - 1); break }
+        return effects
+      },
+    }
+    const seed = 3
+    const r = runScenario({ scenario: 'fleet-patch', agents: 20, seed, cores })
+    const hits = r.violations.filter((v) => v.property === 'invariants')
+    expect(hits.length, brief(r)).toBeGreaterThan(0)
+    expect(hits[0]!.seed).toBe(seed)
+    expect(hits[0]!.detail).toMatch(/coordinator after rpc: instance .* openRuns is -?\d+, but \d+ of its runs are not terminal/)
+  })
+
   it('membership: a coordinator core that registers nodes on first use (no enrolment) admits rogue hosts, and the checker says so', () => {
     // The double is the old trust on first use: any hello from an unknown id registers it.
     const cores = (): Partial<Cores> => ({

@@ -1,0 +1,35 @@
+// What must hold of the coordinator's state after every step, whatever the events: broken
+// invariants are programming errors, not operating ones. The simulator checks them after every
+// core step (small fleets) and reports a violation with its seed. Pure; O(live state).
+import type { CoordinatorState } from './core.js'
+import { MAX_WATCHERS } from './watch.js'
+
+const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
+
+export function coordinatorInvariants(state: CoordinatorState): string[] {
+  const problems: string[] = []
+  for (const id of state.live) {
+    const inst = state.instances.get(id)
+    if (!inst) { problems.push(`live instance ${id} has no record`); continue }
+    const open = state.openRuns.get(id)
+    if (inst.status !== 'running' || open === undefined) continue
+    const actual = inst.runIds.filter((r) => !TERMINAL.has(state.runs.get(r)?.status ?? 'pending')).length
+    if (open < 0 || open !== actual) problems.push(`instance ${id}: openRuns is ${open}, but ${actual} of its runs are not terminal`)
+  }
+  for (const [id, t] of state.tallies) {
+    t.groups.forEach((g, gi) => {
+      const size = g.status.length
+      if (!(g.prefix <= g.frontier && g.frontier <= size)) problems.push(`tally of ${id} group ${gi}: prefix ${g.prefix}, frontier ${g.frontier}, size ${size} (need prefix ≤ frontier ≤ size)`)
+      if (!(g.succeeded <= g.done && g.done <= size && g.acked <= size)) problems.push(`tally of ${id} group ${gi}: succeeded ${g.succeeded}, done ${g.done}, acked ${g.acked}, size ${size}`)
+    })
+  }
+  if (state.watches.held < 0 || state.watches.held > MAX_WATCHERS) problems.push(`held watches ${state.watches.held} outside 0..${MAX_WATCHERS}`)
+  for (const n of state.nodes.values()) {
+    if (state.byPeer.get(n.peerId) !== n.nodeId) problems.push(`node ${n.nodeId}: byPeer does not map its peer id back to it`)
+  }
+  for (const r of state.members.revoked.values()) {
+    const n = state.nodes.get(r.nodeId)
+    if (n && n.publicKey === r.key) problems.push(`node ${r.nodeId} is both enrolled and revoked with the same key`)
+  }
+  return problems
+}
