@@ -166,6 +166,8 @@ export interface SimCommandOptions {
   report?: string
   /** Real ed25519 instead of the fast provider. */
   realCrypto?: boolean
+  /** Test doubles for the cores (tests only: the command line has no way to set them). */
+  cores?: ScenarioRunOptions['cores']
 }
 
 export interface SimSummary {
@@ -235,7 +237,7 @@ export async function runSimCommand(o: SimCommandOptions): Promise<number> {
   for (const seed of seeds) {
     let r: SeedResult
     try {
-      r = runScenario({ scenario: scenario.name, seed, agents, ...(template ? { template } : {}), timeline: Boolean(o.report) && seeds.length === 1, ...(o.realCrypto ? { realCrypto: true } : {}) })
+      r = runScenario({ scenario: scenario.name, seed, agents, ...(template ? { template } : {}), timeline: Boolean(o.report) && seeds.length === 1, ...(o.realCrypto ? { realCrypto: true } : {}), ...(o.cores ? { cores: o.cores } : {}) })
     } catch (err) {
       if (err instanceof SimUsageError) { process.stderr.write(`chorus sim: ${err.message}\n`); return 2 }
       throw err

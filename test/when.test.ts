@@ -78,7 +78,11 @@ describe('recurring jobs over real processes', () => {
     expect(report.instances.map((i) => i.status)).toEqual(['success', 'success', 'excluded'])
     expect(report.instances[2]!.reason).toMatch(/not performed: inside the job exception window/)
     expect(report.instances[2]!.runs.map((r) => r.status)).toEqual(['skipped', 'skipped'])
-    await new Promise((r) => setTimeout(r, 1000))
+    // Later positive: each agent handled the third occurrence as excluded; only then count what ran.
+    await waitFor('both agents to record the occurrence not performed', async () => {
+      const logs = await Promise.all(fleet.agents.map((a) => readFile(a.logFile, 'utf8')))
+      return logs.every((l) => l.split('\n').some((line) => line.includes(id) && line.includes('inside an exception window; not performed'))) ? true : undefined
+    }, 20_000, 100)
     expect(await markers('blackout.')).toHaveLength(4)
   })
 
@@ -110,9 +114,23 @@ describe('recurring jobs over real processes', () => {
     const res = await apiPostText<{ status?: string }>(fleet.conn, `/v1/jobs/${id}/cancel`, '{}', 'application/json')
     expect(res.status).toBe(200)
     expect(res.body.status).toBe('canceled')
-    await new Promise((r) => setTimeout(r, 1000))
+    // Both agents hold the canceled state, and every run they had started has finished.
+    await waitFor('both agents to hold the canceled state with no run of the job going', async () => {
+      const logs = await Promise.all(fleet.agents.map((a) => readFile(a.logFile, 'utf8')))
+      return logs.every((l) => {
+        const mine = l.split('\n').filter((line) => line.includes(id))
+        const count = (needle: string) => mine.filter((line) => line.includes(needle)).length
+        return mine.some((line) => line.includes('job state updated') && line.includes('"status":"canceled"')) && count('run started') === count('"msg":"run finished')
+      }) ? true : undefined
+    }, 20_000, 100)
     const after = (await markers('cancel.')).length
-    await new Promise((r) => setTimeout(r, 5000))
+    // Later positive: two more occurrences came due, and a job submitted after them ran on both agents
+    // (their ticks passed those times): the canceled job's markers did not grow meanwhile.
+    const dueBy = Date.now() + 4_000
+    await waitFor('two more occurrences to come due', async () => (Date.now() >= dueBy ? true : undefined), 10_000, 100)
+    const probe = await fleet.submit(job('probe after cancel', 'immediate', [`mktemp ${dir}/probe.XXXXXX`]))
+    await fleet.waitForJob(probe, 30_000)
+    expect(await markers('probe.')).toHaveLength(2)
     expect((await markers('cancel.')).length).toBe(after)
     expect(after).toBeLessThan(40)
   })
