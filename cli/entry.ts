@@ -1,3 +1,3 @@
 // Bundle entry: the polyfill must run before anything loads libp2p.
-import '../protocol/polyfill.js'
+import '../runtime/polyfill.js'
 await import('./main.js')

@@ -65,7 +65,7 @@ program.command('keys')
   .description('Create (on first use) and print the ed25519 public key of a coordinator or agent data directory')
   .requiredOption('--data <dir>', 'data directory holding identity.json')
   .action(async (o: { data: string }) => {
-    const { loadOrCreateIdentity } = await import('../protocol/keys.js')
+    const { loadOrCreateIdentity } = await import('../runtime/identity.js')
     const { identity, created } = await loadOrCreateIdentity(o.data)
     process.stdout.write(`${identity.publicKey}\n`)
     if (created) process.stderr.write(`created a new key in ${o.data}/identity.json\n`)
@@ -75,7 +75,8 @@ program.command('validate')
   .description('Check Courier job templates (JSON, YAML or TOML); exit 0 when every file is valid, 2 otherwise')
   .argument('<files...>', 'template files')
   .action(async (files: string[]) => {
-    const { validateFiles, formatProblems } = await import('../protocol/parse.js')
+    const { formatProblems } = await import('../protocol/parse.js')
+    const { validateFiles } = await import('../runtime/files.js')
     const results = await validateFiles(files)
     let bad = 0
     for (const r of results) {

@@ -2,8 +2,6 @@
 // that signs Chorus messages and the libp2p peer identity, so a gossip message's author
 // (msg.from) and its Chorus signer can be checked against the same pinned key.
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto'
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
@@ -167,22 +165,4 @@ export function signBytes(identity: Identity, bytes: Uint8Array): string {
 
 export function verifyBytes(publicKey: string, bytes: Uint8Array, signature: string): boolean {
   return provider.verify(publicKey, bytes, signature)
-}
-
-/** Loads DIR/identity.json, creating it (mode 0600) on first use. */
-export async function loadOrCreateIdentity(dir: string): Promise<{ identity: Identity; created: boolean }> {
-  const file = join(dir, 'identity.json')
-  try {
-    const parsed = JSON.parse(await readFile(file, 'utf8')) as { seed?: string }
-    if (typeof parsed.seed !== 'string') throw new Error(`${file}: field "seed" is missing`)
-    return { identity: identityFromSeed(Buffer.from(parsed.seed, 'base64url')), created: false }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  await mkdir(dir, { recursive: true })
-  const identity = generateIdentity()
-  const tmp = `${file}.tmp`
-  await writeFile(tmp, JSON.stringify({ seed: Buffer.from(identity.seed).toString('base64url'), publicKey: identity.publicKey }) + '\n', { mode: 0o600 })
-  await rename(tmp, file)
-  return { identity, created: true }
 }

@@ -1,7 +1,7 @@
 // `npm run fuzz -- --minutes M` (or `--count N`, `--seed S` for the first seed, `--samples DIR`):
 // runs sim/fuzz.ts on fresh seeds until the time or the count is up and prints every failing
 // seed with the command that replays it. Exit status 1 when any input failed.
-import '../protocol/polyfill.js'
+import '../runtime/polyfill.js'
 import { randomInt } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { describeOutcome, fuzz, loadSamples, MAX_INPUT_MS } from './fuzz.js'

@@ -1,5 +1,5 @@
 // Developer entry: node dist/sim/run-once.js SCENARIO AGENTS SEED [--json]
-import '../protocol/polyfill.js'
+import '../runtime/polyfill.js'
 import { runSimCommand } from './cli.js'
 const [scenario = 'fleet-patch', agents, seed, ...rest] = process.argv.slice(2)
 const code = await runSimCommand({

@@ -2,7 +2,7 @@
 // the command that replays it. `node dist/sim/soak.js --minutes M [--agents N]`.
 // Seeds are drawn from the wall clock here (this is the one place that wants fresh ones);
 // each run itself is fully determined by its seed.
-import '../protocol/polyfill.js'
+import '../runtime/polyfill.js'
 import { randomInt } from 'node:crypto'
 import { runScenario, replayCommand } from './cli.js'
 import { SCENARIOS } from './scenarios.js'

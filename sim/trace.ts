@@ -1,6 +1,6 @@
 // Developer aid: prints the trace of one seed, optionally only lines matching a pattern.
 //   node dist/sim/trace.js SCENARIO AGENTS SEED [REGEX]
-import '../protocol/polyfill.js'
+import '../runtime/polyfill.js'
 import { runScenario } from './cli.js'
 const [scenario = 'fleet-patch', agents = '20', seed = '1', pattern] = process.argv.slice(2)
 const re = pattern ? new RegExp(pattern) : undefined

@@ -14,7 +14,7 @@ import { CHORUS_BIN } from '../cli/paths.js'
 import { waitFor } from '../cli/fleet.js'
 import { ROUTES, isStateChanging } from '../coordinator/access.js'
 import { coordinatorStep, emptyCoordinatorState, restoreCoordinator, DEFAULT_COORDINATOR_TIMING, type AuditRecord, type CoordinatorEffect, type CoordinatorEvent } from '../coordinator/core.js'
-import { CoreLoop, type BatchOp } from '../protocol/loop.js'
+import { CoreLoop, type BatchOp } from '../runtime/loop.js'
 import { generateIdentity } from '../protocol/keys.js'
 
 interface Coordinator { proc: ChildProcess; api: string; admin: string; data: string }

@@ -8,9 +8,9 @@ import {
   formatProblems,
   parseTemplateObject,
   parseTemplateText,
-  validateFiles,
   type Problem,
 } from '../protocol/parse.js'
+import { validateFiles } from '../runtime/files.js'
 import { MAX_STEPS, MAX_TEMPLATE_BYTES, type JobTemplate } from '../protocol/template.js'
 
 // /work/main/test/ -> /work/shared/courier/samples/
