@@ -17,7 +17,7 @@ import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { RPC_TIMEOUT_MS, WATCH_HOLD_MS } from '../protocol/timing.js'
 import { backoffDelayMs, batchSizeFor } from '../protocol/rollout.js'
 import {
-  MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, openFromAuthenticatedPeer, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
+  MAX_ARTIFACTS_PER_STEP, MAX_ARTIFACT_NAME_CHARS, MAX_STEP_NAME_CHARS, MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS, MAX_SYNC_JOBS, openFromAuthenticatedPeer, type Artifact, MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, open, seal,
   MAX_GATED_IN_SYNC, type CheckpointBody, type JobBody, type JobStateBody, type ProgressBody, type ResultBody, type SignedEnvelope, type StepOutcome, type TicketBody,
 } from '../protocol/wire.js'
 
@@ -656,7 +656,7 @@ function createRun(state: AgentState, config: AgentConfig, job: KnownJob, occurr
 
 function skipRun(state: AgentState, config: AgentConfig, run: AgentRun, now: number, effects: AgentEffect[], reason: Reason): void {
   const steps = state.jobs.get(run.jobId)!.body.template.actions.steps
-  run.steps = steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, 256), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
+  run.steps = steps.map((st, i) => ({ number: i + 1, name: st.name.slice(0, MAX_STEP_NAME_CHARS), status: 'not_run' as const, attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '' }))
   finishRun(state, config, run, 'skipped', now, effects, reason)
 }
 
@@ -877,7 +877,7 @@ function startAttempt(state: AgentState, config: AgentConfig, job: KnownJob, run
   if (refusal !== undefined || plan?.action === 'skip') {
     const skipped = plan?.action === 'skip'
     const outcome = safeOutcome(state, job, run, {
-      number: run.stepIndex + 1, name: step.name.slice(0, 256), status: skipped ? 'skipped' : 'failure', attempts: 0,
+      number: run.stepIndex + 1, name: step.name.slice(0, MAX_STEP_NAME_CHARS), status: skipped ? 'skipped' : 'failure', attempts: 0,
       exitCode: null, outputs: {}, stdout: '', stderr: '',
       reason: skipped ? (plan as { explanation: string }).explanation : refusal!,
       finishedAt: now,
@@ -936,7 +936,7 @@ function recordAttempt(state: AgentState, config: AgentConfig, job: KnownJob, ru
   const attemptLog = [...previous, { attempt: run.attempt, status: done.status, exitCode: done.exitCode, startedAt: result.startedAt ?? now, finishedAt: now }].slice(-MAX_ATTEMPT_LOG)
   const outcome: StepOutcome = {
     number: run.stepIndex + 1,
-    name: step.name.slice(0, 256),
+    name: step.name.slice(0, MAX_STEP_NAME_CHARS),
     status: done.status,
     attempts: run.attempt,
     exitCode: done.exitCode,
@@ -974,14 +974,14 @@ function reportArtifacts(run: AgentRun, artifacts: NonNullable<StepAttemptResult
   let used = 0
   for (const s of run.steps) for (const a of s?.artifacts ?? []) used += a.content.length
   const out: Artifact[] = []
-  for (const a of artifacts.slice(0, 8)) {
+  for (const a of artifacts.slice(0, MAX_ARTIFACTS_PER_STEP)) {
     let content = a.encoding === 'utf8' ? redact(a.content, secrets) : a.content
     if (a.encoding === 'base64' && secrets.some((sec) => sec && Buffer.from(a.content, 'base64').includes(sec))) content = ''
     const room = Math.max(0, Math.min(MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS - used))
     const truncated = content.length > room
     if (truncated) content = content.slice(0, a.encoding === 'base64' ? room - (room % 4) : room)
     used += content.length
-    out.push({ name: a.name.slice(0, 128), encoding: a.encoding, bytes: a.bytes, content, truncated: truncated || (a.encoding === 'base64' && content === '' && a.content !== '') })
+    out.push({ name: a.name.slice(0, MAX_ARTIFACT_NAME_CHARS), encoding: a.encoding, bytes: a.bytes, content, truncated: truncated || (a.encoding === 'base64' && content === '' && a.content !== '') })
   }
   return out
 }
@@ -1025,7 +1025,7 @@ function afterStep(state: AgentState, config: AgentConfig, job: KnownJob, run: A
   const ignored = outcome.status === 'failure' && step.failureBehavior.action === 'retryThenIgnore'
   if (outcome.status === 'failure' && !ignored) {
     for (let i = run.stepIndex + 1; i < steps.length; i++) {
-      run.steps[i] = { number: i + 1, name: steps[i]!.name.slice(0, 256), status: 'not_run', attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '', reason: `step ${outcome.number} failed` }
+      run.steps[i] = { number: i + 1, name: steps[i]!.name.slice(0, MAX_STEP_NAME_CHARS), status: 'not_run', attempts: 0, exitCode: null, outputs: {}, stdout: '', stderr: '', reason: `step ${outcome.number} failed` }
     }
     finishRun(state, config, run, 'failure', now, effects, { code: 'step_failed', text: `step ${outcome.number} (${step.name}) failed: ${outcome.reason ?? 'exit code ' + String(outcome.exitCode)}` })
     return
@@ -1050,7 +1050,7 @@ function completeReboots(state: AgentState, config: AgentConfig, now: number, ef
     const step = job.body.template.actions.steps[run.stepIndex]!
     effects.push({ type: 'log', level: 'info', msg: 'node is back from the reboot; run resumes', fields: { ...runIds(run), step: run.stepIndex + 1 } })
     afterStep(state, config, job, run, {
-      number: run.stepIndex + 1, name: step.name.slice(0, 256), status: 'success', attempts: run.attempt,
+      number: run.stepIndex + 1, name: step.name.slice(0, MAX_STEP_NAME_CHARS), status: 'success', attempts: run.attempt,
       exitCode: 0, outputs: {}, stdout: '', stderr: '', reason: 'node rebooted and came back', finishedAt: now,
     }, false, now, effects)
   }

@@ -34,6 +34,7 @@
 // * jsonPath supports `$`, `.key`, `['key']` / `["key"]`, `[n]` (negative n counts from the
 //   end) and `[*]` / `.*`. A path with a wildcard yields a JSON array of every match; a
 //   string result is returned as is, any other JSON value as its JSON text.
+import { MAX_OUTPUT_VALUE_CHARS } from '../protocol/wire.js'
 import { PLACEHOLDER, type ExpectedInput, type OutputFieldRule, type StepCondition } from '../protocol/template.js'
 import { makeRedactor, redactOutputs } from './secrets.js'
 import { compilePattern, execPattern, testPattern } from '../protocol/pattern.js'
@@ -44,8 +45,8 @@ export { compareVersions, matchSkillVersion, parseVersionConstraint } from '../p
 
 export type { ExpectedInput, OutputFieldRule, StepCondition }
 
-/** Longest output value kept (matches protocol/wire.ts MAX_OUTPUT_VALUE_CHARS). */
-export const MAX_OUTPUT_VALUE_CHARS = 16 * 1024
+/** Longest output value kept: the wire's bound. */
+export { MAX_OUTPUT_VALUE_CHARS }
 
 type Scalar = string | number | boolean
 

@@ -1366,6 +1366,10 @@ function closeRunsOf(state: CoordinatorState, config: CoordinatorConfig, nodeId:
   }
 }
 
+/** Agents introduced to a new agent, and the positions drawn from the pool to find them (some are itself, or have no address). */
+export const MESH_PEERS_INTRODUCED = 3
+export const MESH_DRAWS = 12
+
 /**
  * A few other agents for a new agent to connect to, so gossip keeps flowing when the
  * coordinator is away. Chosen deterministically (positions in the pool of registered nodes
@@ -1376,7 +1380,7 @@ function meshPeersFor(state: CoordinatorState, nodeId: string): PeerInfo[] {
   const pool = meshPool(state)
   const out: PeerInfo[] = []
   const seen = new Set<string>([nodeId])
-  for (let k = 0; k < 12 && out.length < Math.min(3, MAX_PEERS_SHARED) && pool.length > 0; k++) {
+  for (let k = 0; k < MESH_DRAWS && out.length < Math.min(MESH_PEERS_INTRODUCED, MAX_PEERS_SHARED) && pool.length > 0; k++) {
     const n = state.nodes.get(pool[fnv1a(`${nodeId}|${k}`) % pool.length]!)
     if (!n || seen.has(n.nodeId) || n.addrs.length === 0) continue
     seen.add(n.nodeId)

@@ -66,7 +66,7 @@ const { RRule } = ((rruleModule as unknown as { default?: typeof rruleModule }).
 export const MAX_OCCURRENCES_PER_QUERY = 10_000
 /** Largest COUNT accepted: COUNT rules are walked from DTSTART, so this bounds the work. */
 export const MAX_COUNT = 100_000
-/** Largest exception `duration`, in minutes (matches template.ts MAX_EXCEPTION_DURATION). */
+/** Largest exception `duration`, in minutes (about 1.9 years). */
 export const MAX_EXCEPTION_DURATION_MINUTES = 1_000_000
 /** Occurrences examined by one backward scan (dueOccurrences looking for what to run). */
 export const MAX_SCAN_PER_QUERY = 100_000

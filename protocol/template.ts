@@ -25,7 +25,7 @@
 // Error messages say what is wrong and what is expected. Use `templateErrorMap` as the
 // per-parse error map (protocol/parse.ts does) so built-in issues get the same wording:
 //   target.groups[0].batchSize.type: got "percentage"; expected one of "number", "percent"
-import { canonicalTimeZone, MAX_TEMPLATE_RRULE_STEPS, newBudget, parseExceptionRule, parseScheduleRule, type ScheduleOptions } from './schedule.js'
+import { canonicalTimeZone, MAX_EXCEPTION_DURATION_MINUTES, MAX_TEMPLATE_RRULE_STEPS, newBudget, parseExceptionRule, parseScheduleRule, type ScheduleOptions } from './schedule.js'
 import { patternProblem } from './pattern.js'
 import { parseJsonPath } from './jsonpath.js'
 import { compareVersions, parseVersion, parseVersionConstraint } from './version.js'
@@ -45,7 +45,6 @@ export const MAX_DESCRIPTION_CHARS = 4096
 export const MAX_RRULE_CHARS = 1024
 export const MAX_EXCEPTION_RULES = 64
 /** Upper bound on an exception window's `duration` (its unit is undocumented). */
-export const MAX_EXCEPTION_DURATION = 1_000_000
 export const MAX_GROUPS = 100
 export const MAX_SUCCESS_CRITERIA = 16
 export const MAX_NODE_IDENTIFIERS = 100_000
@@ -475,7 +474,7 @@ export const ExceptionRuleSchema = closedObject(
           ctx.addIssue({ code: 'custom', input: s, message: `got ${describeValue(s)}; expected a recurrence rule such as "RRULE:FREQ=WEEKLY;INTERVAL=1"` })
         }
       }),
-    duration: int(1, MAX_EXCEPTION_DURATION),
+    duration: int(1, MAX_EXCEPTION_DURATION_MINUTES),
   },
   'an exception rule object {rrule, duration}',
 )

@@ -219,8 +219,13 @@ export type StepStatus = z.infer<typeof StepStatusSchema>
 export const MAX_REPORTED_ARTIFACT_CHARS = 64 * 1024
 export const MAX_RESULT_ARTIFACT_CHARS = 512 * 1024
 
+/** Characters of an artifact's name, of a step's name in a result, and artifacts per step. */
+export const MAX_ARTIFACT_NAME_CHARS = 128
+export const MAX_STEP_NAME_CHARS = 256
+export const MAX_ARTIFACTS_PER_STEP = 8
+
 export const ArtifactSchema = z.object({
-  name: z.string().min(1).max(128),
+  name: z.string().min(1).max(MAX_ARTIFACT_NAME_CHARS),
   encoding: z.enum(['utf8', 'base64']),
   /** Size of the file the interpreter attached. */
   bytes: z.number().int().min(0),
@@ -244,7 +249,7 @@ export type AttemptRecord = z.infer<typeof AttemptRecordSchema>
 
 export const StepOutcomeSchema = z.object({
   number: z.number().int().min(1).max(MAX_STEPS_PER_RUN),
-  name: z.string().max(256),
+  name: z.string().max(MAX_STEP_NAME_CHARS),
   status: StepStatusSchema,
   attempts: z.number().int().min(0).max(1000),
   exitCode: z.number().int().nullable(),
@@ -258,7 +263,7 @@ export const StepOutcomeSchema = z.object({
   /** Every attempt that ran, oldest first (at most MAX_ATTEMPT_LOG, the latest). */
   attemptLog: z.array(AttemptRecordSchema).max(MAX_ATTEMPT_LOG).optional(),
   /** Evidence the step attached (last attempt), bounded. */
-  artifacts: z.array(ArtifactSchema).max(8).optional(),
+  artifacts: z.array(ArtifactSchema).max(MAX_ARTIFACTS_PER_STEP).optional(),
 }).strict()
 export type StepOutcome = z.infer<typeof StepOutcomeSchema>
 
