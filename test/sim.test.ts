@@ -66,6 +66,22 @@ const KNOWN_CORE_BUGS: { scenario: string; agents: number; seeds: [number, numbe
   // MAX_ENVELOPE_BYTES that no node could open; submit now refuses it (coordinator-core test).
 ]
 
+/** A broken agent core: it runs step 1, attempt 1 again after it ended (at most `times` times). */
+function reemittingCore(times: number): Partial<Cores> {
+  let reemitted = 0
+  return {
+    agentStep(state, config, event, now) {
+      const effects = agentStep(state, config, event, now)
+      if (event.type === 'step_done' && event.stepNumber === 1 && event.attempt === 1 && reemitted < times) {
+        reemitted++
+        const request = { runId: event.runId, jobId: state.runs.get(event.runId)!.jobId, stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', command: {}, inputs: {}, os: config.os, timeoutMs: 0 }
+        effects.push({ type: 'run_step', notBefore: now, request } as AgentEffect)
+      }
+      return effects
+    },
+  }
+}
+
 function brief(r: SeedResult): string {
   return `seed ${r.seed} (${r.scenario}, ${r.agents} agents): ${JSON.stringify(r.violations.slice(0, 3))}`
 }
@@ -294,18 +310,7 @@ describe('regression seeds', () => {
 
 describe('broken cores are caught', () => {
   it('at-most-once: a core that re-emits run_step for an attempt already executed', () => {
-    let reemitted = 0
-    const cores: Partial<Cores> = {
-      agentStep(state, config, event, now) {
-        const effects = agentStep(state, config, event, now)
-        if (event.type === 'step_done' && event.stepNumber === 1 && event.attempt === 1 && reemitted < 3) {
-          reemitted++
-          const request = { runId: event.runId, jobId: state.runs.get(event.runId)!.jobId, stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', command: {}, inputs: {}, os: config.os, timeoutMs: 0 }
-          effects.push({ type: 'run_step', notBefore: now, request } as AgentEffect)
-        }
-        return effects
-      },
-    }
+    const cores = reemittingCore(3)
     const seed = 5
     const r = runScenario({ scenario: 'fleet-patch', agents: 20, seed, cores })
     const hits = r.violations.filter((v) => v.property === 'at-most-once')
@@ -627,17 +632,8 @@ describe('chorus sim command', () => {
   })
 
   it('on a violation: exit 1, and stderr names the seed and the command that replays it', async () => {
-    // A core that runs an attempt twice (the at-most-once double above) makes seed 5 fail.
-    const cores: Partial<Cores> = {
-      agentStep(state, config, event, now) {
-        const effects = agentStep(state, config, event, now)
-        if (event.type === 'step_done' && event.stepNumber === 1 && event.attempt === 1) {
-          const request = { runId: event.runId, jobId: state.runs.get(event.runId)!.jobId, stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', command: {}, inputs: {}, os: config.os, timeoutMs: 0 }
-          effects.push({ type: 'run_step', notBefore: now, request } as AgentEffect)
-        }
-        return effects
-      },
-    }
+    // A core that runs an attempt twice (the at-most-once double) makes seed 5 fail.
+    const cores = reemittingCore(3)
     const cap = capture()
     let code: number
     try {
