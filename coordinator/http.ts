@@ -13,11 +13,11 @@ import {
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
-  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, newToken, requiredRole, roleAllows, routeKey,
+  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, isStateChanging, newToken, requiredRole, roleAllows, routeKey,
 } from './access.js'
 import {
   nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
-  type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
+  type Actor, type AuditRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
 import { simulateInChild } from './plan-sim.js'
@@ -27,6 +27,8 @@ import { CHORUS_HEADER } from '../protocol/headers.js'
 import { openApiDocument } from './openapi.js'
 import { eventRoutes, type EventHost } from './sse.js'
 import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
+import { SessionStore } from './sessions.js'
+import { sessionOf, uiRoutes } from './ui.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
@@ -73,10 +75,16 @@ export function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z
   return parse(schema, json.value, 'body')
 }
 
-function templateOf(req: FastifyRequest): JobTemplate {
+/** The template text of a request and its format (by content type). */
+export function templateTextOf(req: FastifyRequest): { text: string; format: TemplateFormat } {
   const ct = String(req.headers['content-type'] ?? 'application/json')
   const format: TemplateFormat = /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json'
-  const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', format)
+  return { text: typeof req.body === 'string' ? req.body : '', format }
+}
+
+function templateOf(req: FastifyRequest): JobTemplate {
+  const { text, format } = templateTextOf(req)
+  const parsed = parseTemplateText(text, format)
   if (!parsed.ok) throw new BadInput('invalid job template', parsed.problems)
   return parsed.template
 }
@@ -99,7 +107,8 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   const registered = guardRoutes(app)
   app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
-  app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
+  const sessions = new SessionStore()
+  app.addHook('onRequest', async (req, reply) => authorize(host, sessions, req, reply))
   // One line per request: method, route, status, time, token name.
   app.addHook('onResponse', async (req, reply) => {
     host.logger.info({ method: req.method, route: req.routeOptions.url ?? req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), token: req.actor?.name ?? null }, 'api request')
@@ -122,6 +131,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   memberRoutes(app, host)
   eventRoutes(app, host)
   lifecycleRoutes(app, host)
+  uiRoutes(app, { sessions, scheme: host.scheme })
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue
@@ -147,18 +157,35 @@ function refuse(reply: FastifyReply, status: number, body: { error: string; requ
   return reply.code(status).send(body)
 }
 
-async function authorize(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+async function authorize(host: ApiHost, sessions: SessionStore, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
   const refused = browserRefusal({ method: req.method, host: req.headers.host, origin: req.headers.origin, contentType: req.headers['content-type'] }, host.hosts, host.scheme)
   if (refused) return refuse(reply, refused.status, { error: refused.error })
   const url = req.routeOptions.url
   if (isPublic(req.method, url)) return undefined
   const needs = requiredRole(req.method, url)
-  const token = bearerOf(req.headers.authorization)
-  const record = token === undefined ? undefined : tokenByHash(host.state, hashToken(token), Date.now())
-  if (!record) return refuse(reply, 401, { error: token === undefined ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token)' : 'unknown, expired or revoked token', requiredRole: needs })
+  const caller = callerOf(host, sessions, req)
+  if (caller.refusal) return refuse(reply, caller.refusal.status, { error: caller.refusal.error, requiredRole: needs })
+  const record = caller.record
+  if (!record) return refuse(reply, 401, { error: caller.none ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token) or a console session (chorus ui)' : 'unknown, expired or revoked token or session', requiredRole: needs })
   if (!roleAllows(record.role, needs)) return refuse(reply, 403, { error: `token ${record.name} has role ${record.role}; ${req.method} ${url} needs ${needs}`, requiredRole: needs })
   req.actor = { name: record.name, role: record.role }
   return undefined
+}
+
+/**
+ * The token record of a request: its bearer token, else its console session (which has the
+ * role of the token that made its login code). A session's state-changing request must come
+ * from this API's own origin (with SameSite=Strict and the JSON content type: the CSRF defence).
+ */
+function callerOf(host: ApiHost, sessions: SessionStore, req: FastifyRequest): { record?: TokenRecord; none?: boolean; refusal?: { status: number; error: string } } {
+  const now = Date.now()
+  const token = bearerOf(req.headers.authorization)
+  if (token !== undefined) return { record: tokenByHash(host.state, hashToken(token), now) }
+  const session = sessionOf(req)
+  const who = session === undefined ? undefined : sessions.actorOf(session, now)
+  if (session === undefined) return { none: true }
+  if (who && isStateChanging(req.method) && req.headers.origin === undefined) return { refusal: { status: 403, error: 'a state-changing request with a session cookie needs the Origin header of this API' } }
+  return { record: who && tokenByHash(host.state, who.tokenHash, now) }
 }
 
 type IdReq = FastifyRequest<{ Params: { id: string } }>

@@ -1,0 +1,234 @@
+// The console's pages. Each loads what it shows from the API; actions are shown to operators
+// and admins only (the server refuses them to readers anyway).
+import { html } from 'htm/preact'
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks'
+import { call, enc, get, templateType, type GroupCounts, type Instance, type Job, type Page, type Problem, type Run, type StreamEvent } from './api.js'
+import { Pager, Progress, Status, Time, Timeline, tallyOf } from './parts.js'
+
+export interface Me { name: string; role: 'reader' | 'operator' | 'admin' }
+export const canAct = (me: Me) => me.role !== 'reader'
+const JOBS_PAGE = 20
+const NODE_ROWS = 50
+const RUNS_FETCH = 1000
+
+/** Loads `load()` when `deps` change; `reload` loads again. */
+function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data?: T; error?: string; reload: () => void } {
+  const [state, setState] = useState<{ data?: T; error?: string }>({})
+  const [n, setN] = useState(0)
+  useEffect(() => {
+    let live = true
+    load().then((data) => live && setState({ data }), (err: Error) => live && setState({ error: err.message }))
+    return () => { live = false }
+  }, [...deps, n])
+  return { ...state, reload: () => setN((x) => x + 1) }
+}
+
+function Loading({ error }: { error?: string }) {
+  return error ? html`<p class="error" role="alert">${error}</p>` : html`<p class="muted">loading…</p>`
+}
+
+export function JobsPage() {
+  const [page, setPage] = useState(1)
+  const [status, setStatus] = useState('')
+  const [name, setName] = useState('')
+  const q = `page=${page}&size=${JOBS_PAGE}${status ? `&status=${status}` : ''}${name ? `&name=${enc(name)}` : ''}`
+  const jobs = useLoad(() => get<Page<Job>>(`/v1/jobs?${q}`), [q])
+  const p = jobs.data?.pagination
+  return html`<section>
+    <h1>Jobs</h1>
+    <div class="filters">
+      <label>Name <input value=${name} onInput=${(e: Event) => { setName((e.target as HTMLInputElement).value); setPage(1) }} /></label>
+      <label>Status <select value=${status} onChange=${(e: Event) => { setStatus((e.target as HTMLSelectElement).value); setPage(1) }}>
+        ${['', 'active', 'completed', 'canceled'].map((s) => html`<option value=${s}>${s || 'any'}</option>`)}
+      </select></label>
+    </div>
+    ${jobs.data ? html`<table data-testid="jobs">
+      <thead><tr><th>Name</th><th>Status</th><th>Schedule</th><th>Created (UTC)</th></tr></thead>
+      <tbody>${jobs.data.items.map((j) => html`<tr><td><a href=${`#/job/${j.id}`}>${j.name}</a></td><td><${Status} status=${j.status} /></td><td><code>${j.scheduleRule}</code></td><td><${Time} at=${j.createdAt} /></td></tr>`)}</tbody>
+    </table>
+    ${p && html`<${Pager} page=${p.page} pages=${Math.ceil(p.total / p.size)} go=${setPage} />`}` : html`<${Loading} error=${jobs.error} />`}
+  </section>`
+}
+
+export function JobPage({ id, me }: { id: string; me: Me }) {
+  const job = useLoad(() => get<Job & { template: unknown; instanceIds: string[] }>(`/v1/jobs/${enc(id)}`), [id])
+  const next = useLoad(() => get<{ items: { at: string; excluded?: boolean; canceled?: boolean }[] }>(`/v1/jobs/${enc(id)}/next?count=5`), [id])
+  const [message, setMessage] = useState('')
+  const act = async (path: string) => {
+    const r = await call<{ id?: string }>('POST', path, {})
+    setMessage(r.status < 300 ? `done${r.body.id ? `: job ${r.body.id}` : ''}` : `refused (HTTP ${r.status}): ${r.body.error ?? ''}`)
+    job.reload()
+  }
+  if (!job.data) return html`<${Loading} error=${job.error} />`
+  const j = job.data
+  return html`<section>
+    <h1>Job ${j.name} <${Status} status=${j.status} /></h1>
+    <p>id <code>${j.id}</code>, schedule <code>${j.scheduleRule}</code>, created <${Time} at=${j.createdAt} /></p>
+    ${canAct(me) && html`<div class="actions">
+      <button data-testid="run-now" onClick=${() => act(`/v1/jobs/${enc(id)}/run`)}>Run now</button>
+      <button data-testid="cancel-job" onClick=${() => act(`/v1/jobs/${enc(id)}/cancel`)}>Cancel job</button>
+    </div>`}
+    ${message && html`<p role="status">${message}</p>`}
+    <h2>Instances</h2>
+    <ul>${j.instanceIds.map((i) => html`<li><a href=${`#/instance/${i}`}>${i}</a></li>`)}</ul>
+    <h2>Next occurrences</h2>
+    ${next.data ? html`<ul>${next.data.items.map((o) => html`<li><${Time} at=${o.at} /> ${o.excluded ? '(excluded)' : ''}${o.canceled ? '(canceled)' : ''}</li>`)}</ul>` : html`<${Loading} error=${next.error} />`}
+    <h2>Template as submitted</h2>
+    <pre class="code">${JSON.stringify(j.template, null, 2)}</pre>
+  </section>`
+}
+
+async function allRuns(id: string): Promise<Run[]> {
+  const out: Run[] = []
+  for (let page = 1; ; page++) {
+    const p = await get<Page<Run>>(`/v1/instances/${enc(id)}/runs?page=${page}&size=${RUNS_FETCH}`)
+    out.push(...p.items)
+    if (out.length >= p.pagination.total || p.items.length === 0) return out
+  }
+}
+
+/** The instance and its runs, reloaded (at most every REFRESH_MS) while its event stream goes on. */
+function useLiveInstance(id: string) {
+  const [data, setData] = useState<{ instance?: Instance; runs: Run[]; groups: GroupCounts[]; live: boolean; error?: string }>({ runs: [], groups: [], live: false })
+  const timer = useRef<number | undefined>(undefined)
+  useEffect(() => {
+    const refresh = () => Promise.all([get<Instance>(`/v1/instances/${enc(id)}`), allRuns(id)])
+      .then(([instance, runs]) => setData((d) => ({ ...d, instance, runs, error: undefined })), (err: Error) => setData((d) => ({ ...d, error: err.message })))
+    const soon = () => { if (timer.current === undefined) timer.current = window.setTimeout(() => { timer.current = undefined; void refresh() }, REFRESH_MS) }
+    void refresh()
+    const es = new EventSource(`/v1/instances/${enc(id)}/events`)
+    es.onopen = () => setData((d) => ({ ...d, live: true }))
+    es.onmessage = () => soon()
+    for (const t of EVENT_TYPES) es.addEventListener(t, (e) => { setData((d) => ({ ...d, groups: (JSON.parse((e as MessageEvent).data) as StreamEvent).counts })); soon() })
+    es.addEventListener('end', () => { es.close(); setData((d) => ({ ...d, live: false })); void refresh() })
+    return () => { es.close(); window.clearTimeout(timer.current) }
+  }, [id])
+  return data
+}
+const REFRESH_MS = 300
+const EVENT_TYPES = ['snapshot', 'run_acked', 'run_started', 'step_done', 'run_finished', 'batch_opened', 'batch_closed', 'group_opened', 'group_closed', 'instance_done']
+
+/** Batches of a group in order, with their runs. */
+function batchesOf(runs: readonly Run[], group: number): [number, Run[]][] {
+  const m = new Map<number, Run[]>()
+  for (const r of runs) if (r.group === group) m.set(r.batch, [...(m.get(r.batch) ?? []), r])
+  return [...m.entries()].sort((a, b) => a[0] - b[0])
+}
+
+export function InstancePage({ id }: { id: string }) {
+  const live = useLiveInstance(id)
+  const [page, setPage] = useState(1)
+  const groups = useMemo(() => [...new Set(live.runs.map((r) => r.group))].sort((a, b) => a - b), [live.runs])
+  if (!live.instance) return html`<${Loading} error=${live.error} />`
+  const i = live.instance
+  const failed = live.runs.filter((r) => r.status === 'failure' || r.status === 'timeout')
+  const pages = Math.max(1, Math.ceil(live.runs.length / NODE_ROWS))
+  return html`<section>
+    <h1>Instance <code>${i.id}</code> <span data-testid="instance-status"><${Status} status=${i.status} /></span></h1>
+    <p>job <a href=${`#/job/${i.jobId}`}>${i.jobId}</a>, occurrence <${Time} at=${i.occurrenceAt} />, ${live.live ? html`<span data-testid="live">● live</span>` : html`<span>○ not live</span>`}${i.reason ? `, ${i.reason}` : ''}</p>
+    <${Progress} label="all" tally=${tallyOf(live.runs)} testid="progress-all" />
+    ${groups.map((g) => html`<div class="group">
+      <${Progress} label=${`group ${g}`} tally=${live.groups.find((c) => c.group === g) ?? tallyOf(live.runs.filter((r) => r.group === g))} testid=${`progress-group-${g}`} />
+      ${batchesOf(live.runs, g).map(([b, runs]) => html`<${Progress} label=${`batch ${b}`} tally=${tallyOf(runs)} testid=${`progress-g${g}-b${b}`} />`)}
+    </div>`)}
+    <h2>Timeline</h2>
+    <${Timeline} runs=${live.runs.slice((page - 1) * NODE_ROWS, page * NODE_ROWS)} now=${Date.now()} />
+    <${Pager} page=${page} pages=${pages} go=${setPage} />
+    <h2>Failures (${failed.length})</h2>
+    <ul data-testid="failures">${failed.map((r) => html`<li><a href=${`#/run/${r.runId}`}>${r.nodeId}</a> <${Status} status=${r.status} /> ${r.reason ?? ''}</li>`)}</ul>
+    <h2>Runs</h2>
+    <table><thead><tr><th>Node</th><th>Group</th><th>Batch</th><th>Status</th><th>Started</th><th>Finished</th></tr></thead>
+      <tbody>${live.runs.slice((page - 1) * NODE_ROWS, page * NODE_ROWS).map((r) => html`<tr><td><a href=${`#/run/${r.runId}`}>${r.nodeId}</a></td><td>${r.group}</td><td>${r.batch}</td><td><${Status} status=${r.status} /></td><td><${Time} at=${r.startedAt} /></td><td><${Time} at=${r.finishedAt} /></td></tr>`)}</tbody>
+    </table>
+  </section>`
+}
+
+const OUTPUT_SHOWN = 20_000
+
+function Output({ label, text, name }: { label: string; text: string; name: string }) {
+  const href = useMemo(() => URL.createObjectURL(new Blob([text], { type: 'text/plain' })), [text])
+  return html`<div class="output"><h4>${label} <a href=${href} download=${name}>download</a></h4>
+    <pre class="code" data-testid=${label}>${text.length > OUTPUT_SHOWN ? `… (${text.length - OUTPUT_SHOWN} characters more in the download)\n${text.slice(-OUTPUT_SHOWN)}` : text || '(empty)'}</pre></div>`
+}
+
+export function RunPage({ id }: { id: string }) {
+  const run = useLoad(() => get<Run>(`/v1/runs/${enc(id)}`), [id])
+  if (!run.data) return html`<${Loading} error=${run.error} />`
+  const r = run.data
+  return html`<section>
+    <h1>Run on ${r.nodeId} <${Status} status=${r.status} /></h1>
+    <p>group ${r.group}, batch ${r.batch}, started <${Time} at=${r.startedAt} />, finished <${Time} at=${r.finishedAt} />${r.reason ? html`, <span class="reason">${r.reason}</span>` : ''}</p>
+    ${r.steps.map((s) => html`<article class="step" data-testid=${`step-${s.number}`}>
+      <h3>Step ${s.number}: ${s.name} <${Status} status=${s.status} /> attempts ${s.attempts}${s.exitCode !== null ? `, exit ${s.exitCode}` : ''}</h3>
+      ${s.reason && html`<p class="reason">${s.reason}</p>`}
+      <${Output} label="stdout" text=${s.stdout} name=${`${r.runId}-${s.number}.stdout.txt`} />
+      <${Output} label="stderr" text=${s.stderr} name=${`${r.runId}-${s.number}.stderr.txt`} />
+      ${Object.keys(s.outputs).length > 0 && html`<table class="outputs"><thead><tr><th>Output</th><th>Value</th></tr></thead><tbody>${Object.entries(s.outputs).map(([k, v]) => html`<tr><td>${k}</td><td><code>${v}</code></td></tr>`)}</tbody></table>`}
+      ${s.artifacts.length > 0 && html`<ul>${s.artifacts.map((a) => html`<li><a href=${`/v1/runs/${enc(r.runId)}/steps/${s.number}/artifacts/${enc(a.name)}`}>${a.name}</a> (${a.bytes} bytes${a.truncated ? ', truncated' : ''})</li>`)}</ul>`}
+    </article>`)}
+  </section>`
+}
+
+const VALIDATE_DELAY_MS = 250
+
+/** Paste or upload a template; problems are shown at their path as you type; then plan and submit. */
+export function NewJobPage() {
+  const [text, setText] = useState('')
+  const [problems, setProblems] = useState<Problem[] | undefined>(undefined)
+  const [plan, setPlan] = useState<unknown>(undefined)
+  const [message, setMessage] = useState('')
+  useEffect(() => {
+    if (!text.trim()) { setProblems(undefined); return }
+    const t = window.setTimeout(() => void call<{ problems: Problem[] }>('POST', '/v1/validate', text, templateType(text)).then((r) => setProblems(r.body.problems ?? [])), VALIDATE_DELAY_MS)
+    return () => window.clearTimeout(t)
+  }, [text])
+  const post = async (path: string) => call<{ id?: string }>('POST', path, text, templateType(text))
+  const showPlan = async () => { const r = await post('/v1/plan'); setPlan(r.body); if (r.body.problems) setProblems(r.body.problems) }
+  const submit = async () => {
+    const r = await post('/v1/jobs')
+    if (r.status === 201 && r.body.id) { location.hash = `#/job/${r.body.id}`; return }
+    setMessage(`refused (HTTP ${r.status}): ${r.body.error ?? ''}`)
+    if (r.body.problems) setProblems(r.body.problems)
+  }
+  const upload = async (e: Event) => { const f = (e.target as HTMLInputElement).files?.[0]; if (f) setText(await f.text()) }
+  return html`<section>
+    <h1>New job</h1>
+    <p>Paste a template (JSON, YAML or TOML) or <label class="file">upload one <input type="file" accept=".json,.yaml,.yml,.toml" onChange=${upload} /></label>.</p>
+    <textarea data-testid="template" aria-label="template" rows="18" spellcheck="false" value=${text} onInput=${(e: Event) => setText((e.target as HTMLTextAreaElement).value)}></textarea>
+    <div class="problems" data-testid="problems" aria-live="polite">${problems === undefined ? '' : problems.length === 0 ? html`<p class="ok">✓ valid</p>` : html`<ul>${problems.map((p) => html`<li><code class="path">${p.path}</code>: ${p.message}</li>`)}</ul>`}</div>
+    <div class="actions">
+      <button data-testid="plan" disabled=${!problems || problems.length > 0} onClick=${showPlan}>Show plan</button>
+      <button data-testid="submit" disabled=${!problems || problems.length > 0} onClick=${submit}>Submit</button>
+    </div>
+    ${message && html`<p role="alert" class="error">${message}</p>`}
+    ${plan !== undefined && html`<${PlanView} plan=${plan} />`}
+  </section>`
+}
+
+function PlanView({ plan }: { plan: unknown }) {
+  const groups = (plan as { groups?: { nodes?: { nodeId: string; batch?: number }[] }[] }).groups
+  if (!groups) return html`<pre class="code">${JSON.stringify(plan, null, 2)}</pre>`
+  return html`<div data-testid="plan-view"><h2>Plan</h2>${groups.map((g, i) => html`<p>group ${i + 1}: ${(g.nodes ?? []).map((n) => `${n.nodeId}${n.batch !== undefined ? ` (batch ${n.batch})` : ''}`).join(', ')}</p>`)}</div>`
+}
+
+export function NodesPage() {
+  const [search, setSearch] = useState('')
+  const [page, setPage] = useState(1)
+  const q = `page=${page}&size=${NODE_ROWS}${search ? `&search=${enc(search)}` : ''}`
+  const nodes = useLoad(() => get<Page<{ nodeId: string; alive: boolean; facts: Record<string, string>; skills: Record<string, string[]>; lastSeenAt: string }>>(`/v1/nodes?${q}`), [q])
+  const p = nodes.data?.pagination
+  return html`<section>
+    <h1>Nodes</h1>
+    <label>Search (query grammar, e.g. <code>facts.os == "linux"</code>) <input value=${search} onChange=${(e: Event) => { setSearch((e.target as HTMLInputElement).value); setPage(1) }} /></label>
+    ${nodes.data ? html`<table><thead><tr><th>Node</th><th>Alive</th><th>Last seen</th><th>Facts</th><th>Skills</th></tr></thead>
+      <tbody>${nodes.data.items.map((n) => html`<tr><td>${n.nodeId}</td><td>${n.alive ? '● yes' : '○ no'}</td><td><${Time} at=${n.lastSeenAt} /></td><td class="small">${Object.entries(n.facts).slice(0, 6).map(([k, v]) => `${k}=${v}`).join(' ')}</td><td class="small">${Object.keys(n.skills).join(' ')}</td></tr>`)}</tbody></table>
+      ${p && html`<${Pager} page=${p.page} pages=${Math.ceil(p.total / p.size)} go=${setPage} />`}` : html`<${Loading} error=${nodes.error} />`}
+  </section>`
+}
+
+export function AuditPage() {
+  const audit = useLoad(() => get<{ items: { at: string; token: string; role: string; action: string; object: string; outcome: string }[] }>('/v1/audit?limit=200'), [])
+  if (!audit.data) return html`<${Loading} error=${audit.error} />`
+  return html`<section><h1>Audit</h1><table><thead><tr><th>At</th><th>Token</th><th>Action</th><th>Object</th><th>Outcome</th></tr></thead>
+    <tbody>${audit.data.items.map((a) => html`<tr><td><${Time} at=${a.at} /></td><td>${a.token} (${a.role})</td><td>${a.action}</td><td>${a.object}</td><td>${a.outcome}</td></tr>`)}</tbody></table></section>`
+}
