@@ -89,7 +89,7 @@ describe('web console', () => {
   })
 
   it('logs in through a chorus ui URL, submits a rolling job from the page and watches it advance live; final counts equal the report', async () => {
-    const page = await loggedIn(fleet.token)
+    const page = await loggedIn(await tokenFor('ui-operator', 'operator'))
     await page.getByTestId('nav-new').click()
     const template = job('rolling from the console', [sh('sleep 1.2')], { batchSize: { type: 'number', value: 1 } })
     await page.getByTestId('template').fill(JSON.stringify(template, null, 2))
@@ -123,6 +123,9 @@ describe('web console', () => {
     for (const bucket of ['success', 'failure', 'running', 'pending']) expect(await count(page, 'progress-all', bucket), bucket).toBe(report.counts[bucket] ?? 0)
     expect(report.counts.success).toBe(NODES.length)
     await page.screenshot({ path: `${SHOTS}/ui-instance-live.png`, fullPage: true })
+    // Audited under the name of the token that made the login URL.
+    const audit = await apiRequest<{ items: { token: string; action: string; object: string }[] }>(fleet.conn, 'GET', '/v1/audit?limit=1000')
+    expect(audit.body.items.filter((a) => a.object.includes(report.jobId)).map((a) => a.token)).toContain('ui-operator')
   }, 120_000)
 
   it('opens a failed run and reads its stderr: the sensitive value shows as [REDACTED]', async () => {

@@ -52,13 +52,15 @@ export function tallyOf(runs: readonly Run[]): Tally {
 const ROW = 22
 const LABEL = 130
 const WIDTH = 1000
+/** Room right of the last bar for its marker. */
+const MARK_ROOM = 60
 
 /** One row per node; a bar from start to finish (now while running), coloured and marked by status; the reason on hover. */
 export function Timeline({ runs, now }: { runs: readonly Run[]; now: number }) {
   const times = runs.flatMap((r) => [r.startedAt, r.finishedAt]).filter((t): t is string => !!t).map((t) => Date.parse(t))
   const t0 = times.length ? Math.min(...times) : now
   const t1 = Math.max(now, t0 + 1000, ...times)
-  const x = (t: number) => LABEL + ((WIDTH - LABEL - 10) * (t - t0)) / (t1 - t0)
+  const x = (t: number) => LABEL + ((WIDTH - LABEL - MARK_ROOM) * (t - t0)) / (t1 - t0)
   return html`<svg class="timeline" data-testid="timeline" viewBox=${`0 0 ${WIDTH} ${runs.length * ROW + 4}`} width="100%" role="img" aria-label="timeline of the runs per node">
     ${runs.map((r, i) => {
       const start = r.startedAt ? Date.parse(r.startedAt) : undefined
