@@ -17,7 +17,7 @@ import {
 } from './access.js'
 import {
   nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
-  type Actor, type AuditRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
+  type Actor, type AuditRecord, type JobRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
 import { simulateInChild } from './plan-sim.js'
@@ -210,7 +210,7 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
   app.get('/v1/jobs', async (req) => {
     const q = parse(JobsQuerySchema, req.query, 'query')
     const jobs = [...host.state.jobs.values()].filter((j) => (!q.status || j.status === q.status) && (!q.name || j.name.includes(q.name)))
-    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt).map(jobSummary), q)
+    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt), q, (page) => page.map((j) => jobRow(host.state, j, Date.now())))
   })
   app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
     const job = host.state.jobs.get(objectId(req))
@@ -228,6 +228,13 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
   })
   app.get('/v1/reports/:id', async (req: IdReq, reply) => buildReport(host.state, objectId(req)) ?? notFound(reply, `job or instance ${req.params.id}`))
+}
+
+/** A job of the list: its summary, its next occurrence and its last instance's outcome. */
+function jobRow(state: CoordinatorState, job: JobRecord, now: number) {
+  const next = nextOccurrencesOf(state, job.jobId, now, 1)?.[0]
+  const last = state.instances.get(job.instanceIds.at(-1) ?? '')
+  return { ...jobSummary(job), nextAt: next ? new Date(next.at).toISOString() : null, lastInstance: last ? { id: last.id, status: last.status } : null }
 }
 
 function runRoutes(app: FastifyInstance, host: ApiHost): void {

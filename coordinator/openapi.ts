@@ -50,7 +50,7 @@ export const API_DOCS: Record<string, Doc> = {
   'GET /healthz': { summary: 'liveness', response: z.object({ ok: z.boolean() }) },
   'GET /metrics': { summary: 'Prometheus metrics (text format)', response: str, produces: 'text/plain' },
   'GET /v1/openapi.json': { summary: 'this document', response: loose },
-  'GET /v1/jobs': { summary: 'jobs, newest first', query: JobsQuerySchema, response: page(JobSummary) },
+  'GET /v1/jobs': { summary: 'jobs, newest first, with the next occurrence and the last instance', query: JobsQuerySchema, response: page(JobSummary.extend({ nextAt: time, lastInstance: z.object({ id: str, status: str }).nullable() })) },
   'GET /v1/jobs/:id': { summary: 'one job with its template and instances', response: JobSummary.extend({ template: loose, instanceIds: z.array(str) }) },
   'GET /v1/jobs/:id/next': { summary: 'next occurrences', query: NextQuerySchema, response: items(z.looseObject({ at: str })) },
   'GET /v1/jobs/:id/events': { summary: 'live progress of every instance of the job (server-sent events; Last-Event-ID resumes)', response: str, produces: 'text/event-stream' },

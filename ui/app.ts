@@ -5,7 +5,7 @@ import { html } from 'htm/preact'
 import { render } from 'preact'
 import { useEffect, useState } from 'preact/hooks'
 import { call } from './api.js'
-import { AuditPage, InstancePage, JobPage, JobsPage, NewJobPage, NodesPage, RunPage, canAct, type Me } from './pages.js'
+import { AuditPage, InstancePage, JobPage, JobsPage, NewJobPage, NodesPage, RunPage, SavedPage, canAct, type Me } from './pages.js'
 
 /** Exchanges the fragment's login code, if there is one, and takes it out of the address. */
 async function redeemCode(): Promise<string | undefined> {
@@ -33,6 +33,7 @@ function Page({ route, me }: { route: string[]; me: Me }) {
     case 'instance': return html`<${InstancePage} id=${id} />`
     case 'run': return html`<${RunPage} id=${id} />`
     case 'nodes': return html`<${NodesPage} />`
+    case 'saved': return html`<${SavedPage} />`
     case 'audit': return me.role === 'admin' ? html`<${AuditPage} />` : html`<p>The audit log is for admins.</p>`
     case 'new': return canAct(me) ? html`<${NewJobPage} />` : html`<p>Submitting needs the operator role.</p>`
     default: return html`<${JobsPage} />`
@@ -46,6 +47,7 @@ function Nav({ me, logout }: { me: Me; logout: () => void }) {
       <a href="#/jobs">Jobs</a>
       ${canAct(me) && html`<a href="#/new" data-testid="nav-new">New job</a>`}
       <a href="#/nodes">Nodes</a>
+      <a href="#/saved">Exceptions and lists</a>
       ${me.role === 'admin' && html`<a href="#/audit">Audit</a>`}
     </nav>
     <span class="me" data-testid="me">${me.name} (${me.role})</span>

@@ -43,8 +43,9 @@ export function JobsPage() {
       </select></label>
     </div>
     ${jobs.data ? html`<table data-testid="jobs">
-      <thead><tr><th>Name</th><th>Status</th><th>Schedule</th><th>Created (UTC)</th></tr></thead>
-      <tbody>${jobs.data.items.map((j) => html`<tr><td><a href=${`#/job/${j.id}`}>${j.name}</a></td><td><${Status} status=${j.status} /></td><td><code>${j.scheduleRule}</code></td><td><${Time} at=${j.createdAt} /></td></tr>`)}</tbody>
+      <thead><tr><th>Name</th><th>Status</th><th>Schedule</th><th>Next (UTC)</th><th>Last instance</th><th>Created (UTC)</th></tr></thead>
+      <tbody>${jobs.data.items.map((j) => html`<tr><td><a href=${`#/job/${j.id}`}>${j.name}</a></td><td><${Status} status=${j.status} /></td><td><code>${j.scheduleRule}</code></td><td><${Time} at=${j.nextAt} /></td>
+        <td>${j.lastInstance ? html`<a href=${`#/instance/${j.lastInstance.id}`}><${Status} status=${j.lastInstance.status} /></a>` : '-'}</td><td><${Time} at=${j.createdAt} /></td></tr>`)}</tbody>
     </table>
     ${p && html`<${Pager} page=${p.page} pages=${Math.ceil(p.total / p.size)} go=${setPage} />`}` : html`<${Loading} error=${jobs.error} />`}
   </section>`
@@ -52,12 +53,13 @@ export function JobsPage() {
 
 export function JobPage({ id, me }: { id: string; me: Me }) {
   const job = useLoad(() => get<Job & { template: unknown; instanceIds: string[] }>(`/v1/jobs/${enc(id)}`), [id])
-  const next = useLoad(() => get<{ items: { at: string; excluded?: boolean; canceled?: boolean }[] }>(`/v1/jobs/${enc(id)}/next?count=5`), [id])
+  const next = useLoad(() => get<{ items: { at: string; excluded?: string; canceled?: boolean }[] }>(`/v1/jobs/${enc(id)}/next?count=5`), [id])
   const [message, setMessage] = useState('')
-  const act = async (path: string) => {
-    const r = await call<{ id?: string }>('POST', path, {})
+  const act = async (path: string, body: unknown = {}) => {
+    const r = await call<{ id?: string }>('POST', path, body)
     setMessage(r.status < 300 ? `done${r.body.id ? `: job ${r.body.id}` : ''}` : `refused (HTTP ${r.status}): ${r.body.error ?? ''}`)
     job.reload()
+    next.reload()
   }
   if (!job.data) return html`<${Loading} error=${job.error} />`
   const j = job.data
@@ -72,7 +74,8 @@ export function JobPage({ id, me }: { id: string; me: Me }) {
     <h2>Instances</h2>
     <ul>${j.instanceIds.map((i) => html`<li><a href=${`#/instance/${i}`}>${i}</a></li>`)}</ul>
     <h2>Next occurrences</h2>
-    ${next.data ? html`<ul>${next.data.items.map((o) => html`<li><${Time} at=${o.at} /> ${o.excluded ? '(excluded)' : ''}${o.canceled ? '(canceled)' : ''}</li>`)}</ul>` : html`<${Loading} error=${next.error} />`}
+    ${next.data ? html`<ul data-testid="next">${next.data.items.map((o) => html`<li><${Time} at=${o.at} /> ${o.excluded ? `⊘ excluded by ${o.excluded}` : ''}${o.canceled ? '⊘ canceled' : ''}
+      ${canAct(me) && !o.canceled && html` <button onClick=${() => act(`/v1/jobs/${enc(id)}/cancel`, { occurrences: [o.at] })}>Cancel this occurrence</button>`}</li>`)}</ul>` : html`<${Loading} error=${next.error} />`}
     <h2>Template as submitted</h2>
     <pre class="code">${JSON.stringify(j.template, null, 2)}</pre>
   </section>`
@@ -231,4 +234,22 @@ export function AuditPage() {
   if (!audit.data) return html`<${Loading} error=${audit.error} />`
   return html`<section><h1>Audit</h1><table><thead><tr><th>At</th><th>Token</th><th>Action</th><th>Object</th><th>Outcome</th></tr></thead>
     <tbody>${audit.data.items.map((a) => html`<tr><td><${Time} at=${a.at} /></td><td>${a.token} (${a.role})</td><td>${a.action}</td><td>${a.object}</td><td>${a.outcome}</td></tr>`)}</tbody></table></section>`
+}
+
+/** One saved kind (exceptions, lists, filters) as a table of its JSON fields. */
+function SavedTable({ title, path }: { title: string; path: string }) {
+  const list = useLoad(() => get<Page<Record<string, unknown>>>(`${path}?size=${RUNS_FETCH}`), [path])
+  if (!list.data) return html`<${Loading} error=${list.error} />`
+  const keys = [...new Set(list.data.items.flatMap((i) => Object.keys(i)))]
+  return html`<h2>${title} (${list.data.pagination.total})</h2>
+    ${list.data.items.length === 0 ? html`<p class="muted">none</p>` : html`<table data-testid=${title.toLowerCase()}><thead><tr>${keys.map((k) => html`<th>${k}</th>`)}</tr></thead>
+      <tbody>${list.data.items.map((i) => html`<tr>${keys.map((k) => html`<td><code>${typeof i[k] === 'string' ? i[k] : JSON.stringify(i[k] ?? '')}</code></td>`)}</tr>`)}</tbody></table>`}`
+}
+
+/** Global exception windows and saved node lists and filters (change them with the CLI). */
+export function SavedPage() {
+  return html`<section><h1>Exceptions and saved lists</h1>
+    <${SavedTable} title="Exceptions" path="/v1/exceptions" />
+    <${SavedTable} title="Lists" path="/v1/lists" />
+    <${SavedTable} title="Filters" path="/v1/filters" /></section>`
 }
