@@ -84,7 +84,7 @@ describe('web console', () => {
     expect((await fetch(`http://${fleet.api}/ui/app.js`)).headers.get('content-type')).toMatch(/javascript/)
     const page = await (await browser.newContext()).newPage()
     await page.goto(`http://${fleet.api}/ui/`)
-    await expect(page.getByText('chorus ui').first().isVisible()).resolves.toBe(true)
+    await page.getByText('chorus ui').first().waitFor()
     await page.screenshot({ path: `${SHOTS}/ui-login.png` })
   })
 

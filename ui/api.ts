@@ -38,4 +38,4 @@ export interface Instance { id: string; jobId: string; status: string; occurrenc
 export interface Step { number: number; name: string; status: string; attempts: number; exitCode: number | null; outputs: Record<string, string>; reason?: string; stdout: string; stderr: string; artifacts: { name: string; encoding: string; bytes: number; truncated: boolean }[] }
 export interface Run { runId: string; nodeId: string; group: number; batch: number; status: string; reason?: string; startedAt: string | null; finishedAt: string | null; steps: Step[] }
 export interface GroupCounts { group: number; pending: number; running: number; success: number; failure: number; skipped: number }
-export interface StreamEvent { id: string; type: string; instanceId: string; nodeId?: string; status?: string; group?: number; batch?: number; counts: GroupCounts[] }
+export interface StreamEvent { id: string; type: string; at: string; instanceId: string; nodeId?: string; runId?: string; status?: string; group?: number; batch?: number; counts: GroupCounts[] }

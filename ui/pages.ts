@@ -90,25 +90,43 @@ async function allRuns(id: string): Promise<Run[]> {
   }
 }
 
-/** The instance and its runs, reloaded (at most every REFRESH_MS) while its event stream goes on. */
+/** A run as an event says it is now: started (running since the event) or finished. */
+function applyEvent(runs: Run[], e: StreamEvent): Run[] {
+  if (!e.runId || (e.type !== 'run_started' && e.type !== 'run_finished')) return runs
+  return runs.map((r) => r.runId !== e.runId ? r
+    : e.type === 'run_started' ? { ...r, status: 'running', startedAt: r.startedAt ?? e.at }
+    : { ...r, status: e.status ?? r.status, finishedAt: r.finishedAt ?? e.at })
+}
+
+/**
+ * The instance and its runs, live: each event updates the counts and its run at once; the whole
+ * instance is fetched again at most every REFRESH_MS (longer for many runs: 1,000 runs are
+ * fetched every few seconds, not on every event).
+ */
 function useLiveInstance(id: string) {
   const [data, setData] = useState<{ instance?: Instance; runs: Run[]; groups: GroupCounts[]; live: boolean; error?: string }>({ runs: [], groups: [], live: false })
   const timer = useRef<number | undefined>(undefined)
+  const size = useRef(0)
   useEffect(() => {
     const refresh = () => Promise.all([get<Instance>(`/v1/instances/${enc(id)}`), allRuns(id)])
-      .then(([instance, runs]) => setData((d) => ({ ...d, instance, runs, error: undefined })), (err: Error) => setData((d) => ({ ...d, error: err.message })))
-    const soon = () => { if (timer.current === undefined) timer.current = window.setTimeout(() => { timer.current = undefined; void refresh() }, REFRESH_MS) }
+      .then(([instance, runs]) => { size.current = runs.length; setData((d) => ({ ...d, instance, runs, error: undefined })) }, (err: Error) => setData((d) => ({ ...d, error: err.message })))
+    const soon = () => { if (timer.current === undefined) timer.current = window.setTimeout(() => { timer.current = undefined; void refresh() }, REFRESH_MS + size.current * REFRESH_MS_PER_RUN) }
     void refresh()
     const es = new EventSource(`/v1/instances/${enc(id)}/events`)
     es.onopen = () => setData((d) => ({ ...d, live: true }))
-    es.onmessage = () => soon()
-    for (const t of EVENT_TYPES) es.addEventListener(t, (e) => { setData((d) => ({ ...d, groups: (JSON.parse((e as MessageEvent).data) as StreamEvent).counts })); soon() })
+    const onEvent = (m: MessageEvent) => {
+      const e = JSON.parse(m.data as string) as StreamEvent
+      setData((d) => ({ ...d, groups: e.counts, runs: applyEvent(d.runs, e) }))
+      soon()
+    }
+    for (const t of EVENT_TYPES) es.addEventListener(t, onEvent)
     es.addEventListener('end', () => { es.close(); setData((d) => ({ ...d, live: false })); void refresh() })
     return () => { es.close(); window.clearTimeout(timer.current) }
   }, [id])
   return data
 }
 const REFRESH_MS = 300
+const REFRESH_MS_PER_RUN = 3
 const EVENT_TYPES = ['snapshot', 'run_acked', 'run_started', 'step_done', 'run_finished', 'batch_opened', 'batch_closed', 'group_opened', 'group_closed', 'instance_done']
 
 /** Batches of a group in order, with their runs. */
