@@ -95,10 +95,10 @@ describe('web console', () => {
     await page.getByTestId('template').fill(JSON.stringify(template, null, 2))
     await page.getByTestId('problems').getByText('valid').waitFor()
     await page.getByTestId('plan').click()
-    await page.getByTestId('plan-view').waitFor()
+    await page.getByTestId('plan-view').getByText('batch 3: node-4').waitFor()
     await page.getByTestId('submit').click()
     await page.waitForURL(/#\/job\//)
-    await page.locator('a[href^="#/instance/"]').first().click()
+    await page.getByTestId('instances').locator('a[href^="#/instance/"]').first().click()
     await page.getByTestId('progress-all').waitFor()
     await page.evaluate(() => { (window as unknown as { marker: number }).marker = 42 })
     // Successes seen while it runs: they rise one batch at a time, without a reload.
@@ -182,6 +182,13 @@ describe('web console', () => {
     expect((await fetch(`${url.origin}/v1/jobs`, { headers: { cookie: session } })).status).toBe(200)
     const noOrigin = await fetch(`${url.origin}/v1/jobs`, { method: 'POST', headers: { cookie: session, 'content-type': 'application/json' }, body: '{}' })
     expect(noOrigin.status).toBe(403)
+    // Revoking the token that made the login URL ends its sessions.
+    const revocable = await tokenFor('ui-revoked', 'reader')
+    const later = await fetch(`${url.origin}/v1/ui/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: new URL(loginUrl(revocable)).hash.replace('#code=', '') }) })
+    const laterCookie = later.headers.get('set-cookie')!.split(';')[0]!
+    expect((await fetch(`${url.origin}/v1/jobs`, { headers: { cookie: laterCookie } })).status).toBe(200)
+    expect((await apiRequest(fleet.conn, 'DELETE', '/v1/tokens/ui-revoked', {})).status).toBe(200)
+    expect((await fetch(`${url.origin}/v1/jobs`, { headers: { cookie: laterCookie } })).status).toBe(401)
     const foreign = await fetch(`${url.origin}/v1/jobs`, { method: 'POST', headers: { cookie: session, 'content-type': 'application/json', origin: 'http://evil.example' }, body: '{}' })
     expect(foreign.status).toBe(403)
   })

@@ -54,6 +54,7 @@ export function JobsPage() {
 export function JobPage({ id, me }: { id: string; me: Me }) {
   const job = useLoad(() => get<Job & { template: unknown; instanceIds: string[] }>(`/v1/jobs/${enc(id)}`), [id])
   const next = useLoad(() => get<{ items: { at: string; excluded?: string; canceled?: boolean }[] }>(`/v1/jobs/${enc(id)}/next?count=5`), [id])
+  const instances = useLoad(() => get<Page<Instance>>(`/v1/instances?job=${enc(id)}&size=${JOBS_PAGE}`), [id])
   const [message, setMessage] = useState('')
   const act = async (path: string, body: unknown = {}) => {
     const r = await call<{ id?: string }>('POST', path, body)
@@ -72,7 +73,8 @@ export function JobPage({ id, me }: { id: string; me: Me }) {
     </div>`}
     ${message && html`<p role="status">${message}</p>`}
     <h2>Instances</h2>
-    <ul>${j.instanceIds.map((i) => html`<li><a href=${`#/instance/${i}`}>${i}</a></li>`)}</ul>
+    ${instances.data ? html`<table data-testid="instances"><thead><tr><th>Instance</th><th>Status</th><th>Occurrence</th><th>Runs</th></tr></thead>
+      <tbody>${instances.data.items.map((i) => html`<tr><td><a href=${`#/instance/${i.id}`}>${i.id}</a></td><td><${Status} status=${i.status} /></td><td><${Time} at=${i.occurrenceAt} /></td><td>${Object.entries(i.counts).map(([k, v]) => `${k} ${v}`).join(', ')}</td></tr>`)}</tbody></table>` : html`<${Loading} error=${instances.error} />`}
     <h2>Next occurrences</h2>
     ${next.data ? html`<ul data-testid="next">${next.data.items.map((o) => html`<li><${Time} at=${o.at} /> ${o.excluded ? `⊘ excluded by ${o.excluded}` : ''}${o.canceled ? '⊘ canceled' : ''}
       ${canAct(me) && !o.canceled && html` <button onClick=${() => act(`/v1/jobs/${enc(id)}/cancel`, { occurrences: [o.at] })}>Cancel this occurrence</button>`}</li>`)}</ul>` : html`<${Loading} error=${next.error} />`}
@@ -226,10 +228,18 @@ export function NewJobPage() {
   </section>`
 }
 
+interface PlanGroup { group: number; distributionMethod: string; batchSize: number; batches: number; failureBudget: number; nodes: { nodeId: string; position: number; batch: number; alive: boolean }[] }
+
+/** The plan: execution type, next occurrences, and per group its batches in order with their nodes. */
 function PlanView({ plan }: { plan: unknown }) {
-  const groups = (plan as { groups?: { nodes?: { nodeId: string; batch?: number }[] }[] }).groups
-  if (!groups) return html`<pre class="code">${JSON.stringify(plan, null, 2)}</pre>`
-  return html`<div data-testid="plan-view"><h2>Plan</h2>${groups.map((g, i) => html`<p>group ${i + 1}: ${(g.nodes ?? []).map((n) => `${n.nodeId}${n.batch !== undefined ? ` (batch ${n.batch})` : ''}`).join(', ')}</p>`)}</div>`
+  const p = plan as { executionType?: string; groups?: PlanGroup[]; schedule?: { next: { at: string; excluded?: string }[] }; warnings?: { path: string; message: string }[] }
+  if (!p.groups) return html`<pre class="code">${JSON.stringify(plan, null, 2)}</pre>`
+  return html`<div data-testid="plan-view"><h2>Plan (${p.executionType})</h2>
+    ${(p.warnings ?? []).map((w) => html`<p class="reason">⚠ <code>${w.path}</code>: ${w.message}</p>`)}
+    <p>next: ${(p.schedule?.next ?? []).slice(0, 3).map((o) => html`<${Time} at=${o.at} />${o.excluded ? ' (excluded)' : ''} `)}</p>
+    <ol>${p.groups.map((g) => html`<li>group ${g.group}: ${g.distributionMethod}, ${g.batches} batch(es) of ${g.batchSize}, failure budget ${g.failureBudget}
+      <ol>${[...Array(g.batches).keys()].map((b) => html`<li>batch ${b}: ${g.nodes.filter((n) => n.batch === b).sort((x, y) => x.position - y.position).map((n) => `${n.nodeId}${n.alive ? '' : ' (○ not alive)'}`).join(', ')}</li>`)}</ol></li>`)}</ol>
+  </div>`
 }
 
 export function NodesPage() {
