@@ -230,4 +230,41 @@ describe('web console', () => {
     await page.getByText('node-4').waitFor()
     await page.screenshot({ path: `${SHOTS}/ui-nodes.png`, fullPage: true })
   }, 90_000)
+
+  it('an instance of 1,000 runs stays responsive: node rows are paged, events still update the counts (synthetic API answers)', async () => {
+    const page = await loggedIn(fleet.token)
+    const id = 'synthetic-instance'
+    const at = (s: number) => new Date(Date.UTC(2026, 11, 1, 10, 0, s)).toISOString()
+    const runs = Array.from({ length: 1000 }, (_, i) => ({
+      runId: `r${i}`, nodeId: `n-${String(i).padStart(4, '0')}`, group: 0, batch: Math.floor(i / 100), status: i < 990 ? 'success' : 'running',
+      startedAt: at(i % 60), finishedAt: i < 990 ? at((i % 60) + 2) : null, receivedAt: null, steps: [],
+    }))
+    const json = (body: unknown) => ({ status: 200, contentType: 'application/json', body: JSON.stringify(body) })
+    await page.route(`**/v1/instances/${id}`, (r) => r.fulfill(json({ id, jobId: 'j', status: 'running', occurrenceAt: at(0), createdAt: at(0), updatedAt: at(0), counts: { success: 990, running: 10 } })))
+    await page.route(`**/v1/instances/${id}/runs?*`, (r) => r.fulfill(json({ items: runs, pagination: { page: 1, size: 1000, total: 1000 } })))
+    const counts = { group: 0, pending: 0, running: 9, success: 991, failure: 0, skipped: 0 }
+    const event = { id: 'e.1', type: 'run_finished', at: at(70), jobId: 'j', instanceId: id, runId: 'r990', nodeId: 'n-0990', group: 0, batch: 9, status: 'success', counts: [counts] }
+    await page.route(`**/v1/instances/${id}/events`, (r) => r.fulfill({ status: 200, contentType: 'text/event-stream', body: `event: run_finished\ndata: ${JSON.stringify(event)}\n\n` }))
+    const t0 = Date.now()
+    await page.goto(`http://${fleet.api}/ui/#/instance/${id}`)
+    await page.getByText('page 1 of 20').first().waitFor()
+    expect(await page.locator('[data-testid=timeline] g.row').count()).toBe(50)
+    await page.getByTestId('progress-group-0').locator('[data-bucket=success] b', { hasText: '991' }).waitFor()
+    await page.getByTestId('progress-all').locator('[data-bucket=success] b', { hasText: '991' }).waitFor()
+    await page.getByRole('button', { name: /next/ }).first().click()
+    await page.locator('[data-testid=timeline] g.row[data-node="n-0050"]').waitFor()
+    expect(Date.now() - t0).toBeLessThan(5_000)
+    expect(await page.locator('[data-testid^=progress-g0-b]').count()).toBe(10)
+    await page.screenshot({ path: `${SHOTS}/ui-instance-1000.png`, fullPage: true })
+  }, 60_000)
+
+  it('is keyboard navigable: Tab reaches the navigation, Enter follows it', async () => {
+    const page = await loggedIn(fleet.token)
+    await page.keyboard.press('Tab')
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Jobs')
+    await page.keyboard.press('Tab')
+    await page.keyboard.press('Enter')
+    await page.getByTestId('template').waitFor()
+    expect(page.url()).toContain('#/new')
+  })
 })

@@ -3,7 +3,7 @@
 import { html } from 'htm/preact'
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks'
 import { call, enc, get, templateType, type GroupCounts, type Instance, type Job, type Page, type Problem, type Run, type StreamEvent } from './api.js'
-import { Pager, Progress, Status, Time, Timeline, tallyOf } from './parts.js'
+import { Pager, Progress, Status, Time, Timeline, tallyOf, type Tally } from './parts.js'
 
 export interface Me { name: string; role: 'reader' | 'operator' | 'admin' }
 export const canAct = (me: Me) => me.role !== 'reader'
@@ -138,6 +138,13 @@ function batchesOf(runs: readonly Run[], group: number): [number, Run[]][] {
   return [...m.entries()].sort((a, b) => a[0] - b[0])
 }
 
+/** The counts of every group together (the stream's counts are per group). */
+function sumOf(groups: readonly GroupCounts[]): Tally {
+  const t: Required<Tally> = { pending: 0, running: 0, success: 0, failure: 0, skipped: 0 }
+  for (const g of groups) for (const k of Object.keys(t) as (keyof Tally)[]) t[k] += g[k]
+  return t
+}
+
 export function InstancePage({ id }: { id: string }) {
   const live = useLiveInstance(id)
   const [page, setPage] = useState(1)
@@ -149,7 +156,7 @@ export function InstancePage({ id }: { id: string }) {
   return html`<section>
     <h1>Instance <code>${i.id}</code> <span data-testid="instance-status"><${Status} status=${i.status} /></span></h1>
     <p>job <a href=${`#/job/${i.jobId}`}>${i.jobId}</a>, occurrence <${Time} at=${i.occurrenceAt} />, ${live.live ? html`<span data-testid="live">● live</span>` : html`<span>○ not live</span>`}${i.reason ? `, ${i.reason}` : ''}</p>
-    <${Progress} label="all" tally=${tallyOf(live.runs)} testid="progress-all" />
+    <${Progress} label="all" tally=${live.groups.length ? sumOf(live.groups) : tallyOf(live.runs)} testid="progress-all" />
     ${groups.map((g) => html`<div class="group">
       <${Progress} label=${`group ${g}`} tally=${live.groups.find((c) => c.group === g) ?? tallyOf(live.runs.filter((r) => r.group === g))} testid=${`progress-group-${g}`} />
       ${batchesOf(live.runs, g).map(([b, runs]) => html`<${Progress} label=${`batch ${b}`} tally=${tallyOf(runs)} testid=${`progress-g${g}-b${b}`} />`)}
