@@ -201,6 +201,12 @@ describe('web console', () => {
     const path = page.getByTestId('problems').locator('code.path', { hasText: 'target.executionType' })
     await path.waitFor()
     expect(await page.getByTestId('submit').isDisabled()).toBe(true)
+    // The problem's line; its button selects the text at the path in the editor.
+    const text = JSON.stringify(template, null, 2)
+    const line = text.split('\n').findIndex((l) => l.includes('"paralel"')) + 1
+    await page.getByTestId('problem-line').first().click()
+    expect(await page.getByTestId('problem-line').first().textContent()).toBe(`line ${line}`)
+    expect(await page.evaluate(() => { const e = document.activeElement as HTMLTextAreaElement; return e.value.slice(e.selectionStart, e.selectionEnd) })).toBe('"executionType": "paralel"')
     await page.screenshot({ path: `${SHOTS}/ui-template-problem.png`, fullPage: true })
   })
 

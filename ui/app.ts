@@ -32,7 +32,7 @@ function Page({ route, me }: { route: string[]; me: Me }) {
     case 'job': return html`<${JobPage} id=${id} me=${me} />`
     case 'instance': return html`<${InstancePage} id=${id} />`
     case 'run': return html`<${RunPage} id=${id} />`
-    case 'nodes': return html`<${NodesPage} />`
+    case 'nodes': return html`<${NodesPage} me=${me} />`
     case 'saved': return html`<${SavedPage} />`
     case 'audit': return me.role === 'admin' ? html`<${AuditPage} />` : html`<p>The audit log is for admins.</p>`
     case 'new': return canAct(me) ? html`<${NewJobPage} />` : html`<p>Submitting needs the operator role.</p>`

@@ -3,6 +3,7 @@
 import { html } from 'htm/preact'
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks'
 import { call, enc, get, templateType, type GroupCounts, type Instance, type Job, type Page, type Problem, type Run, type StreamEvent } from './api.js'
+import { locate } from './locate.js'
 import { Pager, Progress, Status, Time, Timeline, tallyOf, type Tally } from './parts.js'
 
 export interface Me { name: string; role: 'reader' | 'operator' | 'admin' }
@@ -207,6 +208,7 @@ export function NewJobPage() {
   const [problems, setProblems] = useState<Problem[] | undefined>(undefined)
   const [plan, setPlan] = useState<unknown>(undefined)
   const [message, setMessage] = useState('')
+  const editor = useRef<HTMLTextAreaElement>(null)
   useEffect(() => {
     if (!text.trim()) { setProblems(undefined); return }
     const t = window.setTimeout(() => void call<{ problems: Problem[] }>('POST', '/v1/validate', text, templateType(text)).then((r) => setProblems(r.body.problems ?? [])), VALIDATE_DELAY_MS)
@@ -224,8 +226,8 @@ export function NewJobPage() {
   return html`<section>
     <h1>New job</h1>
     <p>Paste a template (JSON, YAML or TOML) or <label class="file">upload one <input type="file" accept=".json,.yaml,.yml,.toml" onChange=${upload} /></label>.</p>
-    <textarea data-testid="template" aria-label="template" rows="18" spellcheck="false" value=${text} onInput=${(e: Event) => setText((e.target as HTMLTextAreaElement).value)}></textarea>
-    <div class="problems" data-testid="problems" aria-live="polite">${problems === undefined ? '' : problems.length === 0 ? html`<p class="ok">✓ valid</p>` : html`<ul>${problems.map((p) => html`<li><code class="path">${p.path}</code>: ${p.message}</li>`)}</ul>`}</div>
+    <textarea ref=${editor} data-testid="template" aria-label="template" rows="18" spellcheck="false" value=${text} onInput=${(e: Event) => setText((e.target as HTMLTextAreaElement).value)}></textarea>
+    <div class="problems" data-testid="problems" aria-live="polite">${problems === undefined ? '' : problems.length === 0 ? html`<p class="ok">✓ valid</p>` : html`<ul>${problems.map((p) => html`<${ProblemLine} problem=${p} text=${text} editor=${editor} />`)}</ul>`}</div>
     <div class="actions">
       <button data-testid="plan" disabled=${!problems || problems.length > 0} onClick=${showPlan}>Show plan</button>
       <button data-testid="submit" disabled=${!problems || problems.length > 0} onClick=${submit}>Submit</button>
@@ -233,6 +235,13 @@ export function NewJobPage() {
     ${message && html`<p role="alert" class="error">${message}</p>`}
     ${plan !== undefined && html`<${PlanView} plan=${plan} />`}
   </section>`
+}
+
+/** A problem at its path; in a JSON text, its line too, and a button that selects it in the editor. */
+function ProblemLine({ problem, text, editor }: { problem: Problem; text: string; editor: { current: HTMLTextAreaElement | null } }) {
+  const at = locate(text, problem.path)
+  const select = () => { const e = editor.current; if (e && at) { e.focus(); e.setSelectionRange(at.offset, at.offset + at.length) } }
+  return html`<li><code class="path">${problem.path}</code>${at && html` <button class="line" data-testid="problem-line" onClick=${select}>line ${at.line}</button>`}: ${problem.message}</li>`
 }
 
 interface PlanGroup { group: number; distributionMethod: string; batchSize: number; batches: number; failureBudget: number; nodes: { nodeId: string; position: number; batch: number; alive: boolean }[] }
@@ -249,7 +258,7 @@ function PlanView({ plan }: { plan: unknown }) {
   </div>`
 }
 
-export function NodesPage() {
+export function NodesPage({ me }: { me: Me }) {
   const [search, setSearch] = useState('')
   const [page, setPage] = useState(1)
   const q = `page=${page}&size=${NODE_ROWS}${search ? `&search=${enc(search)}` : ''}`
@@ -258,9 +267,10 @@ export function NodesPage() {
   return html`<section>
     <h1>Nodes</h1>
     <label>Search (query grammar, e.g. <code>facts.os == "linux"</code>) <input value=${search} onChange=${(e: Event) => { setSearch((e.target as HTMLInputElement).value); setPage(1) }} /></label>
-    ${nodes.data ? html`<table><thead><tr><th>Node</th><th>Alive</th><th>Last seen</th><th>Facts</th><th>Skills</th></tr></thead>
-      <tbody>${nodes.data.items.map((n) => html`<tr><td>${n.nodeId}</td><td>${n.alive ? '● yes' : '○ no'}</td><td><${Time} at=${n.lastSeenAt} /></td><td class="small">${Object.entries(n.facts).slice(0, 6).map(([k, v]) => `${k}=${v}`).join(' ')}</td><td class="small">${Object.keys(n.skills).join(' ')}</td></tr>`)}</tbody></table>
+    ${nodes.data ? html`<table><thead><tr><th>Node</th><th>Enrolment</th><th>Alive</th><th>Last seen</th><th>Facts</th><th>Skills</th></tr></thead>
+      <tbody>${nodes.data.items.map((n) => html`<tr><td>${n.nodeId}</td><td>✓ enrolled</td><td>${n.alive ? '● yes' : '○ no'}</td><td><${Time} at=${n.lastSeenAt} /></td><td class="small">${Object.entries(n.facts).slice(0, 6).map(([k, v]) => `${k}=${v}`).join(' ')}</td><td class="small">${Object.keys(n.skills).join(' ')}</td></tr>`)}</tbody></table>
       ${p && html`<${Pager} page=${p.page} pages=${Math.ceil(p.total / p.size)} go=${setPage} />`}` : html`<${Loading} error=${nodes.error} />`}
+    ${me.role === 'admin' && html`<${SavedTable} title="Awaiting approval" path="/v1/nodes/pending" /><${SavedTable} title="Revoked" path="/v1/nodes/revoked" />`}
   </section>`
 }
 
@@ -271,7 +281,7 @@ export function AuditPage() {
     <tbody>${audit.data.items.map((a) => html`<tr><td><${Time} at=${a.at} /></td><td>${a.token} (${a.role})</td><td>${a.action}</td><td>${a.object}</td><td>${a.outcome}</td></tr>`)}</tbody></table></section>`
 }
 
-/** One saved kind (exceptions, lists, filters) as a table of its JSON fields. */
+/** One list of records (exceptions, lists, filters, enrolments) as a table of their fields. */
 function SavedTable({ title, path }: { title: string; path: string }) {
   const list = useLoad(() => get<Page<Record<string, unknown>>>(`${path}?size=${RUNS_FETCH}`), [path])
   if (!list.data) return html`<${Loading} error=${list.error} />`
