@@ -10,6 +10,7 @@ import { chromium, type Browser, type Page } from 'playwright-core'
 import { CHORUS_BIN } from '../cli/paths.js'
 import type { LocalFleet } from '../cli/fleet.js'
 import { apiRequest } from '../cli/client.js'
+import { stringify as stringifyYaml } from 'yaml'
 import { withLocalFleet } from './helpers/fleet.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -208,6 +209,10 @@ describe('web console', () => {
     expect(await page.getByTestId('problem-line').first().textContent()).toBe(`line ${line}`)
     expect(await page.evaluate(() => { const e = document.activeElement as HTMLTextAreaElement; return e.value.slice(e.selectionStart, e.selectionEnd) })).toBe('"executionType": "paralel"')
     await page.screenshot({ path: `${SHOTS}/ui-template-problem.png`, fullPage: true })
+    // YAML is checked by the same parser: the same problem at the same path.
+    await page.getByTestId('template').fill(stringifyYaml(template))
+    await page.getByTestId('problems').getByText('parallel', { exact: false }).waitFor()
+    expect(await page.getByTestId('problems').locator('code.path').allTextContents()).toEqual(['target.executionType'])
   })
 
   it('lists jobs with their last outcome and next occurrence; an operator cancels one occurrence; exceptions and lists are shown', async () => {
