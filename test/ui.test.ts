@@ -22,10 +22,13 @@ const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none'
 let fleet: LocalFleet
 let browser: Browser
 
+// Checked before the fleet starts: a missing browser fails the file at once, saying what to do.
+beforeAll(() => {
+  if (!existsSync(CHROMIUM)) throw new Error(`the browser tests need chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH); they never download one`)
+})
 withLocalFleet('chorus-ui-', { agents: NODES.length, agentConfig: { allow: 'any' } }, (f) => { fleet = f }, 120_000)
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`the browser tests need chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`)
   mkdirSync(SHOTS, { recursive: true })
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] })
 })
@@ -196,6 +199,9 @@ describe('web console', () => {
   it('a template with a typo shows the problem at its path before submit', async () => {
     const page = await loggedIn(fleet.token)
     await page.getByTestId('nav-new').click()
+    await page.getByLabel('upload one').setInputFiles({ name: 'job.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(job('uploaded', [sh('true')]))) })
+    await page.getByTestId('problems').getByText('valid').waitFor()
+    expect(await page.getByTestId('template').inputValue()).toContain('"uploaded"')
     const template = job('typo', [sh('true')])
     ;(template.target as { executionType: string }).executionType = 'paralel'
     await page.getByTestId('template').fill(JSON.stringify(template, null, 2))
@@ -230,8 +236,13 @@ describe('web console', () => {
     const first = page.getByTestId('next').locator('li').first()
     await first.getByRole('button', { name: 'Cancel this occurrence' }).click()
     await first.getByText('canceled').waitFor()
-    const next = await apiRequest<{ items: { canceled?: boolean }[] }>(fleet.conn, 'GET', `/v1/jobs/${id}/next?count=1`)
-    expect(next.body.items[0]!.canceled).toBe(true)
+    await page.getByTestId('run-now').click()
+    await page.getByRole('status').getByText(/done: job /).waitFor()
+    await page.getByTestId('cancel-job').click()
+    await page.locator('h1').getByText('canceled').waitFor()
+    expect((await apiRequest<{ status: string }>(fleet.conn, 'GET', `/v1/jobs/${id}`)).body.status).toBe('canceled')
+    const runs = await apiRequest<{ items: { runOf?: string }[] }>(fleet.conn, 'GET', '/v1/jobs?size=1000')
+    expect(runs.body.items.filter((j) => j.runOf === id)).toHaveLength(1)
     await page.screenshot({ path: `${SHOTS}/ui-job-next.png`, fullPage: true })
     await page.goto(`http://${fleet.api}/ui/#/saved`)
     await page.getByTestId('exceptions').getByText('weekend').waitFor()
