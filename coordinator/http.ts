@@ -1,6 +1,7 @@
 // The coordinator's HTTP API. One onRequest hook refuses what is not for this API (foreign
-// Host, a browser's cross-origin or form request) and checks the bearer token against the role
-// the route table (coordinator/access.ts) gives the route; every body, query and parameter is
+// Host, a browser's cross-origin or form request) and checks the bearer token, or the web
+// console's session cookie (coordinator/sessions.ts, coordinator/ui.ts), against the role the
+// route table (coordinator/access.ts) gives the route; every body, query and parameter is
 // checked by its schema (protocol/api.ts) before it reaches the core, and bad input is a 400
 // `{error, problems: [{path, message}]}`.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
