@@ -139,7 +139,7 @@ describe('web console', () => {
     const secret = 's3cr3t-vAlue-4711'
     const id = await fleet.submit(JSON.stringify(job('secret on stderr', [
       { ...sh(`printf ${secret}`), outputFieldRules: { TOKEN: { sourceType: 'output', source: 'stdout', extractMethod: 'content', sensitive: true } } },
-      { ...sh('echo "using {{.TOKEN}}" >&2', 'exit 3'), expectedInputs: { TOKEN: { type: 'string', required: true, sensitive: true } } },
+      { ...sh('echo "using {{.TOKEN}}" >&2', 'exit 3'), retryCount: 1, expectedInputs: { TOKEN: { type: 'string', required: true, sensitive: true } } },
     ], { nodeIdentifiers: ['node-1'] })))
     const report = await fleet.waitForJob(id, 60_000)
     const run = report.instances[0]!.runs[0]!
@@ -150,6 +150,7 @@ describe('web console', () => {
     const stderr = page.getByTestId('step-2').getByTestId('stderr')
     await stderr.waitFor()
     expect(await stderr.textContent()).toContain('using [REDACTED]')
+    expect(await page.getByTestId('step-2').getByTestId('attempts').locator('li').allTextContents()).toEqual([expect.stringMatching(/^attempt 1: ✗ failure exit 3/), expect.stringMatching(/^attempt 2: ✗ failure exit 3/)])
     expect(await page.content()).not.toContain(secret)
     expect(await page.getByTestId('step-1').locator('table.outputs').textContent()).toContain('[REDACTED]')
     await page.screenshot({ path: `${SHOTS}/ui-run-redacted.png`, fullPage: true })

@@ -35,7 +35,7 @@ export function templateType(text: string): string {
 export interface Page<T> { items: T[]; pagination: { page: number; size: number; total: number } }
 export interface Job { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string; runOf?: string; nextAt?: string | null; lastInstance?: { id: string; status: string } | null }
 export interface Instance { id: string; jobId: string; status: string; occurrenceAt: string | null; reason?: string; createdAt: string | null; updatedAt: string | null; counts: Record<string, number> }
-export interface Step { number: number; name: string; status: string; attempts: number; exitCode: number | null; outputs: Record<string, string>; reason?: string; stdout: string; stderr: string; artifacts: { name: string; encoding: string; bytes: number; truncated: boolean }[] }
+export interface Step { number: number; name: string; status: string; attempts: number; exitCode: number | null; outputs: Record<string, string>; reason?: string; stdout: string; stderr: string; attemptLog: { attempt: number; status: string; exitCode: number | null; startedAt: string | null; finishedAt: string | null }[]; artifacts: { name: string; encoding: string; bytes: number; truncated: boolean }[] }
 export interface Run { runId: string; nodeId: string; group: number; batch: number; status: string; reason?: string; startedAt: string | null; finishedAt: string | null; steps: Step[] }
 export interface GroupCounts { group: number; pending: number; running: number; success: number; failure: number; skipped: number }
 export interface StreamEvent { id: string; type: string; at: string; instanceId: string; nodeId?: string; runId?: string; status?: string; group?: number; batch?: number; counts: GroupCounts[] }

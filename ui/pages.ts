@@ -192,6 +192,7 @@ export function RunPage({ id }: { id: string }) {
     ${r.steps.map((s) => html`<article class="step" data-testid=${`step-${s.number}`}>
       <h3>Step ${s.number}: ${s.name} <${Status} status=${s.status} /> attempts ${s.attempts}${s.exitCode !== null ? `, exit ${s.exitCode}` : ''}</h3>
       ${s.reason && html`<p class="reason">${s.reason}</p>`}
+      ${s.attemptLog.length > 1 && html`<ol class="attempts" data-testid="attempts">${s.attemptLog.map((a) => html`<li>attempt ${a.attempt}: <${Status} status=${a.status} />${a.exitCode !== null ? ` exit ${a.exitCode}` : ''}, <${Time} at=${a.startedAt} /> to <${Time} at=${a.finishedAt} /></li>`)}</ol>`}
       <${Output} label="stdout" text=${s.stdout} name=${`${r.runId}-${s.number}.stdout.txt`} />
       <${Output} label="stderr" text=${s.stderr} name=${`${r.runId}-${s.number}.stderr.txt`} />
       ${Object.keys(s.outputs).length > 0 && html`<table class="outputs"><thead><tr><th>Output</th><th>Value</th></tr></thead><tbody>${Object.entries(s.outputs).map(([k, v]) => html`<tr><td>${k}</td><td><code>${v}</code></td></tr>`)}</tbody></table>`}
