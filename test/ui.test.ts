@@ -248,6 +248,8 @@ describe('web console', () => {
     await page.goto(`http://${fleet.api}/ui/#/saved`)
     await page.getByTestId('exceptions').getByText('weekend').waitFor()
     await page.getByTestId('lists').getByText('node-1').waitFor()
+    await page.goto(`http://${fleet.api}/ui/#/audit`)
+    await page.getByTestId('audit').getByText('job.submit').first().waitFor()
     await page.goto(`http://${fleet.api}/ui/#/nodes`)
     await page.getByText('node-4').waitFor()
     await page.screenshot({ path: `${SHOTS}/ui-nodes.png`, fullPage: true })

@@ -275,11 +275,18 @@ export function NodesPage({ me }: { me: Me }) {
   </section>`
 }
 
+const AUDIT_PAGE = 200
+
+/** The audit log, oldest first, AUDIT_PAGE records at a time from a time on. */
 export function AuditPage() {
-  const audit = useLoad(() => get<{ items: { at: string; token: string; role: string; action: string; object: string; outcome: string }[] }>('/v1/audit?limit=200'), [])
+  const [since, setSince] = useState('')
+  const audit = useLoad(() => get<{ items: { at: string; token: string; role: string; action: string; object: string; outcome: string }[]; more: boolean }>(`/v1/audit?limit=${AUDIT_PAGE}${since ? `&since=${enc(since)}` : ''}`), [since])
   if (!audit.data) return html`<${Loading} error=${audit.error} />`
-  return html`<section><h1>Audit</h1><table><thead><tr><th>At</th><th>Token</th><th>Action</th><th>Object</th><th>Outcome</th></tr></thead>
-    <tbody>${audit.data.items.map((a) => html`<tr><td><${Time} at=${a.at} /></td><td>${a.token} (${a.role})</td><td>${a.action}</td><td>${a.object}</td><td>${a.outcome}</td></tr>`)}</tbody></table></section>`
+  const last = audit.data.items.at(-1)?.at
+  return html`<section><h1>Audit</h1><p class="muted">oldest first${since ? html`, from <${Time} at=${since} />` : ''}</p>
+    <table data-testid="audit"><thead><tr><th>At</th><th>Token</th><th>Action</th><th>Object</th><th>Outcome</th></tr></thead>
+    <tbody>${audit.data.items.map((a) => html`<tr><td><${Time} at=${a.at} /></td><td>${a.token} (${a.role})</td><td>${a.action}</td><td>${a.object}</td><td>${a.outcome}</td></tr>`)}</tbody></table>
+    ${audit.data.more && last && html`<button onClick=${() => setSince(last)}>next ${AUDIT_PAGE} ›</button>`}</section>`
 }
 
 /** One list of records (exceptions, lists, filters, enrolments) as a table of their fields. */
