@@ -40,6 +40,7 @@ export const EXAMPLES: Record<string, string> = {
   'tokens list': 'chorus tokens list --json',
   'tokens revoke': 'chorus tokens revoke ci',
   audit: 'chorus audit --since 2026-12-01T00:00:00Z --json',
+  ui: 'chorus ui --api 127.0.0.1:7070 --token "$(cat /var/lib/chorus/coord/admin.token)"',
   demo: 'chorus demo --agents 10 --job examples/hello-fleet.json',
   bench: 'chorus bench fanout --agents 20 --rounds 5 --json',
   'bench fanout': 'chorus bench fanout --agents 20 --rounds 5 --json',

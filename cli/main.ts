@@ -406,6 +406,23 @@ program.command('audit')
     if (!o.json && page.more) process.stderr.write(`more records: chorus audit --since ${page.items.at(-1)?.at ?? ''}\n`)
   })
 
+program.command('ui')
+  .description('Print a one-time login URL for the web console (valid 5 minutes, once); the browser session gets this token\'s role')
+  .option(...apiOption)
+  .addHelpText('after', `
+The URL carries the code in its fragment (#code=...), which browsers never send to a server,
+so it does not reach a log. Opening it exchanges the code for a session cookie (HttpOnly,
+SameSite=Strict, 8 hours); "Log out" ends the session. Sessions live in the coordinator's
+memory: a coordinator restart logs everyone out.`)
+  .action(async (o: ApiOpts) => {
+    const { apiBase, apiRequest } = await import('./client.js')
+    const api = await conn(o)
+    const res = await apiRequest<{ path?: string; expiresAt?: string; error?: string; problems?: { path: string; message: string }[] }>(api, 'POST', '/v1/ui/codes', {})
+    if (res.status !== 201 || !res.body.path) refused(res)
+    process.stdout.write(`${apiBase(api.api)}${res.body.path}\n`)
+    process.stderr.write(`valid once, until ${res.body.expiresAt}\n`)
+  })
+
 program.command('demo')
   .description('Start a coordinator and N agents on 127.0.0.1, run a job, print the report, stop everything; exit 0 when the job succeeded')
   .option('--agents <n>', 'number of agent processes', positiveInt, 5)

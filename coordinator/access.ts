@@ -12,7 +12,7 @@ export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
 /**
  * Every API route and the role it needs. Adding a route is one line here; the runtime refuses
  * to register a handler that is not listed, and serves 501 for a listed route with no handler.
- * `GET /healthz` is the only route without a token.
+ * PUBLIC_ROUTES need no token.
  */
 export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
   { method: 'GET', url: '/metrics', role: 'reader' },
@@ -35,6 +35,9 @@ export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
   { method: 'GET', url: '/v1/exceptions', role: 'reader' },
   { method: 'GET', url: '/v1/lists', role: 'reader' },
   { method: 'GET', url: '/v1/filters', role: 'reader' },
+  { method: 'POST', url: '/v1/validate', role: 'reader' },
+  { method: 'POST', url: '/v1/ui/codes', role: 'reader' },
+  { method: 'GET', url: '/v1/ui/whoami', role: 'reader' },
   { method: 'POST', url: '/v1/jobs', role: 'operator' },
   { method: 'POST', url: '/v1/plan', role: 'operator' },
   { method: 'POST', url: '/v1/jobs/:id/cancel', role: 'operator' },
@@ -60,7 +63,20 @@ export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
   { method: 'POST', url: '/v1/nodes/:id/revoke', role: 'admin' },
 ]
 
-export const PUBLIC_ROUTES: readonly { method: Method; url: string }[] = [{ method: 'GET', url: '/healthz' }]
+/**
+ * Routes without a token: liveness, the web console's static files (its login page loads
+ * before there is a session), and the console's login (a one-time code for a session
+ * cookie) and logout. They still pass the Host, Origin and content-type checks.
+ */
+export const PUBLIC_ROUTES: readonly { method: Method; url: string }[] = [
+  { method: 'GET', url: '/healthz' },
+  { method: 'GET', url: '/ui' },
+  { method: 'GET', url: '/ui/' },
+  { method: 'GET', url: '/ui/app.js' },
+  { method: 'GET', url: '/ui/app.css' },
+  { method: 'POST', url: '/v1/ui/session' },
+  { method: 'POST', url: '/v1/ui/logout' },
+]
 
 export function routeKey(method: string, url: string): string {
   return `${method.toUpperCase()} ${url}`

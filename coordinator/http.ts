@@ -1,6 +1,7 @@
 // The coordinator's HTTP API. One onRequest hook refuses what is not for this API (foreign
-// Host, a browser's cross-origin or form request) and checks the bearer token against the role
-// the route table (coordinator/access.ts) gives the route; every body, query and parameter is
+// Host, a browser's cross-origin or form request) and checks the bearer token, or the web
+// console's session cookie (coordinator/sessions.ts, coordinator/ui.ts), against the role the
+// route table (coordinator/access.ts) gives the route; every body, query and parameter is
 // checked by its schema (protocol/api.ts) before it reaches the core, and bad input is a 400
 // `{error, problems: [{path, message}]}`.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -13,11 +14,11 @@ import {
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
-  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, newToken, requiredRole, roleAllows, routeKey,
+  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, isStateChanging, newToken, requiredRole, roleAllows, routeKey,
 } from './access.js'
 import {
   nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
-  type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
+  type Actor, type AuditRecord, type JobRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
 } from './core.js'
 import { planJob } from './plan.js'
 import { simulateInChild } from './plan-sim.js'
@@ -27,6 +28,8 @@ import { CHORUS_HEADER } from '../protocol/headers.js'
 import { openApiDocument } from './openapi.js'
 import { eventRoutes, type EventHost } from './sse.js'
 import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
+import { SessionStore } from './sessions.js'
+import { sessionOf, uiRoutes } from './ui.js'
 import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
@@ -73,10 +76,16 @@ export function jsonBody<S extends z.ZodType>(req: FastifyRequest, schema: S): z
   return parse(schema, json.value, 'body')
 }
 
-function templateOf(req: FastifyRequest): JobTemplate {
+/** The template text of a request and its format (by content type). */
+export function templateTextOf(req: FastifyRequest): { text: string; format: TemplateFormat } {
   const ct = String(req.headers['content-type'] ?? 'application/json')
   const format: TemplateFormat = /yaml/.test(ct) ? 'yaml' : /toml/.test(ct) ? 'toml' : 'json'
-  const parsed = parseTemplateText(typeof req.body === 'string' ? req.body : '', format)
+  return { text: typeof req.body === 'string' ? req.body : '', format }
+}
+
+function templateOf(req: FastifyRequest): JobTemplate {
+  const { text, format } = templateTextOf(req)
+  const parsed = parseTemplateText(text, format)
   if (!parsed.ok) throw new BadInput('invalid job template', parsed.problems)
   return parsed.template
 }
@@ -99,7 +108,8 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   const registered = guardRoutes(app)
   app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
-  app.addHook('onRequest', async (req, reply) => authorize(host, req, reply))
+  const sessions = new SessionStore()
+  app.addHook('onRequest', async (req, reply) => authorize(host, sessions, req, reply))
   // One line per request: method, route, status, time, token name.
   app.addHook('onResponse', async (req, reply) => {
     host.logger.info({ method: req.method, route: req.routeOptions.url ?? req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), token: req.actor?.name ?? null }, 'api request')
@@ -122,6 +132,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   memberRoutes(app, host)
   eventRoutes(app, host)
   lifecycleRoutes(app, host)
+  uiRoutes(app, { sessions, scheme: host.scheme })
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue
@@ -147,18 +158,35 @@ function refuse(reply: FastifyReply, status: number, body: { error: string; requ
   return reply.code(status).send(body)
 }
 
-async function authorize(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+async function authorize(host: ApiHost, sessions: SessionStore, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
   const refused = browserRefusal({ method: req.method, host: req.headers.host, origin: req.headers.origin, contentType: req.headers['content-type'] }, host.hosts, host.scheme)
   if (refused) return refuse(reply, refused.status, { error: refused.error })
   const url = req.routeOptions.url
   if (isPublic(req.method, url)) return undefined
   const needs = requiredRole(req.method, url)
-  const token = bearerOf(req.headers.authorization)
-  const record = token === undefined ? undefined : tokenByHash(host.state, hashToken(token), Date.now())
-  if (!record) return refuse(reply, 401, { error: token === undefined ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token)' : 'unknown, expired or revoked token', requiredRole: needs })
+  const caller = callerOf(host, sessions, req)
+  if (caller.refusal) return refuse(reply, caller.refusal.status, { error: caller.refusal.error, requiredRole: needs })
+  const record = caller.record
+  if (!record) return refuse(reply, 401, { error: caller.none ? 'missing Authorization: Bearer TOKEN (chorus tokens; the first admin token is in DATA/admin.token) or a console session (chorus ui)' : 'unknown, expired or revoked token or session', requiredRole: needs })
   if (!roleAllows(record.role, needs)) return refuse(reply, 403, { error: `token ${record.name} has role ${record.role}; ${req.method} ${url} needs ${needs}`, requiredRole: needs })
   req.actor = { name: record.name, role: record.role }
   return undefined
+}
+
+/**
+ * The token record of a request: its bearer token, else its console session (which has the
+ * role of the token that made its login code). A session's state-changing request must come
+ * from this API's own origin (with SameSite=Strict and the JSON content type: the CSRF defence).
+ */
+function callerOf(host: ApiHost, sessions: SessionStore, req: FastifyRequest): { record?: TokenRecord; none?: boolean; refusal?: { status: number; error: string } } {
+  const now = Date.now()
+  const token = bearerOf(req.headers.authorization)
+  if (token !== undefined) return { record: tokenByHash(host.state, hashToken(token), now) }
+  const session = sessionOf(req)
+  const who = session === undefined ? undefined : sessions.actorOf(session, now)
+  if (session === undefined) return { none: true }
+  if (who && isStateChanging(req.method) && req.headers.origin === undefined) return { refusal: { status: 403, error: 'a state-changing request with a session cookie needs the Origin header of this API' } }
+  return { record: who && tokenByHash(host.state, who.tokenHash, now) }
 }
 
 type IdReq = FastifyRequest<{ Params: { id: string } }>
@@ -183,7 +211,7 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
   app.get('/v1/jobs', async (req) => {
     const q = parse(JobsQuerySchema, req.query, 'query')
     const jobs = [...host.state.jobs.values()].filter((j) => (!q.status || j.status === q.status) && (!q.name || j.name.includes(q.name)))
-    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt).map(jobSummary), q)
+    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt), q, (page) => page.map((j) => jobRow(host.state, j, Date.now())))
   })
   app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
     const job = host.state.jobs.get(objectId(req))
@@ -201,6 +229,13 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
   })
   app.get('/v1/reports/:id', async (req: IdReq, reply) => buildReport(host.state, objectId(req)) ?? notFound(reply, `job or instance ${req.params.id}`))
+}
+
+/** A job of the list: its summary, its next occurrence and its last instance's outcome. */
+function jobRow(state: CoordinatorState, job: JobRecord, now: number) {
+  const next = nextOccurrencesOf(state, job.jobId, now, 1)?.[0]
+  const last = state.instances.get(job.instanceIds.at(-1) ?? '')
+  return { ...jobSummary(job), nextAt: next ? new Date(next.at).toISOString() : null, lastInstance: last ? { id: last.id, status: last.status } : null }
 }
 
 function runRoutes(app: FastifyInstance, host: ApiHost): void {
