@@ -151,7 +151,7 @@ export interface AgentState {
   /** In memory: a tick before this time has nothing to do (nextTickWork). */
   idleUntil: number
   /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
-  link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean }
+  link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean; quietUntil: number }
   /** This node's membership certificate and the revocations it knows (agent/members.ts). */
   member: AgentMembership
 }
@@ -249,7 +249,7 @@ export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
     gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
-    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false },
+    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false, quietUntil: 0 },
     member: emptyAgentMembership(),
   }
 }
@@ -358,8 +358,9 @@ export function nextTickWork(state: AgentState, config: AgentConfig, now: number
     at(Math.max(cursor + 1, state.nextDue.get(job.body.jobId) ?? now))
   }
   if (!state.link.gossiping && state.link.lastRequestAt > state.link.lastReplyAt) at(state.link.lastRequestAt + COORDINATOR_AWAY_MS)
-  if (state.sync.wanted) at(state.sync.lastSentAt + SYNC_RETRY_MS)
+  if (state.sync.wanted) at(Math.max(state.sync.lastSentAt + SYNC_RETRY_MS, state.link.quietUntil))
   else if (state.sync.watchSentAt === 0) at(state.sync.lastOkAt + SYNC_PERIOD_MS)
+  if (state.link.quietUntil > now) at(state.link.quietUntil)
   if (waiting) at(state.sync.watchSentAt === 0 ? now : state.sync.watchSentAt + WATCH_RETRY_MS)
   for (const entry of state.outbox.values()) at(entry.nextSendAt)
   return next
@@ -444,10 +445,11 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
       // A watch in flight is a sync the coordinator holds: it answers with whatever the node misses.
       if (now - state.sync.lastOkAt >= SYNC_PERIOD_MS && state.sync.watchSentAt === 0) state.sync.wanted = true
       const sinceSent = now - state.sync.lastSentAt
-      if (state.sync.wanted && sinceSent >= SYNC_RETRY_MS) sendSync(state, config, now, effects)
-      else if (waiting && (state.sync.watchSentAt === 0 || now - state.sync.watchSentAt >= WATCH_RETRY_MS)) sendSync(state, config, now, effects, true)
+      const quiet = now < state.link.quietUntil // an overloaded coordinator asked for a pause
+      if (!quiet && state.sync.wanted && sinceSent >= SYNC_RETRY_MS) sendSync(state, config, now, effects)
+      else if (!quiet && waiting && (state.sync.watchSentAt === 0 || now - state.sync.watchSentAt >= WATCH_RETRY_MS)) sendSync(state, config, now, effects, true)
       for (const entry of state.outbox.values()) {
-        if (entry.nextSendAt > now) continue
+        if (quiet || entry.nextSendAt > now) continue
         entry.intervalMs = Math.min(config.resendMaxMs, entry.intervalMs * 2)
         entry.nextSendAt = now + entry.intervalMs
         noteRequest(state, now)
@@ -1151,6 +1153,12 @@ function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now:
   }
   if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })
   if (!reply.ok) effects.push({ type: 'log', level: 'warn', msg: `coordinator refused a request: ${reply.error ?? 'no reason given'}` })
+  if (reply.retryAfterMs) {
+    // The coordinator sheds load: nothing goes to it before then (the watch it did not hold counts as lost).
+    state.link.quietUntil = Math.max(state.link.quietUntil, now + reply.retryAfterMs)
+    state.sync.wanted = true
+    state.sync.watchSentAt = 0
+  }
   if (reply.certificate) takeCertificate(state.member, config.coordinatorKey, config.nodeId, config.identity.publicKey, reply.certificate, effects)
   if (reply.revocations) takeRevocations(state.member, config.coordinatorKey, config.identity.publicKey, reply.revocations, effects)
   for (const job of reply.jobs) onJob(state, config, job, 'sync', now, effects)

@@ -407,6 +407,7 @@ export class AgentRuntime {
       const opened = open(reply, [this.opts.coordinatorKey])
       if (!opened.ok || opened.body.type !== 'reply') throw new Error(`the coordinator's reply to hello was refused: ${opened.ok ? opened.body.type : opened.reason}`)
       if (!opened.body.ok) {
+        if (opened.body.retryAfterMs) this.redialAt = Date.now() + opened.body.retryAfterMs
         // Not enrolled (no or a bad token), awaiting approval, or revoked: say so at every attempt, keep redialling with backoff.
         this.opts.logger[opened.body.pending ? 'info' : 'error']({ coordinator: this.coordinatorPeer, retryInMs: this.redialMs }, `the coordinator did not admit this node: ${opened.body.error ?? 'no reason given'}`)
         return

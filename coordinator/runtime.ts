@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { Identity } from '../protocol/keys.js'
 import { loadOrCreateIdentity } from '../runtime/identity.js'
-import { TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope, seal } from '../protocol/wire.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { CoordinatorOptionsSchema, check, problemsText } from '../protocol/api.js'
 import { createNet, type Net } from '../net/libp2p.js'
@@ -30,6 +30,9 @@ import { peerIdOf } from '../protocol/keys.js'
 import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS } from '../protocol/timing.js'
 export { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS }
 export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
+/** An overloaded coordinator asks agents to pause this long at least, plus up to the spread (ms, drawn per answer). */
+export const RETRY_AFTER_MIN_MS = 1_000
+export const RETRY_AFTER_SPREAD_MS = 4_000
 export const DEFAULT_API = '127.0.0.1:7070'
 /** The first key after every audit record. */
 const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
@@ -156,6 +159,8 @@ export class CoordinatorRuntime implements ApiHost {
       const type = rpcTypeOf((envelope as { body?: string }).body)
       this.metrics.rpc.inc({ type })
       const ingested = type === 'result' ? this.metrics.ingest.startTimer() : undefined
+      // Shed load with an answer, not a timeout: the agent pauses (jittered, so a fleet does not come back at once).
+      if (this.pending.size >= MAX_PENDING_REQUESTS) return this.overloaded()
       const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
       ingested?.()
       // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
@@ -191,6 +196,12 @@ export class CoordinatorRuntime implements ApiHost {
 
   metricsText(): Promise<string> {
     return this.metrics.text()
+  }
+
+  /** A signed "retry after" answer: RETRY_AFTER_MIN_MS plus up to RETRY_AFTER_SPREAD_MS at random. */
+  private overloaded(): Uint8Array {
+    const retryAfterMs = RETRY_AFTER_MIN_MS + Math.floor(Math.random() * RETRY_AFTER_SPREAD_MS)
+    return encodeEnvelope(seal(this.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error: `coordinator overloaded (${MAX_PENDING_REQUESTS} requests waiting); retry in ${retryAfterMs} ms`, retryAfterMs }))
   }
 
   /** Closes a peer's connections (a revoked node). */

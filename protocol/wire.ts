@@ -33,6 +33,8 @@ export const MAX_ADDRS_PER_PEER = 4
 export const MAX_FIXED_ATTRIBUTES = 32
 /** Revoked nodes one signed revocation list carries (entries older than a certificate's lifetime are dropped: their certificates have expired). */
 export const MAX_REVOKED = 10_000
+/** Longest pause an overloaded coordinator may ask of an agent (`retryAfterMs` in a reply). */
+export const MAX_RETRY_AFTER_MS = 60_000
 /** Characters of an enrolment token (a prefix and 43 base64url characters). */
 export const MAX_ENROLL_TOKEN_CHARS = 128
 
@@ -351,6 +353,8 @@ export const ReplyBodySchema = z.object({
   revocations: SignedEnvelopeSchema.optional(),
   /** An enrolment waits for an admin's approval (`chorus nodes approve`): ask again later. */
   pending: z.boolean().optional(),
+  /** The coordinator sheds load: send nothing to it for this long (jittered by the coordinator). */
+  retryAfterMs: z.number().int().min(1).max(MAX_RETRY_AFTER_MS).optional(),
 }).strict()
 export type ReplyBody = z.infer<typeof ReplyBodySchema>
 

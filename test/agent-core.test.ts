@@ -347,3 +347,21 @@ describe('a watch held at a coordinator that dies', () => {
     expect(syncsIn(agentStep(state, cfg, { type: 'connected' }, closedAt + 20_000)).length).toBeGreaterThan(0)
   })
 })
+
+describe('a coordinator that sheds load', () => {
+  it('pauses every request for retryAfterMs, then sends again', () => {
+    const cfg = config()
+    const state = emptyAgentState()
+    // A finished immediate run leaves a result in the outbox.
+    const oneStep = template((t) => { t.actions.steps = t.actions.steps.slice(0, 1) })
+    const done = finishStep(state, cfg, runStepFor(accept(state, cfg, T0, { t: oneStep })), 'success', T0 + 10)
+    expect(ofType(done, 'send').filter((s) => s.kind === 'result')).toHaveLength(1)
+    const overloaded = seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error: 'coordinator overloaded', retryAfterMs: 5_000 })
+    agentStep(state, cfg, { type: 'reply', envelope: overloaded, to: 'result' }, T0 + 20)
+    // Long past the resend interval, but inside the pause: nothing goes out.
+    for (let t = T0 + 1_000; t < T0 + 5_020; t += 500) expect(ofType(agentStep(state, cfg, { type: 'tick' }, t), 'send'), `at +${t - T0} ms`).toEqual([])
+    const after = ofType(agentStep(state, cfg, { type: 'tick' }, T0 + 5_100), 'send')
+    expect(after.filter((s) => s.kind === 'result')).toHaveLength(1)
+    expect(after.filter((s) => s.kind === 'sync').length).toBeGreaterThan(0)
+  })
+})
