@@ -28,7 +28,7 @@ import {
 import { RepeatedWarning, dialFailure } from './warnings.js'
 import { AgentMetrics } from './metrics.js'
 import type { Server } from 'node:http'
-import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
+import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS, jitteredMs } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
 export const MAX_KNOWN_PEERS = 16
@@ -391,7 +391,7 @@ export class AgentRuntime {
   }
 
   private async connect(): Promise<void> {
-    this.redialAt = Date.now() + this.redialMs
+    this.redialAt = Date.now() + jitteredMs(this.redialMs, Math.random())
     this.redialMs = Math.min(REDIAL_MAX_MS, this.redialMs * 2)
     try {
       const { multiaddr } = await import('@multiformats/multiaddr')

@@ -14,6 +14,15 @@ export const WATCH_HOLD_MS = 60_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 10_000
+
+/**
+ * A delay spread over [ms / 2, 3 ms / 2) by a uniform draw `random01` in [0, 1): agents that lost
+ * the coordinator at the same moment do not all redial at the same moment. The real runtime
+ * draws with Math.random; the simulator redials on the unjittered grid.
+ */
+export function jitteredMs(ms: number, random01: number): number {
+  return Math.floor(ms * (0.5 + Math.min(Math.max(random01, 0), 0.999999)))
+}
 /** How often the coordinator runtime ticks its core (deadlines, occurrences, quorum windows). */
 export const COORDINATOR_TICK_MS = 1_000
 /** Requests waiting for the coordinator core at once; more are refused rather than queued without bound. */
