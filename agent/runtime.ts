@@ -207,7 +207,7 @@ export class AgentRuntime {
     await this.net.handleMember((theirs, from) => (this.admitPeer(theirs, from) ? this.myCertificate() : undefined))
     this.net.node.addEventListener('connection:open', (evt) => {
       const peerId = evt.detail.remotePeer.toString()
-      if (peerId !== this.coordinatorPeer) void this.exchangeCertificates(peerId)
+      if (peerId !== this.coordinatorPeer) void this.exchangeCertificates(peerId, evt.detail.direction === 'outbound')
     })
     const undecodable = (reason: string) => log.warn({ err: reason }, 'undecodable gossip message dropped')
     subscribeEnvelopes(this.net, TOPIC_JOBS, (envelope) => void this.dispatch({ type: 'job', envelope, via: 'gossip' }), undecodable)
@@ -300,13 +300,17 @@ export class AgentRuntime {
     return true
   }
 
-  /** Another agent connected (either way): both show their certificates; one that shows none in time is dropped. */
-  private async exchangeCertificates(peerId: string): Promise<void> {
+  /**
+   * Another agent connected: one exchange shows both certificates. The side that dialled sends
+   * its own and reads the peer's; the side that was dialled answers in handleMember. A peer that
+   * shows none in time is dropped.
+   */
+  private async exchangeCertificates(peerId: string, dialled: boolean): Promise<void> {
     const deadline = setTimeout(() => {
       if (!this.stopped && !this.verified.has(peerId)) void this.net.hangUp(peerId)
     }, MEMBER_DEADLINE_MS)
     deadline.unref()
-    if (!this.state.member.certificate) return
+    if (!dialled || !this.state.member.certificate) return
     try {
       this.admitPeer(await this.net.exchangeMember(peerId, this.myCertificate()), peerId)
     } catch (err) {
