@@ -1,7 +1,7 @@
 // Who belongs to the fleet, for the coordinator core: enrolment tokens, enrolment (with optional
 // approval, as salt-key), membership certificates and revocation. Pure like the rest of the core:
 // the runtime supplies tokens' randomness (only their hashes arrive here) and the time.
-import { peerIdOf, type Identity } from '../protocol/keys.js'
+import type { Identity } from '../protocol/keys.js'
 import { MEMBER_CERT_TTL_MS, MEMBER_RENEW_AFTER_MS, tokenHash } from '../protocol/membership.js'
 import { MAX_REVOKED, PROTOCOL_VERSION, seal, type HelloBody, type RevocationsBody, type SignedEnvelope } from '../protocol/wire.js'
 
@@ -93,6 +93,7 @@ export type Admission =
   | { kind: 'pending'; record: PendingNode; puts: Puts }
   | { kind: 'enrolled'; enrollment: EnrollmentRecord; attributes: Record<string, string>; puts: Puts }
 
+/** The caller (the core's rpc handler) has checked that the hello came over its signing key's own connection. */
 export function admit(m: Membership, body: HelloBody, signer: string, requireApproval: boolean, now: number): Admission {
   const revoked = m.revoked.get(body.nodeId)
   if (revoked && revoked.key === signer) return { kind: 'refused', reason: `node ${body.nodeId} was revoked at ${new Date(revoked.at).toISOString()}; enrol it again with a new key` }
@@ -101,7 +102,6 @@ export function admit(m: Membership, body: HelloBody, signer: string, requireApp
     if (pending.key !== signer) return { kind: 'refused', reason: `node id ${body.nodeId} awaits approval with another key` }
     return { kind: 'pending', record: pending, puts: [] }
   }
-  if (peerIdOf(signer) !== body.peerId) return { kind: 'refused', reason: 'the hello names a peer id that is not its signing key\'s' }
   if (!body.enrollToken) return { kind: 'refused', reason: `node ${body.nodeId} is not enrolled: start the agent with --enroll-token (an admin creates one with chorus enroll create)` }
   const found = findEnrollment(m, body.enrollToken, now)
   if ('reason' in found) return { kind: 'refused', reason: found.reason }
