@@ -70,6 +70,15 @@ describe('enrolment', () => {
     for (const i of [none, used, expired]) await fleet.stopAgent(i)
   })
 
+  it('refuses a bad enrolment request with the paths of its problems, and creates no token', async () => {
+    const ids = async () => (await apiGet<{ items: { id: string }[] }>(fleet.conn, '/v1/enrollments')).items.map((e) => e.id)
+    const before = await ids()
+    const bad = await apiRequest<{ problems?: { path: string }[] }>(fleet.conn, 'POST', '/v1/enrollments', { uses: 0, ttl: 'soon', attributes: { '': 'x' }, extra: true })
+    expect(bad.status).toBe(400)
+    expect((bad.body.problems ?? []).map((p) => p.path)).toEqual(expect.arrayContaining(['body.uses', 'body.ttl']))
+    expect(await ids()).toEqual(before)
+  })
+
   it('a node cannot take another node\'s id', async () => {
     const before = (await nodes()).find((n) => n.nodeId === 'node-2')!
     const thief = await fleet.addAgent('node-2') // same id, a new data directory: another key
@@ -131,6 +140,16 @@ describe('a rogue libp2p node with its own key', () => {
       await silent.net.node.dial(multiaddr(agentAddr))
       const answer = open(decodeEnvelope(await silent.net.request(agentPeer, encodeEnvelope(seal(silent.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: 'rogue-2', sentAt: Date.now() })), 10_000)))
       expect(answer.ok && answer.body.type === 'reply' && !answer.body.ok && answer.body.jobs.length === 0).toBe(true)
+      // A third sends bytes that are no envelope at all: refused the same way.
+      const junk = await rogue()
+      try {
+        await junk.net.node.dial(multiaddr(agentAddr))
+        const answer = await junk.net.exchangeMember(agentPeer, Buffer.from('{"not": "a certificate"')).catch(() => new Uint8Array(0))
+        expect(answer.byteLength).toBe(0)
+        await waitFor('the agent to drop the peer that sent junk', async () => (junk.net.node.getConnections().length === 0 ? true : undefined), 15_000, 100)
+      } finally {
+        await junk.net.stop()
+      }
       // The other replays node-1's certificate.
       await r.net.node.dial(multiaddr(agentAddr))
       const reply = await r.net.exchangeMember(agentPeer, encodeEnvelope(stolen.envelope as never)).catch(() => new Uint8Array(0))
