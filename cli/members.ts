@@ -1,6 +1,7 @@
 // `chorus enroll …` and `chorus nodes pending|approve|reject|revoke|revoked`: fleet membership (admin).
 import type { Command } from 'commander'
 import { InvalidArgumentError } from 'commander'
+import { TtlSchema } from '../protocol/api.js'
 
 export interface MemberCommandHelpers {
   apiOption: readonly [string, string]
@@ -15,8 +16,10 @@ function uses(value: string): number {
   return n
 }
 
+/** Checked by the API's own schema (protocol/api.ts TtlSchema), so the CLI and the API accept the same durations. */
 function ttl(value: string): string {
-  if (!/^\d{1,9}[smhd]$/.test(value)) throw new InvalidArgumentError(`expected a duration such as 30m, 1h or 7d, got "${value}"`)
+  const checked = TtlSchema.safeParse(value)
+  if (!checked.success) throw new InvalidArgumentError(`${checked.error.issues.map((i) => i.message).join('; ')}, got "${value}"`)
   return value
 }
 

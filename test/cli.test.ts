@@ -55,6 +55,19 @@ describe('chorus CLI', () => {
     expect(bad.stdout).toMatch(/job\.toml: name: .*/)
   })
 
+  it('enroll create checks --ttl with the API\'s own duration rule: bad ones exit 2 before any request, good ones go on to the API', () => {
+    const word = chorus('enroll', 'create', '--ttl', 'soon', '--api', 'http://127.0.0.1:1', '--token', 'x')
+    expect(word.status).toBe(2)
+    expect(word.stderr).toMatch(/--ttl <duration>.*expected a duration such as 30d, 12h, 15m, 90s or seconds, got "soon"/)
+    const zero = chorus('enroll', 'create', '--ttl', '0s', '--api', 'http://127.0.0.1:1', '--token', 'x')
+    expect(zero.status).toBe(2)
+    expect(zero.stderr).toMatch(/between 1 s and 10 years/)
+    // Plain seconds are a duration to the API, so the CLI lets them through: the next failure is the unreachable API (3).
+    const seconds = chorus('enroll', 'create', '--ttl', '90', '--api', 'http://127.0.0.1:1', '--token', 'x')
+    expect(seconds.stderr).toMatch(/cannot reach http:\/\/127\.0\.0\.1:1/)
+    expect(seconds.status).toBe(3)
+  })
+
   it('keys creates a key once and prints the same public key afterwards', () => {
     const a = chorus('keys', '--data', join(dir, 'k'))
     const b = chorus('keys', '--data', join(dir, 'k'))
