@@ -68,6 +68,12 @@ describe('chorus CLI', () => {
     expect(seconds.status).toBe(3)
   })
 
+  it('sim --help names every scenario the simulator has', async () => {
+    const { SCENARIOS } = await import('../sim/scenarios.js')
+    const help = chorus('sim', '--help').stdout.replace(/\s+/g, ' ')
+    for (const s of SCENARIOS) expect(help, s.name).toContain(s.name)
+  })
+
   it('keys creates a key once and prints the same public key afterwards', () => {
     const a = chorus('keys', '--data', join(dir, 'k'))
     const b = chorus('keys', '--data', join(dir, 'k'))
