@@ -11,15 +11,12 @@ import { generateIdentity, identityFromSeed, type Identity } from '../protocol/k
 import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, open, seal } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
+import { shellJob } from './helpers/templates.js'
 
 let fleet: LocalFleet
 
 function job(name: string, nodes: string[], lines: string[]) {
-  return JSON.stringify({
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: nodes }] },
-    actions: { accessMode: 'agent', steps: [{ name: 's', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: lines }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
-  })
+  return JSON.stringify(shellJob(name, nodes, lines, {}, { name: 's' }))
 }
 
 interface NodeView { nodeId: string; publicKey: string; facts: Record<string, string> }
