@@ -11,12 +11,10 @@ import {
   MAX_ARTIFACTS_PER_STEP, MAX_ARTIFACT_NAME_CHARS, MAX_STEP_NAME_CHARS, MAX_ATTEMPT_LOG, MAX_OUTPUTS_PER_STEP, MAX_REPORTED_ARTIFACT_CHARS, MAX_RESULT_ARTIFACT_CHARS,
   MAX_OUTPUT_VALUE_CHARS, MAX_REASON_CHARS, MAX_STEP_OUTPUT_CHARS, PROTOCOL_VERSION, seal, type Artifact, type ResultBody, type StepOutcome,
 } from '../protocol/wire.js'
-import { key, runIds, type AgentConfig, type AgentEffect, type AgentEvent, type AgentRun, type AgentState, type KnownJob, type OutboxEntry, type RunSecrets, type StepAttemptResult } from './state.js'
+import { key, runIds, MS_PER_S, type AgentConfig, type AgentEffect, type AgentEvent, type AgentRun, type AgentState, type KnownJob, type OutboxEntry, type RunSecrets, type StepAttemptResult } from './state.js'
 import { noteRequest } from './link.js'
 import { persistProgress, publishProgress } from './turns.js'
 
-/** Milliseconds in a second: template timeouts are in seconds, the runtime's in milliseconds. */
-export const MS_PER_S = 1000
 /** The tail of an interpreter's own diagnostic log that one log line carries, in characters. */
 export const MAX_INTERPRETER_LOG_CHARS = 4096
 

@@ -213,6 +213,9 @@ export function emptyAgentState(): AgentState {
   }
 }
 
+/** Milliseconds in a second: templates give durations in seconds, the core counts in milliseconds. */
+export const MS_PER_S = 1000
+
 /** Keys of the records the core persists (restoreAgent reads them back). */
 export const key = {
   job: (id: string) => `job/${id}`,

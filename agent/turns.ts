@@ -2,12 +2,11 @@
 // other targets' progress (their acks, starts, leases and results, from gossip while the
 // coordinator is away, or the coordinator's checkpoints), the gate's decision (take the turn, skip,
 // or wait), this node's own progress (published, persisted) and the lease of a rolling slot.
-import { decideGate, emptyKnowledge, factFor, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from '../protocol/gate.js'
+import { decideGate, emptyKnowledge, factFor, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from '../protocol/gate.js'
 import { instanceIdFor } from '../protocol/ids.js'
 import { PROTOCOL_VERSION, open, seal, type CheckpointBody, type ProgressBody } from '../protocol/wire.js'
-import { nextGateChange } from '../protocol/gate.js'
-import { key, runIds, type AgentConfig, type AgentEffect, type AgentRun, type AgentState } from './state.js'
-import { MS_PER_S, skipRun, startAttempt } from './attempts.js'
+import { key, runIds, MS_PER_S, type AgentConfig, type AgentEffect, type AgentRun, type AgentState } from './state.js'
+import { skipRun, startAttempt } from './attempts.js'
 import { coordinatorAway, sendSync } from './link.js'
 
 /**
