@@ -50,7 +50,10 @@ describe('enrolment', () => {
     const used = await fleet.addAgent('used-up')
     await fleet.startAgent(used) // the fleet's token had exactly 2 uses, both taken
     const expiredFile = await enrolToken('short', 1, '1s')
-    await new Promise((r) => setTimeout(r, 1_500))
+    // Start it once the coordinator's own record says the token has expired (not after a guessed time).
+    const short = (await apiGet<{ items: { id: string; expiresAt?: string }[] }>(fleet.conn, '/v1/enrollments')).items.find((e) => e.id === 'short')
+    expect(short?.expiresAt).toEqual(expect.any(String))
+    await waitFor('the 1 s enrolment token to expire', async () => (Date.now() > Date.parse(short!.expiresAt!) ? true : undefined), 10_000, 50)
     const expired = await fleet.addAgent('expired')
     await fleet.startAgent(expired, { enrollTokenFile: expiredFile })
     await waitFor('the three refusals', async () => {
