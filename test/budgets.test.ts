@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { LocalFleet } from '../cli/fleet.js'
+import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { apiGet } from '../cli/client.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { MAX_CONNECTIONS_PER_PEER, MAX_INBOUND_RPC_STREAMS, RPC_REQUEST_DEADLINE_MS, createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
@@ -77,10 +77,13 @@ describe('per-peer budgets', () => {
       const addr = multiaddr(`${fleet.multiaddr}/p2p/${p.coordinator}`)
       const outcomes = []
       for (let k = 0; k < 4; k++) outcomes.push(await p.net.node.dial(addr, { force: true, signal: AbortSignal.timeout(5_000) }).then(() => 'open', (err: Error) => err.name))
-      await new Promise((r) => setTimeout(r, 500))
-      const open = p.net.node.getConnections(peerIdFromString(p.coordinator)).filter((c) => c.status === 'open')
+      // Wait for the positive event (the coordinator closed those over the limit), not for a guessed time.
+      const openNow = () => p.net.node.getConnections(peerIdFromString(p.coordinator)).filter((c) => c.status === 'open')
+      const open = await waitFor(`at most ${MAX_CONNECTIONS_PER_PEER} connections to stay open`, async () => { const o = openNow(); return o.length <= MAX_CONNECTIONS_PER_PEER ? o : undefined }, 15_000, 50)
       expect(open.length).toBeLessThanOrEqual(MAX_CONNECTIONS_PER_PEER)
-      expect(outcomes.length - open.length).toBeGreaterThanOrEqual(4 - MAX_CONNECTIONS_PER_PEER)
+      // Not cut off either: its first connections stay open (the line before held for any count up to the limit, 0 too).
+      expect(open.length).toBeGreaterThanOrEqual(1)
+      expect(outcomes.filter((o) => o === 'open').length).toBeGreaterThanOrEqual(1)
     } finally {
       await p.net.stop()
     }

@@ -11,23 +11,15 @@ import { apiFetch } from '../cli/client.js'
 import { parseFrames } from '../cli/watch.js'
 import type { StreamEvent } from '../coordinator/events.js'
 import { withLocalFleet } from './helpers/fleet.js'
+import { shellJob } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let dir: string
 const NODES = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6']
-const shell = { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }
-const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
 
 /** A template: one group over `nodes`, one shell step. */
 function job(name: string, nodes: string[], lines: string[], group: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{
-      timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
-      successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: nodes, ...group,
-    }] },
-    actions: { accessMode: 'agent', steps: [{ name: 'work', interpreter: shell, command: { linux: lines }, retryCount: 0, failureBehavior: failFast }] },
-  })
+  return JSON.stringify(shellJob(name, nodes, lines, group))
 }
 
 /** Runs `chorus ARGS` against the fleet's API (admin token unless args give one). */

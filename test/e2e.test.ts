@@ -10,32 +10,13 @@ import { createNet } from '../net/libp2p.js'
 import { generateIdentity, identityFromSeed } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, TOPIC_JOBS, encodeEnvelope, seal } from '../protocol/wire.js'
 import { parseTemplateObject } from '../protocol/parse.js'
+import { shellJob } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let markers: string
 
 function job(name: string, nodes: string[], lines: string[], timeoutSeconds = 60) {
-  return {
-    name,
-    scheduleRule: 'immediate',
-    exceptionRules: [],
-    target: {
-      executionType: 'parallel',
-      groups: [{
-        timeoutSeconds, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
-        successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
-        nodeListType: 'nodes', nodeIdentifiers: nodes,
-      }],
-    },
-    actions: {
-      accessMode: 'agent',
-      steps: [{
-        name: 'mark', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
-        command: { linux: lines }, retryCount: 0,
-        failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } },
-      }],
-    },
-  }
+  return shellJob(name, nodes, lines, { timeoutSeconds }, { name: 'mark' })
 }
 
 async function markerCount(prefix: string): Promise<number> {

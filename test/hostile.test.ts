@@ -327,6 +327,9 @@ describe('exclusion checks over a range give exclusionFor\'s answers', () => {
     const ex = compileExceptions([{ rrule, duration }, { rrule, duration }, { rrule: 'RRULE:FREQ=WEEKLY;BYDAY=SU', duration: 600 }], { defaultStartMs: T0 })
     if (!schedule.ok || !ex.ok) throw new Error('bad fixture')
     const planned = planOccurrences(schedule.schedule, ex.windows, Date.UTC(2028, 11, 30), 400)
+    // The range holds both kinds, so the comparison below cannot pass vacuously (no occurrence, or none excluded).
+    expect(planned).toHaveLength(400)
+    expect(planned.some((p) => p.excluded !== undefined) && planned.some((p) => p.excluded === undefined)).toBe(true)
     for (const p of planned) expect(p.excluded).toEqual(exclusionFor(ex.windows, p.at))
   })
 })

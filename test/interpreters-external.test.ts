@@ -6,6 +6,7 @@ import { collectArtifacts, MAX_ARTIFACTS_PER_STEP } from '../interpreters/artifa
 import { createExternalInterpreter, discoverExternalInterpreters, parseExternalResult } from '../interpreters/external.js'
 import { KILL_GRACE_MS } from '../interpreters/process.js'
 import type { StepRequest } from '../interpreters/types.js'
+import { alive, waitUntil } from './helpers/process.js'
 
 const BIN = resolve(import.meta.dirname, '../interpreters/bin/test-interpreter.js')
 const NAME = 'acme/test-interpreter'
@@ -26,23 +27,6 @@ function req(command: unknown, extra: Partial<StepRequest> = {}): StepRequest {
 }
 const never = new AbortController().signal
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return false
-  }
-}
-async function waitFor(cond: () => boolean, ms = 5_000): Promise<boolean> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (cond()) return true
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  return cond()
-}
 
 describe('external interpreter contract', () => {
   const ext = createExternalInterpreter(NAME, BIN)
@@ -89,18 +73,18 @@ describe('external interpreter contract', () => {
     expect(r).toMatchObject({ status: 'failure', reason: 'timed out after 500 ms; interpreter process group killed' })
     expect(Date.now() - t0).toBeGreaterThanOrEqual(500 + KILL_GRACE_MS - 100) // needed SIGKILL
     const pid = Number(readFileSync(pidFile, 'utf8'))
-    expect(await waitFor(() => !alive(pid))).toBe(true)
+    expect(await waitUntil(() => !alive(pid))).toBe(true)
   })
 
   it('abort kills it too', async () => {
     const pidFile = join(work, 'pid')
     const ac = new AbortController()
     const running = ext.run(req({ mode: 'sleep', pidFile }), ac.signal)
-    expect(await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8') !== '')).toBe(true)
+    expect(await waitUntil(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8') !== '')).toBe(true)
     ac.abort()
     const r = await running
     expect(r).toMatchObject({ status: 'failure', reason: 'aborted' })
-    expect(await waitFor(() => !alive(Number(readFileSync(pidFile, 'utf8'))))).toBe(true)
+    expect(await waitUntil(() => !alive(Number(readFileSync(pidFile, 'utf8'))))).toBe(true)
   })
 
   it('parseExternalResult validates the document', () => {

@@ -7,6 +7,7 @@ import { applyLimits, detectLimitSupport, limitSupport, parseCpuList, UNENFORCED
 import { runProcess } from '../interpreters/process.js'
 import { ShellInterpreter } from '../interpreters/shell.js'
 import type { StepRequest } from '../interpreters/types.js'
+import { alive, waitUntil } from './helpers/process.js'
 
 let work: string
 beforeEach(() => {
@@ -21,15 +22,6 @@ function shellReq(lines: string[], extra: Partial<StepRequest> = {}): StepReques
   return {
     runId: 'run-l', stepNumber: 1, attempt: 1, interpreter: 'chef-platform/shell-interpreter', command: { linux: lines },
     inputs: { dir: work }, os: 'linux', timeoutMs: 20_000, maxOutputBytes: 64 * 1024, ...extra,
-  }
-}
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return false
   }
 }
 
@@ -98,9 +90,7 @@ describe.skipIf(!support.cgroup)('cpu via cgroup', () => {
     }, never)
     expect(r.status).toBe('success')
     const pid = Number(readFileSync(pidFile, 'utf8'))
-    const until = Date.now() + 3_000
-    while (alive(pid) && Date.now() < until) await new Promise((res) => setTimeout(res, 25))
-    expect(alive(pid)).toBe(false)
+    expect(await waitUntil(() => !alive(pid), 3_000)).toBe(true)
   })
 })
 

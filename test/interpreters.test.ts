@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -6,6 +6,7 @@ import { KILL_GRACE_MS, OutputCapture, runProcess } from '../interpreters/proces
 import { builtinInterpreters, findInterpreter } from '../interpreters/registry.js'
 import { SHELL_INTERPRETER_NAME, ShellInterpreter } from '../interpreters/shell.js'
 import type { StepRequest } from '../interpreters/types.js'
+import { alive, waitForPid, waitUntil } from './helpers/process.js'
 
 const isWindows = process.platform === 'win32'
 
@@ -33,54 +34,9 @@ function req(overrides: Partial<StepRequest> & { linux?: string[] }): StepReques
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
-/**
- * Alive = signal 0 succeeds (ESRCH means gone). On Linux a killed orphan may
- * linger briefly as a zombie until init reaps it; a zombie has terminated, so
- * it counts as dead.
- */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return !isZombie(pid)
-  } catch (e) {
-    expect((e as NodeJS.ErrnoException).code).toBe('ESRCH')
-    return false
-  }
-}
-
-function isZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return false
-  }
-}
-
-async function waitDead(pid: number, ms = 3_000): Promise<boolean> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (!isAlive(pid)) return true
-    await sleep(50)
-  }
-  return !isAlive(pid)
-}
-
-async function waitForPid(file: string, ms = 5_000): Promise<number> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (existsSync(file)) {
-      const text = readFileSync(file, 'utf8').trim()
-      if (text !== '') return Number(text)
-    }
-    await sleep(20)
-  }
-  throw new Error(`no pid in ${file}`)
-}
+/** A killed process is reaped within this long, in ms. */
+const DEAD_WITHIN_MS = 3_000
+const waitDead = (pid: number) => waitUntil(() => !alive(pid), DEAD_WITHIN_MS)
 
 const shell = new ShellInterpreter()
 const never = new AbortController().signal
@@ -186,7 +142,7 @@ describe.skipIf(isWindows)('shell interpreter (real processes)', () => {
     const ac = new AbortController()
     const running = shell.run(req({ linux: [`sh -c 'sleep 30 & echo $! > "$0"; wait' ${pidfile}`], timeoutMs: 0 }), ac.signal)
     const pid = await waitForPid(pidfile)
-    expect(isAlive(pid)).toBe(true)
+    expect(alive(pid)).toBe(true)
     ac.abort()
     const r = await running
     expect(r.status).toBe('failure')

@@ -11,15 +11,12 @@ import { generateIdentity, identityFromSeed, type Identity } from '../protocol/k
 import { PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, open, seal } from '../protocol/wire.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
+import { shellJob } from './helpers/templates.js'
 
 let fleet: LocalFleet
 
 function job(name: string, nodes: string[], lines: string[]) {
-  return JSON.stringify({
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: nodes }] },
-    actions: { accessMode: 'agent', steps: [{ name: 's', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: lines }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
-  })
+  return JSON.stringify(shellJob(name, nodes, lines, {}, { name: 's' }))
 }
 
 interface NodeView { nodeId: string; publicKey: string; facts: Record<string, string> }
@@ -53,7 +50,10 @@ describe('enrolment', () => {
     const used = await fleet.addAgent('used-up')
     await fleet.startAgent(used) // the fleet's token had exactly 2 uses, both taken
     const expiredFile = await enrolToken('short', 1, '1s')
-    await new Promise((r) => setTimeout(r, 1_500))
+    // Start it once the coordinator's own record says the token has expired (not after a guessed time).
+    const short = (await apiGet<{ items: { id: string; expiresAt?: string }[] }>(fleet.conn, '/v1/enrollments')).items.find((e) => e.id === 'short')
+    expect(short?.expiresAt).toEqual(expect.any(String))
+    await waitFor('the 1 s enrolment token to expire', async () => (Date.now() > Date.parse(short!.expiresAt!) ? true : undefined), 10_000, 50)
     const expired = await fleet.addAgent('expired')
     await fleet.startAgent(expired, { enrollTokenFile: expiredFile })
     await waitFor('the three refusals', async () => {

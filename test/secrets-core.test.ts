@@ -12,14 +12,11 @@ import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema } from '../protocol/template.js'
 import { MAX_OUTPUT_VALUE_CHARS, PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
 import { ticketReply } from './helpers/tickets.js'
+import { exec, ignoreFailure, shell } from './helpers/templates.js'
 
 const coordinator = generateIdentity()
 const T0 = 1_700_000_000_000
 const base = JSON.parse(readFileSync(new URL('../examples/hello-fleet.json', import.meta.url), 'utf8'))
-const failFast = { action: 'retryThenIgnore', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
-const skill = { minVersion: '1.0.0', maxVersion: '1.9.99' }
-const shell = { name: 'chef-platform/shell-interpreter', skill }
-const exec = { name: 'chorus/exec-interpreter', skill }
 const TOKEN_IN = { TOKEN: { type: 'string', required: true, sensitive: true } }
 
 function agent(allow: AllowlistConfig) {
@@ -35,8 +32,8 @@ function runWithSecret(allow: AllowlistConfig, secret: string, later: Record<str
   const { state, cfg } = agent(allow)
   const t = structuredClone(base)
   t.actions.steps = [
-    { name: 'mint', interpreter: shell, command: { linux: ['mint'] }, retryCount: 0, failureBehavior: failFast, outputFieldRules: { TOKEN: { sourceType: 'output', source: 'stdout', extractMethod: 'content', sensitive: true } } },
-    ...later.map((s) => ({ retryCount: 0, failureBehavior: failFast, expectedInputs: TOKEN_IN, ...s })),
+    { name: 'mint', interpreter: shell, command: { linux: ['mint'] }, retryCount: 0, failureBehavior: ignoreFailure, outputFieldRules: { TOKEN: { sourceType: 'output', source: 'stdout', extractMethod: 'content', sensitive: true } } },
+    ...later.map((s) => ({ retryCount: 0, failureBehavior: ignoreFailure, expectedInputs: TOKEN_IN, ...s })),
   ]
   const envelope = seal(coordinator, { type: 'job', v: PROTOCOL_VERSION, jobId: 'job-1', issuedAt: T0, expiresAt: T0 + 3_600_000, template: JobTemplateSchema.parse(t), resolved: { groups: [{ size: 1 }] } })
   const effects: AgentEffect[] = [...agentStep(state, cfg, { type: 'job', envelope, via: 'gossip' }, T0)]

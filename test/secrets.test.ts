@@ -10,14 +10,12 @@ import { readFile, rm, stat } from 'node:fs/promises'
 import { LocalFleet } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { storedPlaces } from './helpers/stored.js'
+import { exec, ignoreFailure, shell } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let dir: string
 
-const skill = { minVersion: '1.0.0', maxVersion: '1.9.99' }
-const shell = { name: 'chef-platform/shell-interpreter', skill }
-const exec = { name: 'chorus/exec-interpreter', skill }
-const ignore = { action: 'retryThenIgnore', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
+
 const TOKEN_IN = { TOKEN: { type: 'string', required: true, sensitive: true } }
 
 // The shell runs anything; exec only printf (so curl is refused by the allowlist, printf by the argv rule).
@@ -34,13 +32,13 @@ function job(leak: string) {
       accessMode: 'agent',
       steps: [
         {
-          name: 'mint a token', interpreter: shell, retryCount: 0, failureBehavior: ignore, command: { linux: ['head -c 12 /dev/urandom | od -An -tx1 | tr -d " \\n"'] },
+          name: 'mint a token', interpreter: shell, retryCount: 0, failureBehavior: ignoreFailure, command: { linux: ['head -c 12 /dev/urandom | od -An -tx1 | tr -d " \\n"'] },
           outputFieldRules: { TOKEN: { sourceType: 'output', source: 'stdout', extractMethod: 'content', sensitive: true } },
         },
         // printf is a shell builtin: the test learns the token without putting it in anyone's argv.
-        { name: 'use it while it runs', interpreter: shell, retryCount: 0, failureBehavior: ignore, expectedInputs: TOKEN_IN, command: { linux: [`printf %s {{.TOKEN}} > ${leak}; sleep 4; echo used {{.TOKEN}}`] } },
-        { name: 'refused by the allowlist', interpreter: exec, retryCount: 0, failureBehavior: ignore, expectedInputs: TOKEN_IN, command: { argv: ['curl', '-H', 'Authorization: {{.TOKEN}}', 'http://127.0.0.1:1/'] } },
-        { name: 'secret in argv', interpreter: exec, retryCount: 0, failureBehavior: ignore, expectedInputs: TOKEN_IN, command: { argv: ['printf', '%s', '{{.TOKEN}}'] } },
+        { name: 'use it while it runs', interpreter: shell, retryCount: 0, failureBehavior: ignoreFailure, expectedInputs: TOKEN_IN, command: { linux: [`printf %s {{.TOKEN}} > ${leak}; sleep 4; echo used {{.TOKEN}}`] } },
+        { name: 'refused by the allowlist', interpreter: exec, retryCount: 0, failureBehavior: ignoreFailure, expectedInputs: TOKEN_IN, command: { argv: ['curl', '-H', 'Authorization: {{.TOKEN}}', 'http://127.0.0.1:1/'] } },
+        { name: 'secret in argv', interpreter: exec, retryCount: 0, failureBehavior: ignoreFailure, expectedInputs: TOKEN_IN, command: { argv: ['printf', '%s', '{{.TOKEN}}'] } },
       ],
     },
   })

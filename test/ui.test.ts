@@ -12,12 +12,11 @@ import type { LocalFleet } from '../cli/fleet.js'
 import { apiRequest } from '../cli/client.js'
 import { stringify as stringifyYaml } from 'yaml'
 import { withLocalFleet } from './helpers/fleet.js'
+import { failFast, nodesGroup, shell, template } from './helpers/templates.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const SHOTS = 'test-results'
 const NODES = ['node-1', 'node-2', 'node-3', 'node-4']
-const shell = { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }
-const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
 
 let fleet: LocalFleet
 let browser: Browser
@@ -36,14 +35,7 @@ afterAll(async () => { await browser?.close() })
 
 /** A template: one group over NODES, one shell step per entry of `steps`. */
 function job(name: string, steps: Record<string, unknown>[], group: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{
-      timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
-      successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: NODES, ...group,
-    }] },
-    actions: { accessMode: 'agent', steps: steps.map((s, i) => ({ name: `step ${i + 1}`, interpreter: shell, retryCount: 0, failureBehavior: failFast, ...s })) },
-  }
+  return template(name, [nodesGroup(NODES, group)], steps.map((s, i) => ({ name: `step ${i + 1}`, interpreter: shell, retryCount: 0, failureBehavior: failFast, ...s })))
 }
 const sh = (...lines: string[]) => ({ command: { linux: lines } })
 

@@ -9,26 +9,14 @@ import { withLocalFleet } from './helpers/fleet.js'
 import { storedPlaces } from './helpers/stored.js'
 import { apiFetch } from '../cli/client.js'
 import type { RunReport } from '../coordinator/report.js'
+import { failFast, nodesGroup, shell, template } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let dir: string
 
-const shell = { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }
-const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
 
 function job(name: string, node: string, steps: Record<string, unknown>[]) {
-  return JSON.stringify({
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: {
-      executionType: 'parallel',
-      groups: [{
-        timeoutSeconds: 60, batchSize: { type: 'number', value: 1 }, distributionMethod: 'batching',
-        successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
-        nodeListType: 'nodes', nodeIdentifiers: [node],
-      }],
-    },
-    actions: { accessMode: 'agent', steps: steps.map((s) => ({ interpreter: shell, retryCount: 0, failureBehavior: failFast, ...s })) },
-  })
+  return JSON.stringify(template(name, [nodesGroup([node], { batchSize: { type: 'number', value: 1 } })], steps.map((s) => ({ interpreter: shell, retryCount: 0, failureBehavior: failFast, ...s }))))
 }
 
 async function runOf(name: string, node: string, steps: Record<string, unknown>[]): Promise<RunReport> {

@@ -6,29 +6,17 @@ import { join } from 'node:path'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { apiFetch, apiGet, apiPostText } from '../cli/client.js'
+import { nodesGroup, shellStep, template } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let dir: string
 const ALL = ['node-1', 'node-2', 'node-3', 'node-4', 'node-5', 'node-6', 'node-7', 'node-8']
 
-const shell = { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }
-const failFast = { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } }
 
-function group(nodes: string[], extra: Record<string, unknown> = {}) {
-  return {
-    timeoutSeconds: 60, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
-    successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
-    nodeListType: 'nodes', nodeIdentifiers: nodes, ...extra,
-  }
-}
+const group = nodesGroup
 
 function job(name: string, executionType: string, groups: unknown[], lines: string[], extra: Record<string, unknown> = {}) {
-  return JSON.stringify({
-    name, scheduleRule: 'immediate', exceptionRules: [],
-    target: { executionType, groups },
-    actions: { accessMode: 'agent', steps: [{ name: 'work', interpreter: shell, command: { linux: lines }, retryCount: 0, failureBehavior: failFast }] },
-    ...extra,
-  })
+  return JSON.stringify(template(name, groups, [shellStep(lines)], { ...extra, executionType }))
 }
 
 /** The step records when it starts and ends (ms), one file per run. */
