@@ -113,6 +113,7 @@ export class CoordinatorRuntime implements ApiHost {
   private store!: Store
   history!: History
   private pruner?: NodeJS.Timeout
+  private retainDays = DEFAULT_RETAIN_DAYS
   private pruning?: Promise<PruneStats>
   /** Restore figures: records loaded, ms (bench history reads them from the log). */
   restored = { records: 0, liveInstances: 0, ms: 0 }
@@ -137,6 +138,7 @@ export class CoordinatorRuntime implements ApiHost {
     const options = check(CoordinatorOptionsSchema, { ...this.opts, logger: undefined, onFatal: undefined }, 'options')
     if (!options.ok) throw new Error(problemsText(options.problems))
     const o = options.value
+    this.retainDays = o.retainDays
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
     this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, dropFinished: true, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
@@ -255,7 +257,7 @@ export class CoordinatorRuntime implements ApiHost {
   }
 
   private async pruneRound(now: number): Promise<PruneStats> {
-    const cutoff = now - (this.opts.retainDays ?? DEFAULT_RETAIN_DAYS) * DAY_MS
+    const cutoff = now - this.retainDays * DAY_MS
     const stats: PruneStats = { instances: 0, auditRecords: 0, batches: 0 }
     let after: string | undefined
     for (;;) {
@@ -282,7 +284,7 @@ export class CoordinatorRuntime implements ApiHost {
       stats.batches++
       await new Promise((r) => setImmediate(r))
     }
-    if (stats.batches > 0) this.opts.logger.info({ ...stats, retainDays: this.opts.retainDays ?? DEFAULT_RETAIN_DAYS }, 'pruned history past the retention')
+    if (stats.batches > 0) this.opts.logger.info({ ...stats, retainDays: this.retainDays }, 'pruned history past the retention')
     return stats
   }
 
