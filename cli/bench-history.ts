@@ -26,14 +26,14 @@ export const RESULT_EVERY = 10
 export const LATENCY_SAMPLES = 30
 const MINUTE_MS = 60_000
 
-function job(m: M, nodes: number): JobTemplate {
+function job(m: M, timeoutSeconds: number): JobTemplate {
   const text = JSON.stringify({
     name: 'bench history', scheduleRule: `RRULE:FREQ=MINUTELY;INTERVAL=1`, exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 30, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'filter', filter: { constraints: { attributes: [{ name: 'bench', operator: '=', value: ['history'] }] } } }] },
+    target: { executionType: 'parallel', groups: [{ timeoutSeconds, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'filter', filter: { constraints: { attributes: [{ name: 'bench', operator: '=', value: ['history'] }] } } }] },
     actions: { accessMode: 'agent', steps: [{ name: 'uptime', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: ['uptime'] }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
   })
   const parsed = m.parseTemplateText(text, 'json')
-  if (!parsed.ok) throw new Error(`bench template: ${JSON.stringify(parsed.problems)} (nodes ${nodes})`)
+  if (!parsed.ok) throw new Error(`bench template: ${JSON.stringify(parsed.problems)} (timeout ${timeoutSeconds} s)`)
   return parsed.template
 }
 
@@ -48,8 +48,26 @@ async function rssMb(m: M, pid: number): Promise<number | null> {
   return Number.isFinite(kb) && kb > 0 ? Math.round(kb / 102.4) / 10 : null
 }
 
+export interface FillOptions {
+  runs: number
+  nodes: number
+  /** The fill's virtual clock ends about 30 minutes before this. */
+  now: number
+  jobId?: string
+  /** The job's group timeout (default 30 s). */
+  timeoutSeconds?: number
+  /** Every this many instances gets results (default RESULT_EVERY). */
+  resultEvery?: number
+  /** Leave the last instance live: no results for it and no final ticks past its deadline. */
+  openLast?: boolean
+}
+
 /** Fills DIR's store through the core; returns ids to read back and how long it took. */
-export async function fillHistory(m: M, dir: string, o: { runs: number; nodes: number; now: number }): Promise<{ jobId: string; instanceIds: string[]; runIds: string[]; fill_s: number; instances: number }> {
+export async function fillHistory(dir: string, o: FillOptions): Promise<{ jobId: string; instanceIds: string[]; runIds: string[]; fill_s: number; instances: number }> {
+  return fillWith(await modules(), dir, o)
+}
+
+async function fillWith(m: M, dir: string, o: FillOptions): Promise<{ jobId: string; instanceIds: string[]; runIds: string[]; fill_s: number; instances: number }> {
   const t0 = performance.now()
   const { identity } = await m.loadOrCreateIdentity(dir)
   const config: CoordinatorConfig = { identity, ...m.DEFAULT_COORDINATOR_TIMING, dropFinished: true }
@@ -70,8 +88,8 @@ export async function fillHistory(m: M, dir: string, o: { runs: number; nodes: n
     await store.batch(ops)
     return effects
   }
-  const jobId = 'bench-history-job'
-  const submitted = (await step([{ type: 'submit', requestId: 'submit', jobId, template: job(m, o.nodes), actor: { name: 'bench', role: 'admin' } }], start)).find((e) => e.type === 'reply_submit')
+  const jobId = o.jobId ?? 'bench-history-job'
+  const submitted = (await step([{ type: 'submit', requestId: 'submit', jobId, template: job(m, o.timeoutSeconds ?? 30), actor: { name: 'bench', role: 'admin' } }], start)).find((e) => e.type === 'reply_submit')
   if (!submitted || submitted.type !== 'reply_submit' || !submitted.outcome.ok) throw new Error(`bench job refused: ${JSON.stringify(submitted)}`)
   const instanceIds: string[] = []
   const runIds: string[] = []
@@ -86,7 +104,8 @@ export async function fillHistory(m: M, dir: string, o: { runs: number; nodes: n
     const created = [...state.live].filter((id) => !before.has(id)).map((id) => state.instances.get(id)!)
     for (const inst of created) {
       instanceIds.push(inst.id)
-      if (instanceIds.length % RESULT_EVERY !== 1) continue
+      const every = o.resultEvery ?? RESULT_EVERY
+      if ((instanceIds.length - 1) % every !== 0 || (o.openLast && instanceIds.length === wanted)) continue
       const results: CoordinatorEvent[] = keys.map((key, i) => {
         const nodeId = nodes[i]![1].nodeId
         const runId = m.runIdFor(inst.id, nodeId)
@@ -102,8 +121,10 @@ export async function fillHistory(m: M, dir: string, o: { runs: number; nodes: n
   }
   const occurrence = now
   // Past every deadline: the rest time out, and every instance is finished and out of memory.
-  await step([{ type: 'tick' }], occurrence + 10 * MINUTE_MS)
-  await step([{ type: 'tick' }], occurrence + 10 * MINUTE_MS + 1)
+  if (!o.openLast) {
+    await step([{ type: 'tick' }], occurrence + 10 * MINUTE_MS)
+    await step([{ type: 'tick' }], occurrence + 10 * MINUTE_MS + 1)
+  }
   await store.close()
   return { jobId, instanceIds, runIds, fill_s: (performance.now() - t0) / 1000, instances: instanceIds.length }
 }
@@ -121,7 +142,7 @@ async function timed(m: M, samples: number, call: (i: number) => Promise<unknown
 export async function benchHistory(o: { runs: number; nodes: number; keep?: boolean }) {
   const m = await modules()
   const dir = await m.mkdtemp(m.join(m.tmpdir(), 'chorus-bench-history-'))
-  const fill = await fillHistory(m, dir, { runs: o.runs, nodes: o.nodes, now: Date.now() })
+  const fill = await fillWith(m, dir, { runs: o.runs, nodes: o.nodes, now: Date.now() })
   const port = await freePort(m)
   const t0 = performance.now()
   const proc = m.spawn(process.execPath, [m.CHORUS_BIN, 'coordinator', '--data', dir, '--api', `127.0.0.1:${port}`, '--listen', '/ip4/127.0.0.1/tcp/0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CHORUS_LOG_LEVEL: 'warn' } })

@@ -3,7 +3,8 @@
 // scans of an index in key order; a page's `next` cursor is the last key it showed, so the next
 // page starts right after it whatever arrived or left meanwhile (keys end in immutable times).
 import { IDX, idOfIndexKey, recordKey, type CoordinatorState, type InstanceRecord, type InstanceStatus, type RunRecord } from './core.js'
-import type { Store } from './store.js'
+import { prefixEnd, type Store } from './store.js'
+import { AUDIT_PREFIX } from './core.js'
 
 export interface PageQuery {
   page: number
@@ -118,3 +119,32 @@ export class History {
     return { keys, next: more ? keys.at(-1)! : null, ...(total !== undefined ? { total } : {}) }
   }
 }
+
+/** Key prefixes never loaded at restore: history (read by key through the indexes), the audit log, store metadata. */
+const HISTORY_PREFIXES = ['instance/', 'run/', 'idx/', AUDIT_PREFIX, 'meta/'] as const
+
+/**
+ * What a restart loads: every record but history and the audit log, then the live instances
+ * (the idx/status/running/ index) with their runs. Finished ones stay in the store.
+ */
+export async function loadLive(store: Store): Promise<[string, unknown][]> {
+  const records: [string, unknown][] = []
+  let from = ''
+  for (const p of [...HISTORY_PREFIXES].sort()) {
+    for await (const entry of store.scan({ gte: from, lt: p })) records.push(entry)
+    from = prefixEnd(p)
+  }
+  for await (const entry of store.scan({ gte: from })) records.push(entry)
+  const ids: string[] = []
+  for await (const k of store.keys({ prefix: IDX.statusPrefix('running') })) ids.push(idOfIndexKey(k))
+  const instances = (await store.getMany(ids.map(recordKey.instance))) as (InstanceRecord | undefined)[]
+  for (const inst of instances) {
+    if (!inst || inst.status !== 'running') continue
+    records.push([recordKey.instance(inst.id), inst])
+    const runs = await store.getMany(inst.runIds.map(recordKey.run))
+    runs.forEach((r, i) => { if (r) records.push([recordKey.run(inst.runIds[i]!), r]) })
+  }
+  return records
+}
+
+

@@ -11,6 +11,10 @@ export const MIGRATE_BATCH_INSTANCES = 500
 
 export async function migrateHistory(store: Store, logger: Logger): Promise<void> {
   if (await store.get(HISTORY_MARK) !== undefined) return
+  // Only a job record without counts (it lists instanceIds) says the store predates the indexes.
+  let legacy = false
+  for await (const [, v] of store.scan({ prefix: 'job/' })) if (!(v as Partial<JobRecord>).history) { legacy = true; break }
+  if (!legacy) return void await store.batch([{ type: 'put', key: HISTORY_MARK, value: { v: 1, migratedInstances: 0 } }])
   const histories = new Map<string, JobHistory & { latestAt?: number }>()
   let migrated = 0
   let after: string | undefined

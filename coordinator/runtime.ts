@@ -20,8 +20,8 @@ import {
   AUDIT_PREFIX, DEFAULT_COORDINATOR_TIMING, IDX, auditKeyFrom, coordinatorStep, idOfIndexKey, recordKey, restoreCoordinator,
   type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type RequestEvent, type RunRecord, type SubmitOutcome,
 } from './core.js'
-import { LevelStore, prefixEnd, type Store } from './store.js'
-import { History } from './history.js'
+import { LevelStore, type Store } from './store.js'
+import { History, loadLive } from './history.js'
 import { migrateHistory } from './migrate.js'
 import { allowedHosts, hashToken, newToken } from './access.js'
 import { EventLog } from './events.js'
@@ -49,8 +49,6 @@ export const PRUNE_BATCH_RUNS = 20_000
 export const PRUNE_BATCH_AUDIT = 5_000
 /** How often the pruner looks for history past the retention, in ms. */
 export const PRUNE_INTERVAL_MS = 10 * 60_000
-/** Key prefixes never loaded at restore: history (read by key through the indexes) and the audit log. */
-const HISTORY_PREFIXES = ['instance/', 'run/', 'idx/', AUDIT_PREFIX, 'meta/'] as const
 
 export interface CoordinatorOptions {
   dataDir: string
@@ -465,29 +463,3 @@ export interface PruneStats {
   auditRecords: number
   batches: number
 }
-
-/**
- * What a restart loads: every record but history and the audit log, then the live instances
- * (the idx/status/running/ index) with their runs. Finished ones stay in the store.
- */
-export async function loadLive(store: Store): Promise<[string, unknown][]> {
-  const records: [string, unknown][] = []
-  let from = ''
-  for (const p of [...HISTORY_PREFIXES].sort()) {
-    for await (const entry of store.scan({ gte: from, lt: p })) records.push(entry)
-    from = prefixEnd(p)
-  }
-  for await (const entry of store.scan({ gte: from })) records.push(entry)
-  const ids: string[] = []
-  for await (const k of store.keys({ prefix: IDX.statusPrefix('running') })) ids.push(idOfIndexKey(k))
-  const instances = (await store.getMany(ids.map(recordKey.instance))) as (InstanceRecord | undefined)[]
-  for (const inst of instances) {
-    if (!inst || inst.status !== 'running') continue
-    records.push([recordKey.instance(inst.id), inst])
-    const runs = await store.getMany(inst.runIds.map(recordKey.run))
-    runs.forEach((r, i) => { if (r) records.push([recordKey.run(inst.runIds[i]!), r]) })
-  }
-  return records
-}
-
-
