@@ -2,9 +2,8 @@
 // the store by key, through the indexes the core writes (IDX in coordinator/core.ts). Pages are
 // scans of an index in key order; a page's `next` cursor is the last key it showed, so the next
 // page starts right after it whatever arrived or left meanwhile (keys end in immutable times).
-import { IDX, idOfIndexKey, recordKey, type CoordinatorState, type InstanceRecord, type InstanceStatus, type RunRecord } from './core.js'
+import { AUDIT_PREFIX, IDX, idOfIndexKey, recordKey, type CoordinatorState, type InstanceRecord, type InstanceStatus, type RunRecord } from './core.js'
 import { prefixEnd, type Store } from './store.js'
-import { AUDIT_PREFIX } from './core.js'
 
 export interface PageQuery {
   page: number

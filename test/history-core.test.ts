@@ -190,7 +190,7 @@ describe('history out of memory (coordinator core on level)', () => {
     expect(job.history.ahead).toBeUndefined()
     expect(c.box.state.instances.has(instanceIdFor('job', ahead))).toBe(false)
     expect(await c.history.instance(instanceIdFor('job', ahead))).toMatchObject({ status: 'success' })
-    // A duplicate of one of its results after that: refused as unexpected only if not looked up; the runtime's lookup acknowledges it.
+    // A duplicate of one of its results after that, looked up in the store by the runtime: acknowledged again, no new instance.
     const dup = await c.step({ type: 'rpc', requestId: 'dup', envelope: result('n1', ahead), peerId: peerIdOf(keys.get('n1')!.publicKey), history: { run: await c.history.run(runIdFor(instanceIdFor('job', ahead), 'n1')) } }, ahead + 2)
     expect(replyOf(dup)).toMatchObject({ ok: true })
     expect(c.box.state.jobs.get('job')!.history.count).toBe(31)
