@@ -9,6 +9,8 @@ import { MemoryLevel } from 'memory-level'
 import { coordinatorStep, restoreCoordinator, DEFAULT_COORDINATOR_TIMING, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type NodeRecord, type RunRecord } from '../coordinator/core.js'
 import { LevelStore, type StoreOp } from '../coordinator/store.js'
 import { History, loadLive } from '../coordinator/history.js'
+import { migrateHistory } from '../coordinator/migrate.js'
+import { pino } from 'pino'
 import { generateIdentity, peerIdOf, type Identity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
@@ -194,5 +196,37 @@ describe('history out of memory (coordinator core on level)', () => {
     const dup = await c.step({ type: 'rpc', requestId: 'dup', envelope: result('n1', ahead), peerId: peerIdOf(keys.get('n1')!.publicKey), history: { run: await c.history.run(runIdFor(instanceIdFor('job', ahead), 'n1')) } }, ahead + 2)
     expect(replyOf(dup)).toMatchObject({ ok: true })
     expect(c.box.state.jobs.get('job')!.history.count).toBe(31)
+  })
+
+  it('a store written before the indexes (jobs listing instanceIds, no idx/ keys, no counts) is indexed once at start and then reads as a new one', async () => {
+    const c = await thirtyMinutes()
+    const after = await loadLive(c.store)
+    const expected = held(restoreCoordinator(after))
+    const page = (await c.history.instancePage({ job: 'job', oldestFirst: true, page: 1, size: 100 })).items.map((i) => i.id)
+    // Back to the old layout: no indexes, no counts, the job lists its instances.
+    const ops: StoreOp[] = []
+    for await (const [k, v] of c.store.scan({})) {
+      if (k.startsWith('idx/') || k.startsWith('meta/')) ops.push({ type: 'del', key: k })
+      else if (k.startsWith('instance/')) { const { counts: _, ...old } = v as { counts?: unknown }; ops.push({ type: 'put', key: k, value: old }) }
+      else if (k.startsWith('job/')) { const { history: _, ...old } = v as { history?: unknown }; ops.push({ type: 'put', key: k, value: { ...old, instanceIds: page } }) }
+    }
+    await c.store.batch(ops)
+    expect(restoreCoordinator(await loadLive(c.store)).instances.size).toBe(0) // no status index: nothing is known live
+    await migrateHistory(c.store, pino({ level: 'silent' }))
+    const restored = restoreCoordinator(await loadLive(c.store))
+    const { latest: _, ...history } = restored.jobs.get('job')!.history
+    expect(history).toEqual({ count: 30, byStatus: { running: 1, failure: 29 } })
+    expect(held(restored).instances).toEqual(expected.instances.map(([id, i]) => [id, i]))
+    c.box.state = restored
+    expect((await c.history.instancePage({ job: 'job', oldestFirst: true, page: 1, size: 100 })).items.map((i) => i.id)).toEqual(page)
+    expect(await c.history.instance(page[0]!)).toMatchObject({ counts: { success: 3, failure: 1 } })
+    expect((await c.history.nodeRunPage('n1', { page: 1, size: 100 })).items).toHaveLength(30)
+    // Once: the mark is written, a second start changes nothing.
+    const keys: string[] = []
+    for await (const k of c.store.keys({})) keys.push(k)
+    await migrateHistory(c.store, pino({ level: 'silent' }))
+    const again: string[] = []
+    for await (const k of c.store.keys({})) again.push(k)
+    expect(again).toEqual(keys)
   })
 })
