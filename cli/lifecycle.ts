@@ -35,19 +35,29 @@ const q = (params: Record<string, string | number | undefined>) => {
 }
 const enc = encodeURIComponent
 
+/** A page of history: `next` is the cursor of the page after it (stable while items arrive); total null when not counted. */
+type CursorPage<T> = { items: T[]; pagination: { page: number; size: number; total: number | null; next: string | null } }
+
 /** Prints a page as a table (or JSON), and where the next page is. */
-function printPage<T>(o: ApiOpts, page: Page<T>, header: string[], row: (item: T) => string[]): void {
+function printPage<T>(o: ApiOpts, page: Page<T> | CursorPage<T>, header: string[], row: (item: T) => string[]): void {
   if (o.json) return json(page)
   out(table(header, page.items.map(row)))
   const { page: n, size, total } = page.pagination
-  if (n * size < total) process.stderr.write(`page ${n} of ${Math.ceil(total / size)} (${total} in all): --page ${n + 1}\n`)
+  const next = 'next' in page.pagination ? page.pagination.next : undefined
+  if (next) process.stderr.write(`page ${n}${total === null ? '' : ` of ${Math.ceil(total / size)} (${total} in all)`}: --page ${n + 1} --cursor ${next}\n`)
+  else if (next === undefined && total !== null && n * size < total) process.stderr.write(`page ${n} of ${Math.ceil(total / size)} (${total} in all): --page ${n + 1}\n`)
+}
+
+/** History lists also take the cursor a page printed: the page after it, whatever arrived meanwhile. */
+function cursorPaging(cmd: Command): Command {
+  return paging(cmd).option('--cursor <key>', 'the cursor the previous page printed (stable while instances arrive)')
 }
 
 function paging(cmd: Command): Command {
   return cmd.option('--page <n>', 'page number, from 1', whole, 1).option('--size <n>', 'items per page (at most 1000)', whole, 50)
 }
 
-type Paged = ApiOpts & { page: number; size: number }
+type Paged = ApiOpts & { page: number; size: number; cursor?: string }
 
 export function registerLifecycleCommands(program: Command, job: Command, nodes: Command, h: LifecycleHelpers): void {
   paging(job.command('list'))
@@ -88,15 +98,15 @@ export function registerLifecycleCommands(program: Command, job: Command, nodes:
     })
 
   const instance = program.command('instance').description('Instances: one per occurrence of a job')
-  paging(instance.command('list'))
-    .description('List instances, newest first')
+  cursorPaging(instance.command('list'))
+    .description('List instances, newest first (finished ones are read from the store; retention: the coordinator\'s --retain-days)')
     .option('--job <id>', 'only the instances of this job')
     .option('--status <status>', 'running, success, failure, excluded, canceled or quorum_failed')
     .option('--json', 'print JSON')
     .option(...h.apiOption)
     .addHelpText('after', '\nExample: chorus instance list --job 3f1c9a2e-... --status failure')
     .action(async (o: Paged & { job?: string; status?: string }) => {
-      const page = await h.request(o, 'GET', `/v1/instances${q({ job: o.job, status: o.status, page: o.page, size: o.size })}`) as Page<Omit<InstanceReport, 'runs'>>
+      const page = await h.request(o, 'GET', `/v1/instances${q({ job: o.job, status: o.status, page: o.page, size: o.size, cursor: o.cursor })}`) as CursorPage<Omit<InstanceReport, 'runs'>>
       printPage(o, page, ['ID', 'JOB', 'STATUS', 'OCCURRENCE', 'COUNTS'], (i) => [i.id, i.jobId, i.status, i.occurrenceAt ?? '', counts(i.counts)])
     })
   instance.command('show')
@@ -142,6 +152,17 @@ export function registerLifecycleCommands(program: Command, job: Command, nodes:
     })
 
   paging(nodes)
+  cursorPaging(nodes.command('runs'))
+    .description('List a node\'s runs, newest first (from the store)')
+    .argument('<id>', 'node id')
+    .option('--json', 'print JSON')
+    .option(...h.apiOption)
+    .addHelpText('after', '\nExample: chorus nodes runs web-01 --size 20')
+    .action(async (id: string, _o: Paged, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Paged>()
+      const page = await h.request(o, 'GET', `/v1/nodes/${enc(id)}/runs${q({ page: o.page, size: o.size, cursor: o.cursor })}`) as CursorPage<RunReport & { instanceId: string }>
+      printPage(o, page, ['RUN', 'INSTANCE', 'STATUS', 'FINISHED'], (r) => [r.runId, r.instanceId, r.status, r.finishedAt ?? '-'])
+    })
   nodes.command('show')
     .description('Show one node: facts, skills, addresses, liveness')
     .argument('<id>', 'node id')

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { registerMemberCommands } from './members.js'
 import { registerLifecycleCommands } from './lifecycle.js'
+import { registerBenchHistory } from './bench-history.js'
 import { addExamples } from './examples.js'
 import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
 
@@ -98,10 +99,11 @@ program.command('coordinator')
   .option('--api-tls-cert <file>', 'PEM certificate: serve the API over https')
   .option('--api-tls-key <file>', 'PEM private key of --api-tls-cert')
   .option('--require-approval', 'enrolments wait in `chorus nodes pending` until `chorus nodes approve ID`')
-  .action(async (o: { data: string; listen: string[]; api: string; apiHost: string[]; apiTlsCert?: string; apiTlsKey?: string; requireApproval?: boolean }) => {
+  .option('--retain-days <d>', 'finished instances, their runs and artifacts, and audit records older than D days are pruned in the background', positiveInt, 30)
+  .action(async (o: { data: string; listen: string[]; api: string; apiHost: string[]; apiTlsCert?: string; apiTlsKey?: string; requireApproval?: boolean; retainDays: number }) => {
     const { CoordinatorRuntime } = await import('../coordinator/runtime.js')
     const logger = await makeLogger('coordinator')
-    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, apiHosts: o.apiHost, ...(o.apiTlsCert ? { tlsCert: o.apiTlsCert } : {}), ...(o.apiTlsKey ? { tlsKey: o.apiTlsKey } : {}), ...(o.requireApproval ? { requireApproval: true } : {}), logger })
+    const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, apiHosts: o.apiHost, ...(o.apiTlsCert ? { tlsCert: o.apiTlsCert } : {}), ...(o.apiTlsKey ? { tlsKey: o.apiTlsKey } : {}), ...(o.requireApproval ? { requireApproval: true } : {}), retainDays: o.retainDays, logger })
     onShutdown(() => rt.stop())
     const ep = await rt.start().catch((err: Error) => fail(err.message, 2))
     process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        ${ep.apiUrl}\n  admin token: ${o.data}/admin.token (created on first start)\n`)
@@ -279,12 +281,17 @@ program.command('report')
   .description('Report on a job or an instance: every run with its group, batch, status and steps; exit 1 when an instance failed, 4 when the id is unknown')
   .argument('<id>', 'job id or instance id')
   .option('--json', 'print JSON instead of a table')
+  .option('--page <n>', 'a job\'s instances page by page, in occurrence order', positiveInt, 1)
+  .option('--size <n>', 'instances per page (each with all its runs)', positiveInt, 20)
+  .option('--cursor <key>', 'the cursor the previous page printed')
   .option(...apiOption)
-  .action(async (id: string, o: { api?: string; json?: boolean }) => {
+  .action(async (id: string, o: { api?: string; json?: boolean; page: number; size: number; cursor?: string }) => {
     const { apiGet } = await import('./client.js')
     const { formatReport } = await import('../coordinator/report.js')
-    const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}`)
+    const query = new URLSearchParams({ page: String(o.page), size: String(o.size), ...(o.cursor ? { cursor: o.cursor } : {}) })
+    const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}?${query}`)
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
+    if (!o.json && report.pagination?.next) process.stderr.write(`page ${o.page} of ${Math.ceil((report.pagination.total ?? 0) / o.size)}: --page ${o.page + 1} --cursor ${report.pagination.next}\n`)
     process.exitCode = exitForInstances(report.instances)
   })
 
@@ -446,6 +453,7 @@ program.command('bench')
     const { benchFanout } = await import('./bench.js')
     process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
   })
+registerBenchHistory(program.commands.find((c) => c.name() === 'bench')!)
 
 program.command('simulate-plan', { hidden: true })
   .description('Internal: simulate a plan (JSON {template, groups, seeds, profile} on stdin), print the result as JSON; POST /v1/plan?simulate=K runs it')

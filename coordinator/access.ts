@@ -32,6 +32,7 @@ export const ROUTES: readonly { method: Method; url: string; role: Role }[] = [
   { method: 'GET', url: '/v1/reports/:id', role: 'reader' },
   { method: 'GET', url: '/v1/nodes', role: 'reader' },
   { method: 'GET', url: '/v1/nodes/:id', role: 'reader' },
+  { method: 'GET', url: '/v1/nodes/:id/runs', role: 'reader' },
   { method: 'GET', url: '/v1/exceptions', role: 'reader' },
   { method: 'GET', url: '/v1/lists', role: 'reader' },
   { method: 'GET', url: '/v1/filters', role: 'reader' },

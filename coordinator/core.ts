@@ -27,6 +27,12 @@ export interface CoordinatorConfig {
   timeoutGraceMs: number
   /** Enrolments wait for an admin's approval (`chorus nodes approve`), as salt-key. */
   requireApproval?: boolean
+  /**
+   * Finished instances and their runs leave memory at the next tick: the runtime reads them
+   * from the store (coordinator/history.ts). The simulator keeps them, to compare its ground
+   * truth with every run the coordinator holds.
+   */
+  dropFinished?: boolean
 }
 
 export const DEFAULT_COORDINATOR_TIMING = {
@@ -62,7 +68,8 @@ export interface JobRecord {
   envelope: SignedEnvelope
   /** Who the job targets, per group in rollout order, with their keys: kept here, handed out one ticket at a time. */
   resolved: Targets
-  instanceIds: string[]
+  /** What the coordinator keeps of the job's instances; the list itself is the store's idx/job/ index. */
+  history: JobHistory
   /** Recurring jobs: every occurrence at or before this time has an instance. */
   cursor?: number
   /** A manual run (`chorus job run`): the stored job whose template this job runs. */
@@ -71,6 +78,24 @@ export interface JobRecord {
   jobState: JobStateBody
   stateEnvelope: SignedEnvelope
 }
+
+/** Bounded: counts, the latest instance, and the occurrences after the cursor that have an instance. */
+export interface JobHistory {
+  /** Instances created and not pruned (retention) or deleted. */
+  count: number
+  byStatus: Partial<Record<InstanceStatus, number>>
+  latest?: { id: string; status: InstanceStatus }
+  /**
+   * Recurring jobs: occurrences after `cursor` whose instance a result or progress created
+   * before the tick reached them (at most MAX_AHEAD_OCCURRENCES). Every occurrence at or before
+   * the cursor has had its instance: with this list the core knows, without the finished
+   * instances in memory, that an occurrence must never get a second one.
+   */
+  ahead?: number[]
+}
+
+/** Occurrences a job may have ahead of its cursor (OCCURRENCE_GRACE_MS of a schedule at most this dense). */
+export const MAX_AHEAD_OCCURRENCES = 1_000
 
 /** A job's targets as the coordinator resolved them at submit (agents only see the group sizes and their own ticket). */
 export interface Targets {
@@ -97,6 +122,8 @@ export interface InstanceRecord {
   acks?: string[]
   /** quorum_failed: the targets that did not acknowledge in time. */
   quorumMissing?: string[]
+  /** Runs by status, written when the instance finishes (and kept up to date by late results). */
+  counts?: Record<string, number>
 }
 
 export interface RunRecord {
@@ -153,6 +180,10 @@ export interface CoordinatorState {
   tokens: Map<string, TokenRecord>
   /** Derived, not persisted: token name by hash. */
   tokenByHash: Map<string, string>
+  /** Derived: instances that left `running` in the current step (their status index is written at its end). */
+  settled: Set<string>
+  /** Derived (dropFinished): finished instances to drop from memory at the next tick, with their runs. */
+  finished: Set<string>
 }
 
 /** Who asked for a state change (an API token), recorded in the audit log. */
@@ -241,8 +272,14 @@ export type RequestEvent =
 
 export type CoordinatorEvent =
   | RequestEvent
-  | { type: 'rpc'; requestId: string; envelope: unknown; peerId: string }
+  /**
+   * `history`: the runtime looked up, in the store, the run a result names that is not in
+   * memory (a finished instance's): what it found (nothing: no such run). Absent: not looked up.
+   */
+  | { type: 'rpc'; requestId: string; envelope: unknown; peerId: string; history?: { run?: RunRecord; instance?: InstanceRecord } }
   | { type: 'tick' }
+  /** Retention (or a deleted job's history): finished instances the runtime read from the store, to delete with their runs and index entries; and audit keys. */
+  | { type: 'prune'; items: { instance: InstanceRecord; runs: { runId: string; nodeId: string }[] }[]; auditKeys: string[] }
   /** An agent's progress gossip (acks and starts of gated rollouts). */
   | { type: 'progress'; envelope: unknown }
   /** The transport saw a peer's connection open or close. */
@@ -263,7 +300,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map(), settled: new Set(), finished: new Set() }
 }
 
 const key = {
@@ -278,6 +315,47 @@ const key = {
   audit: (at: number, requestId: string) => `${AUDIT_PREFIX}${String(at).padStart(16, '0')}/${requestId}`,
 }
 
+/** Store keys of records (instance/ID, run/ID), for the runtime's reads. */
+export const recordKey = { instance: key.instance, run: key.run, job: key.job }
+
+/** A time in ms as 16 digits: keys sort by it. */
+export const timeKey = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(16, '0')
+
+/**
+ * The indexes of finished history, kept in the store (value 1; the key is the entry). Each key
+ * ends in an immutable sort key (a time, then the id), so a page scanned after a key is stable
+ * while new instances arrive. Instance → runs is the instance record's own `runIds`.
+ */
+export const IDX = {
+  /** A job's instances by occurrence. */
+  job: (jobId: string, occurrenceAt: number, id: string) => `idx/job/${jobId}/${timeKey(occurrenceAt)}/${id}`,
+  jobPrefix: (jobId: string) => `idx/job/${jobId}/`,
+  /** A job's instances of one status, by occurrence. */
+  jobStatus: (jobId: string, status: string, occurrenceAt: number, id: string) => `idx/jobstatus/${jobId}/${status}/${timeKey(occurrenceAt)}/${id}`,
+  jobStatusPrefix: (jobId: string, status: string) => `idx/jobstatus/${jobId}/${status}/`,
+  /** Every instance by creation. */
+  all: (createdAt: number, id: string) => `idx/inst/${timeKey(createdAt)}/${id}`,
+  allPrefix: 'idx/inst/',
+  /** Instances of one status by creation. */
+  status: (status: string, createdAt: number, id: string) => `idx/status/${status}/${timeKey(createdAt)}/${id}`,
+  statusPrefix: (status: string) => `idx/status/${status}/`,
+  /** A node's runs by their instance's creation. */
+  node: (nodeId: string, createdAt: number, runId: string) => `idx/node/${nodeId}/${timeKey(createdAt)}/${runId}`,
+  nodePrefix: (nodeId: string) => `idx/node/${nodeId}/`,
+} as const
+
+/** The id at the end of an index key. */
+export const idOfIndexKey = (k: string): string => k.slice(k.lastIndexOf('/') + 1)
+
+/** Every key an instance's history holds: its record, its runs and its index entries. */
+export function historyKeysOf(instance: InstanceRecord, runs: readonly { runId: string; nodeId: string }[]): string[] {
+  const keys = [key.instance(instance.id), IDX.job(instance.jobId, instance.occurrenceAt, instance.id), IDX.all(instance.createdAt, instance.id)]
+  for (const s of new Set([instance.status, 'running'])) keys.push(IDX.status(s, instance.createdAt, instance.id), IDX.jobStatus(instance.jobId, s, instance.occurrenceAt, instance.id))
+  for (const id of instance.runIds) keys.push(key.run(id))
+  for (const r of runs) keys.push(IDX.node(r.nodeId, instance.createdAt, r.runId))
+  return keys
+}
+
 /** Audit records live under this prefix, ordered by time; `auditKeyFrom` gives the first key at or after a time. */
 export const AUDIT_PREFIX = 'audit/'
 export const auditKeyFrom = (at: number): string => `${AUDIT_PREFIX}${String(Math.max(0, Math.floor(at))).padStart(16, '0')}`
@@ -290,7 +368,7 @@ export const MAX_INSTANCES_PER_TICK = 1_000
 export function restoreCoordinator(records: Iterable<[string, unknown]>): CoordinatorState {
   const state = emptyCoordinatorState()
   for (const [k, v] of records) {
-    if (k.startsWith('job/')) { const r = v as JobRecord; state.jobs.set(r.jobId, r) }
+    if (k.startsWith('job/')) { const r = v as JobRecord & { instanceIds?: string[] }; delete r.instanceIds; state.jobs.set(r.jobId, r) }
     else if (k.startsWith('instance/')) { const r = v as InstanceRecord; state.instances.set(r.id, r) }
     else if (k.startsWith('run/')) { const r = v as RunRecord; state.runs.set(r.runId, r) }
     else if (k.startsWith('node/')) { const r = v as NodeRecord; state.nodes.set(r.nodeId, { ...r, addrs: r.addrs ?? [], skills: r.skills ?? {} }); state.byPeer.set(r.peerId, r.nodeId) }
@@ -300,9 +378,12 @@ export function restoreCoordinator(records: Iterable<[string, unknown]>): Coordi
     else if (k.startsWith('token/')) { const r = v as TokenRecord; state.tokens.set(r.name, r); state.tokenByHash.set(r.hash, r.name) }
     else restoreMemberRecord(state.members, k, v)
   }
-  // Instance ids without a record (a store written before refused results left no state: an
-  // instance created in memory for a refused result was listed by its job, never written).
-  for (const job of state.jobs.values()) job.instanceIds = job.instanceIds.filter((id) => state.instances.has(id))
+  // A job written before its history was counted: counted from the instances given here.
+  for (const job of state.jobs.values()) {
+    if (job.history) continue
+    job.history = { count: 0, byStatus: {} }
+    for (const inst of state.instances.values()) if (inst.jobId === job.jobId) countInstance(job.history, inst.status, 1)
+  }
   for (const inst of state.instances.values()) {
     if (inst.status !== 'running') continue
     state.live.add(inst.id)
@@ -343,15 +424,126 @@ function isRequestEvent(event: CoordinatorEvent): event is RequestEvent {
  * record as a persist of the same step: the change and its record commit in one batch.
  */
 export function coordinatorStep(state: CoordinatorState, config: CoordinatorConfig, event: CoordinatorEvent, now: number): CoordinatorEffect[] {
-  if (!isRequestEvent(event)) return stepEvent(state, config, event, now)
+  if (!isRequestEvent(event)) {
+    const effects = stepEvent(state, config, event, now)
+    flushSettled(state, config, effects)
+    return effects
+  }
   let effects: CoordinatorEffect[]
   try {
     effects = stepEvent(state, config, event, now)
   } catch (err) {
     effects = refusal(event, `refused: ${(err as Error).message ?? String(err)}`)
   }
+  flushSettled(state, config, effects)
   if (event.actor) effects.push(auditEffect(event, event.actor, effects, now))
   return effects
+}
+
+/** Adds `delta` instances of a status to a job's counts. */
+function countInstance(h: JobHistory, status: InstanceStatus, delta: number): void {
+  h.count += delta
+  h.byStatus[status] = (h.byStatus[status] ?? 0) + delta
+  if (h.byStatus[status]! <= 0) delete h.byStatus[status]
+}
+
+/** Runs of an instance by status (what lists show without reading every run). */
+function runCounts(state: CoordinatorState, instance: InstanceRecord): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const id of instance.runIds) {
+    const status = state.runs.get(id)?.status
+    if (status) counts[status] = (counts[status] ?? 0) + 1
+  }
+  return counts
+}
+
+/**
+ * Instances that finished in this step: their final record (with its run counts and acks),
+ * their status index entries and their job's counts go in one persist, the last of the step
+ * (the runtime commits a step's persists as one batch). With dropFinished they leave memory at
+ * the next tick.
+ */
+function flushSettled(state: CoordinatorState, config: CoordinatorConfig, effects: CoordinatorEffect[]): void {
+  if (state.settled.size === 0) return
+  const puts: { key: string; value: unknown }[] = []
+  const dels: string[] = []
+  const jobs = new Set<JobRecord>()
+  for (const id of state.settled) {
+    const inst = state.instances.get(id)
+    if (!inst || inst.status === 'running') continue
+    inst.counts = runCounts(state, inst)
+    state.dirty.delete(id)
+    puts.push({ key: key.instance(id), value: inst })
+    puts.push({ key: IDX.status(inst.status, inst.createdAt, id), value: 1 }, { key: IDX.jobStatus(inst.jobId, inst.status, inst.occurrenceAt, id), value: 1 })
+    dels.push(IDX.status('running', inst.createdAt, id), IDX.jobStatus(inst.jobId, 'running', inst.occurrenceAt, id))
+    const job = state.jobs.get(inst.jobId)
+    if (job) {
+      countInstance(job.history, 'running', -1)
+      countInstance(job.history, inst.status, 1)
+      if (job.history.latest?.id === id) job.history.latest = { id, status: inst.status }
+      jobs.add(job)
+    }
+    if (config.dropFinished) state.finished.add(id)
+  }
+  state.settled.clear()
+  for (const job of jobs) puts.push({ key: key.job(job.jobId), value: job })
+  effects.push({ type: 'persist', puts, dels })
+}
+
+/** Finished instances leave memory with their runs (dropFinished): from here on they are read from the store. */
+function dropFinished(state: CoordinatorState): void {
+  for (const id of state.finished) {
+    const inst = state.instances.get(id)
+    state.finished.delete(id)
+    if (inst && inst.status !== 'running') dropInstance(state, inst)
+  }
+}
+
+function dropInstance(state: CoordinatorState, inst: InstanceRecord): void {
+  for (const runId of inst.runIds) state.runs.delete(runId)
+  state.instances.delete(inst.id)
+  state.live.delete(inst.id)
+  state.openRuns.delete(inst.id)
+  state.tallies.delete(inst.id)
+  state.dirty.delete(inst.id)
+  state.finished.delete(inst.id)
+  forgetInstance(state.watches, inst.id)
+}
+
+/**
+ * Whether an occurrence of the job has had its instance, whether or not it is in memory: an
+ * immediate job's one occurrence (created at submit), a recurring job's at or before its
+ * cursor (the tick creates every one it passes), or one created ahead of the cursor.
+ */
+function hadInstance(job: JobRecord, at: number): boolean {
+  if (job.template.scheduleRule === 'immediate') return at === job.createdAt
+  return (job.cursor !== undefined && at <= job.cursor) || (job.history.ahead ?? []).includes(at)
+}
+
+/** Retention: deletes finished instances (never a live one) with their runs and index entries, and audit records. */
+function onPrune(state: CoordinatorState, event: Extract<CoordinatorEvent, { type: 'prune' }>, effects: CoordinatorEffect[]): void {
+  const dels: string[] = []
+  const jobs = new Set<JobRecord>()
+  let instances = 0
+  for (const { instance, runs } of event.items) {
+    const held = state.instances.get(instance.id)
+    if (state.live.has(instance.id) || instance.status === 'running' || (held && held.status === 'running')) continue
+    dels.push(...historyKeysOf(instance, runs))
+    instances++
+    if (held) dropInstance(state, held)
+    const job = state.jobs.get(instance.jobId)
+    if (job) {
+      countInstance(job.history, instance.status, -1)
+      if (job.history.latest?.id === instance.id) delete job.history.latest
+      jobs.add(job)
+    }
+  }
+  const audit = event.auditKeys.filter((k) => k.startsWith(AUDIT_PREFIX))
+  dels.push(...audit)
+  const puts = [...jobs].map((job) => ({ key: key.job(job.jobId), value: job }))
+  if (dels.length === 0) return
+  effects.push({ type: 'persist', puts, dels })
+  effects.push({ type: 'log', level: 'debug', msg: 'pruned history', fields: { instances, auditRecords: audit.length } })
 }
 
 function refusal(event: RequestEvent, error: string): CoordinatorEffect[] {
@@ -423,10 +615,14 @@ function stepEvent(state: CoordinatorState, config: CoordinatorConfig, event: Co
       onSubmit(state, config, event.requestId, event.jobId, event.template, now, effects)
       break
     case 'rpc':
-      onRpc(state, config, event.requestId, event.envelope, event.peerId, now, effects)
+      onRpc(state, config, event.requestId, event.envelope, event.peerId, now, effects, event.history)
       break
     case 'tick':
+      dropFinished(state)
       onTick(state, config, now, effects)
+      break
+    case 'prune':
+      onPrune(state, event, effects)
       break
     case 'cancel':
       onCancel(state, config, event.requestId, event.jobId, event.occurrences, now, effects)
@@ -654,20 +850,20 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
   }
   const jobState: JobStateBody = { type: 'job_state', v: PROTOCOL_VERSION, jobId, version: 1, status: 'active', canceledOccurrences: [], globalExceptions: globals, issuedAt: now }
   const job: JobRecord = {
-    jobId, name: template.name, status: 'active', createdAt: now, template, envelope, resolved, instanceIds: [],
+    jobId, name: template.name, status: 'active', createdAt: now, template, envelope, resolved, history: { count: 0, byStatus: {} },
     ...(recurring ? { cursor: now - 1 } : {}), jobState, stateEnvelope: seal(config.identity, jobState),
   }
   state.jobs.set(jobId, job)
   state.schedules.set(jobId, derived.value)
   const puts: { key: string; value: unknown }[] = []
-  if (!recurring) materializeInstance(state, config, job, now, now, puts)
+  const instanceIds = recurring ? [] : [materializeInstance(state, config, job, now, now, puts).id]
   puts.push({ key: key.job(jobId), value: job })
   effects.push({ type: 'persist', puts, dels: [] })
   effects.push({ type: 'publish', envelope })
   if (globals.length > 0) effects.push({ type: 'publish', envelope: job.stateEnvelope })
   const targets = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
-  effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceIds: job.instanceIds, targets, recurring } })
-  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds: [...job.instanceIds], targets, warnings: targetWarnings(state, template) } })
+  effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceIds, targets, recurring } })
+  effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds, targets, warnings: targetWarnings(state, template) } })
 }
 
 /** An upper bound on the last occurrence (a day of slack for wall-clock rules), or undefined when the rule never ends. */
@@ -718,9 +914,18 @@ function materializeInstance(state: CoordinatorState, config: CoordinatorConfig,
   if (instance.status === 'running') {
     state.live.add(instanceId)
     state.openRuns.set(instanceId, instance.runIds.length)
+  } else {
+    instance.counts = { skipped: instance.runIds.length }
   }
-  job.instanceIds.push(instanceId)
+  countInstance(job.history, instance.status, 1)
+  job.history.latest = { id: instanceId, status: instance.status }
+  if (job.cursor !== undefined && occurrenceAt > job.cursor) (job.history.ahead ??= []).push(occurrenceAt)
   puts.push({ key: key.instance(instanceId), value: instance })
+  puts.push(
+    { key: IDX.job(job.jobId, occurrenceAt, instanceId), value: 1 }, { key: IDX.all(now, instanceId), value: 1 },
+    { key: IDX.status(instance.status, now, instanceId), value: 1 }, { key: IDX.jobStatus(job.jobId, instance.status, occurrenceAt, instanceId), value: 1 },
+  )
+  for (const g of job.resolved.groups) for (const nodeId of g.nodes) puts.push({ key: IDX.node(nodeId, now, runIdFor(instanceId, nodeId)), value: 1 })
   return instance
 }
 
@@ -1086,7 +1291,8 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
   const puts: { key: string; value: unknown }[] = []
   let instance = state.instances.get(p.instanceId)
   if (!instance) {
-    if (!dueOccurrence(state, job, p.occurrenceAt, now)) return
+    if (hadInstance(job, p.occurrenceAt) || !dueOccurrence(state, job, p.occurrenceAt, now)) return
+    if (job.template.scheduleRule !== 'immediate' && (job.history.ahead ?? []).length >= MAX_AHEAD_OCCURRENCES) return
     instance = materializeInstance(state, config, job, p.occurrenceAt, now, puts)
     puts.push({ key: key.job(job.jobId), value: job })
   }
@@ -1116,6 +1322,7 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
   const acks = new Set(instance.acks ?? [])
   const missing = job.resolved.groups.flatMap((g) => g.nodes).filter((n) => !acks.has(n))
   instance.status = 'quorum_failed'
+  state.settled.add(instance.id)
   instance.quorumMissing = missing
   instance.reason = `quorum failed: ${acks.size} of ${quorumOf(job)!.total} targets acknowledged, ${quorumOf(job)!.need} needed; no acknowledgement from ${missing.join(', ')}`
   instance.updatedAt = now
@@ -1164,7 +1371,7 @@ function nodeOnAuthenticatedPeer(state: CoordinatorState, peerId: string): NodeR
   return node && node.peerId === peerId && peerIdOf(node.publicKey) === peerId ? node : undefined
 }
 
-function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: string, envelope: unknown, peerId: string, now: number, effects: CoordinatorEffect[]): void {
+function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: string, envelope: unknown, peerId: string, now: number, effects: CoordinatorEffect[], history?: { run?: RunRecord; instance?: InstanceRecord }): void {
   // Syncs (most of the traffic: watches, periodic syncs) from a transport-authenticated node skip
   // the second signature check; hellos and results (stored as evidence) are always verified.
   const peer = nodeOnAuthenticatedPeer(state, peerId)
@@ -1186,7 +1393,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
       onHello(state, config, requestId, body, opened.signer, now, effects)
       return
     case 'result':
-      onResult(state, config, requestId, body, opened.signer, now, effects)
+      onResult(state, config, requestId, body, opened.signer, now, effects, history)
       return
     case 'sync': {
       const node = state.nodes.get(body.nodeId)
@@ -1424,7 +1631,8 @@ function dueOccurrence(state: CoordinatorState, job: JobRecord, at: number, now:
   return at <= now + OCCURRENCE_GRACE_MS && realOccurrence(state, job, at)
 }
 
-type ResultVerdict = { run: RunRecord } | { job: JobRecord } | { error: string; retry?: true }
+/** `stored`: the run is a finished instance's, read from the store (with its instance record, when found). */
+type ResultVerdict = { run: RunRecord; stored?: InstanceRecord } | { job: JobRecord } | { error: string; retry?: true }
 
 /**
  * Whether a result is accepted, decided before anything is created or changed: it comes from the
@@ -1432,20 +1640,28 @@ type ResultVerdict = { run: RunRecord } | { job: JobRecord } | { error: string; 
  * of a due occurrence not created yet. Returns the run, or the job whose instance must be created
  * first, or why it is refused (`retry`: an occurrence that is not due yet, which will be).
  */
-function acceptResult(state: CoordinatorState, body: ResultBody, now: number): ResultVerdict {
+function acceptResult(state: CoordinatorState, config: CoordinatorConfig, body: ResultBody, now: number, history?: { run?: RunRecord; instance?: InstanceRecord }): ResultVerdict {
   const refused = { error: `run ${body.runId} is not expected from node ${body.nodeId}` }
   if (runIdFor(body.instanceId, body.nodeId) !== body.runId) return refused
   const run = state.runs.get(body.runId)
   if (run) return run.nodeId === body.nodeId && run.instanceId === body.instanceId ? { run } : refused
   const job = state.jobs.get(body.jobId)
   if (!job || state.instances.has(body.instanceId) || instanceIdFor(job.jobId, body.occurrenceAt) !== body.instanceId) return refused
+  if (hadInstance(job, body.occurrenceAt)) {
+    // A finished instance's run (not in memory): as the store holds it, or refused.
+    const stored = history?.run
+    if (stored && stored.runId === body.runId && stored.nodeId === body.nodeId && stored.instanceId === body.instanceId) return { run: stored, stored: history?.instance?.id === body.instanceId ? history.instance : undefined }
+    if (!history && config.dropFinished) return { error: `run ${body.runId} belongs to a finished instance; send it again`, retry: true }
+    return refused
+  }
+  if (job.template.scheduleRule !== 'immediate' && (job.history.ahead ?? []).length >= MAX_AHEAD_OCCURRENCES) return { error: `job ${job.jobId} has ${MAX_AHEAD_OCCURRENCES} occurrences ahead of the coordinator's clock; send it again later`, retry: true }
   if (!targets(job, body.nodeId)) return { error: `node ${body.nodeId} is not a target of job ${job.jobId}` }
   if (!realOccurrence(state, job, body.occurrenceAt)) return refused
   if (body.occurrenceAt > now + OCCURRENCE_GRACE_MS) return { error: `occurrence ${new Date(body.occurrenceAt).toISOString()} of job ${job.jobId} is not due yet (more than ${OCCURRENCE_GRACE_MS / 60_000} min ahead of the coordinator's clock); send it again later`, retry: true }
   return { job }
 }
 
-function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[]): void {
+function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[], history?: { run?: RunRecord; instance?: InstanceRecord }): void {
   const node = state.nodes.get(body.nodeId)
   const revoked = state.members.revoked.get(body.nodeId)
   if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
@@ -1458,7 +1674,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     effects.push(reply(config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
     return
   }
-  const verdict = acceptResult(state, body, now)
+  const verdict = acceptResult(state, config, body, now, history)
   if ('error' in verdict) {
     // Refused: nothing is created, changed or written.
     effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
@@ -1480,6 +1696,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
+  const statusBefore0 = run.status
   setRunStatus(state, run, body.status)
   {
     const inst = state.instances.get(run.instanceId)
@@ -1495,6 +1712,14 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   if (body.reasonCode) run.reasonCode = body.reasonCode
   else delete run.reasonCode
   const puts: { key: string; value: unknown }[] = [...early, { key: key.run(run.runId), value: run }]
+  const stored = 'stored' in verdict ? verdict.stored : undefined
+  if (stored?.counts) {
+    // A late result for a finished instance: its stored counts follow, its status does not (as in memory).
+    stored.counts[statusBefore0] = (stored.counts[statusBefore0] ?? 1) - 1
+    if (stored.counts[statusBefore0]! <= 0) delete stored.counts[statusBefore0]
+    stored.counts[run.status] = (stored.counts[run.status] ?? 0) + 1
+    puts.push({ key: key.instance(stored.id), value: stored })
+  }
   const instance = state.instances.get(run.instanceId)
   if (instance) {
     // The instance record is written when its status changes, not on every result (it lists every run).
@@ -1504,6 +1729,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     const statusBefore = instance.status
     settleInstance(state, instance, now)
     if (instance.status !== statusBefore) puts.push({ key: key.instance(instance.id), value: instance })
+    else if (instance.status !== 'running' && instance.counts) { instance.counts = runCounts(state, instance); puts.push({ key: key.instance(instance.id), value: instance }) }
     if (job && job.status !== jobStatusBefore) puts.push({ key: key.job(job.jobId), value: job })
   }
   // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
@@ -1555,15 +1781,23 @@ export function settleInstance(state: CoordinatorState, instance: InstanceRecord
   })
   instance.status = ok ? 'success' : 'failure'
   instance.updatedAt = now
+  state.settled.add(instance.id)
   state.live.delete(instance.id)
   state.openRuns.delete(instance.id)
   if (job) maybeComplete(state, job)
 }
 
+/** The job's live instances (O(live)). */
+function liveOf(state: CoordinatorState, jobId: string): string[] {
+  const out: string[] = []
+  for (const id of state.live) if (state.instances.get(id)?.jobId === jobId && state.instances.get(id)?.status === 'running') out.push(id)
+  return out
+}
+
 /** A job is completed once it will have no new instance and none is running. */
 function maybeComplete(state: CoordinatorState, job: JobRecord): void {
   if (job.status !== 'active') return
-  if (job.instanceIds.some((id) => state.instances.get(id)?.status === 'running')) return
+  if (liveOf(state, job.jobId).length > 0) return
   if (job.template.scheduleRule !== 'immediate') {
     const sched = state.schedules.get(job.jobId) ?? null
     if (!sched || job.cursor === undefined) return
@@ -1586,8 +1820,14 @@ function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number,
     if (!sched) continue
     const due = occurrencesBetween(sched.schedule, job.cursor + 1, now + 1, MAX_INSTANCES_PER_TICK)
     const puts: { key: string; value: unknown }[] = []
-    for (const at of due) materializeInstance(state, config, job, at, now, puts)
+    const ahead = new Set(job.history.ahead ?? [])
+    // An occurrence created ahead of the cursor (by a result) has its instance, in memory or finished.
+    for (const at of due) if (!ahead.has(at)) materializeInstance(state, config, job, at, now, puts)
     job.cursor = due.length === MAX_INSTANCES_PER_TICK ? due[due.length - 1]! : now
+    if (job.history.ahead) {
+      job.history.ahead = job.history.ahead.filter((at) => at > job.cursor!)
+      if (job.history.ahead.length === 0) delete job.history.ahead
+    }
     maybeComplete(state, job)
     puts.push({ key: key.job(job.jobId), value: job })
     effects.push({ type: 'persist', puts, dels: [] })
@@ -1657,19 +1897,19 @@ function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent, { typ
   const answer = (outcome: Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']) => effects.push({ type: 'reply_admin', requestId: event.requestId, outcome })
   const job = state.jobs.get(event.jobId)
   if (!job) return void answer({ ok: false, status: 404, error: `no job ${event.jobId}` })
-  const live = job.instanceIds.filter((id) => state.instances.get(id)?.status === 'running')
+  const live = liveOf(state, job.jobId)
   if (live.length > 0) return void answer({ ok: false, status: 409, error: `job ${job.jobId} has ${live.length} live instance(s) (${live.slice(0, 5).join(', ')}): wait for them or cancel the job (chorus job cancel ${job.jobId}), then delete it` })
   if (job.status === 'active' && job.template.scheduleRule !== 'immediate') return void answer({ ok: false, status: 409, error: `job ${job.jobId} is recurring and active: cancel it first (chorus job cancel ${job.jobId})` })
+  // Instances in memory go now; the rest of its history (the idx/job/ index) the runtime prunes in batches after.
   const dels = [key.job(job.jobId)]
-  for (const id of job.instanceIds) {
-    for (const runId of state.instances.get(id)?.runIds ?? []) { state.runs.delete(runId); dels.push(key.run(runId)) }
-    state.instances.delete(id)
-    state.tallies.delete(id)
-    state.dirty.delete(id)
-    dels.push(key.instance(id))
+  for (const inst of [...state.instances.values()]) {
+    if (inst.jobId !== job.jobId) continue
+    const runs = inst.runIds.map((id) => state.runs.get(id)).filter((r): r is RunRecord => r !== undefined)
+    dels.push(...historyKeysOf(inst, runs))
+    dropInstance(state, inst)
   }
   state.jobs.delete(job.jobId)
   state.schedules.delete(job.jobId)
   effects.push({ type: 'persist', puts: [], dels })
-  answer({ ok: true, detail: { deleted: job.jobId, instances: job.instanceIds.length } })
+  answer({ ok: true, detail: { deleted: job.jobId, instances: job.history.count } })
 }

@@ -62,6 +62,9 @@ const stageOf = (status: RunRecord['status'], acked: boolean): number =>
   status === 'pending' ? (acked ? 1 : 0) : status === 'running' ? 2 : 3
 const zero = (): Counts => ({ pending: 0, running: 0, success: 0, failure: 0, skipped: 0 })
 
+/** Where a snapshot reads runs: the state, or runs read from the store. */
+export interface RunSource { runs: { get(id: string): RunRecord | undefined } }
+
 export class EventLog {
   private seq = 0
   private readonly tracked = new Map<string, Tracked>()
@@ -123,7 +126,7 @@ export class EventLog {
   }
 
   /** Where an instance stands now, as one event (id: the last event made so far). */
-  snapshot(state: CoordinatorState, instance: InstanceRecord, now: number): StreamEvent {
+  snapshot(state: RunSource, instance: InstanceRecord, now: number): StreamEvent {
     const t = this.tracked.get(instance.id) ?? this.build(state, instance)
     const running: string[] = []
     const failed: string[] = []
@@ -151,7 +154,7 @@ export class EventLog {
     this.tracked.set(instanceId, t)
   }
 
-  private build(state: CoordinatorState, instance: InstanceRecord): Tracked {
+  private build(state: RunSource, instance: InstanceRecord): Tracked {
     const t: Tracked = { jobId: instance.jobId, stage: new Map(), groups: [], acks: instance.acks?.length ?? 0, done: instance.status !== 'running', events: [], floor: this.seq, complete: false }
     const acks = new Set(instance.acks ?? [])
     for (const runId of instance.runIds) {

@@ -10,7 +10,7 @@ import type { z } from 'zod'
 import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
 import {
-  AuditQuerySchema, CancelBodySchema, JobsQuerySchema, PageQuerySchema, PlanQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
+  AuditQuerySchema, CancelBodySchema, CursorPageQuerySchema, ReportQuerySchema, JobsQuerySchema, PageQuerySchema, PlanQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
   NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
 } from '../protocol/api.js'
 import {
@@ -30,7 +30,8 @@ import { eventRoutes, type EventHost } from './sse.js'
 import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
 import { SessionStore } from './sessions.js'
 import { sessionOf, uiRoutes } from './ui.js'
-import { buildReport, instanceReport, instanceSummary, jobSummary, runReport } from './report.js'
+import { instanceReport, instanceSummary, jobSummary, runReport, type JobReport } from './report.js'
+import { CursorError, type History } from './history.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 type Change = RequestEvent extends infer E ? (E extends RequestEvent ? Omit<E, 'actor' | 'requestId'> : never) : never
@@ -45,6 +46,8 @@ export interface ApiHost extends EventHost {
   change(event: Change, actor: Actor | undefined): Promise<AdminOutcome>
   submit(template: JobTemplate, actor: Actor | undefined): Promise<SubmitOutcome>
   audit(since: number, limit: number): Promise<AuditRecord[]>
+  /** Finished instances and runs, read from the store. */
+  readonly history: History
   /** Prometheus text (coordinator/metrics.ts). */
   metricsText(): Promise<string>
   /** Closes a revoked node's connections. */
@@ -116,6 +119,7 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
   })
   app.setErrorHandler((err: Error & { statusCode?: number }, req, reply) => {
     if (err instanceof BadInput) return reply.code(400).send({ error: err.message, problems: err.problems })
+    if (err instanceof CursorError) return reply.code(400).send({ error: err.message, problems: [{ path: 'query.cursor', message: err.message }] })
     const status = err.statusCode ?? 500
     if (status >= 500) host.logger.error({ err, method: req.method, url: req.url }, 'API request failed')
     return reply.code(status).send({ error: err.message })
@@ -216,7 +220,8 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
   app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
     const job = host.state.jobs.get(objectId(req))
     if (!job) return notFound(reply, `job ${req.params.id}`)
-    return { ...jobSummary(job), template: job.template, instanceIds: job.instanceIds }
+    // The latest instances only: all of them page through GET /v1/instances?job=ID.
+    return { ...jobSummary(job), template: job.template, instanceIds: await host.history.latestInstanceIds(job.jobId, JOB_INSTANCE_IDS_SHOWN), instanceCount: job.history.count }
   })
   app.post('/v1/jobs/:id/cancel', async (req: IdReq, reply) => {
     const { occurrences } = jsonBody(req, CancelBodySchema)
@@ -228,33 +233,56 @@ function jobRoutes(app: FastifyInstance, host: ApiHost): void {
     if (!next) return notFound(reply, `job ${req.params.id}`)
     return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
   })
-  app.get('/v1/reports/:id', async (req: IdReq, reply) => buildReport(host.state, objectId(req)) ?? notFound(reply, `job or instance ${req.params.id}`))
+  app.get('/v1/reports/:id', async (req: IdReq, reply) => {
+    const q = parse(ReportQuerySchema, req.query, 'query')
+    return await reportOf(host, objectId(req), q) ?? notFound(reply, `job or instance ${req.params.id}`)
+  })
+}
+
+/** `GET /v1/jobs/:id` lists this many of the job's latest instance ids. */
+export const JOB_INSTANCE_IDS_SHOWN = 100
+
+/** The report of a job (a page of its instances, in occurrence order, each with its runs) or of one instance. */
+async function reportOf(host: ApiHost, id: string, q: { page: number; size: number; cursor?: string }): Promise<JobReport | undefined> {
+  const job = host.state.jobs.get(id)
+  if (job) {
+    const page = await host.history.instancePage({ ...q, job: job.jobId, oldestFirst: true })
+    const instances = await Promise.all(page.items.map(async (i) => instanceReport(i, await host.history.runs(i.runIds))))
+    return { job: jobSummary(job), instances, pagination: page.pagination }
+  }
+  const instance = await host.history.instance(id)
+  const parent = instance && host.state.jobs.get(instance.jobId)
+  if (instance && parent) return { job: jobSummary(parent), instances: [instanceReport(instance, await host.history.runs(instance.runIds))] }
+  return undefined
 }
 
 /** A job of the list: its summary, its next occurrence and its last instance's outcome. */
 function jobRow(state: CoordinatorState, job: JobRecord, now: number) {
   const next = nextOccurrencesOf(state, job.jobId, now, 1)?.[0]
-  const last = state.instances.get(job.instanceIds.at(-1) ?? '')
+  const last = job.history.latest
   return { ...jobSummary(job), nextAt: next ? new Date(next.at).toISOString() : null, lastInstance: last ? { id: last.id, status: last.status } : null }
 }
 
 function runRoutes(app: FastifyInstance, host: ApiHost): void {
-  const instance = (req: FastifyRequest) => host.state.instances.get(objectId(req))
-  const run = (req: FastifyRequest) => host.state.runs.get(objectId(req))
-  app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = instance(req); return i ? instanceSummary(host.state, i) : notFound(reply, `instance ${req.params.id}`) })
+  const instance = (req: FastifyRequest) => host.history.instance(objectId(req))
+  const run = (req: FastifyRequest) => host.history.run(objectId(req))
+  app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = await instance(req); return i ? instanceSummary(i, host.history.counts(i)) : notFound(reply, `instance ${req.params.id}`) })
   app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => {
     const q = parse(PageQuerySchema, req.query, 'query')
-    const i = instance(req)
-    return i ? pageOf(i.runIds, q, (ids) => ids.map((id) => host.state.runs.get(id)).filter((r) => r !== undefined).map(runReport)) : notFound(reply, `instance ${req.params.id}`)
+    const i = await instance(req)
+    if (!i) return notFound(reply, `instance ${req.params.id}`)
+    // runIds is the instance's own index of its runs (fixed at creation): positions are stable.
+    const from = (q.page - 1) * q.size
+    return { items: (await host.history.runs(i.runIds.slice(from, from + q.size))).map(runReport), pagination: { page: q.page, size: q.size, total: i.runIds.length } }
   })
-  app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
+  app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = await run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
   app.get('/v1/runs/:id/artifacts', async (req: IdReq, reply) => {
-    const r = run(req)
+    const r = await run(req)
     if (!r) return notFound(reply, `run ${req.params.id}`)
     return { items: r.steps.flatMap((s) => (s.artifacts ?? []).map((a) => ({ step: s.number, name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated }))) }
   })
   app.get<{ Params: { id: string; step: string; name: string } }>('/v1/runs/:id/steps/:step/artifacts/:name', async (req, reply) => {
-    const a = run(req)?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
+    const a = (await run(req))?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
     if (!a) return notFound(reply, `artifact ${req.params.name} on step ${req.params.step} of run ${req.params.id}`)
     return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
   })
@@ -268,6 +296,11 @@ function runRoutes(app: FastifyInstance, host: ApiHost): void {
       nodes = nodes.filter((n) => keep.has(n.nodeId))
     }
     return pageOf(nodes, q, (page) => page.map((n) => nodeView(host.state, n)))
+  })
+  app.get('/v1/nodes/:id/runs', async (req: IdReq) => {
+    const q = parse(CursorPageQuerySchema, req.query, 'query')
+    const page = await host.history.nodeRunPage(objectId(req), q)
+    return { ...page, items: page.items.map((r) => ({ ...runReport(r), instanceId: r.instanceId, jobId: r.jobId })) }
   })
 }
 

@@ -1,7 +1,7 @@
 // What must hold of the coordinator's state after every step, whatever the events: broken
 // invariants are programming errors, not operating ones. The simulator checks them after every
 // core step (small fleets) and reports a violation with its seed. Pure; O(live state).
-import type { CoordinatorState } from './core.js'
+import { MAX_AHEAD_OCCURRENCES, type CoordinatorState } from './core.js'
 import { MAX_WATCHERS } from './watch.js'
 
 const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
@@ -23,7 +23,16 @@ export function coordinatorInvariants(state: CoordinatorState): string[] {
       if (!(g.succeeded <= g.done && g.done <= size && g.acked <= size)) problems.push(`tally of ${id} group ${gi}: succeeded ${g.succeeded}, done ${g.done}, acked ${g.acked}, size ${size}`)
     })
   }
-  if (state.watches.held < 0 || state.watches.held > MAX_WATCHERS) problems.push(`held watches ${state.watches.held} outside 0..${MAX_WATCHERS}`)
+  for (const id of state.finished) {
+    const inst = state.instances.get(id)
+    if (inst && inst.status === 'running') problems.push(`instance ${id} is to leave memory as finished but is running`)
+  }
+  for (const j of state.jobs.values()) {
+    const byStatus = Object.values(j.history.byStatus).reduce((a, b) => a + (b ?? 0), 0)
+    if (byStatus !== j.history.count) problems.push(`job ${j.jobId}: ${j.history.count} instances counted, ${byStatus} by status`)
+    if ((j.history.ahead?.length ?? 0) > MAX_AHEAD_OCCURRENCES) problems.push(`job ${j.jobId}: ${j.history.ahead!.length} occurrences ahead of its cursor (at most ${MAX_AHEAD_OCCURRENCES})`)
+  }
+    if (state.watches.held < 0 || state.watches.held > MAX_WATCHERS) problems.push(`held watches ${state.watches.held} outside 0..${MAX_WATCHERS}`)
   for (const n of state.nodes.values()) {
     if (state.byPeer.get(n.peerId) !== n.nodeId) problems.push(`node ${n.nodeId}: byPeer does not map its peer id back to it`)
   }

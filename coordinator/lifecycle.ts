@@ -1,5 +1,7 @@
 // The job lifecycle in the API: manual runs, deletion, instance lists, run logs and one node;
 // and the paging every list uses (`page`/`size`, or Courier's `pagination.page`/`pagination.size`).
+// Lists of history (instances, a node's runs) also answer `pagination.next`, a cursor: the page
+// after it is stable while instances arrive (coordinator/history.ts).
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { EmptyBodySchema, InstancesQuerySchema, LogsQuerySchema, ObjectParamsSchema } from '../protocol/api.js'
@@ -38,12 +40,12 @@ export function lifecycleRoutes(app: FastifyInstance, host: ApiHost): void {
   })
   app.get('/v1/instances', async (req) => {
     const q = parse(InstancesQuerySchema, req.query, 'query')
-    const all = [...host.state.instances.values()].filter((i) => (!q.job || i.jobId === q.job) && (!q.status || i.status === q.status))
-    return pageOf(all.sort((a, b) => b.createdAt - a.createdAt), q, (page) => page.map((i) => instanceSummary(host.state, i)))
+    const page = await host.history.instancePage(q)
+    return { ...page, items: page.items.map((i) => instanceSummary(i, host.history.counts(i))) }
   })
   app.get('/v1/runs/:id/logs', async (req, reply) => {
     const { step } = parse(LogsQuerySchema, req.query, 'query')
-    const run = host.state.runs.get(objectId(req))
+    const run = await host.history.run(objectId(req))
     if (!run) return notFound(reply, `run ${objectId(req)}`)
     const steps = run.steps.filter((s) => step === undefined || s.number === step)
     if (step !== undefined && steps.length === 0) return notFound(reply, `step ${step} in run ${run.runId}`)

@@ -32,8 +32,11 @@ export class CoordinatorMetrics {
   constructor(source: MetricsSource) {
     const gauge = (name: string, help: string, labelNames: string[], collect: (g: Gauge) => void) =>
       new Gauge({ name, help, labelNames, registers: [this.registry], collect() { collect(this) } })
-    gauge('chorus_runs', 'Runs by status', ['status'], (g) => setBy(g, [...source.state.runs.values()].map((r) => r.status)))
-    gauge('chorus_instances', 'Instances by status', ['status'], (g) => setBy(g, [...source.state.instances.values()].map((i) => i.status)))
+    gauge('chorus_runs', 'Runs held in memory (live instances, and those finished since the last tick) by status', ['status'], (g) => setBy(g, [...source.state.runs.values()].map((r) => r.status)))
+    gauge('chorus_instances', 'Instances in the store (not pruned) by status, from the jobs\' counts', ['status'], (g) => {
+      g.reset()
+      for (const j of source.state.jobs.values()) for (const [status, n] of Object.entries(j.history.byStatus)) g.inc({ status }, n)
+    })
     gauge('chorus_nodes_enrolled', 'Nodes enrolled', [], (g) => g.set(source.state.nodes.size))
     gauge('chorus_nodes_alive', 'Nodes connected now', [], (g) => g.set(source.state.connected.size))
     gauge('chorus_held_watches', 'Sync requests held until a checkpoint decides a waiting run', [], (g) => g.set(source.state.watches.held))

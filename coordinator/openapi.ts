@@ -6,7 +6,7 @@ import { REASON_CODES } from '../protocol/reasons.js'
 import { z } from 'zod'
 import {
   AuditQuerySchema, CancelBodySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, InstancesQuerySchema, JobsQuerySchema,
-  ListBodySchema, LogsQuerySchema, NextQuerySchema, NodesQuerySchema, PageQuerySchema, PlanQuerySchema, TokenBodySchema,
+  ListBodySchema, LogsQuerySchema, NextQuerySchema, NodesQuerySchema, PageQuerySchema, PlanQuerySchema, TokenBodySchema, CursorPageQuerySchema, ReportQuerySchema,
 } from '../protocol/api.js'
 import { JobTemplateSchema } from '../protocol/template.js'
 import { PUBLIC_ROUTES, ROUTES, routeKey, type Method } from './access.js'
@@ -18,6 +18,9 @@ const problems = z.array(z.object({ path: str, message: str }))
 export const ErrorSchema = z.looseObject({ error: str, problems: problems.optional(), requiredRole: str.optional() })
 const items = <T extends z.ZodType>(item: T) => z.looseObject({ items: z.array(item) })
 const page = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), pagination: z.object({ page: z.number(), size: z.number(), total: z.number() }) })
+/** A page of history: `next` is the cursor of the page after it (null: the last page); total null: not counted. */
+const cursorPagination = z.object({ page: z.number(), size: z.number(), total: z.number().nullable(), next: str.nullable() })
+const cursorPage = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), pagination: cursorPagination })
 const counts = z.record(str, z.number())
 const groupCounts = z.array(z.object({ group: z.number(), pending: z.number(), running: z.number(), success: z.number(), failure: z.number(), skipped: z.number() }))
 
@@ -52,10 +55,10 @@ export const API_DOCS: Record<string, Doc> = {
   'GET /metrics': { summary: 'Prometheus metrics (text format)', response: str, produces: 'text/plain' },
   'GET /v1/openapi.json': { summary: 'this document', response: loose },
   'GET /v1/jobs': { summary: 'jobs, newest first, with the next occurrence and the last instance', query: JobsQuerySchema, response: page(JobSummary.extend({ nextAt: time, lastInstance: z.object({ id: str, status: str }).nullable() })) },
-  'GET /v1/jobs/:id': { summary: 'one job with its template and instances', response: JobSummary.extend({ template: loose, instanceIds: z.array(str) }) },
+  'GET /v1/jobs/:id': { summary: 'one job with its template, its latest 100 instance ids (oldest of them first; all: GET /v1/instances?job=ID) and its instance count', response: JobSummary.extend({ template: loose, instanceIds: z.array(str), instanceCount: z.number() }) },
   'GET /v1/jobs/:id/next': { summary: 'next occurrences', query: NextQuerySchema, response: items(z.looseObject({ at: str })) },
   'GET /v1/jobs/:id/events': { summary: 'live progress of every instance of the job (server-sent events; Last-Event-ID resumes)', response: str, produces: 'text/event-stream' },
-  'GET /v1/instances': { summary: 'instances, newest first', query: InstancesQuerySchema, response: page(InstanceSummary) },
+  'GET /v1/instances': { summary: 'instances, newest first (finished ones read from the store); follow pagination.next with cursor', query: InstancesQuerySchema, response: cursorPage(InstanceSummary) },
   'GET /v1/instances/:id': { summary: 'one instance with its run counts', response: InstanceSummary },
   'GET /v1/instances/:id/events': { summary: 'live progress of one instance (server-sent events; Last-Event-ID resumes)', response: str, produces: 'text/event-stream' },
   'GET /v1/instances/:id/runs': { summary: 'the runs of an instance', query: PageQuerySchema, response: page(Run) },
@@ -63,9 +66,10 @@ export const API_DOCS: Record<string, Doc> = {
   'GET /v1/runs/:id/logs': { summary: 'stdout and stderr of each step (last attempt) with the attempt log', query: LogsQuerySchema, response: z.looseObject({ runId: str, nodeId: str, status: str, items: z.array(Step.extend({ step: z.number() }).omit({ number: true })) }) },
   'GET /v1/runs/:id/artifacts': { summary: 'the artifacts of a run', response: items(z.object({ step: z.number(), name: str, encoding: str, bytes: z.number(), truncated: z.boolean() })) },
   'GET /v1/runs/:id/steps/:step/artifacts/:name': { summary: 'one artifact', response: str, produces: 'application/octet-stream' },
-  'GET /v1/reports/:id': { summary: 'the report of a job or an instance', response: z.object({ job: JobSummary, instances: z.array(InstanceSummary.extend({ runs: z.array(Run) })) }) },
+  'GET /v1/reports/:id': { summary: 'the report of an instance, or of a job: a page of its instances in occurrence order (20 unless size says otherwise), each with its runs', query: ReportQuerySchema, response: z.object({ job: JobSummary, instances: z.array(InstanceSummary.extend({ runs: z.array(Run) })), pagination: cursorPagination.optional() }) },
   'GET /v1/nodes': { summary: 'enrolled nodes', query: NodesQuerySchema, response: page(Node) },
   'GET /v1/nodes/:id': { summary: 'one node', response: Node },
+  'GET /v1/nodes/:id/runs': { summary: 'the runs of a node, newest first (from the store); follow pagination.next with cursor', query: CursorPageQuerySchema, response: cursorPage(Run.extend({ instanceId: str, jobId: str })) },
   'GET /v1/exceptions': { summary: 'global exception windows', query: PageQuerySchema, response: page(loose) },
   'GET /v1/lists': { summary: 'saved node lists', query: PageQuerySchema, response: page(loose) },
   'GET /v1/filters': { summary: 'saved node filters', query: PageQuerySchema, response: page(loose) },

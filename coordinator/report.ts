@@ -50,7 +50,9 @@ export interface InstanceReport {
 
 export interface JobReport {
   job: { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string; runOf?: string }
+  /** A job's report: a page of its instances in occurrence order (`pagination`); an instance's: that one. */
   instances: InstanceReport[]
+  pagination?: { page: number; size: number; total: number | null; next: string | null }
 }
 
 export function runReport(run: RunRecord): RunReport {
@@ -74,13 +76,8 @@ export function runReport(run: RunRecord): RunReport {
   }
 }
 
-/** An instance without its runs: cheap enough to poll. */
-export function instanceSummary(state: CoordinatorState, instance: InstanceRecord): Omit<InstanceReport, 'runs'> {
-  const counts: Record<string, number> = {}
-  for (const id of instance.runIds) {
-    const status = state.runs.get(id)?.status
-    if (status) counts[status] = (counts[status] ?? 0) + 1
-  }
+/** An instance without its runs: cheap enough to poll (counts: its runs by status). */
+export function instanceSummary(instance: InstanceRecord, counts: Record<string, number>): Omit<InstanceReport, 'runs'> {
   return {
     id: instance.id, jobId: instance.jobId, status: instance.status, occurrenceAt: iso(instance.occurrenceAt),
     ...(instance.reason ? { reason: instance.reason } : {}),
@@ -89,24 +86,30 @@ export function instanceSummary(state: CoordinatorState, instance: InstanceRecor
   }
 }
 
-export function instanceReport(state: CoordinatorState, instance: InstanceRecord): InstanceReport {
-  const runs = instance.runIds.map((id) => state.runs.get(id)).filter((r): r is RunRecord => r !== undefined)
-  return { ...instanceSummary(state, instance), runs: runs.map(runReport) }
+/** Runs by status. */
+export function countRuns(runs: readonly RunRecord[]): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const r of runs) counts[r.status] = (counts[r.status] ?? 0) + 1
+  return counts
+}
+
+/** An instance with its runs (those given: in memory, or read from the store). */
+export function instanceReport(instance: InstanceRecord, runs: readonly RunRecord[]): InstanceReport {
+  return { ...instanceSummary(instance, countRuns(runs)), runs: runs.map(runReport) }
 }
 
 export function jobSummary(job: JobRecord): JobReport['job'] {
   return { id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule, ...(job.runOf ? { runOf: job.runOf } : {}) }
 }
 
-/** The report for a job id or an instance id; undefined when neither is known. */
+/** The report for a job id or an instance id over the instances held in memory (the core's tests; the API reads the store: coordinator/history.ts). */
 export function buildReport(state: CoordinatorState, id: string): JobReport | undefined {
+  const withRuns = (i: InstanceRecord) => instanceReport(i, i.runIds.map((r) => state.runs.get(r)).filter((r): r is RunRecord => r !== undefined))
   const job = state.jobs.get(id)
-  if (job) {
-    return { job: jobSummary(job), instances: job.instanceIds.map((iid) => state.instances.get(iid)).filter((i): i is InstanceRecord => !!i).map((i) => instanceReport(state, i)) }
-  }
+  if (job) return { job: jobSummary(job), instances: [...state.instances.values()].filter((i) => i.jobId === id).sort((a, b) => a.occurrenceAt - b.occurrenceAt).map(withRuns) }
   const instance = state.instances.get(id)
   const parent = instance && state.jobs.get(instance.jobId)
-  if (instance && parent) return { job: jobSummary(parent), instances: [instanceReport(state, instance)] }
+  if (instance && parent) return { job: jobSummary(parent), instances: [withRuns(instance)] }
   return undefined
 }
 

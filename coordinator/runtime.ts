@@ -17,9 +17,12 @@ import { CoreLoop } from '../runtime/loop.js'
 import { WarnLimiter, reportDropped } from '../protocol/loglimit.js'
 import { subscribeEnvelopes } from '../protocol/transport.js'
 import {
-  AUDIT_PREFIX, DEFAULT_COORDINATOR_TIMING, auditKeyFrom, coordinatorStep, restoreCoordinator,
-  type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type RequestEvent, type SubmitOutcome,
+  AUDIT_PREFIX, DEFAULT_COORDINATOR_TIMING, IDX, auditKeyFrom, coordinatorStep, idOfIndexKey, recordKey, restoreCoordinator,
+  type Actor, type AuditRecord, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type RequestEvent, type RunRecord, type SubmitOutcome,
 } from './core.js'
+import { LevelStore, type Store } from './store.js'
+import { History, loadLive } from './history.js'
+import { migrateHistory } from './migrate.js'
 import { allowedHosts, hashToken, newToken } from './access.js'
 import { EventLog } from './events.js'
 import { CoordinatorMetrics, rpcTypeOf } from './metrics.js'
@@ -37,6 +40,16 @@ export const DEFAULT_API = '127.0.0.1:7070'
 /** The first key after every audit record. */
 const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
 
+/** Days finished history (instances, runs with their artifacts, audit records) is kept by default (`--retain-days`). */
+export const DEFAULT_RETAIN_DAYS = 30
+export const DAY_MS = 86_400_000
+/** Finished instances one prune batch deletes at most (with their runs, up to PRUNE_BATCH_RUNS), and audit records. */
+export const PRUNE_BATCH_INSTANCES = 200
+export const PRUNE_BATCH_RUNS = 20_000
+export const PRUNE_BATCH_AUDIT = 5_000
+/** How often the pruner looks for history past the retention, in ms. */
+export const PRUNE_INTERVAL_MS = 10 * 60_000
+
 export interface CoordinatorOptions {
   dataDir: string
   listen?: string[]
@@ -52,6 +65,12 @@ export interface CoordinatorOptions {
   onFatal?: (err: unknown) => void
   /** Enrolments wait for `chorus nodes approve` (as salt-key). */
   requireApproval?: boolean
+  /** Finished history older than this many days is pruned (default DEFAULT_RETAIN_DAYS). */
+  retainDays?: number
+  /** Instances per prune batch (default PRUNE_BATCH_INSTANCES; tests make it small). */
+  pruneBatch?: number
+  /** ms between prune rounds (default PRUNE_INTERVAL_MS); 0: only when pruneNow() is called. */
+  pruneIntervalMs?: number
 }
 
 export interface Endpoints {
@@ -89,6 +108,13 @@ export class CoordinatorRuntime implements ApiHost {
   scheme: 'http' | 'https' = 'http'
   private config!: CoordinatorConfig
   private db!: Level<string, unknown>
+  private store!: Store
+  history!: History
+  private pruner?: NodeJS.Timeout
+  private retainDays = DEFAULT_RETAIN_DAYS
+  private pruning?: Promise<PruneStats>
+  /** Restore figures: records loaded, ms (bench history reads them from the log). */
+  restored = { records: 0, liveInstances: 0, ms: 0 }
   private net!: Net
   private identity!: Identity
   private http!: FastifyInstance
@@ -110,15 +136,19 @@ export class CoordinatorRuntime implements ApiHost {
     const options = check(CoordinatorOptionsSchema, { ...this.opts, logger: undefined, onFatal: undefined }, 'options')
     if (!options.ok) throw new Error(problemsText(options.problems))
     const o = options.value
+    this.retainDays = o.retainDays
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
-    this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
+    this.config = { identity: this.identity, ...DEFAULT_COORDINATOR_TIMING, dropFinished: true, ...(this.opts.requireApproval ? { requireApproval: true } : {}) }
     this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
     await this.db.open().catch(async (err: Error & { cause?: { code?: string } }) => { throw await lockedError(err, this.opts.dataDir) })
-    const records: [string, unknown][] = []
-    // Everything but the audit log (it only grows; the API pages through it in the store).
-    for (const range of [{ lt: AUDIT_PREFIX }, { gte: AUDIT_END }]) for await (const entry of this.db.iterator(range)) records.push(entry)
+    this.store = new LevelStore(this.db)
+    const t0 = performance.now()
+    await migrateHistory(this.store, this.opts.logger)
+    const records = await loadLive(this.store)
     this.state = restoreCoordinator(records)
+    this.restored = { records: records.length, liveInstances: this.state.instances.size, ms: Math.round(performance.now() - t0) }
+    this.history = new History(this.store, () => this.state)
     this.events.trackLive(this.state)
     this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
       step: (event, now) => {
@@ -128,7 +158,7 @@ export class CoordinatorRuntime implements ApiHost {
       },
       commit: (ops) => {
         this.metrics.commits.observe(ops.length)
-        return this.db.batch(ops)
+        return this.store.batch(ops)
       },
       execute: (effect) => this.execute(effect),
       now: () => Date.now(),
@@ -161,7 +191,8 @@ export class CoordinatorRuntime implements ApiHost {
       const ingested = type === 'result' ? this.metrics.ingest.startTimer() : undefined
       // Shed load with an answer, not a timeout: the agent pauses (jittered, so a fleet does not come back at once).
       if (this.pending.size >= MAX_PENDING_REQUESTS) return this.overloaded()
-      const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from }))
+      const history = type === 'result' ? await this.storedRunOf(envelope) : undefined
+      const reply = await this.request<Uint8Array>((requestId) => ({ type: 'rpc', requestId, envelope, peerId: from, ...(history ? { history } : {}) }))
       ingested?.()
       // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
       if (!wasMember && this.isMember(from)) this.net.refreshPeer(from)
@@ -185,8 +216,114 @@ export class CoordinatorRuntime implements ApiHost {
       reportDropped(this.warns, (fields, msg) => this.opts.logger.warn(fields, msg), Date.now())
       void this.dispatch({ type: 'tick' })
     }, COORDINATOR_TICK_MS)
-    this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size }, 'coordinator started')
+    const every = this.opts.pruneIntervalMs ?? PRUNE_INTERVAL_MS
+    if (every > 0) {
+      this.pruner = setInterval(() => void this.pruneNow().catch((err: Error) => this.opts.logger.warn({ err: err.message }, 'pruning failed; the next round tries again')), every)
+      this.pruner.unref()
+    }
+    this.opts.logger.info({ ...this.endpoints, jobs: this.state.jobs.size, nodes: this.state.nodes.size, liveInstances: this.restored.liveInstances, restoreMs: this.restored.ms }, 'coordinator started')
     return this.endpoints
+  }
+
+  /**
+   * A result for a run not in memory, of a job that is: the run and its instance as the store
+   * holds them (a finished instance's), handed to the core with the result. The body is read
+   * only for its ids here; the core verifies the envelope.
+   */
+  private async storedRunOf(envelope: unknown): Promise<{ run?: RunRecord; instance?: InstanceRecord } | undefined> {
+    let body: { runId?: unknown; instanceId?: unknown; jobId?: unknown }
+    try {
+      body = JSON.parse(String((envelope as { body?: unknown }).body)) as typeof body
+    } catch {
+      return undefined
+    }
+    const { runId, instanceId, jobId } = body ?? {}
+    const ok = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 256
+    if (!ok(runId) || !ok(instanceId) || !ok(jobId) || this.state.runs.has(runId) || this.state.instances.has(instanceId) || !this.state.jobs.has(jobId)) return undefined
+    const [run, instance] = await this.store.getMany([recordKey.run(runId), recordKey.instance(instanceId)]) as [RunRecord | undefined, InstanceRecord | undefined]
+    return { ...(run ? { run } : {}), ...(instance ? { instance } : {}) }
+  }
+
+  /**
+   * One retention round: finished instances created before now − retainDays, and audit records
+   * older than that, deleted through the core in batches (PRUNE_BATCH_INSTANCES), yielding to
+   * the event loop between batches. A live instance is never pruned (the core checks it too).
+   */
+  pruneNow(now = Date.now()): Promise<PruneStats> {
+    this.pruning ??= this.pruneRound(now).finally(() => { this.pruning = undefined })
+    return this.pruning
+  }
+
+  private async pruneRound(now: number): Promise<PruneStats> {
+    const cutoff = now - this.retainDays * DAY_MS
+    const stats: PruneStats = { instances: 0, auditRecords: 0, batches: 0 }
+    let after: string | undefined
+    for (;;) {
+      if (this.stopped) return stats
+      const keys: string[] = []
+      for await (const k of this.store.keys({ prefix: IDX.allPrefix, ...(after ? { gt: after } : {}), lt: IDX.all(cutoff, ''), limit: this.opts.pruneBatch ?? PRUNE_BATCH_INSTANCES })) keys.push(k)
+      if (keys.length === 0) break
+      after = keys.at(-1)
+      const items = await this.prunable(keys.map(idOfIndexKey), cutoff)
+      if (items.length > 0) {
+        await this.dispatch({ type: 'prune', items, auditKeys: [] })
+        stats.instances += items.length
+        stats.batches++
+      }
+      await new Promise((r) => setImmediate(r))
+    }
+    for (;;) {
+      if (this.stopped) return stats
+      const auditKeys: string[] = []
+      for await (const k of this.store.keys({ gte: AUDIT_PREFIX, lt: auditKeyFrom(cutoff), limit: PRUNE_BATCH_AUDIT })) auditKeys.push(k)
+      if (auditKeys.length === 0) break
+      await this.dispatch({ type: 'prune', items: [], auditKeys })
+      stats.auditRecords += auditKeys.length
+      stats.batches++
+      await new Promise((r) => setImmediate(r))
+    }
+    if (stats.batches > 0) this.opts.logger.info({ ...stats, retainDays: this.retainDays }, 'pruned history past the retention')
+    return stats
+  }
+
+  /** Finished instances of these ids (updated before the cutoff) with their runs' node ids, up to PRUNE_BATCH_RUNS runs. */
+  private async prunable(ids: string[], cutoff: number): Promise<{ instance: InstanceRecord; runs: { runId: string; nodeId: string }[] }[]> {
+    const out: { instance: InstanceRecord; runs: { runId: string; nodeId: string }[] }[] = []
+    let runs = 0
+    for (const v of await this.store.getMany(ids.map(recordKey.instance))) {
+      const instance = v as InstanceRecord | undefined
+      if (!instance || instance.status === 'running' || this.state.live.has(instance.id) || instance.updatedAt >= cutoff) continue
+      if (runs > 0 && runs + instance.runIds.length > PRUNE_BATCH_RUNS) break
+      runs += instance.runIds.length
+      out.push({ instance, runs: await this.runNodes(instance) })
+    }
+    return out
+  }
+
+  private async runNodes(instance: InstanceRecord): Promise<{ runId: string; nodeId: string }[]> {
+    const values = await this.store.getMany(instance.runIds.map(recordKey.run))
+    return values.filter((r): r is RunRecord => r !== undefined).map((r) => ({ runId: r.runId, nodeId: r.nodeId }))
+  }
+
+  /** A deleted job's history, pruned in batches after the deletion (its live state went with it). */
+  private async purgeJob(jobId: string): Promise<void> {
+    for (;;) {
+      if (this.stopped || this.state.jobs.has(jobId)) return
+      const keys: string[] = []
+      for await (const k of this.store.keys({ prefix: IDX.jobPrefix(jobId), limit: this.opts.pruneBatch ?? PRUNE_BATCH_INSTANCES })) keys.push(k)
+      if (keys.length === 0) return
+      const values = await this.store.getMany(keys.map((k) => recordKey.instance(idOfIndexKey(k))))
+      const items: { instance: InstanceRecord; runs: { runId: string; nodeId: string }[] }[] = []
+      const orphans: string[] = []
+      for (const [i, v] of values.entries()) {
+        const instance = v as InstanceRecord | undefined
+        if (instance) items.push({ instance, runs: await this.runNodes(instance) })
+        else orphans.push(keys[i]!)
+      }
+      if (orphans.length > 0) await this.store.batch(orphans.map((key) => ({ type: 'del' as const, key })))
+      if (items.length > 0) await this.dispatch({ type: 'prune', items, auditKeys: [] })
+      await new Promise((r) => setImmediate(r))
+    }
   }
 
   /** Events waiting for the core loop. */
@@ -277,8 +414,10 @@ export class CoordinatorRuntime implements ApiHost {
   }
 
   /** A state change an operator asked for (audited with its actor). */
-  change(event: Parameters<ApiHost['change']>[0], actor: Actor | undefined): Promise<AdminOutcome> {
-    return this.request<AdminOutcome>((requestId) => ({ ...event, requestId, ...(actor ? { actor } : {}) }) as RequestEvent)
+  async change(event: Parameters<ApiHost['change']>[0], actor: Actor | undefined): Promise<AdminOutcome> {
+    const outcome = await this.request<AdminOutcome>((requestId) => ({ ...event, requestId, ...(actor ? { actor } : {}) }) as RequestEvent)
+    if (outcome.ok && event.type === 'delete_job') void this.purgeJob(event.jobId).catch((err: Error) => this.opts.logger.warn({ err: err.message, jobId: event.jobId }, 'pruning a deleted job\'s history failed; retention removes it later'))
+    return outcome
   }
 
   submit(template: JobTemplate, actor?: Actor): Promise<SubmitOutcome> {
@@ -288,7 +427,7 @@ export class CoordinatorRuntime implements ApiHost {
   /** Up to `limit` audit records from `since` (ms) on, oldest first, read from the store. */
   async audit(since: number, limit: number): Promise<AuditRecord[]> {
     const out: AuditRecord[] = []
-    for await (const value of this.db.values({ gte: auditKeyFrom(since), lt: AUDIT_END, limit })) out.push(value as AuditRecord)
+    for await (const [, value] of this.store.scan({ gte: auditKeyFrom(since), lt: AUDIT_END, limit })) out.push(value as AuditRecord)
     return out
   }
 
@@ -310,9 +449,17 @@ export class CoordinatorRuntime implements ApiHost {
     if (this.stopped) return
     this.stopped = true
     if (this.ticker) clearInterval(this.ticker)
+    if (this.pruner) clearInterval(this.pruner)
+    await this.pruning?.catch(() => undefined)
     await this.loop?.close()
     await this.http?.close()
     await this.net?.stop()
-    await this.db?.close()
+    await this.store?.close()
   }
+}
+
+export interface PruneStats {
+  instances: number
+  auditRecords: number
+  batches: number
 }

@@ -3,8 +3,9 @@
 // once what it follows is decided.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ObjectParamsSchema, check } from '../protocol/api.js'
-import type { CoordinatorState } from './core.js'
+import type { CoordinatorState, InstanceRecord } from './core.js'
 import type { EventLog, StreamEvent } from './events.js'
+import type { History } from './history.js'
 
 /** Streams held at once; more are answered 503. */
 export const MAX_EVENT_STREAMS = 1_000
@@ -14,10 +15,13 @@ export const SSE_HEARTBEAT_MS = 15_000
 export interface EventHost {
   readonly state: CoordinatorState
   readonly events: EventLog
+  readonly history: History
 }
 
 interface Scope {
   instanceIds(): readonly string[]
+  /** Instances to snapshot when the stream cannot replay (finished ones read from the store). */
+  snapshots(): Promise<InstanceRecord[]>
   matches(e: StreamEvent): boolean
   ended(): boolean
 }
@@ -31,10 +35,11 @@ export function eventRoutes(app: FastifyInstance, host: EventHost): void {
   }
   app.get('/v1/instances/:id/events', async (req, reply) => {
     const id = idOf(req)
-    const instance = id === undefined ? undefined : host.state.instances.get(id)
+    const instance = id === undefined ? undefined : await host.history.instance(id)
     if (!instance) return reply.code(404).send({ error: `no instance ${id ?? ''}` })
     return stream(host, req, reply, {
       instanceIds: () => [instance.id],
+      snapshots: async () => [instance],
       matches: (e) => e.instanceId === instance.id,
       ended: () => instance.status !== 'running',
     })
@@ -43,10 +48,13 @@ export function eventRoutes(app: FastifyInstance, host: EventHost): void {
     const id = idOf(req)
     const job = id === undefined ? undefined : host.state.jobs.get(id)
     if (!job) return reply.code(404).send({ error: `no job ${id ?? ''}` })
+    // The job's instances in memory (live, or finished since the last tick); a job with none there, its latest one from the store.
+    const held = () => [...host.state.instances.values()].filter((i) => i.jobId === job.jobId).map((i) => i.id)
     return stream(host, req, reply, {
-      instanceIds: () => job.instanceIds,
+      instanceIds: held,
+      snapshots: async () => held().length > 0 ? await host.history.instances(held()) : await host.history.instances(await host.history.latestInstanceIds(job.jobId, 1)),
       matches: (e) => e.jobId === job.jobId,
-      ended: () => job.status !== 'active' && job.instanceIds.every((i) => host.state.instances.get(i)?.status !== 'running'),
+      ended: () => job.status !== 'active' && held().every((i) => host.state.instances.get(i)?.status !== 'running'),
     })
   })
 }
@@ -55,8 +63,12 @@ function frame(e: StreamEvent): string {
   return `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`
 }
 
-function stream(host: EventHost, req: FastifyRequest, reply: FastifyReply, scope: Scope): FastifyReply {
+async function stream(host: EventHost, req: FastifyRequest, reply: FastifyReply, scope: Scope): Promise<FastifyReply> {
   if (held >= MAX_EVENT_STREAMS) return reply.code(503).send({ error: `at most ${MAX_EVENT_STREAMS} event streams at once; try again later` })
+  const last = header(req.headers['last-event-id'])
+  const replay = host.events.since(scope.instanceIds(), last)
+  // Read before the stream starts (a finished instance's runs come from the store).
+  const snapshots = replay ? [] : await Promise.all((await scope.snapshots()).map(async (i) => host.events.snapshot({ runs: new Map((await host.history.runs(i.runIds)).map((r) => [r.runId, r])) }, i, Date.now())))
   held++
   reply.hijack()
   const raw = reply.raw
@@ -88,10 +100,7 @@ function stream(host: EventHost, req: FastifyRequest, reply: FastifyReply, scope
     unsubscribe()
     clearInterval(heartbeat)
   })
-  const last = header(req.headers['last-event-id'])
-  const replay = host.events.since(scope.instanceIds(), last)
-  if (replay) send(replay)
-  else send(scope.instanceIds().map((id) => host.events.snapshot(host.state, host.state.instances.get(id)!, Date.now())))
+  send(replay ?? snapshots)
   return reply
 }
 

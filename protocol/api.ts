@@ -90,7 +90,13 @@ export const NodesQuerySchema = z.object({ search: z.string().max(MAX_QUERY_TEXT
 export const JOB_STATUSES = ['active', 'canceled', 'completed'] as const
 export const INSTANCE_STATUSES = ['running', 'success', 'failure', 'excluded', 'canceled', 'quorum_failed'] as const
 export const JobsQuerySchema = z.object({ status: z.enum(JOB_STATUSES).optional(), name: z.string().max(256).optional(), ...PAGE_FIELDS }).transform(paged)
-export const InstancesQuerySchema = z.object({ job: OBJECT_ID.optional(), status: z.enum(INSTANCE_STATUSES).optional(), ...PAGE_FIELDS }).transform(paged)
+/** `pagination.next` of the previous page: lists of history (instances, a node's runs, a job's report) page after it, stable while items arrive. */
+const CURSOR = { cursor: z.string().min(1).max(600).optional() }
+export const InstancesQuerySchema = z.object({ job: OBJECT_ID.optional(), status: z.enum(INSTANCE_STATUSES).optional(), ...CURSOR, ...PAGE_FIELDS }).transform(paged)
+export const CursorPageQuerySchema = z.object({ ...CURSOR, ...PAGE_FIELDS }).transform(paged)
+/** A job's report shows this many instances per page unless `size` says otherwise (each with all its runs). */
+export const REPORT_PAGE_SIZE = 20
+export const ReportQuerySchema = z.object({ ...CURSOR, ...PAGE_FIELDS }).transform((q) => ({ ...paged(q), size: q['pagination.size'] ?? q.size ?? REPORT_PAGE_SIZE }))
 /** `POST /v1/plan?simulate=K&profile=P`: simulate the plan over K seeds (at most 20). */
 export const PlanQuerySchema = z.object({ simulate: z.coerce.number().int().min(1).max(20).optional(), profile: z.enum(['datacenter', 'wan', 'edge']).default('datacenter') })
 export const LogsQuerySchema = z.object({ step: z.coerce.number().int().min(1).max(1000).optional() })
@@ -124,6 +130,8 @@ export const CoordinatorOptionsSchema = z.object({
   apiHosts: z.array(ApiHostSchema).default([]),
   tlsCert: z.string().min(1).optional(),
   tlsKey: z.string().min(1).optional(),
+  /** `--retain-days D`: finished instances, their runs and artifacts, and audit records older than D days are pruned. */
+  retainDays: z.number().positive().max(36_500).default(30),
 }).superRefine((o, ctx) => {
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) ctx.addIssue({ code: 'custom', path: ['tlsKey'], message: 'give both --api-tls-cert and --api-tls-key' })
   const host = o.api.replace(/:\d+$/, '')

@@ -23,7 +23,7 @@ describe('API input schemas', () => {
   it('have documented defaults', () => {
     expect(check(NextQuerySchema, {}, 'query')).toEqual({ ok: true, value: { count: 10 } })
     expect(check(AuditQuerySchema, { since: '2026-12-01T00:00:00Z' }, 'query')).toEqual({ ok: true, value: { since: Date.parse('2026-12-01T00:00:00Z'), limit: 100 } })
-    expect(check(CoordinatorOptionsSchema, { dataDir: 'd' }, 'options')).toEqual({ ok: true, value: { dataDir: 'd', listen: ['/ip4/127.0.0.1/tcp/7700'], api: '127.0.0.1:7070', apiHosts: [] } })
+    expect(check(CoordinatorOptionsSchema, { dataDir: 'd' }, 'options')).toEqual({ ok: true, value: { dataDir: 'd', listen: ['/ip4/127.0.0.1/tcp/7700'], api: '127.0.0.1:7070', apiHosts: [], retainDays: 30 } })
   })
 
   it('read token lifetimes as durations', () => {

@@ -68,11 +68,11 @@ function replyOf(effects: CoordinatorEffect[]) {
   return opened.body
 }
 
-/** What the coordinator holds: counts in memory, every job's instance list, and the store's records. */
+/** What the coordinator holds: counts in memory, every job's instance counts, and the store's records. */
 function snapshot(state: CoordinatorState, db: Map<string, string>) {
   return {
     instances: state.instances.size, runs: state.runs.size, live: state.live.size, tallies: state.tallies.size, dirty: state.dirty.size,
-    jobs: [...state.jobs.values()].map((j) => ({ id: j.jobId, instanceIds: [...j.instanceIds], cursor: j.cursor, status: j.status })),
+    jobs: [...state.jobs.values()].map((j) => ({ id: j.jobId, history: structuredClone(j.history), cursor: j.cursor, status: j.status })),
     acks: [...state.instances.values()].map((i) => [i.id, [...(i.acks ?? [])]]),
     store: [...db.entries()].sort(([a], [b]) => (a < b ? -1 : 1)),
   }
@@ -111,9 +111,9 @@ describe('refused means no state (coordinator core)', () => {
     expect(replyOf(other)).toMatchObject({ ok: false })
     expect(replyOf(sync).ok).toBe(true) // the sync itself is fine; its claim is ignored
     expect(snapshot(state, db)).toEqual(before)
-    // A restart finds every instance a job lists.
+    // A restart finds every instance a job counts, in the store's index of the job.
     const restored = restoreCoordinator([...db.entries()].map(([k, v]) => [k, JSON.parse(v)]))
-    for (const j of restored.jobs.values()) for (const id of j.instanceIds) expect(restored.instances.has(id)).toBe(true)
+    for (const j of restored.jobs.values()) expect([...db.keys()].filter((k) => k.startsWith(`idx/job/${j.jobId}/`))).toHaveLength(j.history.count)
     // Later positive: the target's result is stored.
     const legit = step({ type: 'rpc', requestId: 'legit', envelope: resultFor('a', 'other', T0 - 5_000), peerId: 'peer-a' }, T0 + 1)
     expect(replyOf(legit)).toMatchObject({ ok: true, ackRunIds: [runIdFor(inst, 'a')] })
@@ -138,7 +138,7 @@ describe('refused means no state (coordinator core)', () => {
     expect(replyOf(skewed)).toMatchObject({ ok: true, ackRunIds: [runIdFor(instanceIdFor('daily', DTSTART), 'a')] })
     const instance = state.instances.get(instanceIdFor('daily', DTSTART))!
     expect(instance.runIds).toHaveLength(2)
-    expect(state.jobs.get('daily')!.instanceIds).toEqual([instance.id])
+    expect(state.jobs.get('daily')!.history).toMatchObject({ count: 1, latest: { id: instance.id }, ahead: [DTSTART] })
     expect(db.has(`instance/${instance.id}`)).toBe(true)
     // The next day's occurrence, a day early: refused, retry later.
     const tomorrow = step({ type: 'rpc', requestId: 'tomorrow', envelope: resultFor('a', 'daily', DTSTART + DAY), peerId: 'peer-a' }, T0 + 1)
@@ -149,14 +149,18 @@ describe('refused means no state (coordinator core)', () => {
     expect(replyOf(later)).toMatchObject({ ok: true })
   })
 
-  it('a store written before this fix, whose job lists instances never written, restores without them', () => {
+  it('a job record written before history left memory (an instanceIds list, some never written; no counts) restores counting only the instances it has', () => {
     const { db } = setup()
-    const job = JSON.parse(db.get('job/daily')!)
-    job.instanceIds = [instanceIdFor('daily', DTSTART + DAY), instanceIdFor('daily', DTSTART + 2 * DAY)]
-    db.set('job/daily', JSON.stringify(job))
+    for (const id of ['daily', 'other']) {
+      const job = JSON.parse(db.get(`job/${id}`)!)
+      delete job.history
+      job.instanceIds = id === 'daily' ? [instanceIdFor('daily', DTSTART + DAY), instanceIdFor('daily', DTSTART + 2 * DAY)] : [instanceIdFor('other', T0 - 5_000)]
+      db.set(`job/${id}`, JSON.stringify(job))
+    }
     const restored = restoreCoordinator([...db.entries()].map(([k, v]) => [k, JSON.parse(v)]))
-    expect(restored.jobs.get('daily')!.instanceIds).toEqual([])
-    expect(restored.jobs.get('other')!.instanceIds).toEqual([instanceIdFor('other', T0 - 5_000)])
+    expect(restored.jobs.get('daily')!.history).toEqual({ count: 0, byStatus: {} })
+    expect(restored.jobs.get('other')!.history).toEqual({ count: 1, byStatus: { running: 1 } })
+    expect('instanceIds' in restored.jobs.get('other')!).toBe(false)
   })
 
   it('progress gossip for an occurrence beyond the grace window creates no instance', () => {
