@@ -31,5 +31,19 @@ export function exitForError(err: unknown): number {
 
 /** Exit 1 when an instance failed (failure, quorum_failed); excluded and canceled ones did not fail. */
 export function exitForInstances(instances: readonly { status: string }[]): number {
-  return instances.some((i) => i.status === 'failure' || i.status === 'quorum_failed') ? EXIT.failed : EXIT.ok
+  return instances.some((i) => FAILED.includes(i.status)) ? EXIT.failed : EXIT.ok
+}
+
+/** The statuses of an instance that failed. */
+const FAILED = ['failure', 'quorum_failed']
+
+/**
+ * The exit code of a report. A job's report shows one page of its instances, so a job's code
+ * comes from its counts over all of them (a failed instance past the first page still fails it);
+ * an instance's report, from that instance.
+ */
+export function exitForReport(report: { job: { id: string; instances?: { byStatus: Record<string, number> } }; instances: readonly { status: string }[] }, id: string): number {
+  const counts = report.job.id === id ? report.job.instances?.byStatus : undefined
+  if (!counts) return exitForInstances(report.instances)
+  return FAILED.some((s) => (counts[s] ?? 0) > 0) ? EXIT.failed : EXIT.ok
 }

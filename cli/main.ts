@@ -6,7 +6,7 @@ import { registerMemberCommands } from './members.js'
 import { registerLifecycleCommands } from './lifecycle.js'
 import { registerBenchHistory } from './bench-history.js'
 import { addExamples } from './examples.js'
-import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForStatus } from './exit.js'
+import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForReport, exitForStatus } from './exit.js'
 
 const program = new Command()
 program
@@ -292,7 +292,7 @@ program.command('report')
     const report = await apiGet<import('../coordinator/report.js').JobReport>(await conn(o), `/v1/reports/${encodeURIComponent(id)}?${query}`)
     process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
     if (!o.json && report.pagination?.next) process.stderr.write(`page ${o.page} of ${Math.ceil((report.pagination.total ?? 0) / o.size)}: --page ${o.page + 1} --cursor ${report.pagination.next}\n`)
-    process.exitCode = exitForInstances(report.instances)
+    process.exitCode = exitForReport(report, id)
   })
 
 program.command('artifacts')

@@ -4,7 +4,7 @@
 // estimate of the time left. log-update on a terminal, a plain line per event otherwise, JSON
 // lines with --json. Resolves to the exit code: 1 when an instance failed, else 0.
 import { ApiError, DEFAULT_TIMEOUT_MS, apiFetch, apiGet, type ApiConn } from './client.js'
-import { exitForInstances } from './exit.js'
+import { exitForReport } from './exit.js'
 import type { StreamEvent } from '../coordinator/events.js'
 import type { JobReport } from '../coordinator/report.js'
 
@@ -197,5 +197,5 @@ export async function watchJob(conn: ApiConn, jobId: string, o: WatchOptions = {
     logUpdate?.done()
   }
   const report = await apiGet<JobReport>(conn, `/v1/reports/${id}`)
-  return exitForInstances(report.instances)
+  return exitForReport(report, jobId)
 }

@@ -24,7 +24,7 @@ const cursorPage = <T extends z.ZodType>(item: T) => z.object({ items: z.array(i
 const counts = z.record(str, z.number())
 const groupCounts = z.array(z.object({ group: z.number(), pending: z.number(), running: z.number(), success: z.number(), failure: z.number(), skipped: z.number() }))
 
-const JobSummary = z.object({ id: str, name: str, status: str, createdAt: time, scheduleRule: str, runOf: str.optional() })
+const JobSummary = z.object({ id: str, name: str, status: str, createdAt: time, scheduleRule: str, runOf: str.optional(), instances: z.object({ total: z.number().int(), byStatus: z.record(z.string(), z.number().int()) }).describe('all the job\'s instances, not only a page: how many, by status') })
 const InstanceSummary = z.object({
   id: str, jobId: str, status: str, occurrenceAt: time, reason: str.optional(), quorumMissing: z.array(str).optional(), createdAt: time, updatedAt: time, counts,
 })

@@ -49,7 +49,11 @@ export interface InstanceReport {
 }
 
 export interface JobReport {
-  job: { id: string; name: string; status: string; createdAt: string | null; scheduleRule: string; runOf?: string }
+  job: {
+    id: string; name: string; status: string; createdAt: string | null; scheduleRule: string; runOf?: string
+    /** All the job's instances (not only this page): how many, by status (retention removes pruned ones). */
+    instances: { total: number; byStatus: Record<string, number> }
+  }
   /** A job's report: a page of its instances in occurrence order (`pagination`); an instance's: that one. */
   instances: InstanceReport[]
   pagination?: { page: number; size: number; total: number | null; next: string | null }
@@ -99,7 +103,10 @@ export function instanceReport(instance: InstanceRecord, runs: readonly RunRecor
 }
 
 export function jobSummary(job: JobRecord): JobReport['job'] {
-  return { id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule, ...(job.runOf ? { runOf: job.runOf } : {}) }
+  return {
+    id: job.jobId, name: job.name, status: job.status, createdAt: iso(job.createdAt), scheduleRule: job.template.scheduleRule, ...(job.runOf ? { runOf: job.runOf } : {}),
+    instances: { total: job.history.count, byStatus: { ...job.history.byStatus } },
+  }
 }
 
 /** The report for a job id or an instance id over the instances held in memory (the core's tests; the API reads the store: coordinator/history.ts). */
@@ -121,6 +128,8 @@ function table(rows: string[][]): string {
 export function formatReport(report: JobReport): string {
   const lines: string[] = []
   lines.push(`job ${report.job.id}  "${report.job.name}"  ${report.job.status}  created ${report.job.createdAt}`)
+  const all = report.job.instances
+  if (all && all.total > 0) lines.push(`instances: ${all.total} (${Object.entries(all.byStatus).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')})`)
   for (const inst of report.instances) {
     const counts = Object.entries(inst.counts).map(([k, v]) => `${k} ${v}`).join(', ')
     lines.push('', `instance ${inst.id}  occurrence ${inst.occurrenceAt}  ${inst.status.toUpperCase()}  (${counts || 'no runs'})${inst.reason ? `  ${inst.reason}` : ''}`)

@@ -212,6 +212,10 @@ describe('exit codes of real commands', () => {
     await fleet.waitForJob(bad, 30_000)
     expect((await chorus(['report', good])).code).toBe(0)
     expect((await chorus(['report', bad])).code).toBe(1)
+    // A job's code comes from all its instances, not the page shown: page 2 holds none of them here.
+    const past = await chorus(['report', bad, '--json', '--page', '2', '--size', '1'])
+    expect(JSON.parse(past.stdout).instances).toEqual([])
+    expect(past.code).toBe(1)
     expect((await chorus(['job', 'watch', bad])).code).toBe(1)
     expect((await chorus(['job', 'list', '--page', '0'])).code).toBe(2)
     expect((await chorus(['no-such-command'])).code).toBe(2)

@@ -77,9 +77,11 @@ describe('history in the store (real coordinator)', () => {
     expect(run.status).toBe('success')
     expect(run.steps[0]!.stdout).toContain(nodeIds[1])
     expect(await apiGet<Summary & { counts: Record<string, number> }>(conn, `/v1/instances/${finished}`)).toMatchObject({ status: 'success', counts: { success: NODES } })
-    const report = await apiGet<{ instances: { id: string }[]; pagination: { total: number } }>(conn, '/v1/reports/old-job?size=10')
+    const report = await apiGet<{ job: { instances: { total: number; byStatus: Record<string, number> } }; instances: { id: string }[]; pagination: { total: number } }>(conn, '/v1/reports/old-job?size=10')
     expect(report.instances.map((i) => i.id)).toEqual(filled.instanceIds.slice(0, 10))
     expect(report.pagination.total).toBe(INSTANCES)
+    // The job's counts cover every instance, not only this page (exit codes come from them).
+    expect(report.job.instances).toEqual({ total: INSTANCES, byStatus: expect.objectContaining({ success: INSTANCES - 1, running: 1 }) })
   })
 
   it('pages by cursor in a stable order: no instance twice or missed while new instances keep arriving', async () => {
