@@ -12,6 +12,8 @@ import { canonicalTimeZone, instantToWall, wallToInstant } from './schedule-zone
 
 const EXAMPLE = '"RRULE:FREQ=DAILY;INTERVAL=1"'
 const RRULE_PREFIX = 'RRULE:'
+/** Characters of an unsupported line an error message echoes when the line has no name. */
+const MAX_ECHOED_LINE_CHARS = 20
 
 type DateTimeValue = { wallMs: number; utc: boolean; dateOnly: boolean }
 
@@ -153,7 +155,7 @@ function readLines(trimmed: string, allowImmediate: boolean): RuleLines | string
       if (typeof dt === 'string') return dt
       dtstart = dt
     } else {
-      const name = /^([A-Za-z-]+)/.exec(line)?.[1] ?? line.slice(0, 20)
+      const name = /^([A-Za-z-]+)/.exec(line)?.[1] ?? line.slice(0, MAX_ECHOED_LINE_CHARS)
       if (lines.length === 1 && /^FREQ=/i.test(line)) return `the "RRULE:" prefix is missing; expected e.g. "RRULE:${line}"`
       return `"${name}" is not supported; expected ${allowImmediate ? '"immediate" or ' : ''}an RRULE such as ${EXAMPLE}, optionally after a DTSTART line`
     }
@@ -258,7 +260,8 @@ function parseParts(parts: Map<string, string>): ParsedParts | string {
   return { rule, untilInstant: scalars.untilInstant }
 }
 
-/** INTERVAL, COUNT, UNTIL (returned: its frame depends on the zone) and WKST, into `rule`. */
+/** INTERVAL, COUNT, UNTIL (returned: its frame depends on the zone) and WKST, into `rule`.
+ *  INTERVAL has at most 9 digits; COUNT at most MAX_COUNT. */
 function parseScalars(parts: Map<string, string>, rule: RecurrenceRule): { untilInstant?: DateTimeValue } | string {
   const intervalText = parts.get('INTERVAL')
   if (intervalText !== undefined) {
