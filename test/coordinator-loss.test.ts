@@ -1,42 +1,53 @@
 // The coordinator dies in the middle of a rolling rollout and stays away, over real processes:
 // waiting targets notice the closed connection (not the end of their held watch) and go on by
-// peer gossip. At most 2 runs at once, every node exactly once, no gap over 15 s between run ends.
+// peer gossip. At most 2 runs at once, every node exactly once, all done with the coordinator down.
 import { describe, expect, it } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
+import { shellJob } from './helpers/templates.js'
+import { WATCH_HOLD_MS } from '../protocol/timing.js'
 
 let fleet: LocalFleet
 withLocalFleet('chorus-loss-', { agents: 8, agentConfig: { allow: 'any' } }, (f) => { fleet = f })
 
-const job = (nodes: string[]) => JSON.stringify({
-  name: 'rolling restart', scheduleRule: 'immediate', exceptionRules: [],
-  target: { executionType: 'parallel', groups: [{ timeoutSeconds: 300, batchSize: { type: 'number', value: 2 }, distributionMethod: 'rolling', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: nodes }] },
-  actions: { accessMode: 'agent', steps: [{ name: 'restart', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: ['sleep 2'] }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
-})
+/** Two at a time (rolling), every run must succeed; each run sleeps 2 s. */
+const job = (nodes: string[]) => JSON.stringify(shellJob('rolling restart', nodes, ['sleep 2'], {
+  timeoutSeconds: 300, batchSize: { type: 'number', value: 2 }, distributionMethod: 'rolling',
+}, { name: 'restart' }))
 
-/** Each agent's log lines about the job: when its run started and finished (pino `time`, ms). */
-async function runTimes(jobId: string): Promise<{ node: string; starts: number[]; ends: number[] }[]> {
+/** Each agent's log lines about the job: when its run started and finished (pino `time`, ms), and
+ *  whether it logged the loss of the coordinator's connection before its run started. */
+async function runTimes(jobId: string): Promise<{ node: string; starts: number[]; ends: number[]; lostBeforeStart: boolean }[]> {
   return Promise.all(fleet.agents.map(async (a) => {
-    const lines = (await readFile(a.logFile, 'utf8')).split('\n').filter((l) => l.includes(jobId) || l.includes('"run finished'))
+    const all = (await readFile(a.logFile, 'utf8')).split('\n')
+    const lines = all.filter((l) => l.includes(jobId) || l.includes('"run finished'))
     const at = (needle: string) => lines.filter((l) => l.includes(needle)).map((l) => (JSON.parse(l) as { time: number }).time)
-    return { node: a.nodeId, starts: at('run started"'), ends: at('"msg":"run finished') }
+    const lost = all.findIndex((l) => l.includes('lost the connection to the coordinator'))
+    const started = all.findIndex((l) => l.includes(jobId) && l.includes('run started"'))
+    return { node: a.nodeId, starts: at('run started"'), ends: at('"msg":"run finished'), lostBeforeStart: lost >= 0 && lost < started }
   }))
 }
 
 describe('losing the coordinator mid-rollout', () => {
-  it('goes on without it: at most 2 at once, each node once, no gap over 15 s between run ends', async () => {
+  it('goes on without it: at most 2 at once, each node once, the targets still waiting go on once the connection closes', async () => {
     const id = await fleet.submit(job(fleet.nodeIds))
     await waitFor('two runs to start', async () => ((await runTimes(id)).filter((r) => r.starts.length > 0).length >= 2 ? true : undefined), 30_000, 20)
     const killedAt = Date.now()
     await fleet.killCoordinator('SIGKILL')
-    await waitFor('every run to finish with the coordinator down', async () => ((await runTimes(id)).every((r) => r.ends.length > 0) ? true : undefined), 120_000, 200)
+    // Targets that stalled until their held watch ended (WATCH_HOLD_MS + RPC_TIMEOUT_MS, the bug
+    // this guards) could not all be done within WATCH_HOLD_MS of the kill: the deadline is that
+    // protocol bound (ten times the 6 s of runs left), not a claim about speed.
+    await waitFor('every run to finish with the coordinator down', async () => ((await runTimes(id)).every((r) => r.ends.length > 0) ? true : undefined), WATCH_HOLD_MS, 200)
     const runs = await runTimes(id)
     for (const r of runs) expect(r.starts, r.node).toHaveLength(1)
     const intervals = runs.map((r) => [r.starts[0]!, r.ends[0]!] as const)
     for (const [s] of intervals) expect(intervals.filter(([s2, e2]) => s2 <= s && s < e2).length).toBeLessThanOrEqual(2)
-    const ends = intervals.map(([, e]) => e).filter((e) => e > killedAt).sort((a, b) => a - b)
-    for (let i = 1; i < ends.length; i++) expect(ends[i]! - ends[i - 1]!, `gap before the ${i + 1}th run end after the kill`).toBeLessThanOrEqual(15_000)
+    // Two were running at the kill (two at a time, 2 s each); each of the six others noticed the
+    // closed connection before its turn came.
+    const late = runs.filter((r) => r.starts[0]! > killedAt)
+    expect(late.map((r) => r.node)).toHaveLength(6)
+    for (const r of late) expect(r.lostBeforeStart, `${r.node} logged the lost connection before its run`).toBe(true)
     // Back up, the coordinator gets every result once.
     await fleet.startCoordinator()
     const report = await fleet.waitForJob(id, 60_000)

@@ -4,7 +4,6 @@ import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { collectArtifacts, MAX_ARTIFACTS_PER_STEP } from '../interpreters/artifacts.js'
 import { createExternalInterpreter, discoverExternalInterpreters, parseExternalResult } from '../interpreters/external.js'
-import { KILL_GRACE_MS } from '../interpreters/process.js'
 import type { StepRequest } from '../interpreters/types.js'
 import { alive, waitUntil } from './helpers/process.js'
 
@@ -68,10 +67,9 @@ describe('external interpreter contract', () => {
 
   it('timeout kills the interpreter process group (SIGTERM, then SIGKILL)', async () => {
     const pidFile = join(work, 'pid')
-    const t0 = Date.now()
     const r = await ext.run(req({ mode: 'sleep', pidFile, ignoreTerm: true }, { timeoutMs: 500 }), never)
     expect(r).toMatchObject({ status: 'failure', reason: 'timed out after 500 ms; interpreter process group killed' })
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(500 + KILL_GRACE_MS - 100) // needed SIGKILL
+    // It ignores SIGTERM and idles for ever: only the SIGKILL that follows can have ended it.
     const pid = Number(readFileSync(pidFile, 'utf8'))
     expect(await waitUntil(() => !alive(pid))).toBe(true)
   })

@@ -100,16 +100,14 @@ describe.skipIf(isWindows)('shell interpreter (real processes)', () => {
 
   it('times out, kills the whole process group, and reports it', async () => {
     const pidfile = join(work, 'pid')
-    const t0 = Date.now()
+    // Not killed, the line would end with exit 0 (a success) after its sleeps.
     const r = await shell.run(
       req({ linux: [`sh -c 'sleep 30 & echo $! > "$0"; wait' ${pidfile}; sleep 30`], timeoutMs: 1_000 }),
       never,
     )
-    const elapsed = Date.now() - t0
     expect(r.status).toBe('failure')
-    expect(r.reason).toMatch(/timed out after 1000 ms/)
+    expect(r.reason).toBe('timed out after 1000 ms; process group killed')
     expect(r.exitCode).toBeNull()
-    expect(elapsed).toBeLessThan(1_000 + KILL_GRACE_MS + 2_000)
     const pid = await waitForPid(pidfile)
     expect(await waitDead(pid)).toBe(true)
   })
@@ -122,18 +120,23 @@ describe.skipIf(isWindows)('shell interpreter (real processes)', () => {
     )
     expect(r.status).toBe('failure')
     expect(r.reason).toBe('timed out after 500 ms; process group killed')
+    // A lower bound, which a slow machine cannot break: SIGKILL waits KILL_GRACE_MS after SIGTERM.
     expect(r.durationMs).toBeGreaterThanOrEqual(500 + KILL_GRACE_MS - 50)
-    expect(r.durationMs).toBeLessThan(500 + KILL_GRACE_MS + 2_000)
     const pid = await waitForPid(pidfile)
     expect(await waitDead(pid)).toBe(true)
   })
 
+  it('names SIGKILL as what ended a leader that ignores SIGTERM', async () => {
+    const r = await runProcess({ file: '/bin/sh', args: ['-c', "trap '' TERM; sleep 30"], cwd: work, timeoutMs: 500, maxOutputBytes: 1024 })
+    expect(r).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGKILL' })
+  })
+
   it('shares one timeout budget across lines', async () => {
     const marker = join(work, 'marker')
+    // With a budget per line, each sleep would fit in it and the third line would run.
     const r = await shell.run(req({ linux: ['sleep 0.6', 'sleep 0.6', `touch ${marker}`], timeoutMs: 1_000 }), never)
     expect(r.status).toBe('failure')
-    expect(r.reason).toMatch(/timed out/)
-    expect(r.durationMs).toBeLessThan(1_000 + KILL_GRACE_MS)
+    expect(r.reason).toMatch(/^timed out after 1000 ms/)
     expect(existsSync(marker)).toBe(false)
   })
 
@@ -163,13 +166,12 @@ describe.skipIf(isWindows)('shell interpreter (real processes)', () => {
 
   it('kills background processes left behind by a successful line', async () => {
     const pidfile = join(work, 'pid')
-    const t0 = Date.now()
-    // The background sleep keeps stdout open; the step must still end promptly.
+    // The background sleep keeps stdout open: the step ends when it closes, i.e. once the sleep
+    // is killed, so the sleep is already gone when the step returns (not left to finish later).
     const r = await shell.run(req({ linux: [`sleep 30 & echo $! > ${pidfile}`], timeoutMs: 0 }), never)
     expect(r.status).toBe('success')
-    expect(Date.now() - t0).toBeLessThan(KILL_GRACE_MS + 2_000)
     const pid = await waitForPid(pidfile)
-    expect(await waitDead(pid)).toBe(true)
+    expect(alive(pid)).toBe(false)
   })
 
   it('fails clearly for a missing working directory', async () => {

@@ -11,6 +11,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { apiGet } from '../cli/client.js'
 import { withLocalFleet } from './helpers/fleet.js'
+import { shellJob } from './helpers/templates.js'
 import { createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { PROTOCOL_VERSION, decodeEnvelope, encodeEnvelope, open, seal, type ReplyBody, type WireBodyInput } from '../protocol/wire.js'
@@ -24,11 +25,7 @@ const DAY = 86_400_000
 const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '')
 
 function job(name: string, nodes: string[], scheduleRule = 'immediate') {
-  return JSON.stringify({
-    name, scheduleRule, exceptionRules: [],
-    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 300, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'nodes', nodeIdentifiers: nodes }] },
-    actions: { accessMode: 'agent', steps: [{ name: 'who', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: ['hostname'] }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
-  })
+  return JSON.stringify({ ...shellJob(name, nodes, ['hostname'], { timeoutSeconds: 300 }, { name: 'who' }), scheduleRule })
 }
 
 /** A node of its own: a generated key, a libp2p connection to the coordinator, signed requests. */

@@ -5,33 +5,16 @@ import { readdir, readFile } from 'node:fs/promises'
 import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { apiGet, apiPostText } from '../cli/client.js'
+import { shellJob } from './helpers/templates.js'
 
 let fleet: LocalFleet
 let dir: string
 
 const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '')
 
+/** A job on both agents, one shell step of `lines`, on `rule`; `extra` adds or overrides top-level fields. */
 function job(name: string, rule: string, lines: string[], extra: Record<string, unknown> = {}) {
-  return JSON.stringify({
-    name, scheduleRule: rule, exceptionRules: [],
-    target: {
-      executionType: 'parallel',
-      groups: [{
-        timeoutSeconds: 30, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching',
-        successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }],
-        nodeListType: 'nodes', nodeIdentifiers: ['node-1', 'node-2'],
-      }],
-    },
-    actions: {
-      accessMode: 'agent',
-      steps: [{
-        name: 'mark', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } },
-        command: { linux: lines }, retryCount: 0,
-        failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } },
-      }],
-    },
-    ...extra,
-  })
+  return JSON.stringify({ ...shellJob(name, ['node-1', 'node-2'], lines, { timeoutSeconds: 30 }, { name: 'mark' }), scheduleRule: rule, ...extra })
 }
 
 async function markers(prefix: string): Promise<string[]> {
@@ -124,13 +107,12 @@ describe('recurring jobs over real processes', () => {
       }) ? true : undefined
     }, 20_000, 100)
     const after = (await markers('cancel.')).length
-    // Later positive: two more occurrences came due, and a job submitted after them ran on both agents
-    // (their ticks passed those times): the canceled job's markers did not grow meanwhile.
-    const dueBy = Date.now() + 4_000
-    await waitFor('two more occurrences to come due', async () => (Date.now() >= dueBy ? true : undefined), 10_000, 100)
-    const probe = await fleet.submit(job('probe after cancel', 'immediate', [`mktemp ${dir}/probe.XXXXXX`]))
-    await fleet.waitForJob(probe, 30_000)
-    expect(await markers('probe.')).toHaveLength(2)
+    // Later positive: a probe whose only occurrence is at least 4 s away (two more occurrences of
+    // the canceled job, every 2 s) ran on both agents, so their schedules passed those
+    // occurrences: the canceled job's markers did not grow meanwhile.
+    const probeAt = soon(4)
+    await fleet.submit(job('probe after cancel', `RRULE:DTSTART=${stamp(probeAt)};FREQ=YEARLY;COUNT=1`, [`mktemp ${dir}/probe.XXXXXX`]))
+    await waitFor('the probe to run on both agents', async () => ((await markers('probe.')).length === 2 ? true : undefined), 30_000, 100)
     expect((await markers('cancel.')).length).toBe(after)
     expect(after).toBeLessThan(40)
   })

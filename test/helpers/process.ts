@@ -21,6 +21,16 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The state letter of `pid` in /proc (R running, S sleeping, T stopped, Z zombie, ...), or undefined when it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+  } catch {
+    return undefined
+  }
+}
+
 /** Waits until `cond()` holds, at most `ms`; returns whether it did (assert on that). */
 export async function waitUntil(cond: () => boolean, ms = 5_000): Promise<boolean> {
   const until = Date.now() + ms
