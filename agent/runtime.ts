@@ -156,6 +156,8 @@ export class AgentRuntime {
   async start(): Promise<void> {
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
+    // Scratch directories of attempts a crash interrupted (those attempts are never resumed).
+    await rm(join(this.opts.dataDir, 'work'), { recursive: true, force: true })
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
     // Every line this agent logs names it.
     this.opts.logger = this.opts.logger.child({ nodeId: this.nodeId })
@@ -335,12 +337,13 @@ export class AgentRuntime {
     const interpreter = findInterpreter(r.interpreter, this.interpreters)
     const workDir = join(this.opts.dataDir, 'work', r.runId, `${r.stepNumber}-${r.attempt}`)
     const artifactDir = join(workDir, 'artifacts')
-    await mkdir(artifactDir, { recursive: true })
+    const scratch = interpreter?.usesWorkDir !== false
+    if (scratch) await mkdir(artifactDir, { recursive: true })
     const limited = r.limits.cores > 0 || r.limits.cpu > 0
     const result = interpreter
       ? await interpreter.run({
         runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt, interpreter: r.interpreter, command: r.command,
-        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, workDir, artifactDir,
+        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, ...(scratch ? { workDir, artifactDir } : {}),
         env: { CHORUS_NODE_ID: this.nodeId, CHORUS_JOB_ID: r.jobId, CHORUS_INSTANCE_ID: r.instanceId, CHORUS_RUN_ID: r.runId, CHORUS_STEP: String(r.stepNumber), CHORUS_ATTEMPT: String(r.attempt) },
         ...(limited ? { limits: r.limits } : {}),
       }, this.aborter.signal)
@@ -360,7 +363,7 @@ export class AgentRuntime {
     }
     const artifacts = (result.artifacts ?? []).map((a) => ({ name: a.name, encoding: a.encoding, content: a.content, bytes: a.bytes }))
     if (result.limitsReport?.length) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, limits: result.limitsReport }, 'step limits')
-    await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
+    if (scratch) await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
     await this.dispatch({
       type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
       result: {
