@@ -26,7 +26,7 @@ import {
 } from './core.js'
 
 import { RepeatedWarning, dialFailure } from './warnings.js'
-import { AgentMetrics } from './metrics.js'
+import type { AgentMetrics } from './metrics.js'
 import type { Server } from 'node:http'
 import { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS, jitteredMs } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
@@ -156,6 +156,8 @@ export class AgentRuntime {
   async start(): Promise<void> {
     await mkdir(this.opts.dataDir, { recursive: true })
     this.identity = (await loadOrCreateIdentity(this.opts.dataDir)).identity
+    // Scratch directories of attempts a crash interrupted (those attempts are never resumed).
+    await rm(join(this.opts.dataDir, 'work'), { recursive: true, force: true })
     this.nodeId = await resolveNodeId(this.opts.dataDir, this.opts.nodeId)
     // Every line this agent logs names it.
     this.opts.logger = this.opts.logger.child({ nodeId: this.nodeId })
@@ -229,6 +231,8 @@ export class AgentRuntime {
   }
 
   private async serveMetrics(address: string): Promise<void> {
+    // Loaded only when asked for: prom-client loads node:http, https and zlib, ~10 % of an agent's start.
+    const { AgentMetrics } = await import('./metrics.js')
     this.metrics = new AgentMetrics({
       outboxDepth: () => this.state.outbox.size,
       runningSteps: () => [...this.state.runs.values()].filter((r) => r.inFlight).length,
@@ -333,12 +337,13 @@ export class AgentRuntime {
     const interpreter = findInterpreter(r.interpreter, this.interpreters)
     const workDir = join(this.opts.dataDir, 'work', r.runId, `${r.stepNumber}-${r.attempt}`)
     const artifactDir = join(workDir, 'artifacts')
-    await mkdir(artifactDir, { recursive: true })
+    const scratch = interpreter?.usesWorkDir !== false
+    if (scratch) await mkdir(artifactDir, { recursive: true })
     const limited = r.limits.cores > 0 || r.limits.cpu > 0
     const result = interpreter
       ? await interpreter.run({
         runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt, interpreter: r.interpreter, command: r.command,
-        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, workDir, artifactDir,
+        inputs: r.inputs, os: r.os, timeoutMs: r.timeoutMs, maxOutputBytes: MAX_STEP_OUTPUT_CHARS, ...(scratch ? { workDir, artifactDir } : {}),
         env: { CHORUS_NODE_ID: this.nodeId, CHORUS_JOB_ID: r.jobId, CHORUS_INSTANCE_ID: r.instanceId, CHORUS_RUN_ID: r.runId, CHORUS_STEP: String(r.stepNumber), CHORUS_ATTEMPT: String(r.attempt) },
         ...(limited ? { limits: r.limits } : {}),
       }, this.aborter.signal)
@@ -358,7 +363,7 @@ export class AgentRuntime {
     }
     const artifacts = (result.artifacts ?? []).map((a) => ({ name: a.name, encoding: a.encoding, content: a.content, bytes: a.bytes }))
     if (result.limitsReport?.length) this.opts.logger.info({ runId: r.runId, step: r.stepNumber, limits: result.limitsReport }, 'step limits')
-    await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
+    if (scratch) await rm(join(this.opts.dataDir, 'work', r.runId), { recursive: true, force: true }).catch(() => {})
     await this.dispatch({
       type: 'step_done', runId: r.runId, stepNumber: r.stepNumber, attempt: r.attempt,
       result: {

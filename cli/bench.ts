@@ -2,7 +2,8 @@
 // coordinator, over R rounds, with N real agent processes on loopback.
 import { readFile } from 'node:fs/promises'
 import { LocalFleet, waitFor } from './fleet.js'
-import { apiGet } from './client.js'
+import { apiFetch, apiGet } from './client.js'
+import { MAX_PAGE_SIZE } from '../protocol/api.js'
 
 /** A field of /proc/PID/status in MB: VmRSS (what the kernel counts, shared pages of the Node binary included) or RssAnon (private). */
 async function statusMb(pid: number | undefined, field: 'VmRSS' | 'RssAnon'): Promise<number | null> {
@@ -79,28 +80,93 @@ export function fanoutJob(round: number): string {
   })
 }
 
+/** Longest a round may take before the benchmark gives up. */
+const ROUND_TIMEOUT_MS = 120_000
+
+/** Reads GET /v1/instances/:id/events until its `event: end` (the instance is decided) or the time is up. */
+async function untilDecided(fleet: LocalFleet, instanceId: string, timeoutMs: number): Promise<void> {
+  const res = await apiFetch(fleet.conn, `/v1/instances/${instanceId}/events`, { timeoutMs })
+  if (!res.ok || !res.body) return
+  const decoder = new TextDecoder()
+  let text = ''
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    // Keep only the tail: the marker is all we look for.
+    text = (text + decoder.decode(chunk, { stream: true })).slice(-4096)
+    if (/^event: end$/m.test(text)) break
+  }
+  await res.body.cancel().catch(() => {})
+}
+
+/** The times of one run as GET /v1/instances/:id/runs reports them (ISO strings; agents and coordinator share this machine's clock). */
+interface RunTimes {
+  startedAt?: string
+  finishedAt?: string
+  receivedAt?: string
+  steps: { attemptLog: { startedAt: string; finishedAt: string }[] }[]
+}
+
+/**
+ * Where a round's time went, per run, in seconds: delivery (submit → the agent holds the
+ * definition and its place and creates the run: coordinator planning and signing, gossip,
+ * verification, and above MAX_INLINE_TICKETS targets the ticket round trip), start (run created
+ * → its first step's process started), step (the first attempt of the first step) and result
+ * (run finished at the agent → result stored at the coordinator: signing, persisting, the rpc,
+ * the coordinator's verification and commit).
+ */
+interface Phases { delivery: number[]; start: number[]; step: number[]; result: number[] }
+
+function phasesOf(runs: { items: RunTimes[] }, submittedAt: number, into: Phases): void {
+  const ms = (iso: string | undefined) => (iso === undefined ? NaN : Date.parse(iso))
+  const push = (list: number[], from: number, to: number) => { if (Number.isFinite(from) && Number.isFinite(to)) list.push((to - from) / 1000) }
+  for (const r of runs.items) {
+    const attempt = r.steps[0]?.attemptLog[0]
+    push(into.delivery, submittedAt, ms(r.startedAt))
+    push(into.start, ms(r.startedAt), ms(attempt?.startedAt))
+    push(into.step, ms(attempt?.startedAt), ms(attempt?.finishedAt))
+    push(into.result, ms(r.finishedAt), ms(r.receivedAt))
+  }
+}
+
+function phaseMedians(p: Phases): Record<string, number | null> {
+  const m = (list: number[]) => (list.length ? Number(median(list).toFixed(3)) : null)
+  return { phase_delivery_s_median: m(p.delivery), phase_start_s_median: m(p.start), phase_step_s_median: m(p.step), phase_result_s_median: m(p.result) }
+}
+
 export async function benchFanout(o: { agents: number; rounds: number }) {
   const fleet = new LocalFleet({ agents: o.agents, attributes: () => ({ bench: 'yes' }) })
   const t0 = performance.now()
   try {
     await fleet.start()
     const joinS = (performance.now() - t0) / 1000
+    // What starting cost each agent (module loading, key, store, libp2p, enrolment), read as soon as all are registered.
+    const startCpu = (await Promise.all(fleet.agents.map((a) => cpuMs(a.proc.pid)))).filter((c) => c !== null).map((c) => c.self)
     // Let gossipsub exchange subscriptions and settle before timing.
     await new Promise((r) => setTimeout(r, 2_000))
     const times: number[] = []
+    const phases: Phases = { delivery: [], start: [], step: [], result: [] }
+    const rounds: { instanceId: string; submittedAt: number }[] = []
     const sample = () => Promise.all([fleet.coordinator.proc.pid, ...fleet.agents.map((a) => a.proc.pid)].map(cpuMs))
     const cpu0 = await sample()
     for (let round = 1; round <= o.rounds; round++) {
       const start = performance.now()
+      const submittedAt = Date.now()
       const jobId = await fleet.submit(fanoutJob(round))
       const { instanceIds } = await apiGet<{ instanceIds: string[] }>(fleet.conn, `/v1/jobs/${jobId}`)
-      await waitFor('all results', async () => {
+      const allResults = async () => {
         const inst = await apiGet<{ counts: Record<string, number> }>(fleet.conn, `/v1/instances/${instanceIds[0]}`)
         return (inst.counts.success ?? 0) + (inst.counts.failure ?? 0) >= o.agents ? true : undefined
-      }, 120_000, 5)
+      }
+      // Follow the instance's event stream until it is decided (no polling: polling every few ms
+      // was most of the coordinator's CPU per job), then check the count once; poll only if short.
+      await untilDecided(fleet, instanceIds[0]!, ROUND_TIMEOUT_MS)
+      if (!(await allResults())) await waitFor('all results', allResults, ROUND_TIMEOUT_MS, 5)
       times.push((performance.now() - start) / 1000)
+      rounds.push({ instanceId: instanceIds[0]!, submittedAt })
     }
     const cpu1 = await sample()
+    // Read after the CPU sample, so the benchmark's reading of the runs is not in the coordinator's CPU per job.
+    // A round's runs in one page (MAX_PAGE_SIZE ≥ any fleet this bench starts).
+    for (const r of rounds) phasesOf(await apiGet<{ items: RunTimes[] }>(fleet.conn, `/v1/instances/${r.instanceId}/runs?size=${MAX_PAGE_SIZE}`), r.submittedAt, phases)
     const coordinatorCpu = cpuPerJob(cpu0.slice(0, 1), cpu1.slice(0, 1), o.rounds)
     const agentCpu = cpuPerJob(cpu0.slice(1), cpu1.slice(1), o.rounds * o.agents)
     const rss = (await Promise.all(fleet.agents.map((a) => rssMb(a.proc.pid)))).filter((x): x is number => x !== null)
@@ -112,6 +178,9 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
       all_results_s_max: Number(Math.max(...times).toFixed(3)),
       all_results_s: times.map((t) => Number(t.toFixed(3))),
       join_s: Number(joinS.toFixed(2)),
+      agent_start_cpu_ms_median: startCpu.length ? median(startCpu) : null,
+      agent_start_cpu_ms_max: startCpu.length ? Math.max(...startCpu) : null,
+      ...phaseMedians(phases),
       agent_rss_mb_median: rss.length ? median(rss) : null,
       agent_rss_mb_max: rss.length ? Math.max(...rss) : null,
       agent_private_mb_median: priv.length ? median(priv) : null,

@@ -11,10 +11,15 @@ import type { JobReport } from '../coordinator/report.js'
 import { CHORUS_BIN } from './paths.js'
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
-/** V8 flags for agent processes: a small young generation keeps an idle agent's RSS low. */
+/**
+ * V8 flags for agent processes: a small young generation keeps an idle agent's RSS low; --no-opt
+ * leaves an agent's code to the interpreter and baseline compiler: TurboFan recompiling the few
+ * functions a job runs cost ~2 ms of CPU per job on V8's worker thread and ~50 ms at start, and
+ * saved nothing on the main thread (README, Benchmarks).
+ */
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
-  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96']
+  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', '--no-opt']
 
 export interface ProcInfo {
   proc: ChildProcess

@@ -61,6 +61,8 @@ export function shellCommandLines(command: unknown, os: string): string[] | stri
 
 export class ShellInterpreter implements Interpreter {
   readonly name = SHELL_INTERPRETER_NAME
+  /** Lines run in `inputs.dir` or the home directory, never in the attempt's scratch directory; no artifacts. */
+  readonly usesWorkDir = false
 
   async run(req: StepRequest, signal: AbortSignal): Promise<StepResult> {
     const start = performance.now()

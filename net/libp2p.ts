@@ -8,13 +8,13 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { gossipsub, TopicValidatorResult, type GossipSub } from '@libp2p/gossipsub'
-import { generateKeyPairFromSeed, publicKeyFromRaw } from '@libp2p/crypto/keys'
+import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
-import type { PeerId, Stream } from '@libp2p/interface'
+import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope } from '../protocol/wire.js'
-import { peerIdOf } from '../protocol/keys.js'
+import { ED25519, peerIdOf } from '../protocol/keys.js'
 import type { Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
@@ -110,10 +110,19 @@ export function peerIdForPublicKey(publicKey: string): string {
   return peerIdFromPublicKey(publicKeyFromRaw(Buffer.from(publicKey, 'base64url'))).toString()
 }
 
+/**
+ * The libp2p ed25519 key of a 32-byte seed, the same key generateKeyPairFromSeed makes (tested),
+ * with its public key derived by node:crypto: generateKeyPairFromSeed derives it in JavaScript
+ * (@noble/curves), about 45 ms of an agent's start-up spent building its tables.
+ */
+export function libp2pKeyFromSeed(seed: Uint8Array): PrivateKey {
+  return privateKeyFromRaw(Buffer.concat([seed, Buffer.from(ED25519.identityFromSeed(seed).publicKey, 'base64url')]))
+}
+
 /** Without isMember/isDenied (tests, tools) every peer counts as a member and none is denied: the runtimes always pass both. */
 export async function createNet(options: NetOptions): Promise<Net> {
   const opts = { isMember: (_peer: string) => true, isDenied: (_peer: string) => false, ...options }
-  const privateKey = await generateKeyPairFromSeed('Ed25519', opts.seed)
+  const privateKey = libp2pKeyFromSeed(opts.seed)
   let self: Libp2p | undefined
   const overAddressBudget = (remote: string): boolean => {
     const ip = ipOf(remote)

@@ -290,3 +290,21 @@ describe('registry', () => {
     expect(findInterpreter('chef-platform/nope', reg)).toBeUndefined()
   })
 })
+
+describe('scratch directories', () => {
+  it('the shell interpreter needs none: without workDir or artifactDir its line runs in the home directory', async () => {
+    const shell = new ShellInterpreter()
+    expect(shell.usesWorkDir).toBe(false)
+    const { inputs: _ignored, ...noDir } = req({ linux: ['pwd'] })
+    const r = await shell.run({ ...noDir, inputs: {} }, new AbortController().signal)
+    expect(r.status).toBe('success')
+    expect(realpathSync(r.stdout.trim())).toBe(realpathSync(homedir()))
+  })
+
+  it('every other builtin interpreter gets both (exec runs in workDir when no dir is given)', () => {
+    for (const [name, interpreter] of builtinInterpreters()) {
+      if (name === SHELL_INTERPRETER_NAME) continue
+      expect(interpreter.usesWorkDir, name).not.toBe(false)
+    }
+  })
+})
