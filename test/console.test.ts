@@ -149,13 +149,16 @@ describe('watching a rollout', () => {
 
 describe('the lifecycle in CLI and API', () => {
   it('job list pages and filters; job run makes an audited immediate run of a stored job; job delete is refused while live', async () => {
-    const file = await templateFile('lifecycle', job('lifecycle', ['node-1', 'node-2'], ['echo hello-out', 'echo oops-err >&2', 'sleep 2']))
+    // The job stays live until the test releases it (a file), so the delete meets a live instance however slow the machine.
+    const release = join(dir, 'lifecycle.release')
+    const file = await templateFile('lifecycle', job('lifecycle', ['node-1', 'node-2'], ['echo hello-out', 'echo oops-err >&2', `while [ ! -e ${release} ]; do sleep 0.05; done`]))
     const submitted = await chorus(['job', 'submit', file])
     expect(submitted.code, submitted.stderr).toBe(0)
     const id = submitted.stdout.trim()
     const refused = await chorus(['job', 'delete', id])
     expect(refused.code).toBe(3)
     expect(refused.stderr).toMatch(/live instance/)
+    await writeFile(release, '')
     await fleet.waitForJob(id, 30_000)
     const byName = JSON.parse((await chorus(['job', 'list', '--json', '--name', 'lifecycle', '--status', 'completed'])).stdout) as { items: { id: string }[] }
     expect(byName.items.map((j) => j.id)).toEqual([id])

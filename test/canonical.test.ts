@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CanonicalEncodingError, canonicalJson } from './canonical.js'
+import { CanonicalEncodingError, canonicalJson } from '../protocol/canonical.js'
 
 describe('canonicalJson', () => {
   it.each([
