@@ -184,6 +184,37 @@ export interface CoordinatorState {
   settled: Set<string>
   /** Derived (dropFinished): finished instances to drop from memory at the next tick, with their runs. */
   finished: Set<string>
+  /** Derived, not persisted: caches of what the records say (a restart starts them empty, as a crash loses them). */
+  derived: DerivedCaches
+}
+
+/**
+ * What the core computes once from its records and keeps for the next steps. Every entry is
+ * rebuilt on demand from the records, so an empty one (a restart, a crash) changes nothing
+ * but the time the next steps take. Bounded by the records they derive from, or by a named bound.
+ */
+export interface DerivedCaches {
+  /** Signed replies by content (same fields, same signing key): at most REPLY_CACHE_MAX entries, oldest out. */
+  replies: Map<string, SignedEnvelope>
+  /** By job id, for the job record it was built from (one entry per job in memory). */
+  jobs: Map<string, JobDerived>
+  /** By instance id: the instance's acks as a set, for the instance record it was built from (one per instance in memory). */
+  acks: Map<string, { of: InstanceRecord; set: Set<string> }>
+}
+
+/** What a job record gives once: its parsed definition, whether it is gated, its targets' places, its signed tickets. */
+export interface JobDerived {
+  of: JobRecord
+  body?: JobBody
+  gated?: boolean
+  /** node id → (group, position) in the job's resolved targets (one entry per target). */
+  places?: Map<string, { group: number; position: number }>
+  /** Signed tickets by node id, with the key they were signed for (one per node that asked). */
+  tickets: Map<string, { key: string; envelope: SignedEnvelope }>
+}
+
+export function emptyDerivedCaches(): DerivedCaches {
+  return { replies: new Map(), jobs: new Map(), acks: new Map() }
 }
 
 /** Who asked for a state change (an API token), recorded in the audit log. */
@@ -300,7 +331,7 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map(), settled: new Set(), finished: new Set() }
+  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map(), settled: new Set(), finished: new Set(), derived: emptyDerivedCaches() }
 }
 
 const key = {
@@ -507,6 +538,7 @@ function dropInstance(state: CoordinatorState, inst: InstanceRecord): void {
   state.tallies.delete(inst.id)
   state.dirty.delete(inst.id)
   state.finished.delete(inst.id)
+  state.derived.acks.delete(inst.id)
   forgetInstance(state.watches, inst.id)
 }
 
@@ -854,6 +886,7 @@ function onSubmit(state: CoordinatorState, config: CoordinatorConfig, requestId:
     ...(recurring ? { cursor: now - 1 } : {}), jobState, stateEnvelope: seal(config.identity, jobState),
   }
   state.jobs.set(jobId, job)
+  state.derived.jobs.delete(jobId)
   state.schedules.set(jobId, derived.value)
   const puts: { key: string; value: unknown }[] = []
   const instanceIds = recurring ? [] : [materializeInstance(state, config, job, now, now, puts).id]
@@ -1025,14 +1058,14 @@ export function nextOccurrencesOf(state: CoordinatorState, jobId: string, afterM
 
 /**
  * Replies that say the same (most: "ok", with the same checkpoints) are the same signed bytes:
- * ed25519 is deterministic, so one signature serves them all. Bounded (REPLY_CACHE_MAX, oldest out).
+ * ed25519 is deterministic, so one signature serves them all. Bounded (REPLY_CACHE_MAX entries, oldest out; kept in state.derived.replies).
  */
-const replyCache = new Map<string, SignedEnvelope>()
 export const REPLY_CACHE_MAX = 256
 
 type ReplyFields = { ok: boolean; error?: string; ackRunIds?: string[]; jobs?: SignedEnvelope[]; peers?: PeerInfo[]; tickets?: SignedEnvelope[]; checkpoints?: SignedEnvelope[]; certificate?: SignedEnvelope; revocations?: SignedEnvelope; pending?: boolean }
 
-function reply(config: CoordinatorConfig, requestId: string, fields: ReplyFields): CoordinatorEffect {
+function reply(state: CoordinatorState, config: CoordinatorConfig, requestId: string, fields: ReplyFields): CoordinatorEffect {
+  const replyCache = state.derived.replies
   const body = { type: 'reply' as const, v: PROTOCOL_VERSION as typeof PROTOCOL_VERSION, ackRunIds: [] as string[], jobs: [] as SignedEnvelope[], peers: [] as PeerInfo[], tickets: [] as SignedEnvelope[], checkpoints: [] as SignedEnvelope[], ...fields }
   const cacheable = body.ackRunIds.length === 0 && body.jobs.length === 0 && body.peers.length === 0 && body.tickets.length === 0 && !body.certificate && !body.revocations && !body.pending
   if (!cacheable) return { type: 'reply_rpc', requestId, envelope: seal(config.identity, body) }
@@ -1046,27 +1079,35 @@ function reply(config: CoordinatorConfig, requestId: string, fields: ReplyFields
   return { type: 'reply_rpc', requestId, envelope }
 }
 
-/** node id → (group, position) of a job's targets, built once per resolution. */
-const placeIndexes = new WeakMap<Targets, Map<string, { group: number; position: number }>>()
-export function placeIn(resolved: Targets, nodeId: string): { group: number; position: number } | undefined {
-  let index = placeIndexes.get(resolved)
+/** The derived entry of a job record (a new record, e.g. after a restart, starts a new one). */
+export function derivedOf(state: CoordinatorState, job: JobRecord): JobDerived {
+  let d = state.derived.jobs.get(job.jobId)
+  if (!d || d.of !== job) {
+    d = { of: job, tickets: new Map() }
+    state.derived.jobs.set(job.jobId, d)
+  }
+  return d
+}
+
+/** node id → (group, position) of a job's targets, built once per job record. */
+export function placeIn(state: CoordinatorState, job: JobRecord, nodeId: string): { group: number; position: number } | undefined {
+  const d = derivedOf(state, job)
+  let index = d.places
   if (!index) {
     index = new Map()
-    resolved.groups.forEach((g, group) => g.nodes.forEach((n, position) => { if (!index!.has(n)) index!.set(n, { group, position }) }))
-    placeIndexes.set(resolved, index)
+    job.resolved.groups.forEach((g, group) => g.nodes.forEach((n, position) => { if (!index!.has(n)) index!.set(n, { group, position }) }))
+    d.places = index
   }
   return index.get(nodeId)
 }
 
 /** Signed tickets, by job then node (ed25519 is deterministic: a ticket signed again would be the same bytes). */
-const ticketCache = new WeakMap<JobRecord, Map<string, { key: string; envelope: SignedEnvelope }>>()
 /** A node's ticket for a job: its place (or null, not targeted) and the key it registered with. */
-export function ticketFor(config: CoordinatorConfig, job: JobRecord, node: NodeRecord): SignedEnvelope {
-  let cache = ticketCache.get(job)
-  if (!cache) { cache = new Map(); ticketCache.set(job, cache) }
+export function ticketFor(state: CoordinatorState, config: CoordinatorConfig, job: JobRecord, node: NodeRecord): SignedEnvelope {
+  const cache = derivedOf(state, job).tickets
   let t = cache.get(node.nodeId)
   if (!t || t.key !== node.publicKey) {
-    t = { key: node.publicKey, envelope: signTicket(config, job.jobId, job.createdAt, node, placeIn(job.resolved, node.nodeId) ?? null) }
+    t = { key: node.publicKey, envelope: signTicket(config, job.jobId, job.createdAt, node, placeIn(state, job, node.nodeId) ?? null) }
     cache.set(node.nodeId, t)
   }
   return t.envelope
@@ -1086,7 +1127,7 @@ function tallyOf(state: CoordinatorState, instance: InstanceRecord, job: JobReco
   const acks = new Set(instance.acks ?? [])
   for (const runId of instance.runIds) {
     const run = state.runs.get(runId)
-    const place = run && placeIn(job.resolved, run.nodeId)
+    const place = run && placeIn(state, job, run.nodeId)
     if (!run || !place) continue
     const st = run.status === 'success' ? Pos.Succeeded : TERMINAL.has(run.status) && run.receivedAt !== undefined ? Pos.Failed : run.status === 'running' ? Pos.Started : acks.has(run.nodeId) ? Pos.Acked : Pos.Unknown
     markPosition(t, place.group, place.position, st)
@@ -1149,41 +1190,35 @@ function checkpointOf(config: CoordinatorConfig, instance: InstanceRecord, t: In
 }
 
 /** Whether the job's targets wait on each other (only those instances get tallies and checkpoints). */
-const gatedJobs = new WeakMap<JobRecord, boolean>()
-function gatedJob(job: JobRecord): boolean {
-  let g = gatedJobs.get(job)
-  if (g === undefined) {
-    g = isGated(bodyOf(job))
-    gatedJobs.set(job, g)
-  }
-  return g
+function gatedJob(state: CoordinatorState, job: JobRecord): boolean {
+  const d = derivedOf(state, job)
+  if (d.gated === undefined) d.gated = isGated(bodyOf(state, job))
+  return d.gated
 }
 
 /** The signed definition's body, parsed once per job record (gate decisions need it on every wake). */
-const jobBodies = new WeakMap<JobRecord, JobBody>()
-function bodyOf(job: JobRecord): JobBody {
-  let body = jobBodies.get(job)
-  if (!body) {
+function bodyOf(state: CoordinatorState, job: JobRecord): JobBody {
+  const d = derivedOf(state, job)
+  if (!d.body) {
     const o = open(job.envelope)
     if (!o.ok || o.body.type !== 'job') throw new Error(`job ${job.jobId}: stored definition does not open (${o.ok ? o.body.type : o.reason})`)
-    body = o.body
-    jobBodies.set(job, body)
+    d.body = o.body
   }
-  return body
+  return d.body
 }
 
 /** Records what a target said of its run (ack, start with its lease, end) and wakes the watchers it decides. */
 function noteProgress(state: CoordinatorState, config: CoordinatorConfig, instance: InstanceRecord, job: JobRecord, nodeId: string, to: Pos, now: number, effects: CoordinatorEffect[], leaseUntil?: number): void {
-  if (instance.status !== 'running' || !gatedJob(job)) return
-  const place = placeIn(job.resolved, nodeId)
+  if (instance.status !== 'running' || !gatedJob(state, job)) return
+  const place = placeIn(state, job, nodeId)
   if (!place) return
   const t = tallyOf(state, instance, job)
   if (markPosition(t, place.group, place.position, to, leaseUntil)) wake(state, config, instance, job, t, now, effects)
 }
 
 /** What a waiting target at (group, position) would decide from the checkpoint alone. */
-function decisionAt(job: JobRecord, cp: CheckpointBody, group: number, position: number, occurrenceAt: number, now: number): 'start' | 'wait' | 'skip' {
-  return decideGate(bodyOf(job), { facts: new Map(), checkpoint: cp, version: 0 }, group, position, occurrenceAt, now).action
+function decisionAt(state: CoordinatorState, job: JobRecord, cp: CheckpointBody, group: number, position: number, occurrenceAt: number, now: number): 'start' | 'wait' | 'skip' {
+  return decideGate(bodyOf(state, job), { facts: new Map(), checkpoint: cp, version: 0 }, group, position, occurrenceAt, now).action
 }
 
 /**
@@ -1198,7 +1233,7 @@ function wake(state: CoordinatorState, config: CoordinatorConfig, instance: Inst
   const cp = checkpointOf(config, instance, t, now)
   for (const [group, heap] of groups) {
     for (let front = heap.peek(); front; front = heap.peek()) {
-      if (decisionAt(job, cp.body, group, front.position, instance.occurrenceAt, now) === 'wait') break
+      if (decisionAt(state, job, cp.body, group, front.position, instance.occurrenceAt, now) === 'wait') break
       heap.pop()
       if ((front.w.seqs.get(instance.id) ?? 0) < cp.body.seq) answerWatcher(state, config, front.w, now, effects)
     }
@@ -1209,8 +1244,8 @@ function answerWatcher(state: CoordinatorState, config: CoordinatorConfig, w: Wa
   if (w.answered) return
   markAnswered(state.watches, w)
   // A node revoked while its watch was held learns nothing more: no checkpoint may start its run.
-  if (!state.nodes.has(w.nodeId)) { effects.push(reply(config, w.requestId, { ok: false, error: `node ${w.nodeId} is revoked` })); return }
-  effects.push(reply(config, w.requestId, { ok: true, checkpoints: checkpointsFor(state, config, w.nodeId, now) }))
+  if (!state.nodes.has(w.nodeId)) { effects.push(reply(state, config, w.requestId, { ok: false, error: `node ${w.nodeId} is revoked` })); return }
+  effects.push(reply(state, config, w.requestId, { ok: true, checkpoints: checkpointsFor(state, config, w.nodeId, now) }))
 }
 
 /** Current checkpoints of the live gated instances that target a node. */
@@ -1219,7 +1254,7 @@ export function checkpointsFor(state: CoordinatorState, config: CoordinatorConfi
   for (const id of state.live) {
     const inst = state.instances.get(id)
     const job = inst && state.jobs.get(inst.jobId)
-    if (!inst || !job || !gatedJob(job) || !placeIn(job.resolved, nodeId)) continue
+    if (!inst || !job || !gatedJob(state, job) || !placeIn(state, job, nodeId)) continue
     out.push(checkpointOf(config, inst, tallyOf(state, inst, job), now).envelope)
     if (out.length >= MAX_CHECKPOINTS_IN_REPLY) break
   }
@@ -1238,11 +1273,11 @@ function tryHold(state: CoordinatorState, config: CoordinatorConfig, requestId: 
     if (g.state !== 'waiting') continue
     const inst = state.instances.get(g.instanceId)
     const job = inst && state.jobs.get(inst.jobId)
-    if (!inst || !job || inst.status !== 'running' || !gatedJob(job)) continue
-    const place = placeIn(job.resolved, nodeId)
+    if (!inst || !job || inst.status !== 'running' || !gatedJob(state, job)) continue
+    const place = placeIn(state, job, nodeId)
     if (!place) continue
     const cp = checkpointOf(config, inst, tallyOf(state, inst, job), now)
-    if (cp.body.seq > (g.seq ?? 0) && decisionAt(job, cp.body, place.group, place.position, inst.occurrenceAt, now) !== 'wait') return false
+    if (cp.body.seq > (g.seq ?? 0) && decisionAt(state, job, cp.body, place.group, place.position, inst.occurrenceAt, now) !== 'wait') return false
     w.seqs.set(g.instanceId, g.seq ?? 0)
     w.places.push({ instanceId: g.instanceId, ...place })
   }
@@ -1258,7 +1293,7 @@ function noteGated(state: CoordinatorState, config: CoordinatorConfig, nodeId: s
     if (!job || instanceIdFor(g.jobId, g.occurrenceAt) !== g.instanceId) continue
     const instance = state.instances.get(g.instanceId)
     // Only the job's targets acknowledge (a quorum counts them): anyone else's claim changes nothing.
-    if (!instance || !targets(job, nodeId)) continue
+    if (!instance || !targets(state, job, nodeId)) continue
     recordAck(state, instance, nodeId)
     if (g.state === 'running') markStarted(state, instance, nodeId, now, effects)
     noteProgress(state, config, instance, job, nodeId, g.state === 'running' ? Pos.Started : Pos.Acked, now, effects, g.state === 'running' ? (g.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
@@ -1303,14 +1338,14 @@ function onProgress(state: CoordinatorState, config: CoordinatorConfig, envelope
   noteProgress(state, config, instance, job, p.nodeId, to, now, effects, p.event === 'start' || p.event === 'renew' ? (p.leaseUntil ?? Number.MAX_SAFE_INTEGER) : undefined)
 }
 
-const ackSets = new WeakMap<InstanceRecord, Set<string>>()
-function ackSet(_state: CoordinatorState, instance: InstanceRecord): Set<string> {
-  let set = ackSets.get(instance)
-  if (!set) {
-    set = new Set(instance.acks ?? [])
-    ackSets.set(instance, set)
+/** The instance's acks as a set, built once per instance record. */
+function ackSet(state: CoordinatorState, instance: InstanceRecord): Set<string> {
+  let entry = state.derived.acks.get(instance.id)
+  if (!entry || entry.of !== instance) {
+    entry = { of: instance, set: new Set(instance.acks ?? []) }
+    state.derived.acks.set(instance.id, entry)
   }
-  return set
+  return entry.set
 }
 
 function quorumOf(job: JobRecord): { need: number; total: number; timeoutMs: number } | undefined {
@@ -1342,8 +1377,8 @@ function failQuorum(state: CoordinatorState, job: JobRecord, instance: InstanceR
 }
 
 /** Whether the job's resolved targets include the node. */
-function targets(job: JobRecord, nodeId: string): boolean {
-  return placeIn(job.resolved, nodeId) !== undefined
+function targets(state: CoordinatorState, job: JobRecord, nodeId: string): boolean {
+  return placeIn(state, job, nodeId) !== undefined
 }
 
 /** The signed definitions and states an agent should hold and does not: active or recent jobs that target it. */
@@ -1352,7 +1387,7 @@ export function envelopesFor(state: CoordinatorState, nodeId: string, now: numbe
   const out: SignedEnvelope[] = []
   for (const job of state.jobs.values()) {
     const live = job.status === 'active' || job.createdAt + ttlMs > now
-    if (!live || !targets(job, nodeId)) continue
+    if (!live || !targets(state, job, nodeId)) continue
     const version = held.get(job.jobId)
     if (version === undefined) out.push(job.envelope)
     const stateWorthSending = job.jobState.version > 1 || job.jobState.globalExceptions.length > 0
@@ -1379,7 +1414,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
   const opened = fast?.ok && fast.body.type === 'sync' && fast.body.nodeId === peer!.nodeId ? fast : open(envelope)
   if (!opened.ok) {
     effects.push({ type: 'log', level: 'warn', msg: `refused rpc: ${opened.reason}`, fields: { peerId } })
-    effects.push(reply(config, requestId, { ok: false, error: opened.reason }))
+    effects.push(reply(state, config, requestId, { ok: false, error: opened.reason }))
     return
   }
   const body = opened.body
@@ -1387,7 +1422,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
     case 'hello':
       if (peerIdOf(opened.signer) !== peerId || body.peerId !== peerId) {
         effects.push({ type: 'log', level: 'warn', msg: 'refused hello: not sent over the connection of its signing key', fields: { nodeId: body.nodeId, peerId } })
-        effects.push(reply(config, requestId, { ok: false, error: 'a hello must come over the connection of the key that signs it' }))
+        effects.push(reply(state, config, requestId, { ok: false, error: 'a hello must come over the connection of the key that signs it' }))
         return
       }
       onHello(state, config, requestId, body, opened.signer, now, effects)
@@ -1398,7 +1433,7 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
     case 'sync': {
       const node = state.nodes.get(body.nodeId)
       if (!node || node.publicKey !== opened.signer) {
-        effects.push(reply(config, requestId, { ok: false, error: `unknown node ${body.nodeId} or key mismatch; send hello first` }))
+        effects.push(reply(state, config, requestId, { ok: false, error: `unknown node ${body.nodeId} or key mismatch; send hello first` }))
         return
       }
       touch(state, node, now, effects)
@@ -1408,11 +1443,11 @@ function onRpc(state: CoordinatorState, config: CoordinatorConfig, requestId: st
       const renew = certificateDue(body.certExpiresAt, now) ? { certificate: certificateFor(config.identity, node, now) } : {}
       const extra = { ...renew, ...revocationsFor(state, body.revocations) }
       if (body.watch && jobs.length === 0 && tickets.length === 0 && Object.keys(extra).length === 0 && tryHold(state, config, requestId, body.nodeId, body.gated, now)) return
-      effects.push(reply(config, requestId, { ok: true, jobs, tickets, checkpoints: checkpointsFor(state, config, body.nodeId, now), ...extra }))
+      effects.push(reply(state, config, requestId, { ok: true, jobs, tickets, checkpoints: checkpointsFor(state, config, body.nodeId, now), ...extra }))
       return
     }
     default:
-      effects.push(reply(config, requestId, { ok: false, error: `unexpected message type ${body.type}` }))
+      effects.push(reply(state, config, requestId, { ok: false, error: `unexpected message type ${body.type}` }))
   }
 }
 
@@ -1427,7 +1462,7 @@ function ticketsFor(state: CoordinatorState, config: CoordinatorConfig, node: No
   const out: SignedEnvelope[] = []
   for (const id of ids) {
     const job = state.jobs.get(id)
-    if (job) out.push(ticketFor(config, job, node))
+    if (job) out.push(ticketFor(state, config, job, node))
     if (out.length >= MAX_SYNC_JOBS) break
   }
   return out
@@ -1448,7 +1483,7 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   const existing = state.nodes.get(body.nodeId)
   const refuse = (reason: string) => {
     effects.push({ type: 'log', level: 'warn', msg: `refused hello: ${reason}`, fields: { nodeId: body.nodeId, peerId: body.peerId } })
-    effects.push(reply(config, requestId, { ok: false, error: reason }))
+    effects.push(reply(state, config, requestId, { ok: false, error: reason }))
   }
   if (existing && existing.publicKey !== signer) return refuse(`node id ${body.nodeId} is enrolled with another key`)
   if (existing && !helloAllowed(state, body.nodeId, now)) return refuse(`too many hellos from ${body.nodeId}: at most ${MAX_HELLOS_PER_WINDOW} a minute; redial later`)
@@ -1462,7 +1497,7 @@ function onHello(state: CoordinatorState, config: CoordinatorConfig, requestId: 
   if (a.puts.length > 0) effects.push(auditPut(now, requestId, { token: `enrollment:${a.kind === 'pending' ? a.record.enrollment : a.enrollment.id}`, role: 'node', action: a.kind === 'pending' ? 'node.enroll_request' : 'node.enroll', object: body.nodeId, outcome: a.kind === 'pending' ? 'awaits approval' : 'ok' }))
   if (a.kind === 'pending') {
     if (a.puts.length > 0) effects.push({ type: 'log', level: 'info', msg: 'enrolment awaits approval (chorus nodes approve)', fields: { nodeId: body.nodeId, enrollment: a.record.enrollment } })
-    effects.push(reply(config, requestId, { ok: false, pending: true, error: `enrolment of ${body.nodeId} awaits an admin's approval (chorus nodes approve ${body.nodeId})` }))
+    effects.push(reply(state, config, requestId, { ok: false, pending: true, error: `enrolment of ${body.nodeId} awaits an admin's approval (chorus nodes approve ${body.nodeId})` }))
     return
   }
   effects.push({ type: 'log', level: 'info', msg: 'node enrolled', fields: { nodeId: body.nodeId, peerId: body.peerId, enrollment: a.enrollment.id } })
@@ -1496,7 +1531,7 @@ function registerContact(state: CoordinatorState, config: CoordinatorConfig, req
   state.touchPersistedAt.set(node.nodeId, now)
   state.connected.add(body.nodeId)
   effects.push({ type: 'persist', puts: [{ key: key.node(body.nodeId), value: node }], dels: [] })
-  effects.push(reply(config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId), certificate: certificateFor(config.identity, node, now), ...revocationsFor(state, 0) }))
+  effects.push(reply(state, config, requestId, { ok: true, peers: meshPeersFor(state, body.nodeId), certificate: certificateFor(config.identity, node, now), ...revocationsFor(state, 0) }))
 }
 
 /** The signed revocation list for a reply, when the node holds an older version. */
@@ -1655,7 +1690,7 @@ function acceptResult(state: CoordinatorState, config: CoordinatorConfig, body: 
     return refused
   }
   if (job.template.scheduleRule !== 'immediate' && (job.history.ahead ?? []).length >= MAX_AHEAD_OCCURRENCES) return { error: `job ${job.jobId} has ${MAX_AHEAD_OCCURRENCES} occurrences ahead of the coordinator's clock; send it again later`, retry: true }
-  if (!targets(job, body.nodeId)) return { error: `node ${body.nodeId} is not a target of job ${job.jobId}` }
+  if (!targets(state, job, body.nodeId)) return { error: `node ${body.nodeId} is not a target of job ${job.jobId}` }
   if (!realOccurrence(state, job, body.occurrenceAt)) return refused
   if (body.occurrenceAt > now + OCCURRENCE_GRACE_MS) return { error: `occurrence ${new Date(body.occurrenceAt).toISOString()} of job ${job.jobId} is not due yet (more than ${OCCURRENCE_GRACE_MS / 60_000} min ahead of the coordinator's clock); send it again later`, retry: true }
   return { job }
@@ -1667,11 +1702,11 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
     effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
     // Acknowledged so that it is not sent again: it will never be accepted.
-    effects.push(reply(config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
+    effects.push(reply(state, config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
     return
   }
   if (!node || node.publicKey !== signer) {
-    effects.push(reply(config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
+    effects.push(reply(state, config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
     return
   }
   const verdict = acceptResult(state, config, body, now, history)
@@ -1679,7 +1714,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
     // Refused: nothing is created, changed or written.
     effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
     // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
-    effects.push(reply(config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
+    effects.push(reply(state, config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
     return
   }
   touch(state, node, now, effects)
@@ -1693,7 +1728,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   if (run.receivedAt !== undefined) {
     // Stored once already: a re-send after a lost acknowledgement. Acknowledge again.
     effects.push({ type: 'log', level: 'debug', msg: 'duplicate result acknowledged again', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
-    effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
+    effects.push(reply(state, config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
   const statusBefore0 = run.status
@@ -1735,7 +1770,7 @@ function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId:
   // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
   effects.push({ type: 'persist', puts, dels: [] })
   effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { jobId: run.jobId, instanceId: run.instanceId, runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
-  effects.push(reply(config, requestId, { ok: true, ackRunIds: [body.runId] }))
+  effects.push(reply(state, config, requestId, { ok: true, ackRunIds: [body.runId] }))
 }
 
 /** Changes a run's status, keeping the count of its instance's open runs. */
@@ -1910,6 +1945,7 @@ function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent, { typ
   }
   state.jobs.delete(job.jobId)
   state.schedules.delete(job.jobId)
+  state.derived.jobs.delete(job.jobId)
   effects.push({ type: 'persist', puts: [], dels })
   answer({ ok: true, detail: { deleted: job.jobId, instances: job.history.count } })
 }
