@@ -1,7 +1,9 @@
 // Operators' requests that are not about jobs: API tokens, saved lists and filters; and the audit
 // log every request with an actor writes (in the same persist batch as the change it records).
 import type { Role } from '../protocol/api.js'
-import { type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, MAX_TOKENS, type RequestEvent, type TokenRecord } from './state.js'
+import { MAX_TARGET_NODES } from '../protocol/wire.js'
+import { selectNodes } from './registry.js'
+import { type Actor, type AuditRecord, type CoordinatorEffect, type CoordinatorState, MAX_SAVED, MAX_TOKENS, type RequestEvent, type TokenRecord } from './state.js'
 import { key } from './storekeys.js'
 
 /** What each request event changes, for the audit log (a new request event is one line here). */
@@ -41,12 +43,15 @@ export function auditPut(now: number, requestId: string, what: Omit<AuditRecord,
   return { type: 'persist', puts: [{ key: key.audit(now, requestId), value: record }], dels: [] }
 }
 
+/** An audit record's outcome is cut to this many characters (a refusal may list many problems). */
+export const MAX_AUDIT_OUTCOME_CHARS = 1_000
+
 export function outcomeOf(requestId: string, effects: CoordinatorEffect[]): string {
   for (const e of effects) {
     if ((e.type !== 'reply_admin' && e.type !== 'reply_submit') || e.requestId !== requestId) continue
     if (e.outcome.ok) return 'ok'
     const text = 'status' in e.outcome ? `${e.outcome.status} ${e.outcome.error}` : `422 ${e.outcome.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`
-    return text.slice(0, 1000)
+    return text.slice(0, MAX_AUDIT_OUTCOME_CHARS)
   }
   return 'no reply'
 }
@@ -80,4 +85,31 @@ export function onToken(state: CoordinatorState, event: Extract<RequestEvent, { 
 /** What the API shows of a token: never its hash. */
 export function tokenView(t: TokenRecord): { name: string; role: Role; createdAt: string; expiresAt: string | null; createdBy?: string } {
   return { name: t.name, role: t.role, createdAt: new Date(t.createdAt).toISOString(), expiresAt: t.expiresAt === undefined ? null : new Date(t.expiresAt).toISOString(), ...(t.createdBy ? { createdBy: t.createdBy } : {}) }
+}
+
+/** A saved node list (`PUT /v1/lists/:id`): at most MAX_TARGET_NODES nodes, MAX_SAVED lists. */
+export function onSaveList(state: CoordinatorState, event: Extract<RequestEvent, { type: 'save_list' }>, effects: CoordinatorEffect[]): void {
+  const problems = event.list.nodes.length > MAX_TARGET_NODES ? [`at most ${MAX_TARGET_NODES} nodes`] : []
+  if (!state.lists.has(event.list.id) && state.lists.size >= MAX_SAVED) problems.push(`at most ${MAX_SAVED} saved lists`)
+  if (problems.length) return void effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: problems.join('; ') } })
+  state.lists.set(event.list.id, event.list)
+  effects.push({ type: 'persist', puts: [{ key: key.list(event.list.id), value: event.list }], dels: [] })
+  effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: event.list } })
+}
+
+/** A saved filter (`PUT /v1/filters/:id`), checked against the registry; answered with the nodes it matches now. */
+export function onSaveFilter(state: CoordinatorState, event: Extract<RequestEvent, { type: 'save_filter' }>, effects: CoordinatorEffect[]): void {
+  const check = selectNodes(state, event.filter, 'body')
+  if ('problems' in check) return void effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems: check.problems } })
+  if (!state.filters.has(event.filter.id) && state.filters.size >= MAX_SAVED) return void effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_SAVED} saved filters` } })
+  state.filters.set(event.filter.id, event.filter)
+  effects.push({ type: 'persist', puts: [{ key: key.filter(event.filter.id), value: event.filter }], dels: [] })
+  effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { ...event.filter, matches: check.nodes } } })
+}
+
+export function onDeleteSaved(state: CoordinatorState, event: Extract<RequestEvent, { type: 'delete_saved' }>, effects: CoordinatorEffect[]): void {
+  const map = event.kind === 'list' ? state.lists : state.filters
+  if (!map.delete(event.id)) return void effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no saved ${event.kind} ${event.id}` } })
+  effects.push({ type: 'persist', puts: [], dels: [event.kind === 'list' ? key.list(event.id) : key.filter(event.id)] })
+  effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { deleted: event.id } } })
 }

@@ -16,15 +16,13 @@
 // The types are in state.ts, the store keys in storekeys.ts, the caches in derived.ts;
 // everything callers import is re-exported from here.
 import type { GlobalException } from '../protocol/jobschedule.js'
-import { MAX_TARGET_NODES } from '../protocol/wire.js'
-import { AUDITED, auditEffect, onToken, refusal } from './admin.js'
+import { AUDITED, auditEffect, onDeleteSaved, onSaveFilter, onSaveList, onToken, refusal } from './admin.js'
 import { countInstance, dropFinished, flushSettled, onPrune, onTick } from './instances.js'
 import { onCancel, onDeleteJob, onGlobalException, onRunJob, onSubmit } from './jobs.js'
 import { restoreMemberRecord } from './members.js'
-import { onMembership, selectNodes } from './registry.js'
+import { onLink, onMembership } from './registry.js'
 import { onRpc } from './rpc.js'
-import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, MAX_SAVED, type NodeRecord, type RequestEvent, type RunRecord, type SavedFilter, type SavedList, TERMINAL, type TokenRecord, emptyCoordinatorState } from './state.js'
-import { key } from './storekeys.js'
+import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, type NodeRecord, type RequestEvent, type RunRecord, type SavedFilter, type SavedList, TERMINAL, type TokenRecord, emptyCoordinatorState } from './state.js'
 import { onProgress } from './tally.js'
 export { type CoordinatorConfig, DEFAULT_COORDINATOR_TIMING, type NodeRecord, type JobRecord, type JobHistory, MAX_AHEAD_OCCURRENCES, type Targets, type InstanceStatus, type InstanceRecord, type RunRecord, type CoordinatorState, type Actor, type TokenRecord, type AuditRecord, MAX_TOKENS, type GroupTally, type InstanceTally, type SubmitProblem, type RequestEvent, type CoordinatorEvent, type SubmitOutcome, type CoordinatorEffect, emptyCoordinatorState, MAX_INSTANCES_PER_TICK, type SavedList, type SavedFilter, MAX_SAVED, type DerivedCaches, type JobDerived, emptyDerivedCaches } from './state.js'
 export { recordKey, timeKey, IDX, idOfIndexKey, historyKeysOf, AUDIT_PREFIX, auditKeyFrom } from './storekeys.js'
@@ -94,83 +92,23 @@ export function coordinatorStep(state: CoordinatorState, config: CoordinatorConf
 function stepEvent(state: CoordinatorState, config: CoordinatorConfig, event: CoordinatorEvent, now: number): CoordinatorEffect[] {
   const effects: CoordinatorEffect[] = []
   switch (event.type) {
-    case 'create_token':
-    case 'revoke_token':
-      onToken(state, event, effects)
-      break
-    case 'submit':
-      onSubmit(state, config, event.requestId, event.jobId, event.template, now, effects)
-      break
-    case 'rpc':
-      onRpc(state, config, event.requestId, event.envelope, event.peerId, now, effects, event.history)
-      break
-    case 'tick':
-      dropFinished(state)
-      onTick(state, config, now, effects)
-      break
-    case 'prune':
-      onPrune(state, event, effects)
-      break
-    case 'cancel':
-      onCancel(state, config, event.requestId, event.jobId, event.occurrences, now, effects)
-      break
-    case 'run_job':
-      onRunJob(state, config, event, now, effects)
-      break
-    case 'delete_job':
-      onDeleteJob(state, event, effects)
-      break
-    case 'add_exception':
-    case 'remove_exception':
-      onGlobalException(state, config, event, now, effects)
-      break
-    case 'progress':
-      onProgress(state, config, event.envelope, now, effects)
-      break
-    case 'link': {
-      for (const n of state.nodes.values()) {
-        if (n.peerId !== event.peerId) continue
-        if (event.up) state.connected.add(n.nodeId)
-        else {
-          state.connected.delete(n.nodeId)
-          n.lastSeenAt = now
-          effects.push({ type: 'log', level: 'info', msg: 'node disconnected', fields: { nodeId: n.nodeId } })
-        }
-      }
-      break
-    }
-    case 'save_list': {
-      const problems = event.list.nodes.length > MAX_TARGET_NODES ? [`at most ${MAX_TARGET_NODES} nodes`] : []
-      if (!state.lists.has(event.list.id) && state.lists.size >= MAX_SAVED) problems.push(`at most ${MAX_SAVED} saved lists`)
-      if (problems.length) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: problems.join('; ') } }); break }
-      state.lists.set(event.list.id, event.list)
-      effects.push({ type: 'persist', puts: [{ key: key.list(event.list.id), value: event.list }], dels: [] })
-      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: event.list } })
-      break
-    }
-    case 'save_filter': {
-      const check = selectNodes(state, event.filter, 'body')
-      if ('problems' in check) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 400, error: check.problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems: check.problems } }); break }
-      if (!state.filters.has(event.filter.id) && state.filters.size >= MAX_SAVED) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 409, error: `at most ${MAX_SAVED} saved filters` } }); break }
-      state.filters.set(event.filter.id, event.filter)
-      effects.push({ type: 'persist', puts: [{ key: key.filter(event.filter.id), value: event.filter }], dels: [] })
-      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { ...event.filter, matches: check.nodes } } })
-      break
-    }
-    case 'create_enrollment':
-    case 'delete_enrollment':
-    case 'revoke_node':
-    case 'approve_node':
-    case 'reject_node':
+    case 'rpc': onRpc(state, config, event.requestId, event.envelope, event.peerId, now, effects, event.history); break
+    case 'progress': onProgress(state, config, event.envelope, now, effects); break
+    case 'link': onLink(state, event.peerId, event.up, now, effects); break
+    case 'tick': dropFinished(state); onTick(state, config, now, effects); break
+    case 'prune': onPrune(state, event, effects); break
+    case 'submit': onSubmit(state, config, event.requestId, event.jobId, event.template, now, effects); break
+    case 'cancel': onCancel(state, config, event.requestId, event.jobId, event.occurrences, now, effects); break
+    case 'run_job': onRunJob(state, config, event, now, effects); break
+    case 'delete_job': onDeleteJob(state, event, effects); break
+    case 'add_exception': case 'remove_exception': onGlobalException(state, config, event, now, effects); break
+    case 'create_token': case 'revoke_token': onToken(state, event, effects); break
+    case 'save_list': onSaveList(state, event, effects); break
+    case 'save_filter': onSaveFilter(state, event, effects); break
+    case 'delete_saved': onDeleteSaved(state, event, effects); break
+    case 'create_enrollment': case 'delete_enrollment': case 'revoke_node': case 'approve_node': case 'reject_node':
       onMembership(state, config, event, now, effects)
       break
-    case 'delete_saved': {
-      const map = event.kind === 'list' ? state.lists : state.filters
-      if (!map.delete(event.id)) { effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: false, status: 404, error: `no saved ${event.kind} ${event.id}` } }); break }
-      effects.push({ type: 'persist', puts: [], dels: [event.kind === 'list' ? key.list(event.id) : key.filter(event.id)] })
-      effects.push({ type: 'reply_admin', requestId: event.requestId, outcome: { ok: true, detail: { deleted: event.id } } })
-      break
-    }
   }
   return effects
 }

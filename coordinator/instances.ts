@@ -1,10 +1,10 @@
 // Instances in memory: a job's history counts, the tick (acks written, occurrences due, watches
 // expired, release and quorum windows, deadlines), finished instances written and dropped, and
 // retention's pruning.
-import { nextOccurrences, occurrencesBetween } from '../protocol/schedule.js'
-import { materializeInstance, scheduleOf } from './jobs.js'
+import { nextOccurrences } from '../protocol/schedule.js'
+import { tickOccurrences } from './jobs.js'
 import { setRunStatus, settleInstance } from './results.js'
-import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type InstanceStatus, type JobHistory, type JobRecord, MAX_INSTANCES_PER_TICK, TERMINAL } from './state.js'
+import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type InstanceStatus, type JobHistory, type JobRecord, TERMINAL } from './state.js'
 import { AUDIT_PREFIX, IDX, historyKeysOf, key } from './storekeys.js'
 import { answerWatcher, failQuorum, quorumOf, releaseVanished, wake } from './tally.js'
 import { expired, forgetInstance } from './watch.js'
@@ -125,33 +125,10 @@ export function maybeComplete(state: CoordinatorState, job: JobRecord): void {
   job.status = 'completed'
 }
 
+/** The tick: acks written, occurrences that came due, watches that ran out, then every live instance's windows and deadline. */
 export function onTick(state: CoordinatorState, config: CoordinatorConfig, now: number, effects: CoordinatorEffect[]): void {
-  if (state.dirty.size > 0) {
-    const puts = [...state.dirty].flatMap((id) => { const inst = state.instances.get(id); return inst ? [{ key: key.instance(id), value: inst }] : [] })
-    state.dirty.clear()
-    effects.push({ type: 'persist', puts, dels: [] })
-  }
-  // Recurring jobs: an instance for every occurrence that came due (a restarted coordinator
-  // catches up on those it slept through, so no schedule is lost).
-  for (const job of state.jobs.values()) {
-    if (job.status !== 'active' || job.cursor === undefined || job.cursor >= now) continue
-    const sched = scheduleOf(state, job)
-    if (!sched) continue
-    const due = occurrencesBetween(sched.schedule, job.cursor + 1, now + 1, MAX_INSTANCES_PER_TICK)
-    const puts: { key: string; value: unknown }[] = []
-    const ahead = new Set(job.history.ahead ?? [])
-    // An occurrence created ahead of the cursor (by a result) has its instance, in memory or finished.
-    for (const at of due) if (!ahead.has(at)) materializeInstance(state, config, job, at, now, puts)
-    job.cursor = due.length === MAX_INSTANCES_PER_TICK ? due[due.length - 1]! : now
-    if (job.history.ahead) {
-      job.history.ahead = job.history.ahead.filter((at) => at > job.cursor!)
-      if (job.history.ahead.length === 0) delete job.history.ahead
-    }
-    maybeComplete(state, job)
-    puts.push({ key: key.job(job.jobId), value: job })
-    effects.push({ type: 'persist', puts, dels: [] })
-    if (due.length > 0) effects.push({ type: 'log', level: 'info', msg: 'occurrences due', fields: { jobId: job.jobId, occurrences: due.map((t) => new Date(t).toISOString()) } })
-  }
+  writeDirty(state, effects)
+  tickOccurrences(state, config, now, effects)
   for (const id of state.tallies.keys()) if (!state.live.has(id)) { state.tallies.delete(id); forgetInstance(state.watches, id) }
   for (const w of expired(state.watches, now)) answerWatcher(state, config, w, now, effects)
   for (const id of [...state.live]) {
@@ -162,36 +139,57 @@ export function onTick(state: CoordinatorState, config: CoordinatorConfig, now: 
       forgetInstance(state.watches, id)
       continue
     }
-    const tally = state.tallies.get(id)
-    const tallyJob = state.jobs.get(instance.jobId)
-    if (tally && tallyJob && tallyJob.template.chorus?.vanishedHolder === 'release' && releaseVanished(tallyJob, instance, tally, now)) {
-      wake(state, config, instance, tallyJob, tally, now, effects)
-    }
-    const job0 = state.jobs.get(instance.jobId)
-    const q = job0 && quorumOf(job0)
-    if (job0 && q && now >= instance.occurrenceAt + q.timeoutMs && (instance.acks ?? []).length < q.need
-      && instance.runIds.every((r) => state.runs.get(r)?.status === 'pending' || state.runs.get(r)?.status === 'skipped')) {
-      const puts: { key: string; value: unknown }[] = []
-      failQuorum(state, job0, instance, now, puts)
-      effects.push({ type: 'persist', puts, dels: [] })
-      effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { jobId: instance.jobId, instanceId: instance.id, missing: instance.quorumMissing } })
-      continue
-    }
-    if (instance.deadlineAt > now) continue
-    const puts: { key: string; value: unknown }[] = []
-    for (const runId of instance.runIds) {
-      const run = state.runs.get(runId)
-      if (!run || TERMINAL.has(run.status)) continue
-      setRunStatus(state, run, 'timeout')
-      run.reason = 'no result before the group timeout: the node was unreachable or still running'
-      run.reasonCode = 'no_result'
-      puts.push({ key: key.run(runId), value: run })
-    }
-    settleInstance(state, instance, now)
-    puts.push({ key: key.instance(instance.id), value: instance })
-    const job = state.jobs.get(instance.jobId)
-    if (job) puts.push({ key: key.job(job.jobId), value: job })
-    effects.push({ type: 'persist', puts, dels: [] })
-    effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { jobId: instance.jobId, instanceId: instance.id, status: instance.status } })
+    tickRelease(state, config, instance, now, effects)
+    if (tickQuorum(state, instance, now, effects)) continue
+    if (instance.deadlineAt <= now) tickDeadline(state, instance, now, effects)
   }
+}
+
+/** Instances whose acks changed since they were written (acks are written per tick, not per ack). */
+function writeDirty(state: CoordinatorState, effects: CoordinatorEffect[]): void {
+  if (state.dirty.size === 0) return
+  const puts = [...state.dirty].flatMap((id) => { const inst = state.instances.get(id); return inst ? [{ key: key.instance(id), value: inst }] : [] })
+  state.dirty.clear()
+  effects.push({ type: 'persist', puts, dels: [] })
+}
+
+/** Release policy: vanished holders and silent targets count as done, and the watchers that decides are woken. */
+function tickRelease(state: CoordinatorState, config: CoordinatorConfig, instance: InstanceRecord, now: number, effects: CoordinatorEffect[]): void {
+  const tally = state.tallies.get(instance.id)
+  const job = state.jobs.get(instance.jobId)
+  if (tally && job && job.template.chorus?.vanishedHolder === 'release' && releaseVanished(job, instance, tally, now)) {
+    wake(state, config, instance, job, tally, now, effects)
+  }
+}
+
+/** The quorum window closed without enough acknowledgements and nothing started: the instance fails (true). */
+function tickQuorum(state: CoordinatorState, instance: InstanceRecord, now: number, effects: CoordinatorEffect[]): boolean {
+  const job = state.jobs.get(instance.jobId)
+  const q = job && quorumOf(job)
+  if (!job || !q || now < instance.occurrenceAt + q.timeoutMs || (instance.acks ?? []).length >= q.need) return false
+  if (!instance.runIds.every((r) => state.runs.get(r)?.status === 'pending' || state.runs.get(r)?.status === 'skipped')) return false
+  const puts: { key: string; value: unknown }[] = []
+  failQuorum(state, job, instance, now, puts)
+  effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'log', level: 'warn', msg: 'quorum failed', fields: { jobId: instance.jobId, instanceId: instance.id, missing: instance.quorumMissing } })
+  return true
+}
+
+/** The deadline passed: runs without a result time out, and the instance settles. */
+function tickDeadline(state: CoordinatorState, instance: InstanceRecord, now: number, effects: CoordinatorEffect[]): void {
+  const puts: { key: string; value: unknown }[] = []
+  for (const runId of instance.runIds) {
+    const run = state.runs.get(runId)
+    if (!run || TERMINAL.has(run.status)) continue
+    setRunStatus(state, run, 'timeout')
+    run.reason = 'no result before the group timeout: the node was unreachable or still running'
+    run.reasonCode = 'no_result'
+    puts.push({ key: key.run(runId), value: run })
+  }
+  settleInstance(state, instance, now)
+  puts.push({ key: key.instance(instance.id), value: instance })
+  const job = state.jobs.get(instance.jobId)
+  if (job) puts.push({ key: key.job(job.jobId), value: job })
+  effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'log', level: 'warn', msg: 'instance deadline passed', fields: { jobId: instance.jobId, instanceId: instance.id, status: instance.status } })
 }

@@ -8,10 +8,10 @@ import { batchSizeFor } from '../protocol/rollout.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, PROTOCOL_VERSION, seal } from '../protocol/wire.js'
-import { countInstance, dropInstance, liveOf } from './instances.js'
+import { countInstance, dropInstance, liveOf, maybeComplete } from './instances.js'
 import { resolveTargets, targetWarnings } from './registry.js'
 import { signTicket } from './rpc.js'
-import type { CoordinatorConfig, CoordinatorEffect, CoordinatorEvent, CoordinatorState, InstanceRecord, JobRecord, RequestEvent, RunRecord } from './state.js'
+import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, MAX_INSTANCES_PER_TICK, type RequestEvent, type RunRecord } from './state.js'
 import { IDX, historyKeysOf, key } from './storekeys.js'
 
 /**
@@ -91,14 +91,19 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
   effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds, targets, warnings: targetWarnings(state, template) } })
 }
 
-/** An upper bound on the last occurrence (a day of slack for wall-clock rules), or undefined when the rule never ends. */
+/** Slack added to the end of a wall-clock rule (its time zone may put the last occurrence up to a day later), in ms. */
+export const WALL_CLOCK_SLACK_MS = 86_400_000
+
+/** A refused deletion names this many of the job's live instances. */
+export const LIVE_IDS_SHOWN = 5
+
+/** An upper bound on the last occurrence (WALL_CLOCK_SLACK_MS for wall-clock rules), or undefined when the rule never ends. */
 export function lastOccurrence(sched: JobSchedule): number | undefined {
   const s = sched.schedule
   if (s.kind === 'immediate') return s.atMs
-  const DAY = 86_400_000
   if (s.rule.untilMs !== undefined) return s.rule.untilMs
-  if (s.rule.untilWallMs !== undefined) return s.rule.untilWallMs + DAY
-  if (s.lastWallMs !== undefined) return s.lastWallMs + DAY
+  if (s.rule.untilWallMs !== undefined) return s.rule.untilWallMs + WALL_CLOCK_SLACK_MS
+  if (s.lastWallMs !== undefined) return s.lastWallMs + WALL_CLOCK_SLACK_MS
   return undefined
 }
 
@@ -289,7 +294,7 @@ export function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent
   const job = state.jobs.get(event.jobId)
   if (!job) return void answer({ ok: false, status: 404, error: `no job ${event.jobId}` })
   const live = liveOf(state, job.jobId)
-  if (live.length > 0) return void answer({ ok: false, status: 409, error: `job ${job.jobId} has ${live.length} live instance(s) (${live.slice(0, 5).join(', ')}): wait for them or cancel the job (chorus job cancel ${job.jobId}), then delete it` })
+  if (live.length > 0) return void answer({ ok: false, status: 409, error: `job ${job.jobId} has ${live.length} live instance(s) (${live.slice(0, LIVE_IDS_SHOWN).join(', ')}): wait for them or cancel the job (chorus job cancel ${job.jobId}), then delete it` })
   if (job.status === 'active' && job.template.scheduleRule !== 'immediate') return void answer({ ok: false, status: 409, error: `job ${job.jobId} is recurring and active: cancel it first (chorus job cancel ${job.jobId})` })
   // Instances in memory go now; the rest of its history (the idx/job/ index) the runtime prunes in batches after.
   const dels = [key.job(job.jobId)]
@@ -304,4 +309,29 @@ export function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent
   state.derived.jobs.delete(job.jobId)
   effects.push({ type: 'persist', puts: [], dels })
   answer({ ok: true, detail: { deleted: job.jobId, instances: job.history.count } })
+}
+
+/** The tick's part for recurring jobs: an instance for every occurrence that came due (MAX_INSTANCES_PER_TICK per job at most). */
+export function tickOccurrences(state: CoordinatorState, config: CoordinatorConfig, now: number, effects: CoordinatorEffect[]): void {
+  // Recurring jobs: an instance for every occurrence that came due (a restarted coordinator
+  // catches up on those it slept through, so no schedule is lost).
+  for (const job of state.jobs.values()) {
+    if (job.status !== 'active' || job.cursor === undefined || job.cursor >= now) continue
+    const sched = scheduleOf(state, job)
+    if (!sched) continue
+    const due = occurrencesBetween(sched.schedule, job.cursor + 1, now + 1, MAX_INSTANCES_PER_TICK)
+    const puts: { key: string; value: unknown }[] = []
+    const ahead = new Set(job.history.ahead ?? [])
+    // An occurrence created ahead of the cursor (by a result) has its instance, in memory or finished.
+    for (const at of due) if (!ahead.has(at)) materializeInstance(state, config, job, at, now, puts)
+    job.cursor = due.length === MAX_INSTANCES_PER_TICK ? due[due.length - 1]! : now
+    if (job.history.ahead) {
+      job.history.ahead = job.history.ahead.filter((at) => at > job.cursor!)
+      if (job.history.ahead.length === 0) delete job.history.ahead
+    }
+    maybeComplete(state, job)
+    puts.push({ key: key.job(job.jobId), value: job })
+    effects.push({ type: 'persist', puts, dels: [] })
+    if (due.length > 0) effects.push({ type: 'log', level: 'info', msg: 'occurrences due', fields: { jobId: job.jobId, occurrences: due.map((t) => new Date(t).toISOString()) } })
+  }
 }

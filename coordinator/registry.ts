@@ -50,6 +50,9 @@ export function matchView(n: NodeRecord): MatchView {
   return { nodeId: n.nodeId, facts, skills: Object.assign(Object.create(null) as Record<string, string[]>, n.skills), withNode: Object.assign(Object.create(null) as Record<string, string>, facts, { node: n.nodeId }) }
 }
 
+/** An unknown saved list or filter is refused with this many of the known names. */
+export const KNOWN_NAMES_SHOWN = 10
+
 /** Resolves a template's targets against the registry: one node list per group, in rollout order. */
 export function resolveTargets(state: CoordinatorState, template: JobTemplate): Targets | { problems: SubmitProblem[] } {
   const problems: SubmitProblem[] = []
@@ -72,13 +75,13 @@ export function resolveTargets(state: CoordinatorState, template: JobTemplate): 
         break
       case 'savedList': {
         const list = state.lists.get(String(g.listId))
-        if (!list) problems.push({ path: `${path}.listId`, message: `unknown saved list ${JSON.stringify(g.listId)}; known lists: ${[...state.lists.keys()].slice(0, 10).join(', ') || 'none'} (chorus lists)` })
+        if (!list) problems.push({ path: `${path}.listId`, message: `unknown saved list ${JSON.stringify(g.listId)}; known lists: ${[...state.lists.keys()].slice(0, KNOWN_NAMES_SHOWN).join(', ') || 'none'} (chorus lists)` })
         else nodes = [...list.nodes]
         break
       }
       case 'savedFilter': {
         const f = state.filters.get(String(g.filterId))
-        if (!f) problems.push({ path: `${path}.filterId`, message: `unknown saved filter ${JSON.stringify(g.filterId)}; known filters: ${[...state.filters.keys()].slice(0, 10).join(', ') || 'none'} (chorus filters)` })
+        if (!f) problems.push({ path: `${path}.filterId`, message: `unknown saved filter ${JSON.stringify(g.filterId)}; known filters: ${[...state.filters.keys()].slice(0, KNOWN_NAMES_SHOWN).join(', ') || 'none'} (chorus filters)` })
         else select(f, `${path}.filterId(${f.id})`)
         break
       }
@@ -296,4 +299,17 @@ export function fnv1a(text: string): number {
     h = Math.imul(h, 0x01000193) >>> 0
   }
   return h
+}
+
+/** The transport saw a peer's connection open or close: the node is connected, or was last seen now. */
+export function onLink(state: CoordinatorState, peerId: string, up: boolean, now: number, effects: CoordinatorEffect[]): void {
+  for (const n of state.nodes.values()) {
+    if (n.peerId !== peerId) continue
+    if (up) state.connected.add(n.nodeId)
+    else {
+      state.connected.delete(n.nodeId)
+      n.lastSeenAt = now
+      effects.push({ type: 'log', level: 'info', msg: 'node disconnected', fields: { nodeId: n.nodeId } })
+    }
+  }
 }

@@ -8,7 +8,7 @@ import { maybeComplete, runCounts } from './instances.js'
 import { OCCURRENCE_GRACE_MS, hadInstance, materializeInstance, realOccurrence } from './jobs.js'
 import { touch } from './registry.js'
 import { reply } from './rpc.js'
-import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorState, type InstanceRecord, type JobRecord, MAX_AHEAD_OCCURRENCES, Pos, type RunRecord, TERMINAL } from './state.js'
+import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorState, type InstanceRecord, type JobRecord, MAX_AHEAD_OCCURRENCES, type NodeRecord, Pos, type RunRecord, TERMINAL } from './state.js'
 import { key } from './storekeys.js'
 import { failQuorum, noteProgress, quorumOf } from './tally.js'
 
@@ -42,29 +42,15 @@ export function acceptResult(state: CoordinatorState, config: CoordinatorConfig,
   return { job }
 }
 
+type Put = { key: string; value: unknown }
+
+/** A result an agent sent: refused (and answered) unless its signer, its node and its run check out; else stored once and acknowledged. */
 export function onResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[], history?: { run?: RunRecord; instance?: InstanceRecord }): void {
-  const node = state.nodes.get(body.nodeId)
-  const revoked = state.members.revoked.get(body.nodeId)
-  if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
-    // Acknowledged so that it is not sent again: it will never be accepted.
-    effects.push(reply(state, config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
-    return
-  }
-  if (!node || node.publicKey !== signer) {
-    effects.push(reply(state, config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
-    return
-  }
-  const verdict = acceptResult(state, config, body, now, history)
-  if ('error' in verdict) {
-    // Refused: nothing is created, changed or written.
-    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
-    // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
-    effects.push(reply(state, config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
-    return
-  }
+  const admitted = admitResult(state, config, requestId, body, signer, now, effects, history)
+  if (!admitted) return
+  const { node, verdict } = admitted
   touch(state, node, now, effects)
-  const early: { key: string; value: unknown }[] = []
+  const early: Put[] = []
   if ('job' in verdict) {
     // An occurrence the agent reached before this coordinator did (clock skew, or the coordinator was down).
     materializeInstance(state, config, verdict.job, body.occurrenceAt, now, early)
@@ -77,13 +63,50 @@ export function onResult(state: CoordinatorState, config: CoordinatorConfig, req
     effects.push(reply(state, config, requestId, { ok: true, ackRunIds: [body.runId] }))
     return
   }
-  const statusBefore0 = run.status
-  setRunStatus(state, run, body.status)
-  {
-    const inst = state.instances.get(run.instanceId)
-    const job = inst && state.jobs.get(inst.jobId)
-    if (inst && job) noteProgress(state, config, inst, job, body.nodeId, body.status === 'success' ? Pos.Succeeded : Pos.Failed, now, effects)
+  const statusBefore = run.status
+  recordResult(state, config, run, body, now, effects)
+  const puts: Put[] = [...early, { key: key.run(run.runId), value: run }]
+  const stored = 'stored' in verdict ? verdict.stored : undefined
+  if (stored?.counts) puts.push(recountStored(stored, statusBefore, run.status))
+  const instance = state.instances.get(run.instanceId)
+  if (instance) settleOnResult(state, instance, now, puts)
+  // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
+  effects.push({ type: 'persist', puts, dels: [] })
+  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { jobId: run.jobId, instanceId: run.instanceId, runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
+  effects.push(reply(state, config, requestId, { ok: true, ackRunIds: [body.runId] }))
+}
+
+/** The sender's node and the verdict on its result, or undefined when it is refused (answered here; nothing changed). */
+function admitResult(state: CoordinatorState, config: CoordinatorConfig, requestId: string, body: ResultBody, signer: string, now: number, effects: CoordinatorEffect[], history?: { run?: RunRecord; instance?: InstanceRecord }): { node: NodeRecord; verdict: Exclude<ResultVerdict, { error: string }> } | undefined {
+  const node = state.nodes.get(body.nodeId)
+  const revoked = state.members.revoked.get(body.nodeId)
+  if (revoked && revoked.key === signer && !(node && node.publicKey === signer)) {
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result from a revoked node', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId } })
+    // Acknowledged so that it is not sent again: it will never be accepted.
+    effects.push(reply(state, config, requestId, { ok: false, error: `node ${body.nodeId} is revoked: its results are refused`, ackRunIds: [body.runId] }))
+    return undefined
   }
+  if (!node || node.publicKey !== signer) {
+    effects.push(reply(state, config, requestId, { ok: false, error: `result for node ${body.nodeId} is not signed by that node's registered key; send hello first` }))
+    return undefined
+  }
+  const verdict = acceptResult(state, config, body, now, history)
+  if ('error' in verdict) {
+    // Refused: nothing is created, changed or written.
+    effects.push({ type: 'log', level: 'warn', msg: 'refused a result for a run this coordinator does not expect', fields: { jobId: body.jobId, instanceId: body.instanceId, runId: body.runId, nodeId: body.nodeId, reason: verdict.error } })
+    // Acknowledged unless it will be accepted later: the agent must not retry a result that never can.
+    effects.push(reply(state, config, requestId, { ok: false, error: verdict.error, ...('retry' in verdict ? {} : { ackRunIds: [body.runId] }) }))
+    return undefined
+  }
+  return { node, verdict }
+}
+
+/** What the result says goes into the run; a gated instance's tally learns the run ended. */
+function recordResult(state: CoordinatorState, config: CoordinatorConfig, run: RunRecord, body: ResultBody, now: number, effects: CoordinatorEffect[]): void {
+  setRunStatus(state, run, body.status)
+  const inst = state.instances.get(run.instanceId)
+  const job = inst && state.jobs.get(inst.jobId)
+  if (inst && job) noteProgress(state, config, inst, job, body.nodeId, body.status === 'success' ? Pos.Succeeded : Pos.Failed, now, effects)
   run.startedAt = body.startedAt
   run.finishedAt = body.finishedAt
   run.receivedAt = now
@@ -92,31 +115,27 @@ export function onResult(state: CoordinatorState, config: CoordinatorConfig, req
   else delete run.reason
   if (body.reasonCode) run.reasonCode = body.reasonCode
   else delete run.reasonCode
-  const puts: { key: string; value: unknown }[] = [...early, { key: key.run(run.runId), value: run }]
-  const stored = 'stored' in verdict ? verdict.stored : undefined
-  if (stored?.counts) {
-    // A late result for a finished instance: its stored counts follow, its status does not (as in memory).
-    stored.counts[statusBefore0] = (stored.counts[statusBefore0] ?? 1) - 1
-    if (stored.counts[statusBefore0]! <= 0) delete stored.counts[statusBefore0]
-    stored.counts[run.status] = (stored.counts[run.status] ?? 0) + 1
-    puts.push({ key: key.instance(stored.id), value: stored })
-  }
-  const instance = state.instances.get(run.instanceId)
-  if (instance) {
-    // The instance record is written when its status changes, not on every result (it lists every run).
-    instance.updatedAt = now
-    const job = state.jobs.get(instance.jobId)
-    const jobStatusBefore = job?.status
-    const statusBefore = instance.status
-    settleInstance(state, instance, now)
-    if (instance.status !== statusBefore) puts.push({ key: key.instance(instance.id), value: instance })
-    else if (instance.status !== 'running' && instance.counts) { instance.counts = runCounts(state, instance); puts.push({ key: key.instance(instance.id), value: instance }) }
-    if (job && job.status !== jobStatusBefore) puts.push({ key: key.job(job.jobId), value: job })
-  }
-  // Stored durably before the acknowledgement leaves: an agent forgets a result only once it is safe here.
-  effects.push({ type: 'persist', puts, dels: [] })
-  effects.push({ type: 'log', level: 'info', msg: 'result stored', fields: { jobId: run.jobId, instanceId: run.instanceId, runId: body.runId, nodeId: body.nodeId, status: body.status, instanceStatus: instance?.status } })
-  effects.push(reply(state, config, requestId, { ok: true, ackRunIds: [body.runId] }))
+}
+
+/** A late result for a finished instance read from the store: its stored counts follow, its status does not (as in memory). */
+function recountStored(stored: InstanceRecord, from: RunRecord['status'], to: RunRecord['status']): Put {
+  const counts = stored.counts!
+  counts[from] = (counts[from] ?? 1) - 1
+  if (counts[from]! <= 0) delete counts[from]
+  counts[to] = (counts[to] ?? 0) + 1
+  return { key: key.instance(stored.id), value: stored }
+}
+
+/** The instance of a stored result may settle; its record is written when its status changes, not on every result (it lists every run). */
+function settleOnResult(state: CoordinatorState, instance: InstanceRecord, now: number, puts: Put[]): void {
+  instance.updatedAt = now
+  const job = state.jobs.get(instance.jobId)
+  const jobStatusBefore = job?.status
+  const statusBefore = instance.status
+  settleInstance(state, instance, now)
+  if (instance.status !== statusBefore) puts.push({ key: key.instance(instance.id), value: instance })
+  else if (instance.status !== 'running' && instance.counts) { instance.counts = runCounts(state, instance); puts.push({ key: key.instance(instance.id), value: instance }) }
+  if (job && job.status !== jobStatusBefore) puts.push({ key: key.job(job.jobId), value: job })
 }
 
 /** Changes a run's status, keeping the count of its instance's open runs. */

@@ -26,8 +26,10 @@ export function reply(state: CoordinatorState, config: CoordinatorConfig, reques
   return { type: 'reply_rpc', requestId, envelope }
 }
 
-/** Signed tickets, by job then node (ed25519 is deterministic: a ticket signed again would be the same bytes). */
-/** A node's ticket for a job: its place (or null, not targeted) and the key it registered with. */
+/**
+ * A node's ticket for a job: its place (or null, not targeted) and the key it registered with.
+ * Cached in the job's derived entry (ed25519 is deterministic: a ticket signed again would be the same bytes).
+ */
 export function ticketFor(state: CoordinatorState, config: CoordinatorConfig, job: JobRecord, node: NodeRecord): SignedEnvelope {
   const cache = derivedOf(state, job).tickets
   let t = cache.get(node.nodeId)

@@ -11,14 +11,17 @@ export const key = {
   list: (id: string) => `list/${id}`,
   filter: (id: string) => `filter/${id}`,
   token: (name: string) => `token/${name}`,
-  audit: (at: number, requestId: string) => `${AUDIT_PREFIX}${String(at).padStart(16, '0')}/${requestId}`,
+  audit: (at: number, requestId: string) => `${AUDIT_PREFIX}${String(at).padStart(TIME_KEY_DIGITS, '0')}/${requestId}`,
 }
 
 /** Store keys of records (instance/ID, run/ID), for the runtime's reads. */
 export const recordKey = { instance: key.instance, run: key.run, job: key.job }
 
-/** A time in ms as 16 digits: keys sort by it. */
-export const timeKey = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(16, '0')
+/** Digits of a time (ms) in a key: zero-padded, keys sort by time (16 digits reach past the year 300,000). */
+export const TIME_KEY_DIGITS = 16
+
+/** A time in ms as TIME_KEY_DIGITS digits: keys sort by it. */
+export const timeKey = (ms: number): string => String(Math.max(0, Math.floor(ms))).padStart(TIME_KEY_DIGITS, '0')
 
 /**
  * The indexes of finished history, kept in the store (value 1; the key is the entry). Each key
@@ -58,4 +61,4 @@ export function historyKeysOf(instance: InstanceRecord, runs: readonly { runId: 
 /** Audit records live under this prefix, ordered by time; `auditKeyFrom` gives the first key at or after a time. */
 export const AUDIT_PREFIX = 'audit/'
 
-export const auditKeyFrom = (at: number): string => `${AUDIT_PREFIX}${String(Math.max(0, Math.floor(at))).padStart(16, '0')}`
+export const auditKeyFrom = (at: number): string => `${AUDIT_PREFIX}${String(Math.max(0, Math.floor(at))).padStart(TIME_KEY_DIGITS, '0')}`
