@@ -22,13 +22,24 @@ import { onCancel, onDeleteJob, onGlobalException, onRunJob, onSubmit } from './
 import { restoreMemberRecord } from './members.js'
 import { onLink, onMembership } from './registry.js'
 import { onRpc } from './rpc.js'
-import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, type NodeRecord, type RequestEvent, type RunRecord, type SavedFilter, type SavedList, TERMINAL, type TokenRecord, emptyCoordinatorState } from './state.js'
+import {
+  TERMINAL, emptyCoordinatorState,
+  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, type NodeRecord, type RequestEvent, type RunRecord,
+  type SavedFilter, type SavedList, type TokenRecord,
+} from './state.js'
 import { onProgress } from './tally.js'
-export { type CoordinatorConfig, DEFAULT_COORDINATOR_TIMING, type NodeRecord, type JobRecord, type JobHistory, MAX_AHEAD_OCCURRENCES, type Targets, type InstanceStatus, type InstanceRecord, type RunRecord, type CoordinatorState, type Actor, type TokenRecord, type AuditRecord, MAX_TOKENS, type GroupTally, type InstanceTally, type SubmitProblem, type RequestEvent, type CoordinatorEvent, type SubmitOutcome, type CoordinatorEffect, emptyCoordinatorState, MAX_INSTANCES_PER_TICK, type SavedList, type SavedFilter, MAX_SAVED, type DerivedCaches, type JobDerived, emptyDerivedCaches } from './state.js'
+export {
+  DEFAULT_COORDINATOR_TIMING, MAX_AHEAD_OCCURRENCES, MAX_INSTANCES_PER_TICK, MAX_SAVED, MAX_TOKENS, emptyCoordinatorState, emptyDerivedCaches,
+  type CoordinatorConfig, type NodeRecord, type JobRecord, type JobHistory, type Targets, type InstanceStatus, type InstanceRecord, type RunRecord,
+  type CoordinatorState, type DerivedCaches, type JobDerived, type Actor, type TokenRecord, type AuditRecord, type GroupTally, type InstanceTally,
+  type SubmitProblem, type RequestEvent, type CoordinatorEvent, type SubmitOutcome, type CoordinatorEffect, type SavedList, type SavedFilter,
+} from './state.js'
 export { recordKey, timeKey, IDX, idOfIndexKey, historyKeysOf, AUDIT_PREFIX, auditKeyFrom } from './storekeys.js'
 export { tokenByHash, tokenView } from './admin.js'
 export { REPLY_CACHE_MAX, placeIn, derivedOf } from './derived.js'
-export { selectNodes, resolveTargets, targetWarnings, NODE_TOUCH_PERSIST_MS, MAX_HELLOS_PER_WINDOW, HELLO_WINDOW_MS, MESH_PEERS_INTRODUCED, MESH_DRAWS } from './registry.js'
+export {
+  selectNodes, resolveTargets, targetWarnings, NODE_TOUCH_PERSIST_MS, MAX_HELLOS_PER_WINDOW, HELLO_WINDOW_MS, MESH_PEERS_INTRODUCED, MESH_DRAWS,
+} from './registry.js'
 export { nextOccurrencesOf, OCCURRENCE_GRACE_MS } from './jobs.js'
 export { checkpointsFor } from './tally.js'
 export { ticketFor, envelopesFor } from './rpc.js'

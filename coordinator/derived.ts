@@ -9,7 +9,8 @@ import type { CoordinatorState, InstanceRecord, JobDerived, JobRecord } from './
 
 /**
  * Replies that say the same (most: "ok", with the same checkpoints) are the same signed bytes:
- * ed25519 is deterministic, so one signature serves them all. Bounded (REPLY_CACHE_MAX entries, oldest out; kept in state.derived.replies).
+ * ed25519 is deterministic, so one signature serves them all. state.derived.replies keeps at
+ * most this many, oldest out (entries).
  */
 export const REPLY_CACHE_MAX = 256
 

@@ -26,6 +26,9 @@ import { instanceReport, instanceSummary, jobSummary, runReport, type JobReport 
 /** A route's handler: what it returns is the answer (or the reply it sent). */
 export type RouteHandler = (host: ApiHost, req: FastifyRequest, reply: FastifyReply) => Promise<unknown>
 
+/** An enrolment token created without a name is named `enroll-` and this many hex characters of its hash. */
+export const ENROLLMENT_ID_HEX_CHARS = 8
+
 /** `GET /v1/jobs/:id` lists this many of the job's latest instance ids. */
 export const JOB_INSTANCE_IDS_SHOWN = 100
 
@@ -250,7 +253,7 @@ async function listAudit(host: ApiHost, req: FastifyRequest): Promise<unknown> {
 async function createEnrollment(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const b = jsonBody(req, EnrollmentBodySchema)
   const token = newToken(ENROLL_TOKEN_PREFIX)
-  const enrollment = newEnrollment({ id: b.name ?? `enroll-${hashToken(token).slice(0, 8)}`, token, uses: b.uses, ttlMs: b.ttl, attributes: b.attributes, ...(req.actor ? { createdBy: req.actor.name } : {}) }, Date.now())
+  const enrollment = newEnrollment({ id: b.name ?? `enroll-${hashToken(token).slice(0, ENROLLMENT_ID_HEX_CHARS)}`, token, uses: b.uses, ttlMs: b.ttl, attributes: b.attributes, ...(req.actor ? { createdBy: req.actor.name } : {}) }, Date.now())
   const outcome = await host.change({ type: 'create_enrollment', enrollment }, req.actor)
   if (!outcome.ok) return sendAdmin(reply, outcome)
   // Shown once: only its hash is kept.

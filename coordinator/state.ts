@@ -201,7 +201,7 @@ export interface JobDerived {
   gated?: boolean
   /** node id → (group, position) in the job's resolved targets (one entry per target). */
   places?: Map<string, { group: number; position: number }>
-  /** Signed tickets by node id, with the key they were signed for (one per node that asked). */
+  /** Signed tickets by node id, with the key they were signed for (one per registered node that asked, at most). */
   tickets: Map<string, { key: string; envelope: SignedEnvelope }>
 }
 
@@ -323,7 +323,12 @@ export type CoordinatorEffect =
   | { type: 'log'; level: 'debug' | 'info' | 'warn'; msg: string; fields?: Record<string, unknown> }
 
 export function emptyCoordinatorState(): CoordinatorState {
-  return { jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(), connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(), byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map(), settled: new Set(), finished: new Set(), derived: emptyDerivedCaches() }
+  return {
+    jobs: new Map(), instances: new Map(), runs: new Map(), nodes: new Map(), globals: new Map(), lists: new Map(), filters: new Map(),
+    connected: new Set(), live: new Set(), openRuns: new Map(), dirty: new Set(), schedules: new Map(), tallies: new Map(), watches: emptyWatches(),
+    byPeer: new Map(), pool: [], tokens: new Map(), tokenByHash: new Map(), members: emptyMembership(), hellos: new Map(), touchPersistedAt: new Map(),
+    settled: new Set(), finished: new Set(), derived: emptyDerivedCaches(),
+  }
 }
 
 export const TERMINAL = new Set(['success', 'failure', 'timeout', 'skipped'])
