@@ -3,35 +3,25 @@
 // console's session cookie (coordinator/sessions.ts, coordinator/ui.ts), against the role the
 // route table (coordinator/access.ts) gives the route; every body, query and parameter is
 // checked by its schema (protocol/api.ts) before it reaches the core, and bad input is a 400
-// `{error, problems: [{path, message}]}`.
+// `{error, problems: [{path, message}]}`. The handlers, one function per route, are in
+// coordinator/routes.ts (and lifecycle.ts); buildApi registers them from the route table.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
-import { MAX_TEMPLATE_BYTES, parseTemplateText, type TemplateFormat } from '../protocol/parse.js'
+import { MAX_TEMPLATE_BYTES, type TemplateFormat } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
-import {
-  AuditQuerySchema, CancelBodySchema, CursorPageQuerySchema, ReportQuerySchema, JobsQuerySchema, PageQuerySchema, PlanQuerySchema, EmptyBodySchema, EnrollmentBodySchema, ExceptionBodySchema, FilterBodySchema, IdParamsSchema, ListBodySchema, NameParamsSchema, NextQuerySchema,
-  NodesQuerySchema, ObjectParamsSchema, TokenBodySchema, check, parseJsonText, type Problem,
-} from '../protocol/api.js'
-import {
-  ROUTES, bearerOf, browserRefusal, hashToken, isPublic, isStateChanging, newToken, requiredRole, roleAllows, routeKey,
-} from './access.js'
-import {
-  nextOccurrencesOf, selectNodes, tokenByHash, tokenView,
-  type Actor, type AuditRecord, type JobRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome,
-} from './core.js'
-import { planJob } from './plan.js'
-import { simulateInChild } from './plan-sim.js'
-import { enrollmentSummary, newEnrollment } from './members.js'
-import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
+import { check, parseJsonText, type Problem } from '../protocol/api.js'
+import { ROUTES, bearerOf, browserRefusal, hashToken, isPublic, isStateChanging, requiredRole, roleAllows, routeKey } from './access.js'
+import { tokenByHash, type Actor, type AuditRecord, type TokenRecord, type CoordinatorEffect, type CoordinatorState, type RequestEvent, type SubmitOutcome } from './core.js'
 import { CHORUS_HEADER } from '../protocol/headers.js'
 import { openApiDocument } from './openapi.js'
 import { eventRoutes, type EventHost } from './sse.js'
-import { lifecycleRoutes, nodeView, pageOf } from './lifecycle.js'
+import { routeHandlers } from './routes.js'
 import { SessionStore } from './sessions.js'
 import { sessionOf, uiRoutes } from './ui.js'
-import { instanceReport, instanceSummary, jobSummary, runReport, type JobReport } from './report.js'
 import { CursorError, type History } from './history.js'
+
+export { JOB_INSTANCE_IDS_SHOWN } from './routes.js'
 
 export type AdminOutcome = Extract<CoordinatorEffect, { type: 'reply_admin' }>['outcome']
 type Change = RequestEvent extends infer E ? (E extends RequestEvent ? Omit<E, 'actor' | 'requestId'> : never) : never
@@ -86,13 +76,6 @@ export function templateTextOf(req: FastifyRequest): { text: string; format: Tem
   return { text: typeof req.body === 'string' ? req.body : '', format }
 }
 
-function templateOf(req: FastifyRequest): JobTemplate {
-  const { text, format } = templateTextOf(req)
-  const parsed = parseTemplateText(text, format)
-  if (!parsed.ok) throw new BadInput('invalid job template', parsed.problems)
-  return parsed.template
-}
-
 /** The core's answer; a 400 always carries problems (the shape of every bad-input answer). */
 export function sendAdmin(reply: FastifyReply, outcome: AdminOutcome, okStatus = 200): FastifyReply {
   if (outcome.ok) return reply.code(okStatus).send(outcome.detail ?? { ok: true })
@@ -104,14 +87,21 @@ export function notFound(reply: FastifyReply, what: string): FastifyReply {
   return reply.code(404).send({ error: `no ${what}` })
 }
 
+/** The API server: its hooks (Chorus header, browser checks and authorisation, one log line per request, errors), then its routes. */
 export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): FastifyInstance {
   const app = (https ? Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES, exposeHeadRoutes: false, https }) : Fastify({ logger: false, bodyLimit: MAX_TEMPLATE_BYTES, exposeHeadRoutes: false })) as unknown as FastifyInstance
   // Templates are parsed by our own parser so duplicate keys are caught: take every body as text.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   const registered = guardRoutes(app)
-  app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
   const sessions = new SessionStore()
+  installHooks(app, host, sessions)
+  registerRoutes(app, host, sessions, registered)
+  return app
+}
+
+function installHooks(app: FastifyInstance, host: ApiHost, sessions: SessionStore): void {
+  app.addHook('onRequest', async (_req, reply) => { reply.header(CHORUS_HEADER, '1') })
   app.addHook('onRequest', async (req, reply) => authorize(host, sessions, req, reply))
   // One line per request: method, route, status, time, token name.
   app.addHook('onResponse', async (req, reply) => {
@@ -124,25 +114,29 @@ export function buildApi(host: ApiHost, https?: { cert: Buffer; key: Buffer }): 
     if (status >= 500) host.logger.error({ err, method: req.method, url: req.url }, 'API request failed')
     return reply.code(status).send({ error: err.message })
   })
+}
+
+/**
+ * The routes of the table (coordinator/access.ts ROUTES) with their handlers (coordinator/routes.ts),
+ * the events and the console, which register themselves; a listed route nobody serves answers 501.
+ */
+function registerRoutes(app: FastifyInstance, host: ApiHost, sessions: SessionStore, registered: Set<string>): void {
   app.get('/healthz', async () => ({ ok: true }))
   // Built now: a route of the table without documentation stops the start.
-  const doc = openApiDocument()
-  app.get('/v1/openapi.json', async () => doc)
-  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(await host.metricsText()))
-  jobRoutes(app, host)
-  runRoutes(app, host)
-  savedRoutes(app, host)
-  accessRoutes(app, host)
-  memberRoutes(app, host)
+  openApiDocument()
+  const handlers = routeHandlers()
+  for (const r of ROUTES) {
+    const handler = handlers.get(routeKey(r.method, r.url))
+    if (handler) app.route({ method: r.method, url: r.url, handler: (req, reply) => handler(host, req, reply) })
+  }
+  for (const key of handlers.keys()) if (!registered.has(key)) throw new Error(`route ${key} has a handler but is not in the route table (coordinator/access.ts ROUTES)`)
   eventRoutes(app, host)
-  lifecycleRoutes(app, host)
   uiRoutes(app, { sessions, scheme: host.scheme })
   // Listed routes nobody serves yet answer 501 (behind the same role check).
   for (const r of ROUTES) {
     if (registered.has(routeKey(r.method, r.url))) continue
     app.route({ method: r.method, url: r.url, handler: async (_req, reply) => reply.code(501).send({ error: `${r.method} ${r.url} is not implemented by this coordinator` }) })
   }
-  return app
 }
 
 /** Refuses to register a route missing from the route table; returns the routes registered. */
@@ -191,196 +185,4 @@ function callerOf(host: ApiHost, sessions: SessionStore, req: FastifyRequest): {
   if (session === undefined) return { none: true }
   if (who && isStateChanging(req.method) && req.headers.origin === undefined) return { refusal: { status: 403, error: 'a state-changing request with a session cookie needs the Origin header of this API' } }
   return { record: who && tokenByHash(host.state, who.tokenHash, now) }
-}
-
-type IdReq = FastifyRequest<{ Params: { id: string } }>
-const objectId = (req: FastifyRequest) => parse(ObjectParamsSchema, req.params, 'params').id
-
-function jobRoutes(app: FastifyInstance, host: ApiHost): void {
-  app.post('/v1/jobs', async (req, reply) => {
-    const outcome = await host.submit(templateOf(req), req.actor)
-    if (!outcome.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: outcome.problems })
-    return reply.code(201).send({ id: outcome.jobId, instanceIds: outcome.instanceIds, targets: outcome.targets, ...(outcome.warnings?.length ? { warnings: outcome.warnings } : {}) })
-  })
-  app.post('/v1/plan', async (req, reply) => {
-    const q = parse(PlanQuerySchema, req.query, 'query')
-    const template = templateOf(req)
-    const plan = planJob(host.state, template, Date.now())
-    if (!plan.ok) return reply.code(422).send({ error: 'job cannot be targeted', problems: plan.problems })
-    if (q.simulate === undefined) return plan.plan
-    const simulation = simulateInChild({ template, groups: plan.plan.groups.map((g) => g.nodes.map((n) => n.nodeId)), seeds: q.simulate, profile: q.profile })
-    if (!simulation) return reply.code(503).send({ error: 'a plan simulation is running already; try again when it is done' })
-    return { ...plan.plan, simulation: await simulation.catch((err: Error) => { throw new BadInput('cannot simulate this plan', [{ path: 'query.simulate', message: err.message }]) }) }
-  })
-  app.get('/v1/jobs', async (req) => {
-    const q = parse(JobsQuerySchema, req.query, 'query')
-    const jobs = [...host.state.jobs.values()].filter((j) => (!q.status || j.status === q.status) && (!q.name || j.name.includes(q.name)))
-    return pageOf(jobs.sort((a, b) => b.createdAt - a.createdAt), q, (page) => page.map((j) => jobRow(host.state, j, Date.now())))
-  })
-  app.get('/v1/jobs/:id', async (req: IdReq, reply) => {
-    const job = host.state.jobs.get(objectId(req))
-    if (!job) return notFound(reply, `job ${req.params.id}`)
-    // The latest instances only: all of them page through GET /v1/instances?job=ID.
-    return { ...jobSummary(job), template: job.template, instanceIds: await host.history.latestInstanceIds(job.jobId, JOB_INSTANCE_IDS_SHOWN), instanceCount: job.history.count }
-  })
-  app.post('/v1/jobs/:id/cancel', async (req: IdReq, reply) => {
-    const { occurrences } = jsonBody(req, CancelBodySchema)
-    return sendAdmin(reply, await host.change({ type: 'cancel', jobId: objectId(req), ...(occurrences ? { occurrences } : {}) }, req.actor))
-  })
-  app.get('/v1/jobs/:id/next', async (req: IdReq, reply) => {
-    const { count } = parse(NextQuerySchema, req.query, 'query')
-    const next = nextOccurrencesOf(host.state, objectId(req), Date.now(), count)
-    if (!next) return notFound(reply, `job ${req.params.id}`)
-    return { items: next.map((o) => ({ ...o, at: new Date(o.at).toISOString() })) }
-  })
-  app.get('/v1/reports/:id', async (req: IdReq, reply) => {
-    const q = parse(ReportQuerySchema, req.query, 'query')
-    return await reportOf(host, objectId(req), q) ?? notFound(reply, `job or instance ${req.params.id}`)
-  })
-}
-
-/** `GET /v1/jobs/:id` lists this many of the job's latest instance ids. */
-export const JOB_INSTANCE_IDS_SHOWN = 100
-
-/** The report of a job (a page of its instances, in occurrence order, each with its runs) or of one instance. */
-async function reportOf(host: ApiHost, id: string, q: { page: number; size: number; cursor?: string }): Promise<JobReport | undefined> {
-  const job = host.state.jobs.get(id)
-  if (job) {
-    const page = await host.history.instancePage({ ...q, job: job.jobId, oldestFirst: true })
-    const instances = await Promise.all(page.items.map(async (i) => instanceReport(i, await host.history.runs(i.runIds))))
-    return { job: jobSummary(job), instances, pagination: page.pagination }
-  }
-  const instance = await host.history.instance(id)
-  const parent = instance && host.state.jobs.get(instance.jobId)
-  if (instance && parent) return { job: jobSummary(parent), instances: [instanceReport(instance, await host.history.runs(instance.runIds))] }
-  return undefined
-}
-
-/** A job of the list: its summary, its next occurrence and its last instance's outcome. */
-function jobRow(state: CoordinatorState, job: JobRecord, now: number) {
-  const next = nextOccurrencesOf(state, job.jobId, now, 1)?.[0]
-  const last = job.history.latest
-  return { ...jobSummary(job), nextAt: next ? new Date(next.at).toISOString() : null, lastInstance: last ? { id: last.id, status: last.status } : null }
-}
-
-function runRoutes(app: FastifyInstance, host: ApiHost): void {
-  const instance = (req: FastifyRequest) => host.history.instance(objectId(req))
-  const run = (req: FastifyRequest) => host.history.run(objectId(req))
-  app.get('/v1/instances/:id', async (req: IdReq, reply) => { const i = await instance(req); return i ? instanceSummary(i, host.history.counts(i)) : notFound(reply, `instance ${req.params.id}`) })
-  app.get('/v1/instances/:id/runs', async (req: IdReq, reply) => {
-    const q = parse(PageQuerySchema, req.query, 'query')
-    const i = await instance(req)
-    if (!i) return notFound(reply, `instance ${req.params.id}`)
-    // runIds is the instance's own index of its runs (fixed at creation): positions are stable.
-    const from = (q.page - 1) * q.size
-    return { items: (await host.history.runs(i.runIds.slice(from, from + q.size))).map(runReport), pagination: { page: q.page, size: q.size, total: i.runIds.length } }
-  })
-  app.get('/v1/runs/:id', async (req: IdReq, reply) => { const r = await run(req); return r ? runReport(r) : notFound(reply, `run ${req.params.id}`) })
-  app.get('/v1/runs/:id/artifacts', async (req: IdReq, reply) => {
-    const r = await run(req)
-    if (!r) return notFound(reply, `run ${req.params.id}`)
-    return { items: r.steps.flatMap((s) => (s.artifacts ?? []).map((a) => ({ step: s.number, name: a.name, encoding: a.encoding, bytes: a.bytes, truncated: a.truncated }))) }
-  })
-  app.get<{ Params: { id: string; step: string; name: string } }>('/v1/runs/:id/steps/:step/artifacts/:name', async (req, reply) => {
-    const a = (await run(req))?.steps.find((s) => s.number === Number(req.params.step))?.artifacts?.find((x) => x.name === req.params.name)
-    if (!a) return notFound(reply, `artifact ${req.params.name} on step ${req.params.step} of run ${req.params.id}`)
-    return reply.header('x-chorus-truncated', String(a.truncated)).type(a.encoding === 'utf8' ? 'text/plain; charset=utf-8' : 'application/octet-stream').send(a.encoding === 'utf8' ? a.content : Buffer.from(a.content, 'base64'))
-  })
-  app.get('/v1/nodes', async (req, reply) => {
-    const q = parse(NodesQuerySchema, req.query, 'query')
-    let nodes = [...host.state.nodes.values()]
-    if (q.search) {
-      const sel = selectNodes(host.state, { query: q.search }, 'search')
-      if ('problems' in sel) return reply.code(400).send({ error: 'invalid search', problems: sel.problems.map((p) => ({ ...p, path: 'query.search' })) })
-      const keep = new Set(sel.nodes)
-      nodes = nodes.filter((n) => keep.has(n.nodeId))
-    }
-    return pageOf(nodes, q, (page) => page.map((n) => nodeView(host.state, n)))
-  })
-  app.get('/v1/nodes/:id/runs', async (req: IdReq) => {
-    const q = parse(CursorPageQuerySchema, req.query, 'query')
-    const page = await host.history.nodeRunPage(objectId(req), q)
-    return { ...page, items: page.items.map((r) => ({ ...runReport(r), instanceId: r.instanceId, jobId: r.jobId })) }
-  })
-}
-
-function savedRoutes(app: FastifyInstance, host: ApiHost): void {
-  const id = (req: FastifyRequest) => parse(IdParamsSchema, req.params, 'params').id
-  app.get('/v1/exceptions', async (req) => pageOf([...host.state.globals.values()], parse(PageQuerySchema, req.query, 'query')))
-  app.post('/v1/exceptions', async (req, reply) => sendAdmin(reply, await host.change({ type: 'add_exception', exception: jsonBody(req, ExceptionBodySchema) }, req.actor)))
-  app.delete('/v1/exceptions/:id', async (req, reply) => {
-    jsonBody(req, EmptyBodySchema)
-    return sendAdmin(reply, await host.change({ type: 'remove_exception', id: id(req) }, req.actor))
-  })
-  app.get('/v1/lists', async (req) => pageOf([...host.state.lists.values()], parse(PageQuerySchema, req.query, 'query')))
-  app.put('/v1/lists/:id', async (req, reply) => {
-    const listId = id(req)
-    const b = jsonBody(req, ListBodySchema)
-    return sendAdmin(reply, await host.change({ type: 'save_list', list: { id: listId, name: b.name ?? listId, nodes: [...new Set(b.nodes)] } }, req.actor))
-  })
-  app.get('/v1/filters', async (req) => pageOf([...host.state.filters.values()], parse(PageQuerySchema, req.query, 'query')))
-  app.put('/v1/filters/:id', async (req, reply) => {
-    const filterId = id(req)
-    const b = jsonBody(req, FilterBodySchema)
-    const filter = { id: filterId, name: b.name ?? filterId, ...(b.query !== undefined ? { query: b.query } : {}), ...(b.constraints !== undefined ? { constraints: b.constraints } : {}) }
-    return sendAdmin(reply, await host.change({ type: 'save_filter', filter }, req.actor))
-  })
-  for (const kind of ['list', 'filter'] as const) {
-    app.delete(`/v1/${kind}s/:id`, async (req, reply) => {
-      jsonBody(req, EmptyBodySchema)
-      return sendAdmin(reply, await host.change({ type: 'delete_saved', kind, id: id(req) }, req.actor))
-    })
-  }
-}
-
-function accessRoutes(app: FastifyInstance, host: ApiHost): void {
-  app.get('/v1/tokens', async (req) => pageOf([...host.state.tokens.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(tokenView)))
-  app.post('/v1/tokens', async (req, reply) => {
-    const b = jsonBody(req, TokenBodySchema)
-    const token = newToken()
-    const now = Date.now()
-    const record = { name: b.name, role: b.role, hash: hashToken(token), createdAt: now, ...(b.ttl !== undefined ? { expiresAt: now + b.ttl } : {}), ...(req.actor ? { createdBy: req.actor.name } : {}) }
-    const outcome = await host.change({ type: 'create_token', token: record }, req.actor)
-    if (!outcome.ok) return sendAdmin(reply, outcome)
-    // Shown once: only its hash is kept.
-    return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
-  })
-  app.delete('/v1/tokens/:name', async (req, reply) => {
-    jsonBody(req, EmptyBodySchema)
-    return sendAdmin(reply, await host.change({ type: 'revoke_token', name: parse(NameParamsSchema, req.params, 'params').name }, req.actor))
-  })
-  app.get('/v1/audit', async (req) => {
-    const q = parse(AuditQuerySchema, req.query, 'query')
-    const items = await host.audit(q.since ?? 0, q.limit + 1)
-    return { items: items.slice(0, q.limit), more: items.length > q.limit }
-  })
-}
-
-/** Fleet membership (admin): enrolment tokens, enrolments awaiting approval, revocation. */
-function memberRoutes(app: FastifyInstance, host: ApiHost): void {
-  const members = () => host.state.members
-  app.post('/v1/enrollments', async (req, reply) => {
-    const b = jsonBody(req, EnrollmentBodySchema)
-    const token = newToken(ENROLL_TOKEN_PREFIX)
-    const enrollment = newEnrollment({ id: b.name ?? `enroll-${hashToken(token).slice(0, 8)}`, token, uses: b.uses, ttlMs: b.ttl, attributes: b.attributes, ...(req.actor ? { createdBy: req.actor.name } : {}) }, Date.now())
-    const outcome = await host.change({ type: 'create_enrollment', enrollment }, req.actor)
-    if (!outcome.ok) return sendAdmin(reply, outcome)
-    // Shown once: only its hash is kept.
-    return reply.code(201).header('cache-control', 'no-store').send({ ...(outcome.detail as object), token })
-  })
-  app.get('/v1/enrollments', async (req) => pageOf([...members().enrollments.values()], parse(PageQuerySchema, req.query, 'query'), (p) => p.map(enrollmentSummary)))
-  app.delete('/v1/enrollments/:id', async (req, reply) => {
-    jsonBody(req, EmptyBodySchema)
-    return sendAdmin(reply, await host.change({ type: 'delete_enrollment', id: parse(IdParamsSchema, req.params, 'params').id }, req.actor))
-  })
-  app.get('/v1/nodes/pending', async (req) => pageOf([...members().pending.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((p) => ({ nodeId: p.nodeId, peerId: p.peerId, publicKey: p.key, enrollment: p.enrollment, attributes: p.attributes, facts: p.facts, requestedAt: new Date(p.requestedAt).toISOString() }))))
-  app.get('/v1/nodes/revoked', async (req) => pageOf([...members().revoked.values()], parse(PageQuerySchema, req.query, 'query'), (page) => page.map((r) => ({ nodeId: r.nodeId, publicKey: r.key, revokedAt: new Date(r.at).toISOString() }))))
-  for (const action of ['approve', 'reject', 'revoke'] as const) {
-    app.post(`/v1/nodes/:id/${action}`, async (req, reply) => {
-      jsonBody(req, EmptyBodySchema)
-      const outcome = await host.change({ type: `${action}_node`, nodeId: parse(IdParamsSchema, req.params, 'params').id }, req.actor)
-      if (outcome.ok && action === 'revoke') host.hangUp((outcome.detail as { peerId: string }).peerId)
-      return sendAdmin(reply, outcome)
-    })
-  }
 }

@@ -12,6 +12,7 @@ import { decideGate } from '../protocol/gate.js'
 import { agentStep, emptyAgentState, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import { enrolHello } from './helpers/members.js'
+import { coordinatorInvariants } from '../coordinator/invariants.js'
 import { MEMBER_CERT_TTL_MS } from '../protocol/membership.js'
 
 const T0 = 1_700_000_000_000
@@ -447,5 +448,51 @@ describe('watches and checkpoints in the coordinator core', () => {
     // The agent took the new checkpoint and its turn with it (its own facts know nothing of a and b).
     expect(run.status).toBe('running')
     expect(agentOfType(resumed, 'run_step')).toHaveLength(1)
+  })
+})
+
+describe('the coordinator core keeps its caches in its state', () => {
+  it('derives places, tickets, acks and replies into state.derived: a restart from the records starts them empty and answers with the same signed bytes', () => {
+    const state = emptyCoordinatorState()
+    const db = new Map<string, unknown>()
+    const apply = (effects: CoordinatorEffect[]) => {
+      for (const p of ofType(effects, 'persist')) {
+        for (const put of p.puts) db.set(put.key, structuredClone(put.value))
+        for (const d of p.dels) db.delete(d)
+      }
+      return effects
+    }
+    for (const n of ['a', 'b', 'c']) apply(hello(state, n))
+    apply(coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: rolling() }, T0))
+    const asks = { known: [{ jobId: 'job-1', version: 0, ticket: false }], gated: [waiting('job-1')] }
+    const first = replyTo(apply(sync(state, 'b', 's1', asks, T0 + 100)), 's1')!
+    apply(coordinatorStep(state, cfg, { type: 'tick' }, T0 + 200))
+    expect(first.tickets).toHaveLength(1)
+    expect(state.derived.jobs.get('job-1')?.tickets.has('b')).toBe(true)
+    expect(state.derived.acks.get(instanceIdFor('job-1', T0))?.set).toEqual(new Set(['b']))
+    expect(coordinatorInvariants(state)).toEqual([])
+
+    // A crash loses what is only in memory: the restored state derives it again, to the same bytes.
+    const restored = restoreCoordinator(db.entries())
+    expect(restored.derived.jobs.size + restored.derived.acks.size + restored.derived.replies.size).toBe(0)
+    expect(restored.instances.get(instanceIdFor('job-1', T0))!.acks).toEqual(['b'])
+    const again = replyTo(sync(restored, 'b', 's1', asks, T0 + 100), 's1')!
+    expect(again.tickets.map((t) => t.sig)).toEqual(first.tickets.map((t) => t.sig))
+    expect(restored.derived.acks.get(instanceIdFor('job-1', T0))?.set).toEqual(new Set(['b']))
+    expect(coordinatorInvariants(restored)).toEqual([])
+    // Another coordinator's state shares nothing with this one.
+    expect(emptyCoordinatorState().derived.replies.size).toBe(0)
+  })
+
+  it('reports a derived cache that no longer mirrors its record', () => {
+    const state = emptyCoordinatorState()
+    for (const n of ['a', 'b', 'c']) hello(state, n)
+    coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: rolling() }, T0)
+    sync(state, 'b', 's1', { known: [{ jobId: 'job-1', version: 0, ticket: true }], gated: [waiting('job-1')] }, T0 + 100)
+    expect(coordinatorInvariants(state)).toEqual([])
+    state.derived.acks.get(instanceIdFor('job-1', T0))!.set.add('c')
+    expect(coordinatorInvariants(state)).toEqual([`instance ${instanceIdFor('job-1', T0)}: 2 acks derived, 1 recorded`])
+    state.jobs.set('job-1', { ...state.jobs.get('job-1')! })
+    expect(coordinatorInvariants(state)).toContain('derived entry of job job-1 was not built from its record in memory')
   })
 })
