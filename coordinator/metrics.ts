@@ -27,6 +27,7 @@ export class CoordinatorMetrics {
   readonly rpc = new Counter({ name: 'chorus_rpc_requests_total', help: 'Agent rpc requests by type', labelNames: ['type'], registers: [this.registry] })
   readonly ingest = new Histogram({ name: 'chorus_result_ingest_seconds', help: 'From a result rpc arriving to its acknowledgement (verified, stored durably)', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry] })
   readonly commits = new Histogram({ name: 'chorus_commit_batch_ops', help: 'Store operations per group commit of the core loop', buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000], registers: [this.registry] })
+  readonly runsFinished = new Counter({ name: 'chorus_runs_finished_total', help: 'Runs that reached a final status since the coordinator started, by status (each run once)', labelNames: ['status'], registers: [this.registry] })
   readonly gossip = new Counter({ name: 'chorus_gossip_messages_total', help: 'Gossip messages in (progress) and out (job definitions and states)', labelNames: ['direction'], registers: [this.registry] })
 
   constructor(source: MetricsSource) {

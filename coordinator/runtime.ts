@@ -153,7 +153,7 @@ export class CoordinatorRuntime implements ApiHost {
     this.loop = new CoreLoop<CoordinatorEvent, CoordinatorEffect>({
       step: (event, now) => {
         const effects = coordinatorStep(this.state, this.config, event, now)
-        this.events.observe(this.state, effects, now)
+        for (const e of this.events.observe(this.state, effects, now)) if (e.type === 'run_finished' && e.status) this.metrics.runsFinished.inc({ status: e.status })
         return effects
       },
       commit: (ops) => {
