@@ -100,10 +100,20 @@ export function onPrune(state: CoordinatorState, event: Extract<CoordinatorEvent
   }
   const audit = event.auditKeys.filter((k) => k.startsWith(AUDIT_PREFIX))
   dels.push(...audit)
+  // A job that will never run again (completed, canceled) goes with the last of its history:
+  // else every one-shot job and manual run would stay in memory for ever.
+  const ended = [...jobs].filter((job) => job.status !== 'active' && job.history.count === 0 && liveOf(state, job.jobId).length === 0)
+  for (const job of ended) {
+    dels.push(key.job(job.jobId))
+    jobs.delete(job)
+    state.jobs.delete(job.jobId)
+    state.schedules.delete(job.jobId)
+    state.derived.jobs.delete(job.jobId)
+  }
   const puts = [...jobs].map((job) => ({ key: key.job(job.jobId), value: job }))
   if (dels.length === 0) return
   effects.push({ type: 'persist', puts, dels })
-  effects.push({ type: 'log', level: 'debug', msg: 'pruned history', fields: { instances, auditRecords: audit.length } })
+  effects.push({ type: 'log', level: 'debug', msg: 'pruned history', fields: { instances, auditRecords: audit.length, jobs: ended.map((j) => j.jobId) } })
 }
 
 /** The job's live instances (O(live)). */

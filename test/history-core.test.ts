@@ -127,6 +127,36 @@ describe('history out of memory (coordinator core on level)', () => {
     expect(indexed).toBe(1)
   })
 
+  it('retention takes a job that will never run again (one-shot, done) with the last of its history; an active recurring job stays with none', async () => {
+    const c = await thirtyMinutes()
+    const once = structuredClone(everyMinute())
+    once.scheduleRule = 'immediate'
+    await c.step({ type: 'submit', requestId: 'submit-once', jobId: 'once', template: JobTemplateSchema.parse(once) }, T0 + 30 * MIN)
+    const inst = [...c.box.state.instances.values()].find((i) => i.jobId === 'once')!
+    for (const n of NODES) {
+      const body = { ...open(result(n, inst.occurrenceAt)).body as Record<string, unknown>, jobId: 'once', instanceId: inst.id, runId: runIdFor(inst.id, n) }
+      await c.step({ type: 'rpc', requestId: `once-${n}`, envelope: seal(keys.get(n)!, body as never), peerId: peerIdOf(keys.get(n)!.publicKey) }, T0 + 30 * MIN + 5)
+    }
+    await c.step({ type: 'tick' }, T0 + 30 * MIN + 10)
+    await c.step({ type: 'tick' }, T0 + 30 * MIN + 11)
+    const done = c.box.state.jobs.get('once')!
+    expect(done).toMatchObject({ status: 'completed', history: { count: 1, byStatus: { success: 1 } } })
+    expect(c.box.state.instances.has(inst.id)).toBe(false)
+    // Prune everything finished: the one-shot's instance and the recurring job's 29 finished ones.
+    const finished = (await c.history.instancePage({ page: 1, size: 100 })).items.filter((i) => i.status !== 'running')
+    const items = await Promise.all(finished.map(async (i) => ({ instance: (await c.history.instance(i.id))!, runs: (await Promise.all(i.runIds.map((id) => c.history.run(id)))).filter((r) => r !== undefined).map((r) => ({ runId: r.runId, nodeId: r.nodeId })) })))
+    await c.step({ type: 'prune', items, auditKeys: [] }, T0 + 400 * 24 * 60 * MIN)
+    expect(c.box.state.jobs.has('once')).toBe(false)
+    expect(await c.store.get('job/once')).toBeUndefined()
+    // The recurring job is active: it keeps its record (with only its live instance counted).
+    expect(c.box.state.jobs.get('job')!.history).toMatchObject({ count: 1, byStatus: { running: 1 } })
+    expect(await c.store.get('job/job')).toMatchObject({ jobId: 'job', status: 'active' })
+    // After a restart the one-shot job stays gone.
+    const restored = restoreCoordinator(await loadLive(c.store))
+    expect(restored.jobs.has('once')).toBe(false)
+    expect(restored.jobs.has('job')).toBe(true)
+  })
+
   it('a restart holds exactly the live state held before the kill, and reads finished runs from the store', async () => {
     const c = await thirtyMinutes()
     const before = held(c.box.state)
