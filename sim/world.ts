@@ -26,19 +26,27 @@
 import { createHash } from 'node:crypto'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import {
-  agentStep, restoreAgent, BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING,
-  type AgentConfig, type AgentEffect, type AgentEvent, type AgentRun, type AgentState, type StepRunRequest,
+  BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING,
+  type AgentConfig, type AgentEffect, type AgentEvent, type AgentRun, type StepRunRequest,
 } from '../agent/core.js'
 import {
-  coordinatorStep, restoreCoordinator, DEFAULT_COORDINATOR_TIMING,
-  type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome, type Targets,
+  DEFAULT_COORDINATOR_TIMING,
+  type CoordinatorEffect, type CoordinatorEvent, type SubmitOutcome, type Targets,
 } from '../coordinator/core.js'
-import { identityFromSeed, peerIdOf, type Identity } from '../protocol/keys.js'
+import { identityFromSeed } from '../protocol/keys.js'
+import { AgentShell } from '../agent/shell.js'
+import { SimTransport } from './transport.js'
+import {
+  AgentNode, CONN_MONITOR_MS, CoordinatorNode, DEFAULT_STEP_MODEL, GOSSIP_DEGREE, GOSSIP_FRAME_BYTES, GOSSIP_HEARTBEAT_MS, GOSSIP_HISTORY, GOSSIP_LAZY,
+  GOSSIP_SEEN_TTL_MS, IHAVE_BYTES, INVARIANT_CHECK_MAX_AGENTS, MAX_EVENTS, PING_BYTES, PING_TIMEOUT_MS, REAL_CORES, RPC_FRAME_BYTES, RUN_TERMINAL, SIM_EPOCH_MS, SimNode,
+  type Checker, type Cores, type ExecRecord, type GossipMessage, type GossipTopic, type MessageBucket, type OutcomeRecord, type StepModel, type ViolationDetail, type WorldOptions,
+} from './types.js'
+export * from './types.js'
 import { newEnrollment } from '../coordinator/members.js'
 import { coordinatorInvariants } from '../coordinator/invariants.js'
 import { agentInvariants } from '../agent/invariants.js'
 import { ENROLL_TOKEN_PREFIX, checkMember } from '../protocol/membership.js'
-import { PROTOCOL_VERSION, open, seal, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
+import { open, type JobBody, type SignedEnvelope } from '../protocol/wire.js'
 import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
@@ -49,238 +57,6 @@ import { LINK_PROFILES, NO_FAULTS, NetworkModel, buildOverlay, type FaultSetting
 // The runtimes' own timing (protocol/timing.ts, shared with agent/ and coordinator/runtime.ts).
 import { AGENT_TICK_MS, AGENT_VERSION, COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
 export { AGENT_TICK_MS, AGENT_VERSION, COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS }
-/** libp2p's connection monitor: ping interval and the time after which a silent peer is dropped. */
-export const CONN_MONITOR_MS = 10_000
-export const PING_TIMEOUT_MS = 5_000
-/** gossipsub defaults: mesh degree D, IHAVE fan-out D_lazy, heartbeat, history in heartbeats. */
-export const GOSSIP_DEGREE = 6
-export const GOSSIP_LAZY = 6
-export const GOSSIP_HEARTBEAT_MS = 1_000
-export const GOSSIP_HISTORY = 3
-/** gossipsub seenTTL: how long a node remembers a message id (dedupe). */
-export const GOSSIP_SEEN_TTL_MS = 120_000
-/** Framing bytes added to every gossip frame (topic, seqno, from, libp2p signature, noise tag). */
-export const GOSSIP_FRAME_BYTES = 160
-export const IHAVE_BYTES = 80
-/** Framing bytes of one rpc request or reply (stream open, protocol select, length prefix, noise). */
-export const RPC_FRAME_BYTES = 120
-export const PING_BYTES = 2 * 48
-/** Epoch of simulated time 0 on a perfect clock (2023-11-14T22:13:20Z). */
-export const SIM_EPOCH_MS = 1_700_000_000_000
-/** Hard bound on events in one run: a runaway loop is a bug, not a long simulation. */
-export const MAX_EVENTS = 200_000_000
-
-export interface Cores {
-  agentStep: typeof agentStep
-  restoreAgent: typeof restoreAgent
-  coordinatorStep: typeof coordinatorStep
-  restoreCoordinator: typeof restoreCoordinator
-}
-
-/** Agent run statuses that are final; any other (running, waiting for a batch slot, ...) is in progress. */
-export const RUN_TERMINAL: ReadonlySet<string> = new Set(['success', 'failure', 'skipped'])
-
-export const REAL_CORES: Cores = { agentStep, restoreAgent, coordinatorStep, restoreCoordinator }
-
-export interface StepModel {
-  /** Probability that one attempt fails (exit code 1). */
-  failure_rate: number
-  /** Median and log-normal shape of an attempt's duration, in ms. */
-  duration_ms_median: number
-  duration_sigma: number
-}
-
-export const DEFAULT_STEP_MODEL: StepModel = { failure_rate: 0.05, duration_ms_median: 4_000, duration_sigma: 0.7 }
-
-type NodeKind = 'coordinator' | 'agent' | 'attacker'
-
-interface QueueItem {
-  event?: AgentEvent | CoordinatorEvent
-  effects?: (AgentEffect | CoordinatorEffect)[]
-  then?: () => void
-}
-
-class Deque<T> {
-  private items: (T | undefined)[] = []
-  private head = 0
-  get length(): number { return this.items.length - this.head }
-  push(x: T): void { this.items.push(x) }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined
-    const x = this.items[this.head]
-    this.items[this.head++] = undefined
-    if (this.head > 1024 && this.head * 2 > this.items.length) { this.items = this.items.slice(this.head); this.head = 0 }
-    return x
-  }
-  clear(): void { this.items = []; this.head = 0 }
-}
-
-export class SimNode {
-  up = false
-  /** Incremented at every crash and restart; events of an older incarnation are ignored. */
-  epoch = 0
-  queue = new Deque<QueueItem>()
-  busy = false
-  /** Durable key/value records (level). In snapshot mode values are JSON text, as level stores them. */
-  store = new Map<string, unknown>()
-  /** Nodes that may crash keep JSON snapshots; the others keep references (never restored). */
-  snapshot = false
-  /** Messages seen in the last GOSSIP_HISTORY heartbeats (the IHAVE window), and whether the heartbeat runs. */
-  history: { msg: GossipMessage; at: number }[] = []
-  beating = false
-  neighbors: number[] = []
-  bytesSent = 0
-  bytesRecv = 0
-  downSince = 0
-  downIntervals: [number, number][] = []
-  /** Step attempts executing now (ground truth), ended as interrupted by a crash. */
-  running = new Set<ExecRecord>()
-  constructor(
-    readonly index: number,
-    readonly id: string,
-    readonly kind: NodeKind,
-    readonly identity: Identity,
-    readonly clockOffsetMs: number,
-    readonly clockRate: number,
-  ) {}
-  /** As libp2p derives it from the node's key (the simulated transport is authenticated like noise). */
-  get peerId(): string { return peerIdOf(this.identity.publicKey) }
-}
-
-export class AgentNode extends SimNode {
-  state: AgentState | null = null
-  connected = false
-  redialAt = 0
-  redialMs = REDIAL_MIN_MS
-  nextMonitorAt = 0
-  /** The runtime's tick grid: when the last tick fell, when the next one is planned, and a token that voids older plans. */
-  tickLast = 0
-  tickAt = Infinity
-  tickGen = 0
-  /** This incarnation's first tick has run (its grid starts there). */
-  ticking = false
-  /** The enrolment token its hellos present until it holds a certificate: undefined, the fleet's; null, none (a rogue host). */
-  enrollToken: string | null | undefined
-  /** A rogue's stand-in for its own certificate: one it captured from another node (a replay). */
-  presentCert: SignedEnvelope | undefined
-  /** A rogue host (never enrolled by the operator), whatever it claims. */
-  rogue = false
-  /** Peers' certificates this agent checked, by node index (see World.admits). */
-  readonly admitted = new Map<number, { sig: string; revokedVersion: number; ok: boolean; until: number }>()
-  constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: AgentConfig, readonly facts: Record<string, string>) {
-    super(index, id, 'agent', identity, offset, rate)
-  }
-}
-
-export class CoordinatorNode extends SimNode {
-  state: CoordinatorState | null = null
-  /** rpc requests waiting for the core, by request id. */
-  pendingRpc = new Map<string, (envelope: SignedEnvelope) => void>()
-  pendingSubmit = new Map<string, (outcome: SubmitOutcome) => void>()
-  constructor(index: number, id: string, identity: Identity, offset: number, rate: number, readonly config: CoordinatorConfig) {
-    super(index, id, 'coordinator', identity, offset, rate)
-  }
-}
-
-/** One step attempt actually started by a node: the ground truth the checkers compare against. */
-export interface ExecRecord {
-  node: string
-  runId: string
-  jobId: string
-  instanceId: string
-  group: number
-  batch: number
-  position: number
-  occurrenceAt: number
-  step: number
-  attempt: number
-  start: number
-  end?: number
-  status?: 'success' | 'failure' | 'interrupted'
-}
-
-/** A run's outcome as the agent decided it (when the terminal run record became durable). */
-export interface OutcomeRecord {
-  node: string
-  runId: string
-  instanceId: string
-  jobId: string
-  occurrenceAt: number
-  group: number
-  batch: number
-  position: number
-  /** As the core's AgentRun status says: success, failure, or what a newer core adds (skipped). */
-  status: string
-  reason?: string
-  reasonCode?: string
-  steps: [number, string, number][]
-  /** Simulated time the terminal record became durable. */
-  at: number
-}
-
-export type GossipTopic = 'jobs' | 'progress'
-
-export interface GossipMessage {
-  id: number
-  envelope: unknown
-  bytes: number
-  origin: number
-  label: string
-  topic: GossipTopic
-  /** Per node: the (16-bit) incarnation that saw it; null once older than the seen-cache TTL. */
-  seenBy: Uint16Array | null
-  /** Simulated time of publication. */
-  at: number
-}
-
-export interface ViolationDetail {
-  property: string
-  detail: string
-}
-
-export interface Checker {
-  /** Property name as reported, e.g. `at-most-once`. */
-  name: string
-  /** Called when a node starts a step attempt (before it is recorded). */
-  onExec?(world: World, exec: ExecRecord, request: StepRunRequest, agent: AgentNode): string | undefined
-  /** Called at the end of the run, after the liveness phase. */
-  final?(world: World): string[]
-}
-
-export interface WorldOptions {
-  seed: number
-  agents: number
-  template: JobTemplate
-  /** Node ids to give the first agents (a --job template that names its targets). */
-  nodeIds?: string[]
-  /** Replacement cores (test doubles); a function is called with the world once its identities exist. */
-  cores?: Partial<Cores> | ((world: World) => Partial<Cores>)
-  checkers: Checker[]
-  stepModel?: Partial<StepModel>
-  /** Liveness bound: after faults stop, convergence must happen within this much simulated time. */
-  livenessBoundMs?: number
-  /** Keep per-node intervals and message buckets for the HTML report. */
-  timeline?: boolean
-  /**
-   * Tick every agent every AGENT_TICK_MS as the runtime does, even when nothing is due. Off by
-   * default: ticks with nothing to do (the core's idleUntil, no ping, no redial) are skipped
-   * without scheduling them; a test checks both give the same trace.
-   */
-  tickAll?: boolean
-  /** Receives every trace line as it is recorded (debugging aid). */
-  traceSink?: (line: string) => void
-  /** Gossip IHAVE/IWANT repair; off would model plain flooding. */
-  gossipRepair?: boolean
-  /** Rogue hosts: agent processes with keys of their own that were never enrolled (the scenario decides what each tries). */
-  rogues?: number
-  /** Check the cores' invariants after every step (default: fleets of at most INVARIANT_CHECK_MAX_AGENTS agents; the check is O(state)). */
-  checkInvariants?: boolean
-}
-
-/** Fleets up to this size have their cores' invariants checked after every step by default. */
-export const INVARIANT_CHECK_MAX_AGENTS = 500
-
-export interface MessageBucket { gossip: number; rpc: number; forged: number }
 
 export class World {
   readonly prng: Prng
@@ -354,6 +130,7 @@ export class World {
   private trace = createHash('sha256')
   private traceBuf = ''
   private rpcSeq = 0
+  private readonly byPeer = new Map<string, SimNode>()
   private msgSeq = 0
   /** Messages whose seen marks are still kept (newest last), from liveHead on. */
   private readonly liveMessages: GossipMessage[] = []
@@ -536,7 +313,17 @@ export class World {
     if (node instanceof AgentNode) node.admitted.clear()
     if (node instanceof AgentNode) {
       node.state = null
-      node.connected = false
+      node.shell?.stop()
+      node.shell = null
+      // Its sockets close with the process: peers see the reset one latency later.
+      const t = node.transport
+      node.transport = null
+      for (const i of t?.peers ?? []) {
+        const peer = this.nodes[i] as AgentNode
+        peer.transport?.peers.delete(node.index)
+        if (this.net.blocked(node.index, i)) continue
+        this.afterFor(peer, this.net.latency(node.index, i), () => { this.record(`${i} peer ${node.index} closed`); peer.transport?.closed(node.peerId) })
+      }
     } else if (node instanceof CoordinatorNode) {
       node.state = null
       node.pendingRpc.clear()
@@ -650,9 +437,7 @@ export class World {
   private startAgent(a: AgentNode): void {
     const restored = this.cores.restoreAgent(this.records(a), a.config, this.localNow(a))
     a.state = restored.state
-    a.connected = false
-    a.redialAt = 0
-    a.redialMs = REDIAL_MIN_MS
+    this.startShell(a)
     this.coreSteps++
     // As the runtime: restored effects are carried out first, then the ticker starts with an immediate tick.
     a.tickAt = Infinity
@@ -660,6 +445,43 @@ export class World {
     a.ticking = false
     a.queue.push({ effects: restored.effects, then: () => this.afterFor(a, 0, () => this.agentTick(a)) })
     this.drain(a)
+  }
+
+  /**
+   * The agent shell, as the runtime builds it (agent/runtime.ts): over the simulated transport,
+   * on the node's clock, with the unjittered redial grid (README), dispatching into this node's
+   * queue for this incarnation only.
+   */
+  private startShell(a: AgentNode): void {
+    const epoch = a.epoch
+    const transport = new SimTransport(this, a)
+    a.transport = transport
+    const token = a.enrollToken === null ? undefined : a.enrollToken ?? this.enrollToken
+    a.shell = new AgentShell({
+      transport, clock: { now: () => this.localNow(a) }, identity: a.identity, nodeId: a.config.nodeId,
+      coordinatorKey: this.coordinator.identity.publicKey, coordinatorPeer: this.coordinator.peerId, coordinatorAddr: '/ip4/10.0.0.0/tcp/7700',
+      state: () => a.state!, dispatch: (event, then) => { if (a.epoch === epoch) this.dispatch(a, event, then) },
+      facts: () => a.facts, skills: a.config.skills, ...(token !== undefined ? { enrollToken: token } : {}),
+      jitter: (ms) => ms,
+      memberOf: (peerId) => this.memberOf(a, peerId),
+      hooks: {
+        refused: () => this.record(`${a.index} hello refused`),
+        dialFailed: (err) => { if (!/dial timeout|connection refused/.test(err.message)) this.record(`${a.index} hello failed: ${err.message}`) },
+        joined: () => {
+          a.nextMonitorAt = this.localNow(a) + CONN_MONITOR_MS
+          this.record(`${a.index} connected`)
+        },
+      },
+    })
+  }
+
+  /** Who `peerId` is to agent `viewer`: a member whose certificate it admits on their connection, or nobody. */
+  private memberOf(viewer: AgentNode, peerId: string): { nodeId: string; key: string } | undefined {
+    const peer = this.nodeByPeer(peerId)
+    if (!(peer instanceof AgentNode) || !viewer.transport?.peers.has(peer.index) || !this.admits(viewer, peer)) return undefined
+    const cert = peer.presentCert ?? peer.state?.member.certificate?.envelope
+    const check = checkMember(cert, this.coordinator.identity.publicKey, peer.peerId, viewer.state!.member.revoked, this.localNow(viewer))
+    return check.ok ? { nodeId: check.body.nodeId, key: check.body.key } : undefined
   }
 
   private agentTick(a: AgentNode): void {
@@ -680,7 +502,7 @@ export class World {
         a.bytesRecv += PING_BYTES / 2
       }
     }
-    if (!a.connected && now >= a.redialAt) this.connect(a)
+    a.shell!.tick()
     a.tickLast = this.now
     a.tickAt = Infinity
     a.ticking = true
@@ -691,7 +513,7 @@ export class World {
   private tickWorkAt(a: AgentNode, t: number): boolean {
     if (a.busy || a.queue.length > 0 || !a.state) return true
     const local = this.localAt(a, t)
-    return local >= a.state.idleUntil || (a.connected ? local >= a.nextMonitorAt : local >= a.redialAt)
+    return local >= a.state.idleUntil || (a.connected ? local >= a.nextMonitorAt : local >= a.shell!.redialAt)
   }
 
   /**
@@ -719,47 +541,9 @@ export class World {
 
   private disconnect(a: AgentNode, why: string): void {
     if (!a.connected) return
-    a.connected = false
     this.record(`${a.index} disconnected (${why})`)
-    this.dispatch(a, { type: 'disconnected' })
+    a.transport!.closed(this.coordinator.peerId)
     this.planTick(a)
-  }
-
-  private connect(a: AgentNode): void {
-    a.redialAt = this.localNow(a) + a.redialMs
-    a.redialMs = Math.min(REDIAL_MAX_MS, a.redialMs * 2)
-    const c = this.coordinator
-    const blocked = this.net.blocked(a.index, 0) || this.net.blocked(0, a.index)
-    if (blocked) {
-      // SYNs vanish: the dial gives up at its abort timeout.
-      this.afterFor(a, RPC_TIMEOUT_MS / a.clockRate, () => this.record(`${a.index} dial timeout`))
-      return
-    }
-    const rtt = this.net.latency(a.index, 0) + this.net.latency(0, a.index)
-    if (!c.up) {
-      this.afterFor(a, rtt, () => this.record(`${a.index} dial refused`))
-      return
-    }
-    // TCP + noise handshake: about two round trips.
-    this.afterFor(a, 2 * rtt, () => {
-      const hello = seal(a.identity, {
-        type: 'hello', v: PROTOCOL_VERSION, nodeId: a.config.nodeId, peerId: a.peerId, facts: a.facts, agentVersion: AGENT_VERSION, sentAt: this.localNow(a),
-        ...(!a.state?.member.certificate && a.enrollToken !== null ? { enrollToken: a.enrollToken ?? this.enrollToken } : {}),
-      })
-      this.rpc(a, hello, (reply) => {
-        this.noteRogueReply(a, reply)
-        this.dispatch(a, { type: 'reply', envelope: reply }, () => {
-          // As the runtime: a hello the coordinator refused (not enrolled, revoked) leaves the agent unconnected; it redials with backoff.
-          const opened = open(reply, [this.coordinator.identity.publicKey])
-          if (!opened.ok || opened.body.type !== 'reply' || !opened.body.ok) { this.record(`${a.index} hello refused`); return }
-          a.connected = true
-          a.redialMs = REDIAL_MIN_MS
-          a.nextMonitorAt = this.localNow(a) + CONN_MONITOR_MS
-          this.record(`${a.index} connected`)
-          this.dispatch(a, { type: 'connected' })
-        })
-      })
-    })
   }
 
   private agentEffect(a: AgentNode, e: AgentEffect): void {
@@ -770,15 +554,22 @@ export class World {
         break
       case 'send':
         this.record(`${a.index} send ${e.kind}${e.kind === 'result' ? ' ' + e.runId : ''} ${a.connected ? '' : '(not connected: dropped)'}`)
-        if (a.connected) this.rpc(a, e.envelope, (reply) => { this.noteRogueReply(a, reply); this.dispatch(a, { type: 'reply', envelope: reply, to: e.kind }) }, e.kind === 'sync' ? e.waitMs ?? 0 : 0)
+        a.shell!.send(e.envelope, e.kind, e.kind === 'sync' ? e.waitMs ?? 0 : 0)
         break
       case 'publish_progress':
         this.progressMessages++
         this.publish(a, e.envelope, `progress ${a.index}`, 'progress')
         break
-      case 'revoked':
+      case 'revoked': {
         this.record(`${a.index} drops revoked peers ${e.keys.length}`)
+        // As the runtime: connections to peers whose key was revoked are hung up.
+        const keys = new Set(e.keys)
+        for (const i of [...a.transport?.peers ?? []]) {
+          const peer = this.nodes[i] as AgentNode
+          if (keys.has(peer.identity.publicKey)) a.transport!.hangUp(peer)
+        }
         break
+      }
       case 'log':
         this.logCounts[e.level]++
         if (e.level === 'warn') this.record(`${a.index} warn ${e.msg}`)
@@ -960,7 +751,7 @@ export class World {
    * One request/response exchange from agent `a` to the coordinator. The reply callback runs at
    * most once; on loss, partition or reset the request fails (silently, as the runtime only logs it).
    */
-  rpc(a: AgentNode, envelope: SignedEnvelope, onReply: (reply: SignedEnvelope) => void, waitMs = 0): void {
+  rpc(a: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
     const c = this.coordinator
     let done = false
     const epoch = a.epoch
@@ -971,9 +762,9 @@ export class World {
     const fail = (why: string) => {
       if (done) return
       done = true
-      if (a.epoch === epoch) this.record(`${a.index} rpc#${id} failed: ${why}`)
+      if (a.epoch === epoch) { this.record(`${a.index} rpc#${id} failed: ${why}`); onFail(new Error(why)) }
     }
-    this.after((RPC_TIMEOUT_MS + waitMs) / a.clockRate, () => fail('timeout'))
+    this.after(timeoutMs / a.clockRate, () => fail('timeout'))
     if (this.net.blocked(a.index, 0)) return
     const reset = this.net.faults.rpc_reset > 0 && this.prng.chance(this.net.faults.rpc_reset * this.net.linkProfile(a.index, 0).rpc_reset_factor)
     const resetBeforeProcessing = reset && this.prng.chance(0.5)
@@ -1007,6 +798,48 @@ export class World {
         })
       })
       this.dispatch(c, { type: 'rpc', requestId, envelope, peerId: a.peerId })
+    })
+  }
+
+  /** The node a transport-level peer id belongs to (the simulated transport authenticates like noise). */
+  nodeByPeer(peerId: string): SimNode | undefined {
+    if (this.byPeer.size !== this.nodes.length) for (const n of this.nodes) this.byPeer.set(n.peerId, n)
+    return this.byPeer.get(peerId)
+  }
+
+  /**
+   * A sync request from agent `a` to a connected peer, answered at once from the peer's state
+   * (agent/shell.ts answerPeer: the runtime answers outside its core loop too). Reliable or reject.
+   */
+  peerRpc(a: AgentNode, peer: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
+    let done = false
+    const epoch = a.epoch
+    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
+    const id = ++this.rpcSeq
+    a.bytesSent += size
+    this.bucket('rpc')
+    const fail = (why: string) => {
+      if (done) return
+      done = true
+      if (a.epoch === epoch) { this.record(`${a.index} peer-rpc#${id} to ${peer.index} failed: ${why}`); onFail(new Error(why)) }
+    }
+    this.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    if (this.net.blocked(a.index, peer.index)) return
+    this.after(this.net.latency(a.index, peer.index), () => {
+      if (!peer.up || !peer.shell) { this.after(this.net.latency(peer.index, a.index), () => fail('connection reset')); return }
+      peer.bytesRecv += size
+      const reply = peer.shell.answerPeer(envelope, a.peerId)
+      const replySize = this.envelopeBytes(reply) + RPC_FRAME_BYTES
+      peer.bytesSent += replySize
+      this.bucket('rpc')
+      this.record(`${peer.index} answers peer-rpc#${id}`)
+      if (this.net.blocked(peer.index, a.index)) return
+      this.after(this.net.latency(peer.index, a.index), () => {
+        if (done || a.epoch !== epoch || !a.up) return
+        done = true
+        a.bytesRecv += replySize
+        onReply(reply)
+      })
     })
   }
 
@@ -1109,7 +942,7 @@ export class World {
    * certificate they admit (checkMember, against the revocations they hold). The attacker stands
    * for a compromised member and passes (its frames are the cores' to refuse).
    */
-  private linkAdmitted(from: SimNode, to: SimNode): boolean {
+  linkAdmitted(from: SimNode, to: SimNode): boolean {
     const rogue = (from instanceof AgentNode && from.rogue) || (to instanceof AgentNode && to.rogue)
     if ((from === this.attacker || to === this.attacker) && !rogue) return true
     if (from === this.coordinator || to === this.coordinator) {
@@ -1135,7 +968,7 @@ export class World {
   }
 
   /** A reply to a rogue host that carries definitions or tickets (the membership checker reads these). */
-  private noteRogueReply(a: AgentNode, reply: SignedEnvelope): void {
+  noteRogueReply(a: AgentNode, reply: SignedEnvelope): void {
     if (!a.rogue) return
     const o = open(reply, [this.coordinator.identity.publicKey])
     if (o.ok && o.body.type === 'reply' && (o.body.jobs.length > 0 || o.body.tickets.length > 0 || o.body.certificate)) this.rogueReceipts.push(`rogue ${a.id} got ${o.body.jobs.length} definitions, ${o.body.tickets.length} tickets${o.body.certificate ? ' and a certificate' : ''} in a reply at ${(this.now / 1000).toFixed(1)} s`)
