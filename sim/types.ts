@@ -94,7 +94,6 @@ export class SimNode {
   /** Messages seen in the last GOSSIP_HISTORY heartbeats (the IHAVE window), and whether the heartbeat runs. */
   history: { msg: GossipMessage; at: number }[] = []
   beating = false
-  neighbors: number[] = []
   bytesSent = 0
   bytesRecv = 0
   downSince = 0

@@ -52,7 +52,7 @@ import { canonicalJson } from '../protocol/canonical.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
 import { EventHeap } from './heap.js'
 import { Prng } from './prng.js'
-import { LINK_PROFILES, NO_FAULTS, NetworkModel, buildOverlay, type FaultSettings, type LinkProfileName } from './network.js'
+import { LINK_PROFILES, NO_FAULTS, NetworkModel, type FaultSettings, type LinkProfileName } from './network.js'
 
 // The runtimes' own timing (protocol/timing.ts, shared with agent/ and coordinator/runtime.ts).
 import { AGENT_TICK_MS, AGENT_VERSION, COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
@@ -832,7 +832,7 @@ export class World {
       const replySize = this.envelopeBytes(reply) + RPC_FRAME_BYTES
       peer.bytesSent += replySize
       this.bucket('rpc')
-      this.record(`${peer.index} answers peer-rpc#${id}`)
+      this.record(`${peer.index} answers peer-rpc#${id} from ${a.index}`)
       if (this.net.blocked(peer.index, a.index)) return
       this.after(this.net.latency(peer.index, a.index), () => {
         if (done || a.epoch !== epoch || !a.up) return
@@ -877,11 +877,11 @@ export class World {
     this.markSeen(from, msg)
     this.record(`${from.index} gossip-publish #${msg.id} ${msg.label}`)
     // net/libp2p.ts publishes with floodPublish: the author sends its own message to every
-    // connected subscriber, not only to its mesh. Every connected agent dialled the coordinator.
-    const targets = new Set(from.neighbors)
-    if (from === this.coordinator) { for (const a of this.agents) if (a.up && a.connected) targets.add(a.index) }
-    else if (from instanceof AgentNode && from.connected) targets.add(0)
-    for (const t of targets) this.transmit(from, t, msg)
+    // connected subscriber, not only to its mesh. The connections are the real topology: every
+    // connected agent dialled the coordinator (a star), and agents dial the peers it introduced
+    // only while it is away (agent/shell.ts).
+    if (from === this.coordinator) { for (const a of this.agents) if (a.up && a.connected) this.transmit(from, a.index, msg) }
+    else for (const t of this.connectionsOf(from)) this.transmit(from, t, msg)
   }
 
   /**
@@ -906,6 +906,29 @@ export class World {
       })
     }
     return msg
+  }
+
+  /** The nodes `node` holds a connection to now (an agent: its peers, and the coordinator while connected). */
+  private connectionsOf(node: SimNode): number[] {
+    if (!(node instanceof AgentNode) || !node.transport) return []
+    const out = [...node.transport.peers]
+    if (node.connected) out.push(0)
+    return out
+  }
+
+  /**
+   * Where `node` relays a message it received: its gossipsub mesh. An agent holds at most
+   * MAX_KNOWN_PEERS + 1 connections and meshes with all of them; the coordinator's mesh is
+   * GOSSIP_DEGREE of its connected agents (the first ones, in index order: no PRNG draw).
+   */
+  private meshOf(node: SimNode): number[] {
+    if (node !== this.coordinator) return this.connectionsOf(node)
+    const out: number[] = []
+    for (const a of this.agents) {
+      if (out.length >= GOSSIP_DEGREE) break
+      if (a.up && a.connected) out.push(a.index)
+    }
+    return out
   }
 
   addGossipObserver(fn: (node: SimNode, msg: GossipMessage) => void): void {
@@ -933,7 +956,7 @@ export class World {
     }
     this.markSeen(node, msg)
     this.deliver(node, msg)
-    for (const nb of node.neighbors) if (nb !== from) this.transmit(node, nb, msg)
+    for (const nb of this.meshOf(node)) if (nb !== from) this.transmit(node, nb, msg)
   }
 
   /**
@@ -1003,11 +1026,14 @@ export class World {
     node.history.length = keep
     this.expireSeen()
     if (keep === 0 || !this.gossipRepair) { node.beating = false; node.history.length = 0; return }
-    const total = this.nodes.length
     const ihave = IHAVE_BYTES + 16 * (keep - 1)
+    // IHAVE goes to peers it is connected to: the coordinator draws among the agents (a draw
+    // that lands on one not connected sends nothing), an agent among its connections.
+    const conns = node === this.coordinator ? null : this.connectionsOf(node)
     for (let k = 0; k < GOSSIP_LAZY; k++) {
-      const t = this.prng.int(total)
-      if (t === node.index) continue
+      if (conns !== null && conns.length === 0) break
+      const t = conns === null ? this.agents[this.prng.int(this.agents.length)]!.index : conns[this.prng.int(conns.length)]!
+      if (conns === null && !(this.nodes[t] as AgentNode).connected) continue
       node.bytesSent += ihave
       if (this.net.blocked(node.index, t) || this.net.lost(node.index, t)) continue
       const target = this.nodes[t]!
@@ -1092,8 +1118,6 @@ export class World {
 
   /** Builds the overlay and starts the coordinator; scenarios then schedule agents and faults. */
   boot(): void {
-    const adjacency = buildOverlay(this.nodes.length, GOSSIP_DEGREE, this.prng)
-    adjacency.forEach((nbs, i) => { this.nodes[i]!.neighbors = nbs })
     this.startNode(this.coordinator)
     // As an admin does before agents join: one enrolment token for the fleet (unlimited uses).
     this.dispatch(this.coordinator, { type: 'create_enrollment', requestId: 'sim-enrollment', enrollment: newEnrollment({ id: 'sim-fleet', token: this.enrollToken }, this.localNow(this.coordinator)) })
