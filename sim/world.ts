@@ -880,7 +880,11 @@ export class World {
     // connected subscriber, not only to its mesh. The connections are the real topology: every
     // connected agent dialled the coordinator (a star), and agents dial the peers it introduced
     // only while it is away (agent/shell.ts).
-    if (from === this.coordinator) { for (const a of this.agents) if (a.up && a.connected) this.transmit(from, a.index, msg) }
+    if (from === this.coordinator) {
+      for (const a of this.agents) if (a.up && a.connected) this.transmit(from, a.index, msg)
+      // The attacker stands for a compromised member: it holds a connection to the coordinator and hears what it publishes.
+      if (this.attacker.up) this.transmit(from, this.attacker.index, msg)
+    }
     else for (const t of this.connectionsOf(from)) this.transmit(from, t, msg)
   }
 

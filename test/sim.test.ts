@@ -558,9 +558,10 @@ describe('broken rollout cores are caught', () => {
       forged.add(lie)
       k.checkpoint = lie
     })
-    // Seed 1: the canary ring misses its criterion (seed 10 did until agents learnt of closed
-    // connections, which changed every trace; a seed where the ring succeeds has nothing to catch).
-    const seed = 1
+    // Seed 3: the canary ring misses its criterion (seed 1 did until the simulator ran the agent
+    // shell over the real topology, which changed every trace; seed 10 before agents learnt of
+    // closed connections; a seed where the ring succeeds has nothing to catch).
+    const seed = 3
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores, stepModel: { failure_rate: 0.6 } })
     const hits = r.violations.filter((v) => v.property === 'groups')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
