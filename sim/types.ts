@@ -109,7 +109,8 @@ export class SimNode {
     readonly clockRate: number,
   ) {}
   /** As libp2p derives it from the node's key (the simulated transport is authenticated like noise). */
-  get peerId(): string { return peerIdOf(this.identity.publicKey) }
+  get peerId(): string { return (this.peerIdCache ??= peerIdOf(this.identity.publicKey)) }
+  private peerIdCache: string | undefined
 }
 
 export class AgentNode extends SimNode {
