@@ -68,12 +68,12 @@ export class SimTransport implements ShellTransport {
     const w = this.world
     const a = this.node
     if (target === w.coordinator.peerId) {
-      w.rpc(a, envelope, timeoutMs, (reply) => { w.noteRogueReply(a, reply); onReply(reply) }, onFail)
+      w.rpcs.rpc(a, envelope, timeoutMs, (reply) => { w.noteRogueReply(a, reply); onReply(reply) }, onFail)
       return
     }
     const peer = w.nodeByPeer(target) as AgentNode | undefined
     if (!peer || !this.peers.has(peer.index)) { w.afterFor(a, 0, () => onFail(new Error('not connected'))); return }
-    w.peerRpc(a, peer, envelope, timeoutMs, onReply, onFail)
+    w.rpcs.peerRpc(a, peer, envelope, timeoutMs, onReply, onFail)
   }
 
   onClosed(handler: (peerId: string) => void): void {
