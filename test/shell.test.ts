@@ -19,9 +19,9 @@ import { createNet, linkTransport, type Net } from '../net/libp2p.js'
 import { identityFromSeed, type Identity } from '../protocol/keys.js'
 import { ENROLL_TOKEN_PREFIX, checkMember } from '../protocol/membership.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
-import { AGENT_TICK_MS, COORDINATOR_TICK_MS } from '../protocol/timing.js'
-import { subscribeEnvelopes } from '../protocol/transport.js'
-import { TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { AGENT_TICK_MS, COORDINATOR_TICK_MS, REDIAL_MAX_MS, REDIAL_MIN_MS } from '../protocol/timing.js'
+import { subscribeEnvelopes, type ShellTransport } from '../protocol/transport.js'
+import { PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { runScenario } from '../sim/cli.js'
 import { peerSyncTemplate } from '../sim/scenarios.js'
 
@@ -220,4 +220,98 @@ describe('the agent shell over both transports', () => {
       expect(o.peerSyncsAnswered, 'no peer answered a sync of the cut agent').toBeGreaterThan(0)
     }
   }, 120_000)
+})
+
+/**
+ * The shell's state machine over a scripted transport (every dial and call answered by the
+ * test, time read from a variable): the redial grid, the refusal's pause, send gating, and the
+ * turn to the peers when the coordinator cannot be reached.
+ */
+describe('the agent shell as a state machine', () => {
+  type Call = { target: string; envelope: SignedEnvelope; onReply: (r: unknown) => void; onFail: (e: Error) => void }
+  function rig() {
+    const coordinator = identityFromSeed(new Uint8Array(32).fill(7))
+    const identity = identityFromSeed(new Uint8Array(32).fill(8))
+    let now = 1_000_000
+    const dials: { peerId: string; done: (err: Error | undefined) => void }[] = []
+    const calls: Call[] = []
+    const events: AgentEvent[] = []
+    let closed: (peerId: string) => void = () => {}
+    let connectedPeers: string[] = []
+    const transport: ShellTransport = {
+      peerId: 'self-peer', addresses: () => ['/ip4/127.0.0.1/tcp/7000'], connectedPeers: () => connectedPeers,
+      dial: (peerId, _addrs, _timeoutMs, done) => { dials.push({ peerId, done }) },
+      call: (target, envelope, _timeoutMs, onReply, onFail) => { calls.push({ target, envelope, onReply, onFail }) },
+      onClosed: (h) => { closed = h },
+    }
+    const config: AgentConfig = { nodeId: 'n1', coordinatorKey: coordinator.publicKey, identity, os: 'linux', ...DEFAULT_AGENT_TIMING, allow: ALLOW_EVERYTHING, skills: { [SHELL_INTERPRETER]: [BUILTIN_SKILL_VERSION] } }
+    const state = restoreAgent([], config, now).state
+    const shell = new AgentShell({
+      transport, clock: { now: () => now }, identity, nodeId: 'n1', coordinatorKey: coordinator.publicKey, coordinatorPeer: 'coord-peer', coordinatorAddr: '/ip4/127.0.0.1/tcp/1/p2p/coord-peer',
+      state: () => state, dispatch: (e, then) => { events.push(e); then?.() }, facts: () => ({ os: 'linux' }), skills: config.skills, jitter: (ms) => ms,
+      memberOf: () => undefined,
+    })
+    const reply = (fields: Record<string, unknown>) => seal(coordinator, { type: 'reply', v: PROTOCOL_VERSION, ackRunIds: [], jobs: [], peers: [], tickets: [], checkpoints: [], ok: true, ...fields } as never)
+    return { shell, dials, calls, events, reply, identity, advance: (ms: number) => { now += ms }, close: (p: string) => closed(p), setPeers: (p: string[]) => { connectedPeers = p } }
+  }
+
+  it('redials on the doubling grid up to REDIAL_MAX_MS, sends nothing until a hello is accepted, and starts again from REDIAL_MIN_MS after joining', () => {
+    const r = rig()
+    const envelope = seal(r.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: 'n1', sentAt: 0, known: [] })
+    expect(r.shell.send(envelope, 'sync', 0)).toBe(false)
+    const dialledAt: number[] = []
+    for (let t = 0; t <= 40_000; t += 100) {
+      r.shell.tick()
+      for (const d of r.dials.splice(0)) { dialledAt.push(t); d.done(new Error('connection refused')) }
+      r.advance(100)
+    }
+    const gaps = dialledAt.slice(1).map((t, i) => t - dialledAt[i]!)
+    // 0.5 s, 1 s, 2 s, 4 s, 8 s, then 10 s (REDIAL_MAX_MS) from there on.
+    expect(gaps.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => Math.min(REDIAL_MAX_MS, REDIAL_MIN_MS * 2 ** i)))
+    expect(r.calls, 'no hello without a connection').toHaveLength(0)
+    r.advance(REDIAL_MAX_MS)
+    r.shell.tick()
+    r.dials.splice(0).forEach((d) => d.done(undefined))
+    const hello = r.calls.splice(0)
+    expect(hello.map((c) => (JSON.parse(c.envelope.body) as { type: string; addrs: string[]; skills: object }).type)).toEqual(['hello'])
+    expect(JSON.parse(hello[0]!.envelope.body)).toMatchObject({ addrs: ['/ip4/127.0.0.1/tcp/7000'], skills: { [SHELL_INTERPRETER]: [BUILTIN_SKILL_VERSION] } })
+    hello[0]!.onReply(r.reply({}))
+    expect(r.shell.connected).toBe(true)
+    expect(r.events.map((e) => e.type)).toEqual(['reply', 'connected'])
+    expect(r.shell.redialMs).toBe(REDIAL_MIN_MS)
+    expect(r.shell.send(envelope, 'sync', 0)).toBe(true)
+    expect(r.calls.map((c) => c.target)).toEqual(['coord-peer'])
+    r.close('coord-peer')
+    expect(r.shell.connected).toBe(false)
+    expect(r.events.at(-1)!.type).toBe('disconnected')
+  })
+
+  it('a refused hello leaves it unconnected and pauses redials for the retryAfterMs the coordinator asked', () => {
+    const r = rig()
+    r.shell.tick()
+    r.dials.splice(0).forEach((d) => d.done(undefined))
+    r.calls.splice(0)[0]!.onReply(r.reply({ ok: false, error: 'overloaded', retryAfterMs: 4_000 }))
+    expect(r.shell.connected).toBe(false)
+    r.advance(3_900)
+    r.shell.tick()
+    expect(r.dials).toHaveLength(0)
+    r.advance(100)
+    r.shell.tick()
+    expect(r.dials).toHaveLength(1)
+  })
+
+  it('when the coordinator cannot be reached it dials the peers the coordinator introduced and asks the connected ones for a sync', () => {
+    const r = rig()
+    r.shell.tick()
+    r.dials.splice(0).forEach((d) => d.done(undefined))
+    r.calls.splice(0)[0]!.onReply(r.reply({ peers: [{ peerId: 'peer-a', addrs: ['/ip4/127.0.0.1/tcp/7001'] }, { peerId: 'peer-b', addrs: ['/ip4/127.0.0.1/tcp/7002'] }] }))
+    r.close('coord-peer')
+    r.advance(REDIAL_MIN_MS)
+    r.shell.tick()
+    r.dials.splice(0).forEach((d) => d.done(new Error('dial timeout')))
+    expect(r.dials.map((d) => d.peerId)).toEqual(['peer-a', 'peer-b'])
+    r.setPeers(['peer-a'])
+    r.dials.splice(0).forEach((d, i) => d.done(i === 0 ? undefined : new Error('refused')))
+    expect(r.calls.map((c) => [c.target, (JSON.parse(c.envelope.body) as { type: string }).type])).toEqual([['peer-a', 'sync']])
+  })
 })
