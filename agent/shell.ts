@@ -74,6 +74,12 @@ export class AgentShell {
   stopped = false
   /** Other agents the coordinator introduced: dialled only when the coordinator is away. */
   readonly knownPeers = new Map<string, string[]>()
+  /**
+   * A round of peer dials and syncs is in progress. Dials of the coordinator overlap (a dial may
+   * take RPC_TIMEOUT_MS, longer than the first backoffs), and each failure would start a round
+   * of its own: at most one runs at a time.
+   */
+  private peerRound = false
 
   constructor(private readonly o: AgentShellOptions) {
     o.transport.onClosed((peerId) => this.closed(peerId))
@@ -141,7 +147,9 @@ export class AgentShell {
   private failed(err: Error): void {
     if (this.stopped) return
     this.o.hooks?.dialFailed?.(err, this.redialMs)
-    this.dialKnownPeers(() => this.syncFromPeers())
+    if (this.peerRound) return
+    this.peerRound = true
+    this.dialKnownPeers(() => this.syncFromPeers(() => { this.peerRound = false }))
   }
 
   private closed(peerId: string): void {
@@ -171,27 +179,30 @@ export class AgentShell {
     let left = todo.length
     if (left === 0) { then(); return }
     for (const [peerId, addrs] of todo) {
-      this.o.transport.dial(peerId, addrs, RPC_TIMEOUT_MS, () => { if (--left === 0 && !this.stopped) then() })
+      this.o.transport.dial(peerId, addrs, RPC_TIMEOUT_MS, () => { if (--left === 0) then() })
     }
   }
 
   /** Asks a few connected peers for the jobs (and job states) that target this node. */
-  private syncFromPeers(): void {
+  private syncFromPeers(done: () => void): void {
     const o = this.o
+    if (this.stopped) { done(); return }
     const peers = o.transport.connectedPeers().filter((p) => p !== o.coordinatorPeer).slice(0, PEER_SYNC_FANOUT)
-    if (peers.length === 0) return
+    if (peers.length === 0) { done(); return }
+    let left = peers.length
     const state = o.state()
     // The jobs it holds, so peers send newer states of them (and definitions only of jobs that target this node).
     const known = [...state.jobs.values()].slice(-MAX_SYNC_JOBS).map((j) => ({ jobId: j.body.jobId, version: state.jobStates.get(j.body.jobId)?.body.version ?? 0 }))
     const request = seal(o.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: o.nodeId, sentAt: o.clock.now(), known })
     for (const peer of peers) {
       o.transport.call(peer, request, RPC_TIMEOUT_MS, (reply) => {
+        if (--left === 0) done()
         if (this.stopped) return
         const opened = open(reply)
         if (!opened.ok || opened.body.type !== 'reply') return
         // Each envelope is verified against the coordinator key by the core: a peer can relay, not forge.
         for (const envelope of opened.body.jobs) o.dispatch({ type: 'job', envelope, via: 'peer' })
-      }, () => { /* that peer is away too */ })
+      }, () => { if (--left === 0) done() /* that peer is away too */ })
     }
   }
 

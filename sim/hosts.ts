@@ -14,7 +14,7 @@ import { canonicalJson } from '../protocol/canonical.js'
 import { AGENT_TICK_MS, COORDINATOR_TICK_MS } from '../protocol/timing.js'
 import { livenessBound } from './bound.js'
 import { SimTransport } from './transport.js'
-import { AgentNode, CONN_MONITOR_MS, PING_BYTES, PING_TIMEOUT_MS, RUN_TERMINAL, type CoordinatorNode, type ExecRecord } from './types.js'
+import { AgentNode, CONN_MONITOR_MS, PING_BYTES, PING_TIMEOUT_MS, RUN_TERMINAL, SIM_EPOCH_MS, type CoordinatorNode, type ExecRecord } from './types.js'
 import type { World } from './world.js'
 
 export class Hosts {
@@ -95,13 +95,6 @@ export class Hosts {
     this.planTick(a)
   }
 
-  /** Whether a tick of `a` at (global) time t would do anything, as far as its state says now. */
-  tickWorkAt(a: AgentNode, t: number): boolean {
-    if (a.busy || a.queue.length > 0 || !a.state) return true
-    const local = this.w.localAt(a, t)
-    return local >= a.state.idleUntil || (a.connected ? local >= a.nextMonitorAt : local >= a.shell!.redialAt)
-  }
-
   /**
    * Schedules the next tick of `a` on its grid (tickLast + k × AGENT_TICK_MS, local clock),
    * skipping grid points where it would do nothing. Called after every tick and after anything
@@ -112,11 +105,19 @@ export class Hosts {
     const step = AGENT_TICK_MS / a.clockRate
     // A grid point at this very instant still counts: the runtime's tick for it was queued
     // before whatever is happening now (e.g. a ping timeout, whose delay is a whole number of ticks).
+    const now = this.w.now
     let t = a.tickLast
-    do t += step; while (t < this.w.now)
-    if (!this.w.options.tickAll) {
+    do t += step; while (t < now)
+    if (!this.w.options.tickAll && !(a.busy || a.queue.length > 0 || !a.state)) {
       const horizon = Math.min(a.tickAt, t + 3_600_000)
-      while (t < horizon && !this.tickWorkAt(a, t)) t += step
+      // A tick does work when the node is busy or has events queued (handled above), or once its
+      // local clock (computed as World.localAt does) reads the core's idleUntil or the next ping
+      // (connected) or redial (not): an idle agent skips thousands of grid points here, so the
+      // rule is inlined.
+      const due = Math.min(a.state.idleUntil, a.connected ? a.nextMonitorAt : a.shell!.redialAt)
+      const base = SIM_EPOCH_MS + a.clockOffsetMs
+      const rate = a.clockRate
+      while (t < horizon && Math.floor(base + t * rate) < due) t += step
     }
     if (t >= a.tickAt) return
     a.tickAt = t
