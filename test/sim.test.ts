@@ -18,7 +18,7 @@ import { SCENARIOS, builtinTemplate, gatedTemplate } from '../sim/scenarios.js'
 import { livenessBound } from '../sim/bound.js'
 import type { Cores, World } from '../sim/world.js'
 
-const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts', 'coordinator-loss']
+const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts', 'coordinator-loss', 'peer-sync']
 /** Seeds every scenario must pass (CI). Small fleets keep the file well under a minute. */
 const FIXED_SEEDS = [1, 2, 3, 7, 42, 1234]
 /**
