@@ -13,9 +13,9 @@ import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
-import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope } from '../protocol/wire.js'
+import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { ED25519, peerIdOf } from '../protocol/keys.js'
-import type { Transport } from '../protocol/transport.js'
+import type { ShellTransport, Transport } from '../protocol/transport.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
@@ -233,6 +233,41 @@ export async function createNet(options: NetOptions): Promise<Net> {
     request: (target, data, timeoutMs) => exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs),
     async stop() {
       await node.stop()
+    },
+  }
+}
+
+/**
+ * The agent shell's transport over libp2p: adapts the async dial and request to the callbacks
+ * of ShellTransport (the same contract sim/transport.ts implements over the simulated network).
+ */
+export function linkTransport(net: Net): ShellTransport {
+  return {
+    peerId: net.peerId,
+    addresses: () => net.addresses(),
+    connectedPeers: () => net.node.getPeers().map((p) => p.toString()),
+    dial(peerId, addrs, timeoutMs, done) {
+      void (async () => {
+        let last: Error | undefined = new Error(`no address to dial ${peerId}`)
+        for (const a of addrs) {
+          try {
+            await net.node.dial(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`), { signal: AbortSignal.timeout(timeoutMs) })
+            last = undefined
+            break
+          } catch (err) { last = err as Error /* try the next address */ }
+        }
+        done(last)
+      })()
+    },
+    call(target, envelope, timeoutMs, onReply, onFail) {
+      net.request(target, encodeEnvelope(envelope), timeoutMs).then((bytes) => {
+        let reply: unknown
+        try { reply = decodeEnvelope(bytes) } catch (err) { onFail(err as Error); return }
+        onReply(reply)
+      }, (err: unknown) => onFail(err instanceof Error ? err : new Error(String(err))))
+    },
+    onClosed(handler) {
+      net.node.addEventListener('peer:disconnect', (evt) => handler(evt.detail.toString()))
     },
   }
 }

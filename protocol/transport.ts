@@ -1,5 +1,8 @@
-// The transport contract both runtimes are written against. net/libp2p.ts implements it over
-// libp2p; sim/ implements it over a simulated network with a virtual clock.
+// The transport contracts. `Transport` is what the runtimes' gossip and rpc serving are written
+// against (net/libp2p.ts). `ShellTransport` is what the agent shell (agent/shell.ts) is written
+// against: callbacks, never promises, so the simulator runs the shell inside its discrete-event
+// loop. net/libp2p.ts implements it over libp2p (linkTransport), sim/transport.ts over the
+// simulated network; both are checked against it at compile time.
 //
 // Contract:
 // - publish() is best effort: a message may be lost, delayed, duplicated or reordered, and
@@ -10,7 +13,30 @@
 //   request may or may not have been processed by the peer: callers retry idempotent messages.
 // - Handlers receive the sender's transport-level peer id; authenticity of the content is
 //   checked separately, from the ed25519 signature inside the message.
-import { decodeEnvelope } from './wire.js'
+import { decodeEnvelope, type SignedEnvelope } from './wire.js'
+
+/** Local time for a shell: the runtime's Date.now, the simulator's per-node clock. */
+export interface Clock {
+  now(): number
+}
+
+/**
+ * The link layer as the agent shell sees it. Contract (beyond the one below):
+ * - dial() opens (or reuses) a connection to a peer, trying the addresses in order; `done` is
+ *   called exactly once, with an error when no address worked within timeoutMs.
+ * - call() is request() with a decoded reply: exactly one of onReply / onFail is called, at most
+ *   once. The reply is decoded within MAX_ENVELOPE_BYTES but not verified: that is the core's job.
+ * - onClosed() handlers hear of every peer whose last connection closed.
+ * - connectedPeers() lists peers with an open connection now.
+ */
+export interface ShellTransport {
+  readonly peerId: string
+  addresses(): string[]
+  connectedPeers(): string[]
+  dial(peerId: string, addrs: string[], timeoutMs: number, done: (err: Error | undefined) => void): void
+  call(target: string, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: unknown) => void, onFail: (err: Error) => void): void
+  onClosed(handler: (peerId: string) => void): void
+}
 
 export interface Transport {
   readonly peerId: string

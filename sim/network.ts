@@ -63,6 +63,8 @@ export class NetworkModel {
   /** Nodes cut off from everything (edge link down, cable pulled). */
   readonly offline: Uint8Array
   partitions: Partition[] = []
+  /** Single links cut both ways (a firewall between two nodes), as `min:max` pairs. */
+  readonly cuts = new Set<string>()
   faults: FaultSettings = { ...DEFAULT_FAULTS }
   private nextPartitionId = 1
 
@@ -80,6 +82,7 @@ export class NetworkModel {
   /** True when a frame from a to b cannot get through now. */
   blocked(a: number, b: number): boolean {
     if (this.offline[a] === 1 || this.offline[b] === 1) return true
+    if (this.cuts.size > 0 && this.cuts.has(a < b ? `${a}:${b}` : `${b}:${a}`)) return true
     for (const p of this.partitions) {
       const inA = p.members.has(a)
       const inB = p.members.has(b)
@@ -115,8 +118,18 @@ export class NetworkModel {
     this.partitions = this.partitions.filter((p) => p.id !== id)
   }
 
+  /** Cuts the link between a and b both ways (everything else stays up). */
+  cut(a: number, b: number): void {
+    this.cuts.add(a < b ? `${a}:${b}` : `${b}:${a}`)
+  }
+
+  uncut(a: number, b: number): void {
+    this.cuts.delete(a < b ? `${a}:${b}` : `${b}:${a}`)
+  }
+
   healAll(): void {
     this.partitions = []
+    this.cuts.clear()
     this.offline.fill(0)
   }
 }

@@ -7,7 +7,7 @@ import type { JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { AgentNode, type World } from './world.js'
 import { Prng } from './prng.js'
-import type { LinkProfileName } from './network.js'
+import { NO_FAULTS, type LinkProfileName } from './network.js'
 
 const STEPS = [
   {
@@ -302,8 +302,8 @@ function attack(world: World): void {
     for (const s of t.actions.steps) (s as { command: unknown }).command = evil
     return { type: 'job' as const, v: PROTOCOL_VERSION as 1, jobId, issuedAt, expiresAt: issuedAt + 3_600_000, template: t, resolved: { groups: t.target.groups.map((_, i) => ({ size: i === 0 ? allIds().length : 0 })) } }
   }
-  // The attacker reaches its mesh neighbours and a sample of other agents directly.
-  const reach = [...new Set([...attacker.neighbors.filter((i) => i !== 0), ...pickAgents(world, Math.min(1, 50 / world.agents.length)).map((a) => a.index)])]
+  // The attacker reaches a sample of the agents directly (every agent in fleets of up to 50).
+  const reach = pickAgents(world, Math.min(1, 50 / world.agents.length)).map((a) => a.index)
   const inject = (envelope: unknown, label: string) => world.inject(envelope, label, reach)
   const forgeAll = (label: string) => {
     const now = world.localNow(attacker)
@@ -630,7 +630,59 @@ const coordinatorLoss: Scenario = {
   },
 }
 
-export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish, rogueHosts, coordinatorLoss]
+/** One group, every node at once, one step: the job of the peer-sync scenario (and of test/shell.test.ts over libp2p). */
+export function peerSyncTemplate(): JobTemplate {
+  return validate({
+    name: 'sim peer sync', scheduleRule: 'immediate', exceptionRules: [],
+    target: { executionType: 'parallel', groups: [{ timeoutSeconds: 1800, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'filter', filter: { constraints: { attributes: [{ name: 'fleet', operator: '=', value: ['chorus-sim'] }] } } }] },
+    actions: { accessMode: 'agent', steps: [STEPS[0]] },
+  }, 'the peer-sync job')
+}
+
+/** How long after the last agent lost the coordinator the link stays cut (it must get the job from its peers meanwhile). */
+export const PEER_SYNC_CUT_MS = 60_000
+
+/**
+ * The agent shell's whole path (agent/shell.ts), with no other fault: agents join, the last one
+ * after the others (the coordinator introduces them to it), then its link to the coordinator is
+ * cut. The job is submitted once it noticed; it must learn the job from its peers (peer dial and
+ * sync, or gossip over the peer links), run it with its result queued, and deliver the result
+ * once the link is back. test/shell.test.ts runs the same script over real libp2p.
+ */
+const peerSync: Scenario = {
+  name: 'peer-sync',
+  summary: 'the last agent to join loses its link to the coordinator before the job is published: it gets the job from its peers and delivers its result when the link is back',
+  defaultAgents: 3,
+  template: () => peerSyncTemplate(),
+  stepModel: { failure_rate: 0, duration_ms_median: 1_000, duration_sigma: 0.1 },
+  setup(world) {
+    world.net.faults = { ...NO_FAULTS }
+    world.boot()
+    const last = world.agents[world.agents.length - 1]!
+    for (const a of world.agents) if (a !== last) world.at(world.prng.range(0, 500), () => world.startNode(a))
+    world.at(2_000, () => world.startNode(last))
+    const cutWhenJoined = () => {
+      if (!last.connected || (world.coordinator.state?.nodes.size ?? 0) < world.agents.length) { world.after(100, cutWhenJoined); return }
+      world.phaseMarks.push({ at: world.now, label: `link ${last.id} - coordinator cut` })
+      world.net.cut(last.index, 0)
+      const submitWhenNoticed = () => {
+        if (last.connected) { world.after(100, submitWhenNoticed); return }
+        world.phaseMarks.push({ at: world.now, label: 'job submitted' })
+        world.submit(world.template, (o) => { if (!o.ok) world.refusal = `the coordinator refused the job: ${o.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}` })
+        world.after(PEER_SYNC_CUT_MS, () => {
+          world.phaseMarks.push({ at: world.now, label: 'link healed' })
+          world.net.uncut(last.index, 0)
+          world.safetyEndsAt = world.now
+        })
+      }
+      world.after(100, submitWhenNoticed)
+    }
+    world.after(100, cutWhenJoined)
+    world.safetyEndsAt = 600_000
+  },
+}
+
+export const SCENARIOS: Scenario[] = [fleetPatch, partitionHeal, coordinatorCrash, edgeOffline, quorumUpgrade, gatedRollout, fleetScale, edgeDarkPublish, rogueHosts, coordinatorLoss, peerSync]
 
 export function findScenario(name: string): Scenario | undefined {
   return SCENARIOS.find((s) => s.name === name)

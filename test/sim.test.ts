@@ -18,7 +18,7 @@ import { SCENARIOS, builtinTemplate, gatedTemplate } from '../sim/scenarios.js'
 import { livenessBound } from '../sim/bound.js'
 import type { Cores, World } from '../sim/world.js'
 
-const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts', 'coordinator-loss']
+const SCENARIO_NAMES = ['fleet-patch', 'partition-heal', 'coordinator-crash', 'edge-offline', 'edge-dark-publish', 'quorum-upgrade', 'gated-rollout', 'rogue-hosts', 'coordinator-loss', 'peer-sync']
 /** Seeds every scenario must pass (CI). Small fleets keep the file well under a minute. */
 const FIXED_SEEDS = [1, 2, 3, 7, 42, 1234]
 /**
@@ -558,9 +558,10 @@ describe('broken rollout cores are caught', () => {
       forged.add(lie)
       k.checkpoint = lie
     })
-    // Seed 1: the canary ring misses its criterion (seed 10 did until agents learnt of closed
-    // connections, which changed every trace; a seed where the ring succeeds has nothing to catch).
-    const seed = 1
+    // Seed 3: the canary ring misses its criterion (seed 1 did until the simulator ran the agent
+    // shell over the real topology, which changed every trace; seed 10 before agents learnt of
+    // closed connections; a seed where the ring succeeds has nothing to catch).
+    const seed = 3
     const r = runScenario({ scenario: 'fleet-patch', agents: 40, seed, cores, stepModel: { failure_rate: 0.6 } })
     const hits = r.violations.filter((v) => v.property === 'groups')
     expect(hits.length, brief(r)).toBeGreaterThan(0)

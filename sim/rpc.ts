@@ -1,0 +1,118 @@
+// rpc over the simulated network: reliable or reject. One request/response exchange from an
+// agent to the coordinator (which queues it for its core, up to MAX_PENDING_REQUESTS) or to a
+// connected peer (answered at once by its shell); the reply callback runs at most once, and a
+// loss, partition, reset or timeout fails the request.
+import { MAX_PENDING_REQUESTS } from '../protocol/timing.js'
+import type { SignedEnvelope } from '../protocol/wire.js'
+import { RPC_FRAME_BYTES, type AgentNode } from './types.js'
+import type { World } from './world.js'
+
+export class Rpc {
+  constructor(private readonly w: World) {}
+
+  private readonly sizes = new WeakMap<object, number>()
+  envelopeBytes(envelope: unknown): number {
+    const env = envelope as SignedEnvelope
+    if (typeof env?.body !== 'string') return 200
+    let n = this.sizes.get(env)
+    if (n === undefined) {
+      // JSON escaping of the body string: quotes and backslashes double; bytes beyond ASCII count as UTF-8.
+      n = Buffer.byteLength(env.body) + 2 + 160
+      for (let i = env.body.indexOf('"'); i >= 0; i = env.body.indexOf('"', i + 1)) n++
+      for (let i = env.body.indexOf('\\'); i >= 0; i = env.body.indexOf('\\', i + 1)) n++
+      this.sizes.set(env, n)
+    }
+    return n
+  }
+
+  /**
+   * One request/response exchange from agent `a` to the coordinator. The reply callback runs at
+   * most once; on loss, partition or reset the request fails (silently, as the runtime only logs it).
+   */
+  rpc(a: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
+    const c = this.w.coordinator
+    let done = false
+    const epoch = a.epoch
+    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
+    const id = ++this.w.rpcSeq
+    a.bytesSent += size
+    this.w.bucket('rpc')
+    const fail = (why: string) => {
+      if (done) return
+      done = true
+      if (a.epoch === epoch) { this.w.record(`${a.index} rpc#${id} failed: ${why}`); onFail(new Error(why)) }
+    }
+    this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    if (this.w.net.blocked(a.index, 0)) return
+    const reset = this.w.net.faults.rpc_reset > 0 && this.w.prng.chance(this.w.net.faults.rpc_reset * this.w.net.linkProfile(a.index, 0).rpc_reset_factor)
+    const resetBeforeProcessing = reset && this.w.prng.chance(0.5)
+    const up = this.w.net.latency(a.index, 0)
+    if (resetBeforeProcessing) {
+      this.w.after(up + this.w.net.latency(0, a.index), () => fail('stream reset'))
+      return
+    }
+    this.w.after(up, () => {
+      if (!c.up) {
+        this.w.after(this.w.net.latency(0, a.index), () => fail('connection refused'))
+        return
+      }
+      c.bytesRecv += size
+      if (c.queue.length >= MAX_PENDING_REQUESTS) {
+        this.w.after(this.w.net.latency(0, a.index), () => fail('coordinator overloaded'))
+        return
+      }
+      const requestId = `rpc-${id}`
+      c.pendingRpc.set(requestId, (reply) => {
+        const replySize = this.envelopeBytes(reply) + RPC_FRAME_BYTES
+        c.bytesSent += replySize
+        this.w.bucket('rpc')
+        if (reset) { this.w.after(this.w.net.latency(0, a.index), () => fail('stream reset after processing')); return }
+        if (this.w.net.blocked(0, a.index)) return
+        this.w.after(this.w.net.latency(0, a.index), () => {
+          if (done || a.epoch !== epoch || !a.up) return
+          done = true
+          a.bytesRecv += replySize
+          onReply(reply)
+        })
+      })
+      this.w.dispatch(c, { type: 'rpc', requestId, envelope, peerId: a.peerId })
+    })
+  }
+
+  /**
+   * A sync request from agent `a` to a connected peer, answered at once from the peer's state
+   * (agent/shell.ts answerPeer: the runtime answers outside its core loop too). Reliable or reject.
+   */
+  peerRpc(a: AgentNode, peer: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
+    let done = false
+    const epoch = a.epoch
+    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
+    const id = ++this.w.rpcSeq
+    a.bytesSent += size
+    this.w.bucket('rpc')
+    const fail = (why: string) => {
+      if (done) return
+      done = true
+      if (a.epoch === epoch) { this.w.record(`${a.index} peer-rpc#${id} to ${peer.index} failed: ${why}`); onFail(new Error(why)) }
+    }
+    this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    if (this.w.net.blocked(a.index, peer.index)) return
+    this.w.after(this.w.net.latency(a.index, peer.index), () => {
+      if (!peer.up || !peer.shell) { this.w.after(this.w.net.latency(peer.index, a.index), () => fail('connection reset')); return }
+      peer.bytesRecv += size
+      const reply = peer.shell.answerPeer(envelope, a.peerId)
+      const replySize = this.envelopeBytes(reply) + RPC_FRAME_BYTES
+      peer.bytesSent += replySize
+      this.w.bucket('rpc')
+      this.w.record(`${peer.index} answers peer-rpc#${id} from ${a.index}`)
+      if (this.w.net.blocked(peer.index, a.index)) return
+      this.w.after(this.w.net.latency(peer.index, a.index), () => {
+        if (done || a.epoch !== epoch || !a.up) return
+        done = true
+        a.bytesRecv += replySize
+        onReply(reply)
+      })
+    })
+  }
+
+}
