@@ -39,6 +39,8 @@ export interface FleetBenchOptions {
   perProcess: number
   rounds: number
   historyRuns: number
+  /** Agents joining at once across the fleet (each pack starts its share, the next when one has joined). */
+  joining: number
   /** SIGKILL and restart the coordinator at the end of each measurement (default true; off to profile a coordinator that exits normally). */
   reconnect?: boolean
   /** Keep the data directories and logs (their path goes to stderr). */
@@ -229,7 +231,9 @@ export async function benchFleet(o: FleetBenchOptions) {
     const idleRssMb = (await rssMb(fleet.coordinator.proc.pid)) ?? 0
     const enrollToken = (await readFile(fleet.enrollTokenFile, 'utf8')).trim()
     const t0 = performance.now()
-    // Every pack process starts at once, and each starts all its agents at once: no pacing.
+    const packCount = Math.ceil(n / o.perProcess)
+    const parallel = Math.max(1, Math.ceil(o.joining / packCount))
+    // Every pack process starts at once; each starts `parallel` agents at a time, the next when one has joined.
     for (let first = 0, i = 0; first < n; first += o.perProcess, i++) {
       const dir = join(fleet.baseDir, `pack-${i + 1}`)
       await mkdir(dir, { recursive: true })
@@ -239,7 +243,7 @@ export async function benchFleet(o: FleetBenchOptions) {
       const pack = new Pack(proc)
       packs.push(pack)
       const agents = Array.from({ length: Math.min(o.perProcess, n - first) }, (_, j) => ({ nodeId: `fleet-${first + j + 1}`, dataDir: join(dir, `agent-${first + j + 1}`) }))
-      void pack.start({ type: 'start', join: fleet.multiaddr, coordinatorKey: fleet.publicKey, enrollToken, attributes: {}, agents }).then((r) => {
+      void pack.start({ type: 'start', join: fleet.multiaddr, coordinatorKey: fleet.publicKey, enrollToken, attributes: {}, agents, parallel }).then((r) => {
         if (r.failed.length) pack.errors.push(...r.failed.map((f) => `${f.nodeId}: ${f.error}`))
       }, (err: Error) => pack.errors.push(err.message))
     }
@@ -253,6 +257,15 @@ export async function benchFleet(o: FleetBenchOptions) {
     }, JOIN_BASE_TIMEOUT_MS + JOIN_TIMEOUT_PER_AGENT_MS * n, STATUS_POLL_MS).catch((err: Error) => { throw new Error(`${err.message}; see the pack logs in ${fleet.baseDir}`) })
     const joinS = (performance.now() - t0) / 1000
     note(`${n} agents joined in ${joinS.toFixed(1)} s`)
+    // What the idle fleet costs (pings, gossipsub heartbeats, agent ticks), before any job.
+    const idle0 = await Promise.all([fleet.coordinator.proc.pid, ...packs.map((p) => p.proc.pid)].map(cpuMs))
+    const idleT = performance.now()
+    await new Promise((r) => setTimeout(r, SETTLE_MS))
+    const idle1 = await Promise.all([fleet.coordinator.proc.pid, ...packs.map((p) => p.proc.pid)].map(cpuMs))
+    const idleS = (performance.now() - idleT) / 1000
+    const used = (i: number) => (idle1[i] && idle0[i] ? idle1[i]!.self - idle0[i]!.self : 0)
+    const coordinatorIdle = Math.round(used(0) / idleS)
+    const packsIdle = Math.round(packs.reduce((a, _, i) => a + used(i + 1), 0) / idleS)
     // Warm-up: gossipsub has exchanged subscriptions once every agent got a job this way.
     const warmupS = await runJob(fleet, n, fleetJob(0, 'bench fleet warm-up'))
     await new Promise((r) => setTimeout(r, SETTLE_MS))
@@ -273,10 +286,13 @@ export async function benchFleet(o: FleetBenchOptions) {
       per_process: o.perProcess,
       processes: packs.length,
       rounds: o.rounds,
-      start_pacing: 'none: every pack process spawned at once, each starting all its agents at once',
+      start_pacing: `${packs.length} processes spawned at once; each starts ${parallel} agent(s) at a time, the next when one has joined (at most ${parallel * packs.length} joining at once)`,
       join_s: Number(joinS.toFixed(2)),
       warmup_fanout_s: round3(warmupS),
       coordinator_idle_rss_mb: idleRssMb,
+      // CPU ms per wall second with every agent joined and no job: 1000 would be one core busy.
+      coordinator_idle_cpu_ms_per_s: coordinatorIdle,
+      packs_idle_cpu_ms_per_s: packsIdle,
       ...figures,
       ...(withHistory ? { with_history: withHistory } : {}),
       machine: { cpus: cpus().length, memory_gb: Math.round(totalmem() / 2 ** 30), loadavg_start: load.start, loadavg_end: load.end },

@@ -14,6 +14,9 @@ import type { Interpreter, StepResult } from '../interpreters/types.js'
 export const MAX_AGENTS_PER_PACK = 500
 /** How long stopping the pack's agents may take before the process exits anyway (ms). */
 export const PACK_STOP_TIMEOUT_MS = 10_000
+/** How long a pack waits for one agent to join before it starts the next one anyway (ms). */
+export const JOIN_WAIT_MS = 30_000
+const JOIN_POLL_MS = 50
 
 export interface PackAgent { nodeId: string; dataDir: string }
 export interface PackStart {
@@ -23,6 +26,8 @@ export interface PackStart {
   enrollToken: string
   attributes: Record<string, string>
   agents: PackAgent[]
+  /** Agents of this pack joining at once: the next starts when one has joined (or JOIN_WAIT_MS passed). */
+  parallel: number
 }
 /** Parent → pack. */
 export type PackRequest =
@@ -102,6 +107,7 @@ export function parseStart(msg: unknown): PackStart | string {
   for (const f of ['join', 'coordinatorKey', 'enrollToken'] as const) if (typeof msg[f] !== 'string' || !msg[f]) return `start.${f}: expected a non-empty string`
   if (!isRecord(msg.attributes) || !Object.values(msg.attributes).every((v) => typeof v === 'string')) return 'start.attributes: expected an object of strings'
   if (!Array.isArray(msg.agents) || msg.agents.length === 0 || msg.agents.length > MAX_AGENTS_PER_PACK) return `start.agents: expected 1 to ${MAX_AGENTS_PER_PACK} agents`
+  if (typeof msg.parallel !== 'number' || !Number.isInteger(msg.parallel) || msg.parallel < 1) return 'start.parallel: expected a whole number of at least 1'
   for (const [i, a] of msg.agents.entries()) {
     if (!isRecord(a) || typeof a.nodeId !== 'string' || typeof a.dataDir !== 'string') return `start.agents[${i}]: expected { nodeId, dataDir } strings`
   }
@@ -127,8 +133,9 @@ export async function runPack(logger: Logger): Promise<void> {
 
   const start = async (s: PackStart) => {
     const failed: { nodeId: string; error: string }[] = []
-    // All at once, as a real fleet's agents start: the bench says how packs were paced.
-    await Promise.all(s.agents.map(async (a) => {
+    // s.parallel at a time, each until it has joined (admitted and synced): the bench says how it paced the packs.
+    const queue = [...s.agents]
+    const startOne = async (a: PackAgent) => {
       const rt: AgentRuntime = new AgentRuntime({
         dataDir: a.dataDir, join: s.join, coordinatorKey: s.coordinatorKey, nodeId: a.nodeId, attributes: s.attributes,
         enrollToken: s.enrollToken, logger, store: new MemoryLevel<string, unknown>({ valueEncoding: 'json' }), interpreters,
@@ -141,7 +148,13 @@ export async function runPack(logger: Logger): Promise<void> {
       } catch (err) {
         failed.push({ nodeId: a.nodeId, error: (err as Error).message })
         await rt.stop().catch(() => {})
+        return
       }
+      const deadline = Date.now() + JOIN_WAIT_MS
+      while (!stopping && Date.now() < deadline && !(rt.link.connected && rt.link.lastSyncOkAt > 0)) await new Promise((r) => setTimeout(r, JOIN_POLL_MS))
+    }
+    await Promise.all(Array.from({ length: Math.min(s.parallel, queue.length) }, async () => {
+      for (let a = queue.shift(); a; a = queue.shift()) await startOne(a)
     }))
     send({ type: 'started', ok: agents.length, failed })
   }

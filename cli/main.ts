@@ -451,10 +451,11 @@ bench.command('fleet')
   .option('--per-process <k>', 'agents per process', positiveInt, 50)
   .option('--rounds <r>', 'fan-out rounds and burst rounds', positiveInt, 3)
   .option('--history-runs <r>', 'measure again with this many run records already stored (filled by running no-op jobs)', (v: string) => { const n = Number(v); if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number, got "${v}"`); return n }, 0)
+  .option('--joining <j>', 'agents joining at once across the fleet: each process starts its share, the next when one has joined', positiveInt, 50)
   .option('--no-reconnect', 'skip the SIGKILL and restart of the coordinator (to profile a coordinator that exits normally)')
   .option('--keep', 'keep the temporary data directories and logs')
   .option('--json', 'print JSON (the only format)')
-  .action(async (o: { agents: number; perProcess: number; rounds: number; historyRuns: number; reconnect: boolean; keep?: boolean }) => {
+  .action(async (o: { agents: number; perProcess: number; rounds: number; historyRuns: number; joining: number; reconnect: boolean; keep?: boolean }) => {
     const { benchFleet } = await import('./bench-fleet.js')
     process.stdout.write(JSON.stringify(await benchFleet(o)) + '\n')
   })
