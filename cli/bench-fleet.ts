@@ -19,7 +19,7 @@ export const DEFAULT_AGENTS_PER_PROCESS = 50
 const BENCH_ATTRIBUTES = { bench: 'fleet' }
 /** How long the fleet may take to join, per agent, on top of JOIN_BASE_TIMEOUT_MS. */
 const JOIN_BASE_TIMEOUT_MS = 60_000
-const JOIN_TIMEOUT_PER_AGENT_MS = 200
+const JOIN_TIMEOUT_PER_AGENT_MS = 1_000
 /** How long one round (or the reconnect) may take before the bench gives up. */
 const ROUND_TIMEOUT_MS = 180_000
 /** Polling interval of the API and of the packs while a round runs. */
@@ -224,6 +224,13 @@ export async function benchFleet(o: FleetBenchOptions) {
   // The coordinator only: the agents are the packs'. Its enrolment token admits all N.
   const fleet = new LocalFleet({ agents: 0, enrollment: { extraUses: n, attributes: BENCH_ATTRIBUTES }, ...(o.keep ? { keepDirs: true } : {}) })
   const packs: Pack[] = []
+  // Interrupted (Ctrl-C, a timeout's SIGTERM): end the coordinator and the packs too, by pid, before exiting.
+  const interrupted = () => {
+    for (const p of [fleet.coordinator?.proc, ...packs.map((k) => k.proc)]) if (p?.pid && p.exitCode === null) p.kill('SIGKILL')
+    process.exit(130)
+  }
+  process.once('SIGINT', interrupted)
+  process.once('SIGTERM', interrupted)
   try {
     await fleet.start()
     if (o.keep) note(`data directories and logs in ${fleet.baseDir}`)
@@ -298,6 +305,8 @@ export async function benchFleet(o: FleetBenchOptions) {
       machine: { cpus: cpus().length, memory_gb: Math.round(totalmem() / 2 ** 30), loadavg_start: load.start, loadavg_end: load.end },
     }
   } finally {
+    process.off('SIGINT', interrupted)
+    process.off('SIGTERM', interrupted)
     await Promise.all(packs.map((p) => p.stop()))
     await fleet.stop()
   }
