@@ -17,6 +17,8 @@ export const PACK_STOP_TIMEOUT_MS = 10_000
 /** How long a pack waits for one agent to join before it starts the next one anyway (ms). */
 export const JOIN_WAIT_MS = 30_000
 const JOIN_POLL_MS = 50
+/** How often the pack samples its agents' links to count drops (ms). */
+const LINK_SAMPLE_MS = 250
 
 export interface PackAgent { nodeId: string; dataDir: string }
 export interface PackStart {
@@ -47,8 +49,10 @@ export interface PackStatus {
   running: number
   /** Agents the coordinator admitted on their current connection. */
   connected: number
-  /** Of those, agents whose last successful sync was at or after `since`. */
+  /** Agents whose last successful sync (so they were admitted) was at or after `since`, connected now or not. */
   synced: number
+  /** Times an agent was seen admitted and then not, sampled every LINK_SAMPLE_MS since the pack started. */
+  drops: number
   /** Steps started while held, waiting for a release. */
   held: number
   /** Steps the no-op interpreter finished since the pack started. */
@@ -159,6 +163,14 @@ export async function runPack(logger: Logger): Promise<void> {
     send({ type: 'started', ok: agents.length, failed })
   }
 
+  let drops = 0
+  const wasConnected = new WeakSet<AgentRuntime>()
+  setInterval(() => {
+    for (const a of agents) {
+      if (a.link.connected) wasConnected.add(a)
+      else if (wasConnected.delete(a)) drops++
+    }
+  }, LINK_SAMPLE_MS).unref()
   process.on('disconnect', () => void stop(0))
   process.on('SIGTERM', () => void stop(0))
   process.on('message', (msg: unknown) => {
@@ -177,11 +189,10 @@ export async function runPack(logger: Logger): Promise<void> {
           let synced = 0
           for (const a of agents) {
             const l = a.link
-            if (!l.connected) continue
-            connected++
+            if (l.connected) connected++
             if (l.lastSyncOkAt >= since) synced++
           }
-          return send({ type: 'status', id: typeof msg.id === 'number' ? msg.id : 0, status: { running: agents.length, connected, synced, held: steps.held, stepsDone: steps.done } })
+          return send({ type: 'status', id: typeof msg.id === 'number' ? msg.id : 0, status: { running: agents.length, connected, synced, drops, held: steps.held, stepsDone: steps.done } })
         }
         case 'hold':
           return steps.setHold(msg.on === true)

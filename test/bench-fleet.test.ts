@@ -20,7 +20,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
 
 const FIGURES = [
   'fanout_s', 'fanout_s_all', 'results_per_s', 'results_per_s_all', 'coordinator_rss_mb', 'coordinator_rss_kb_per_agent',
-  'coordinator_cpu_ms_per_job', 'coordinator_cpu_ms_per_job_per_agent', 'packs_rss_mb', 'reconnect_s', 'reconnect_coordinator_up_s',
+  'coordinator_cpu_ms_per_job', 'coordinator_cpu_ms_per_job_per_agent', 'packs_rss_mb', 'link_drops_per_agent_min', 'reconnect_s', 'reconnect_coordinator_up_s',
   'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s',
 ] as const
 
