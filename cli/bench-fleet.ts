@@ -108,7 +108,8 @@ class Pack {
   }
 }
 
-async function statusOf(packs: Pack[], since = 0): Promise<PackStatus> {
+/** The packs' agents summed; `synced` counts those whose last sync succeeded at or after `since` (ms; the default 1 counts every agent that ever synced). */
+async function statusOf(packs: Pack[], since = 1): Promise<PackStatus> {
   const all = await Promise.all(packs.map((p) => p.status(since)))
   return all.reduce((a, s) => ({ running: a.running + s.running, connected: a.connected + s.connected, synced: a.synced + s.synced, drops: a.drops + s.drops, held: a.held + s.held, stepsDone: a.stepsDone + s.stepsDone }))
 }
