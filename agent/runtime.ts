@@ -4,6 +4,7 @@ import { hostname, cpus, totalmem, networkInterfaces, type as osType, platform, 
 import { mkdir, open as openFile, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
+import type { AbstractLevel } from 'abstract-level'
 import type { Logger } from 'pino'
 import type { Identity } from '../protocol/keys.js'
 import { loadOrCreateIdentity } from '../runtime/identity.js'
@@ -82,6 +83,10 @@ export interface AgentOptions {
   enrollToken?: string
   /** Loopback HOST:PORT to serve Prometheus metrics on (agent/metrics.ts). */
   metrics?: string
+  /** The store (default: a level database in DATA/db); `chorus bench fleet` passes a memory-level one. */
+  store?: AbstractLevel<string | Buffer | Uint8Array, string, unknown>
+  /** The interpreters, replacing the built-in ones (`chorus bench fleet` passes a no-op one). */
+  interpreters?: Map<string, Interpreter>
 }
 
 /** Peers (other agents) whose certificates this agent checked and holds at once. */
@@ -125,7 +130,7 @@ async function resolveNodeId(dataDir: string, given?: string): Promise<string> {
 export class AgentRuntime {
   private state!: AgentState
   private config!: AgentConfig
-  private db!: Level<string, unknown>
+  private db!: AbstractLevel<string | Buffer | Uint8Array, string, unknown>
   private net!: Net
   private identity!: Identity
   private coordinatorPeer = ''
@@ -147,6 +152,11 @@ export class AgentRuntime {
   private readonly verified = new Map<string, { nodeId: string; key: string; expiresAt: number }>()
   nodeId = ''
 
+  /** Whether the coordinator admitted this agent on the current connection, and when a sync last succeeded (ms, 0 = never). */
+  get link(): { connected: boolean; lastSyncOkAt: number } {
+    return { connected: this.connected, lastSyncOkAt: this.state?.sync.lastOkAt ?? 0 }
+  }
+
   constructor(private readonly opts: AgentOptions) {}
 
   async start(): Promise<void> {
@@ -164,7 +174,7 @@ export class AgentRuntime {
     const fc = this.opts.fileConfig ?? {}
     const restartMode = fc.restartMode ?? restartModeFrom(process.env)
     this.simulateReboots = restartMode === 'simulate'
-    this.interpreters = builtinInterpreters({ restartMode })
+    this.interpreters = this.opts.interpreters ?? builtinInterpreters({ restartMode })
     const skills: Record<string, string[]> = {}
     for (const name of BUILTIN_INTERPRETER_NAMES) skills[name] = [BUILTIN_SKILL_VERSION]
     if (fc.interpreters?.length) {
@@ -178,7 +188,7 @@ export class AgentRuntime {
     const support = await limitSupport()
     log.info({ limits: support }, 'step limit support on this host')
     this.config = { nodeId: this.nodeId, coordinatorKey: this.opts.coordinatorKey, identity: this.identity, os: currentOs(), allow, skills, ...DEFAULT_AGENT_TIMING }
-    this.db = new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
+    this.db = this.opts.store ?? new Level<string, unknown>(join(this.opts.dataDir, 'db'), { valueEncoding: 'json' })
     await this.db.open()
     const records: [string, unknown][] = []
     for await (const entry of this.db.iterator()) records.push(entry)

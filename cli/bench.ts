@@ -16,7 +16,7 @@ async function statusMb(pid: number | undefined, field: 'VmRSS' | 'RssAnon'): Pr
     return null
   }
 }
-const rssMb = (pid: number | undefined) => statusMb(pid, 'VmRSS')
+export const rssMb = (pid: number | undefined) => statusMb(pid, 'VmRSS')
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ: 100 on Linux for every architecture Node supports). */
 const USER_HZ = 100

@@ -20,6 +20,8 @@ export const AGENT_START_PARALLELISM = 25
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
   : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', '--no-opt']
+/** V8 flags for the coordinator process (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile a bench). */
+export const COORDINATOR_NODE_FLAGS = (process.env.CHORUS_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
 export interface ProcInfo {
   proc: ChildProcess
@@ -141,7 +143,7 @@ export class LocalFleet {
     const listen = `/ip4/127.0.0.1/tcp/${this.p2pPort}`
     const api = `127.0.0.1:${this.apiPort}`
     const logFile = join(dir, 'coordinator.log')
-    const proc = await spawnLogged(['coordinator', '--data', dir, '--listen', listen, '--api', api, ...(this.opts.requireApproval ? ['--require-approval'] : [])], logFile)
+    const proc = await spawnLogged(['coordinator', '--data', dir, '--listen', listen, '--api', api, ...(this.opts.requireApproval ? ['--require-approval'] : [])], logFile, COORDINATOR_NODE_FLAGS)
     this.coordinator = { proc, dir, logFile }
     const endpoints = await waitFor('the coordinator to start', async () => {
       if (proc.exitCode !== null) throw new Error(`coordinator exited with code ${proc.exitCode}; see ${logFile}`)
