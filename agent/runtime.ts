@@ -154,7 +154,7 @@ export class AgentRuntime {
 
   /** Whether the coordinator admitted this agent on the current connection, and when a sync last succeeded (ms, 0 = never). */
   get link(): { connected: boolean; lastSyncOkAt: number } {
-    return { connected: this.connected, lastSyncOkAt: this.state?.sync.lastOkAt ?? 0 }
+    return { connected: this.shell?.connected ?? false, lastSyncOkAt: this.state?.sync.lastOkAt ?? 0 }
   }
 
   constructor(private readonly opts: AgentOptions) {}
