@@ -485,7 +485,7 @@ program.command('simulate-plan', { hidden: true })
 
 program.command('sim')
   .description('Run the agent and coordinator cores over a deterministic simulated network (faults, partitions, crashes) and check the safety properties')
-  .requiredOption('--scenario <name>', 'fleet-patch, fleet-scale, partition-heal, coordinator-crash, edge-offline, edge-dark-publish, quorum-upgrade, gated-rollout, rogue-hosts, coordinator-loss')
+  .requiredOption('--scenario <name>', 'fleet-patch, fleet-scale, partition-heal, coordinator-crash, edge-offline, edge-dark-publish, quorum-upgrade, gated-rollout, rogue-hosts, coordinator-loss, peer-sync')
   .option('--agents <n>', 'simulated agents', positiveInt)
   .option('--seed <s>', 'one seed (replays a run bit for bit)', (v: string) => Number(v))
   .option('--seeds <k>', 'run K seeds (1..K)', positiveInt)
