@@ -44,6 +44,7 @@ export const EXAMPLES: Record<string, string> = {
   demo: 'chorus demo --agents 10 --job examples/hello-fleet.json',
   bench: 'chorus bench fanout --agents 20 --rounds 5 --json',
   'bench fanout': 'chorus bench fanout --agents 20 --rounds 5 --json',
+  'bench fleet': 'chorus bench fleet --agents 250 --per-process 50 --json',
   sim: 'chorus sim --scenario fleet-patch --agents 1000 --seeds 5',
 }
 

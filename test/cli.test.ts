@@ -29,7 +29,7 @@ describe('chorus CLI', () => {
     const top = chorus('--help')
     expect(top.status).toBe(0)
     expect(top.stdout).toMatch(/Exit codes: 0 done and succeeded, 1 the job or instance failed, 2 usage or validation error,\s+3 the coordinator cannot be reached or refused the request \(auth\), 4 not found/)
-    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'sim',
+    const commands = ['keys', 'validate', 'coordinator', 'agent', 'job submit', 'job show', 'job plan', 'job next', 'job cancel', 'report', 'nodes', 'lists set', 'filters set', 'exceptions add', 'exceptions list', 'exceptions remove', 'tokens create', 'tokens list', 'tokens revoke', 'audit', 'artifacts', 'demo', 'bench fanout', 'bench fleet', 'bench history', 'sim',
       'job watch', 'job list', 'job run', 'job delete', 'instance list', 'instance show', 'run show', 'run logs', 'nodes show', 'nodes pending', 'enroll create']
     for (const c of commands) {
       const r = chorus(...c.split(' '), '--help')
