@@ -506,11 +506,13 @@ describe('broken rollout cores are caught', () => {
       const size = batchSizeFor(spec.batchSize, body.resolved.groups[run.group]!.size)
       if (run.position >= size) fakeDone(k, run.group, run.position - size, run.position - size + 1)
     })
-    const seed = 2
-    const r = runScenario({ scenario: 'fleet-patch', agents: 60, seed, cores })
+    // Whether the lie makes a run overlap depends on timing: the first of seeds 1-5 that shows it
+    // (a change of the simulated shell moved it from seed 2 to another once already).
+    let r = runScenario({ scenario: 'fleet-patch', agents: 60, seed: 1, cores })
+    for (let seed = 2; seed <= 5 && !r.violations.some((v) => v.property === 'batches'); seed++) r = runScenario({ scenario: 'fleet-patch', agents: 60, seed, cores })
     const hits = r.violations.filter((v) => v.property === 'batches')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
-    expect(hits[0]!.seed).toBe(seed)
+    expect(hits[0]!.seed).toBe(r.seed)
     expect(hits[0]!.detail).toMatch(/rolling, window \d+\): \d+ runs at once/)
   })
 
