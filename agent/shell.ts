@@ -80,13 +80,6 @@ export class AgentShell {
    * of its own: at most one runs at a time.
    */
   private peerRound = false
-  /**
-   * A dial and hello to the coordinator is in flight: no second one starts until it ends (each
-   * ends within RPC_TIMEOUT_MS twice, the transport's bound). Overlapping attempts were a reconnect
-   * storm: 561 hellos from 250 agents after a coordinator restart (bench fleet).
-   */
-  private connecting = false
-  private connectingSince = 0
 
   constructor(private readonly o: AgentShellOptions) {
     o.transport.onClosed((peerId) => this.closed(peerId))
@@ -95,10 +88,7 @@ export class AgentShell {
   /** One tick of the runtime's ticker (after the core's tick): redial when due. */
   tick(): void {
     if (this.stopped) return
-    const now = this.o.clock.now()
-    // A belt over the transport's bound: an attempt older than both its timeouts is over.
-    if (this.connecting && now - this.connectingSince > 2 * RPC_TIMEOUT_MS + REDIAL_MIN_MS) this.connecting = false
-    if (!this.connected && !this.connecting && now >= this.redialAt) this.connect()
+    if (!this.connected && this.o.clock.now() >= this.redialAt) this.connect()
   }
 
   /** A `send` effect of the core: carried out only while connected. Returns whether it went out. */
@@ -110,16 +100,14 @@ export class AgentShell {
     return true
   }
 
-  /** Dial, then hello; one attempt at a time. The next is planned first: it starts at the later of the backoff and this one's end. */
+  /** Dial, then hello. The next attempt is planned first (a dial slower than the backoff may overlap the next one, as in libp2p a second dial joins the first). */
   private connect(): void {
     const o = this.o
-    this.connecting = true
-    this.connectingSince = o.clock.now()
     this.redialAt = o.clock.now() + o.jitter(this.redialMs)
     this.redialMs = Math.min(REDIAL_MAX_MS, this.redialMs * 2)
     o.transport.dial(o.coordinatorPeer, [o.coordinatorAddr], RPC_TIMEOUT_MS, (err) => {
       if (this.stopped) return
-      if (err) { this.connecting = false; this.failed(err); return }
+      if (err) { this.failed(err); return }
       const state = o.state()
       const hello = seal(o.identity, {
         type: 'hello', v: PROTOCOL_VERSION, nodeId: o.nodeId, peerId: o.transport.peerId,
@@ -129,8 +117,8 @@ export class AgentShell {
       })
       o.transport.call(o.coordinatorPeer, hello, RPC_TIMEOUT_MS, (reply) => {
         if (this.stopped) return
-        o.dispatch({ type: 'reply', envelope: reply, to: 'hello' }, () => { this.connecting = false; this.helloAnswered(reply) })
-      }, (e) => { this.connecting = false; this.failed(e) })
+        o.dispatch({ type: 'reply', envelope: reply, to: 'hello' }, () => this.helloAnswered(reply))
+      }, (e) => this.failed(e))
     })
   }
 
