@@ -3,7 +3,7 @@
 // loop; one at a time, killed after PLAN_SIMULATION_TIMEOUT_MS.
 import { spawn } from 'node:child_process'
 import { CHORUS_BIN } from '../cli/paths.js'
-import type { PlanSimulation } from '../sim/plan.js'
+import type { PlanProfile, PlanSimulation } from '../protocol/api.js'
 import type { JobTemplate } from '../protocol/template.js'
 
 export const PLAN_SIMULATION_TIMEOUT_MS = 120_000
@@ -13,7 +13,7 @@ export interface PlanSimulationInput {
   template: JobTemplate
   groups: string[][]
   seeds: number
-  profile: 'datacenter' | 'wan' | 'edge'
+  profile: PlanProfile
 }
 
 let running = 0

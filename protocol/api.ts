@@ -99,6 +99,22 @@ export const REPORT_PAGE_SIZE = 20
 export const ReportQuerySchema = z.object({ ...CURSOR, ...PAGE_FIELDS }).transform((q) => ({ ...paged(q), size: q['pagination.size'] ?? q.size ?? REPORT_PAGE_SIZE }))
 /** `POST /v1/plan?simulate=K&profile=P`: simulate the plan over K seeds (at most 20). */
 export const PlanQuerySchema = z.object({ simulate: z.coerce.number().int().min(1).max(20).optional(), profile: z.enum(['datacenter', 'wan', 'edge']).default('datacenter') })
+
+/** The link profiles a plan can be simulated over (sim/network.ts LINK_PROFILES has one of each). */
+export type PlanProfile = z.infer<typeof PlanQuerySchema>['profile']
+
+/** What `POST /v1/plan?simulate=K` answers (the simulator computes it: sim/plan.ts; the coordinator only relays it). */
+export interface PlanSimulation {
+  seeds: number
+  profile: PlanProfile
+  nodes: number
+  /** Seconds from submit to the instance decided (seeds where it was decided). */
+  completion_s: { p50: number | null; p99: number | null; undecided_seeds: number }
+  groups: { group: number; nodes: number; most_running_at_once: number; failures_max: number; failure_budget: number; within_budget: boolean }[]
+  /** Per safety property: ok, or the seeds that violated it. */
+  safety: Record<string, 'ok' | { violated_seeds: number[] }>
+  outcomes: Record<string, number>
+}
 export const LogsQuerySchema = z.object({ step: z.coerce.number().int().min(1).max(1000).optional() })
 export const AuditQuerySchema = z.object({
   since: TimeSchema.optional(),

@@ -5,6 +5,7 @@
 // against each group's budget, and the safety properties' verdicts. Bounded: ≤ MAX_PLAN_SEEDS
 // seeds, ≤ MAX_PLAN_AGENTS nodes.
 import type { JobTemplate } from '../protocol/template.js'
+import type { PlanSimulation } from '../protocol/api.js'
 import { thresholdFor } from '../protocol/rollout.js'
 import { ALL_CHECKERS } from './checkers.js'
 import { maxConcurrentByGroup } from './cli.js'
@@ -15,17 +16,7 @@ import { World } from './world.js'
 export const MAX_PLAN_SEEDS = 20
 export const MAX_PLAN_AGENTS = 2_000
 
-export interface PlanSimulation {
-  seeds: number
-  profile: LinkProfileName
-  nodes: number
-  /** Seconds from submit to the instance decided (seeds where it was decided). */
-  completion_s: { p50: number | null; p99: number | null; undecided_seeds: number }
-  groups: { group: number; nodes: number; most_running_at_once: number; failures_max: number; failure_budget: number; within_budget: boolean }[]
-  /** Per safety property: ok, or the seeds that violated it. */
-  safety: Record<string, 'ok' | { violated_seeds: number[] }>
-  outcomes: Record<string, number>
-}
+export type { PlanSimulation } from '../protocol/api.js'
 
 /** The template with each group's targets replaced by the nodes the coordinator resolved for it. */
 export function pinTargets(template: JobTemplate, groups: string[][]): JobTemplate {
