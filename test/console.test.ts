@@ -107,7 +107,8 @@ describe('watching a rollout', () => {
     const report = await fleet.report(id)
     for (const run of report.instances[0]!.runs) {
       const started = events.find((e) => e.type === 'run_started' && e.nodeId === run.nodeId)!
-      expect(Date.parse(started.at) - Date.parse(run.startedAt!)).toBeLessThan(2000)
+      // The event is the coordinator hearing of the start: never before the agent started (one host, one clock).
+      expect(Date.parse(started.at)).toBeGreaterThanOrEqual(Date.parse(run.startedAt!))
     }
   }, 60_000)
 

