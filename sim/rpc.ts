@@ -31,18 +31,7 @@ export class Rpc {
    */
   rpc(a: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
     const c = this.w.coordinator
-    let done = false
-    const epoch = a.epoch
-    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
-    const id = ++this.w.rpcSeq
-    a.bytesSent += size
-    this.w.bucket('rpc')
-    const fail = (why: string) => {
-      if (done) return
-      done = true
-      if (a.epoch === epoch) { this.w.record(`${a.index} rpc#${id} failed: ${why}`); onFail(new Error(why)) }
-    }
-    this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    const { id, size, fail, deliver } = this.exchange(a, envelope, timeoutMs, (n) => `rpc#${n}`, onReply, onFail)
     if (this.w.net.blocked(a.index, 0)) return
     const reset = this.w.net.faults.rpc_reset > 0 && this.w.prng.chance(this.w.net.faults.rpc_reset * this.w.net.linkProfile(a.index, 0).rpc_reset_factor)
     const resetBeforeProcessing = reset && this.w.prng.chance(0.5)
@@ -68,12 +57,7 @@ export class Rpc {
         this.w.bucket('rpc')
         if (reset) { this.w.after(this.w.net.latency(0, a.index), () => fail('stream reset after processing')); return }
         if (this.w.net.blocked(0, a.index)) return
-        this.w.after(this.w.net.latency(0, a.index), () => {
-          if (done || a.epoch !== epoch || !a.up) return
-          done = true
-          a.bytesRecv += replySize
-          onReply(reply)
-        })
+        deliver(0, reply, replySize)
       })
       this.w.dispatch(c, { type: 'rpc', requestId, envelope, peerId: a.peerId })
     })
@@ -84,18 +68,7 @@ export class Rpc {
    * (agent/shell.ts answerPeer: the runtime answers outside its core loop too). Reliable or reject.
    */
   peerRpc(a: AgentNode, peer: AgentNode, envelope: SignedEnvelope, timeoutMs: number, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void): void {
-    let done = false
-    const epoch = a.epoch
-    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
-    const id = ++this.w.rpcSeq
-    a.bytesSent += size
-    this.w.bucket('rpc')
-    const fail = (why: string) => {
-      if (done) return
-      done = true
-      if (a.epoch === epoch) { this.w.record(`${a.index} peer-rpc#${id} to ${peer.index} failed: ${why}`); onFail(new Error(why)) }
-    }
-    this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    const { id, size, fail, deliver } = this.exchange(a, envelope, timeoutMs, (n) => `peer-rpc#${n} to ${peer.index}`, onReply, onFail)
     if (this.w.net.blocked(a.index, peer.index)) return
     this.w.after(this.w.net.latency(a.index, peer.index), () => {
       if (!peer.up || !peer.shell) { this.w.after(this.w.net.latency(peer.index, a.index), () => fail('connection reset')); return }
@@ -106,13 +79,37 @@ export class Rpc {
       this.w.bucket('rpc')
       this.w.record(`${peer.index} answers peer-rpc#${id} from ${a.index}`)
       if (this.w.net.blocked(peer.index, a.index)) return
-      this.w.after(this.w.net.latency(peer.index, a.index), () => {
+      deliver(peer.index, reply, replySize)
+    })
+  }
+
+  /**
+   * What both exchanges share: the request's bytes and number, its timeout, a `fail` that runs
+   * once (and only if the agent did not restart meanwhile), and `deliver`, which brings a reply
+   * from host `from` after the link's latency unless the exchange already ended.
+   */
+  private exchange(a: AgentNode, envelope: SignedEnvelope, timeoutMs: number, label: (id: number) => string, onReply: (reply: SignedEnvelope) => void, onFail: (err: Error) => void) {
+    let done = false
+    const epoch = a.epoch
+    const size = this.envelopeBytes(envelope) + RPC_FRAME_BYTES
+    const id = ++this.w.rpcSeq
+    a.bytesSent += size
+    this.w.bucket('rpc')
+    const fail = (why: string) => {
+      if (done) return
+      done = true
+      if (a.epoch === epoch) { this.w.record(`${a.index} ${label(id)} failed: ${why}`); onFail(new Error(why)) }
+    }
+    this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
+    const deliver = (from: number, reply: SignedEnvelope, replySize: number) => {
+      this.w.after(this.w.net.latency(from, a.index), () => {
         if (done || a.epoch !== epoch || !a.up) return
         done = true
         a.bytesRecv += replySize
         onReply(reply)
       })
-    })
+    }
+    return { id, size, fail, deliver }
   }
 
 }
