@@ -106,14 +106,19 @@ export function onPrune(state: CoordinatorState, event: Extract<CoordinatorEvent
   for (const job of ended) {
     dels.push(key.job(job.jobId))
     jobs.delete(job)
-    state.jobs.delete(job.jobId)
-    state.schedules.delete(job.jobId)
-    state.derived.jobs.delete(job.jobId)
+    forgetJob(state, job.jobId)
   }
   const puts = [...jobs].map((job) => ({ key: key.job(job.jobId), value: job }))
   if (dels.length === 0) return
   effects.push({ type: 'persist', puts, dels })
   effects.push({ type: 'log', level: 'debug', msg: 'pruned history', fields: { instances, auditRecords: audit.length, jobs: ended.map((j) => j.jobId) } })
+}
+
+/** A deleted or pruned job leaves memory: its record, its parsed schedule and its derived caches. */
+export function forgetJob(state: CoordinatorState, jobId: string): void {
+  state.jobs.delete(jobId)
+  state.schedules.delete(jobId)
+  state.derived.jobs.delete(jobId)
 }
 
 /** The job's live instances (O(live)). */

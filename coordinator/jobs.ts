@@ -8,7 +8,7 @@ import { batchSizeFor } from '../protocol/rollout.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import type { JobTemplate } from '../protocol/template.js'
 import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, PROTOCOL_VERSION, seal } from '../protocol/wire.js'
-import { countInstance, dropInstance, liveOf, maybeComplete } from './instances.js'
+import { countInstance, dropInstance, forgetJob, liveOf, maybeComplete } from './instances.js'
 import { resolveTargets, targetWarnings } from './registry.js'
 import { signTicket } from './rpc.js'
 import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type JobRecord, MAX_INSTANCES_PER_TICK, type RequestEvent, type RunRecord } from './state.js'
@@ -304,9 +304,7 @@ export function onDeleteJob(state: CoordinatorState, event: Extract<RequestEvent
     dels.push(...historyKeysOf(inst, runs))
     dropInstance(state, inst)
   }
-  state.jobs.delete(job.jobId)
-  state.schedules.delete(job.jobId)
-  state.derived.jobs.delete(job.jobId)
+  forgetJob(state, job.jobId)
   effects.push({ type: 'persist', puts: [], dels })
   answer({ ok: true, detail: { deleted: job.jobId, instances: job.history.count } })
 }
