@@ -13,21 +13,29 @@ import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
-import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
+import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, PROTOCOL_RPC_MUX, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { ED25519, peerIdOf } from '../protocol/keys.js'
 import type { ShellTransport, Transport } from '../protocol/transport.js'
+import { MuxClient, serveMux } from './rpc-mux.js'
+import { startLiveness } from './liveness.js'
+import './yamux-window.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
 /**
- * Connection liveness, for the coordinator: ping every connection this often, and drop it when
- * a ping takes longer than the timeout (a frozen agent is seen within about 5 s). Agents ping
- * with libp2p's defaults and never drop a connection on a slow ping: on a loaded host (100
- * agents on 2 cores) aggressive pings on every side time out, connections drop, reconnect
- * handshakes load the host further, and the fleet spirals.
+ * Connection liveness (net/liveness.ts: yamux ping frames, each connection in its own slice of the
+ * interval). The coordinator pings every connection every LIVENESS_PING_MS and drops one whose pong
+ * is later than LIVENESS_TIMEOUT_MS (a frozen agent is seen within about 5 s). Agents ping theirs
+ * every AGENT_LIVENESS_PING_MS with a longer timeout: a cut link to the coordinator is noticed
+ * within about 15 s, and a loaded host (100 agents on 2 cores) does not drop healthy links.
  */
 export const LIVENESS_PING_MS = 1_500
 export const LIVENESS_TIMEOUT_MS = 3_000
+export const AGENT_LIVENESS_PING_MS = 5_000
+export const AGENT_LIVENESS_TIMEOUT_MS = 10_000
+/** Slices of the ping interval: about 1/LIVENESS_SLICES of the connections is pinged at once. */
+export const LIVENESS_SLICES = 10
+
 /**
  * Per-connection budgets. Concurrent inbound rpc streams (an agent has a watch and a few results
  * in flight; more wait for its resend); the time a stream may take to deliver its request; the
@@ -41,6 +49,10 @@ export const RPC_REQUEST_DEADLINE_MS = 10_000
 export const MAX_NON_MEMBER_FRAME_BYTES = 64 * 1024
 export const MAX_STREAMS_PER_CONNECTION = 64
 export const MAX_STREAM_WINDOW_BYTES = 1024 * 1024
+/** Inbound mux rpc streams per connection (a peer needs one; a second covers a reconnect race). */
+export const MAX_MUX_STREAMS_PER_CONNECTION = 2
+/** Peers remembered as speaking only the one-stream-per-request rpc (an older version), forgotten when they disconnect. */
+export const MAX_LEGACY_RPC_PEERS = 10_000
 /** Connections one peer id may hold to this node at once. */
 export const MAX_CONNECTIONS_PER_PEER = 2
 /** Connections from one remote IP address at once; loopback is exempt (a local fleet shares 127.0.0.1). */
@@ -63,7 +75,7 @@ export interface NetOptions {
   listen: string[]
   /** Only gossip authored by this peer is accepted on the job topic (agents pin the coordinator). */
   trustedPublisher?: string
-  /** Ping connections every LIVENESS_PING_MS and drop the silent ones (the coordinator). */
+  /** Ping connections every LIVENESS_PING_MS and drop them after LIVENESS_TIMEOUT_MS silent (the coordinator); otherwise the agents' AGENT_ figures. */
   fastLiveness?: boolean
   /**
    * Whether a peer is a member now: only members are sent gossip, and only gossip relayed by a
@@ -135,11 +147,8 @@ export async function createNet(options: NetOptions): Promise<Net> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
-    // Every connection is pinged: a peer that stops answering (frozen host, cut cable) is
-    // dropped within ~LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, without gossip heartbeats.
-    connectionMonitor: opts.fastLiveness
-      ? { pingInterval: LIVENESS_PING_MS, pingTimeout: { minTimeout: 1_000, maxTimeout: LIVENESS_TIMEOUT_MS }, abortConnectionOnPingFailure: true }
-      : { abortConnectionOnPingFailure: false },
+    // Liveness is net/liveness.ts (below), not libp2p's connection monitor.
+    connectionMonitor: { enabled: false },
     connectionGater: {
       denyInboundConnection: (maConn) => overAddressBudget(maConn.remoteAddr.toString()),
       denyInboundEncryptedConnection: (peer: PeerId) => opts.isDenied(peer.toString()) || (self?.getConnections(peer).length ?? 0) >= MAX_CONNECTIONS_PER_PEER,
@@ -164,6 +173,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
   })
   self = node
+  const stopLiveness = startLiveness(node, opts.fastLiveness
+    ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES }
+    : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES })
   const pubsub = node.services.pubsub
   const trusted = opts.trustedPublisher
   pubsub.topicValidators.set(TOPIC_JOBS, (peer: PeerId, msg) => {
@@ -194,6 +206,37 @@ export async function createNet(options: NetOptions): Promise<Net> {
         stream.abort(err as Error)
       }
     }, { maxInboundStreams: maxStreams })
+  // One mux stream per peer we send requests to, opened by the first request (PROTOCOL_RPC_MUX);
+  // a peer that does not speak it gets one stream per request, as before.
+  const muxClients = new Map<string, Promise<MuxClient>>()
+  const legacyPeers = new Set<string>()
+  node.addEventListener('peer:disconnect', (evt) => { legacyPeers.delete(evt.detail.toString()) })
+  const muxFor = (peer: string, signal: AbortSignal): Promise<MuxClient> => {
+    const have = muxClients.get(peer)
+    if (have) return have
+    const opening = node.dialProtocol(peerIdFromString(peer), PROTOCOL_RPC_MUX, { signal }).then((stream) => {
+      const client = new MuxClient(stream, MAX_RPC_FRAME_BYTES)
+      stream.addEventListener('close', () => { if (muxClients.get(peer) === opening) muxClients.delete(peer) })
+      return client
+    })
+    muxClients.set(peer, opening)
+    opening.catch(() => { if (muxClients.get(peer) === opening) muxClients.delete(peer) })
+    return opening
+  }
+  const request = async (target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> => {
+    if (target.startsWith('/') || legacyPeers.has(target)) return exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs)
+    const started = Date.now()
+    let client: MuxClient
+    try {
+      client = await muxFor(target, AbortSignal.timeout(timeoutMs))
+    } catch (err) {
+      if ((err as Error).name !== 'UnsupportedProtocolError') throw err
+      if (legacyPeers.size >= MAX_LEGACY_RPC_PEERS) legacyPeers.clear()
+      legacyPeers.add(target)
+      return exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs - (Date.now() - started))
+    }
+    return client.request(data, Math.max(1, timeoutMs - (Date.now() - started)))
+  }
   const exchange = async (protocol: string, target: string, data: Uint8Array, maxBytes: number, timeoutMs: number): Promise<Uint8Array> => {
     const signal = AbortSignal.timeout(timeoutMs)
     const dialTarget = target.startsWith('/') ? multiaddr(target) : peerIdFromString(target)
@@ -229,9 +272,17 @@ export async function createNet(options: NetOptions): Promise<Net> {
       list.push(handler)
       gossipHandlers.set(topic, list)
     },
-    handleRpc: (handler) => serve(PROTOCOL_RPC, (peer) => (opts.isMember(peer) ? MAX_RPC_FRAME_BYTES : MAX_NON_MEMBER_FRAME_BYTES), RPC_REQUEST_DEADLINE_MS, MAX_INBOUND_RPC_STREAMS, handler),
-    request: (target, data, timeoutMs) => exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs),
+    async handleRpc(handler) {
+      const maxBytes = (peer: string) => (opts.isMember(peer) ? MAX_RPC_FRAME_BYTES : MAX_NON_MEMBER_FRAME_BYTES)
+      await serve(PROTOCOL_RPC, maxBytes, RPC_REQUEST_DEADLINE_MS, MAX_INBOUND_RPC_STREAMS, handler)
+      await node.handle(PROTOCOL_RPC_MUX, (stream: Stream, connection) => {
+        const from = connection.remotePeer.toString()
+        serveMux(stream, from, handler, { maxPayload: () => maxBytes(from), maxConcurrent: MAX_INBOUND_RPC_STREAMS, partialDeadlineMs: RPC_REQUEST_DEADLINE_MS })
+      }, { maxInboundStreams: MAX_MUX_STREAMS_PER_CONNECTION })
+    },
+    request,
     async stop() {
+      stopLiveness()
       await node.stop()
     },
   }

@@ -47,6 +47,8 @@ export const MAX_GATED_IN_SYNC = 64
 /** Targets up to which an ungated definition carries every target's ticket (about 330 bytes each: ≤ ~21 KB). */
 export const MAX_INLINE_TICKETS = 64
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
+/** The same requests and replies, many over one long-lived stream per peer (net/rpc-mux.ts). */
+export const PROTOCOL_RPC_MUX = '/chorus/rpc/2.0.0'
 
 const id = z.string().min(1).max(MAX_ID_CHARS).regex(/^[A-Za-z0-9._:@-]+$/, 'expected letters, digits and . _ : @ - only')
 const publicKey = z.string().length(43)
