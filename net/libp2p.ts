@@ -18,6 +18,7 @@ import { ED25519, peerIdOf } from '../protocol/keys.js'
 import type { ShellTransport, Transport } from '../protocol/transport.js'
 import { MuxClient, serveMux } from './rpc-mux.js'
 import { startLiveness } from './liveness.js'
+import { joinTcpWrites } from './tcp-writes.js'
 import './yamux-window.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
@@ -173,6 +174,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
   })
   self = node
+  node.addEventListener('connection:open', (evt) => { joinTcpWrites(evt.detail) })
   const stopLiveness = startLiveness(node, opts.fastLiveness
     ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES }
     : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES })

@@ -86,6 +86,24 @@ describe('rpc over one stream per peer', () => {
     expect(streams).toHaveLength(1)
   })
 
+  it('writes each noise message to the socket once, not its length and its ciphertext apart', async () => {
+    const { server, client } = await pair()
+    await server.handleRpc(async (data) => data)
+    await client.request(server.peerId, bytes('warm'), 10_000)
+    const socket = (client.node.getConnections()[0] as unknown as { maConn: { socket: { write(...a: unknown[]): boolean } } }).maConn.socket
+    const write = socket.write
+    let writes = 0
+    socket.write = function (this: unknown, ...a: unknown[]) { writes++; return write.apply(this, a) }
+    try {
+      for (let n = 0; n < 100; n++) await client.request(server.peerId, bytes(`r${n}`), 10_000)
+    } finally {
+      socket.write = write
+    }
+    // One request frame each (a stray window update or ping may add a few); the library alone writes 200.
+    expect(writes).toBeGreaterThanOrEqual(100)
+    expect(writes).toBeLessThan(110)
+  })
+
   it('a held request fails as soon as its connection closes, not at its timeout', async () => {
     const { server, client } = await pair()
     let arrived!: () => void
