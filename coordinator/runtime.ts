@@ -37,6 +37,8 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
 export const RETRY_AFTER_MIN_MS = 1_000
 export const RETRY_AFTER_SPREAD_MS = 4_000
 export const DEFAULT_API = '127.0.0.1:7070'
+/** The longest a hello's reply waits for gossip to reach the peer on the job topic, in ms. */
+export const HELLO_GOSSIP_WAIT_MS = 3_000
 /** The first key after every audit record. */
 const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
 
@@ -196,6 +198,11 @@ export class CoordinatorRuntime implements ApiHost {
       ingested?.()
       // A hello that enrolled this peer: gossip reaches it from now on, not after the next heartbeat.
       if (!wasMember && this.isMember(from)) this.net.refreshPeer(from)
+      // The agent syncs once this reply arrives, and is sent later jobs by gossip only. Until
+      // gossip has heard it subscribe and opened its own stream to it (a burst of connections
+      // after a restart takes seconds), a publish skips it, and the job would reach it only at
+      // its periodic sync, a minute later: the reply waits for that (bounded).
+      if (type === 'hello' && this.isMember(from)) await this.net.whenGossipReaches(from, TOPIC_JOBS, HELLO_GOSSIP_WAIT_MS)
       return reply
     })
 

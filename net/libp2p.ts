@@ -34,6 +34,8 @@ export const LIVENESS_PING_MS = 1_500
 export const LIVENESS_TIMEOUT_MS = 3_000
 export const AGENT_LIVENESS_PING_MS = 5_000
 export const AGENT_LIVENESS_TIMEOUT_MS = 10_000
+/** How often a wait for gossip to reach a peer checks again, in ms. */
+export const GOSSIP_READY_POLL_MS = 20
 /** Slices of the ping interval: about 1/LIVENESS_SLICES of the connections is pinged at once. */
 export const LIVENESS_SLICES = 10
 
@@ -92,6 +94,11 @@ export interface Net extends Transport {
   addresses(): string[]
   /** A peer's membership changed: its gossip score is computed again now, not at the next heartbeat. */
   refreshPeer(peerId: string): void
+  /**
+   * Resolves true once a publish on topic would reach the peer (gossip heard it subscribe and
+   * holds its outbound stream to it; at once if so), false after timeoutMs.
+   */
+  whenGossipReaches(peerId: string, topic: string, timeoutMs: number): Promise<boolean>
   /** Closes every connection to a peer. */
   hangUp(peerId: string): Promise<void>
   /** Answers a peer's membership exchange: gets its certificate bytes, returns ours (or nothing, refusing it). */
@@ -188,6 +195,21 @@ export async function createNet(options: NetOptions): Promise<Net> {
     return TopicValidatorResult.Accept
   })
   pubsub.topicValidators.set(TOPIC_PROGRESS, (peer: PeerId, msg) => (msg.type === 'signed' && msg.data.byteLength <= MAX_PROGRESS_BYTES && opts.isMember(peer.toString()) && signedByAuthor(msg.data, msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject))
+  // A publish reaches a peer once gossip has heard it subscribe and has its own outbound stream
+  // to it (both are set up asynchronously after a connection opens; without the stream a publish
+  // skips the peer). Checked on every subscription change, and every GOSSIP_READY_POLL_MS.
+  const gossip = pubsub as unknown as { topics: Map<string, Set<string>>; streamsOutbound: Map<string, unknown> }
+  const gossipReaches = (peerId: string, topic: string) => gossip.topics.get(topic)?.has(peerId) === true && gossip.streamsOutbound.has(peerId)
+  const whenGossipReaches = (peerId: string, topic: string, timeoutMs: number): Promise<boolean> => {
+    if (gossipReaches(peerId, topic)) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const started = Date.now()
+      const poll = setInterval(() => {
+        if (gossipReaches(peerId, topic)) { clearInterval(poll); resolve(true) }
+        else if (Date.now() - started >= timeoutMs) { clearInterval(poll); resolve(false) }
+      }, GOSSIP_READY_POLL_MS)
+    })
+  }
   const gossipHandlers = new Map<string, ((data: Uint8Array, from: string) => void)[]>()
   pubsub.addEventListener('message', (evt) => {
     const msg = evt.detail
@@ -260,6 +282,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     peerId: node.peerId.toString(),
     // The score cache lives for a heartbeat (1 s): a peer that just enrolled would miss a publish in that second.
     refreshPeer: (peerId) => { (pubsub as unknown as { score: { scoreCache: Map<string, unknown> } }).score.scoreCache.delete(peerId) },
+    whenGossipReaches,
     hangUp: async (peerId) => { await node.hangUp(peerIdFromString(peerId)).catch(() => {}) },
     handleMember: (handler) => serve(PROTOCOL_MEMBER, () => MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS, 2, async (theirs, from) => handler(theirs, from) ?? new Uint8Array(0)),
     exchangeMember: (peerId, mine) => exchange(PROTOCOL_MEMBER, peerId, mine, MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS),

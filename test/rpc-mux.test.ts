@@ -195,3 +195,16 @@ describe('rpc over one stream per peer', () => {
     expect(window).toBeLessThanOrEqual(data / 2) // the library alone answers every data frame with one
   })
 })
+
+describe('whenGossipReaches', () => {
+  it('resolves once a publish would reach the peer, and the publish right after it does; false after its timeout otherwise', async () => {
+    const { server, client } = await pair()
+    const ready = server.whenGossipReaches(client.peerId, 'chorus/test/v1', 10_000)
+    const got = new Promise<string>((resolve) => client.subscribe('chorus/test/v1', (data) => resolve(text(data))))
+    expect(await ready).toBe(true)
+    // Published at once: gossip sends it to this peer (a subscription heard before its stream was open counted 0 recipients).
+    expect(await server.publish('chorus/test/v1', bytes('job'))).toBe(1)
+    expect(await got).toBe('job')
+    expect(await server.whenGossipReaches(client.peerId, 'chorus/other/v1', 200)).toBe(false)
+  })
+})
