@@ -120,7 +120,8 @@ export function nextTickWork(state: AgentState, config: AgentConfig, now: number
     if (cursor === undefined) continue
     at(Math.max(cursor + 1, state.nextDue.get(job.body.jobId) ?? now))
   }
-  if (!state.link.gossiping && state.link.lastRequestAt > state.link.lastReplyAt) at(state.link.lastRequestAt + COORDINATOR_AWAY_MS)
+  if (state.link.gossipAt !== 0) at(state.link.gossipAt)
+  else if (state.link.lastRequestAt > state.link.lastReplyAt) at(state.link.lastRequestAt + COORDINATOR_AWAY_MS)
   if (state.sync.wanted) at(Math.max(state.sync.lastSentAt + SYNC_RETRY_MS, state.link.quietUntil))
   else if (state.sync.watchSentAt === 0) at(state.sync.lastOkAt + SYNC_PERIOD_MS)
   if (state.link.quietUntil > now) at(state.link.quietUntil)

@@ -93,7 +93,7 @@ export function onReply(state: AgentState, config: AgentConfig, envelope: unknow
   }
   const reply = opened.body
   state.link.lastReplyAt = now
-  state.link.gossiping = false
+  state.link.gossipAt = 0
   if (to === 'sync') state.sync.watchSentAt = 0
   if (to === 'sync' && reply.ok) {
     state.sync.wanted = false

@@ -139,8 +139,11 @@ export interface AgentState {
   nextPruneAt: number
   /** In memory: a tick before this time has nothing to do (nextTickWork). */
   idleUntil: number
-  /** In memory: when this node last sent the coordinator a request, and last had a reply from it. */
-  link: { lastRequestAt: number; lastReplyAt: number; gossiping: boolean; quietUntil: number }
+  /**
+   * In memory: when this node last sent the coordinator a request, and last had a reply from it;
+   * while the coordinator is away, when this node next gossips where its gated runs stand (0: not away).
+   */
+  link: { lastRequestAt: number; lastReplyAt: number; gossipAt: number; quietUntil: number }
   /** This node's membership certificate and the revocations it knows (agent/members.ts). */
   member: AgentMembership
 }
@@ -208,7 +211,7 @@ export function emptyAgentState(): AgentState {
   return {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
     gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
-    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossiping: false, quietUntil: 0 },
+    sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossipAt: 0, quietUntil: 0 },
     member: emptyAgentMembership(),
   }
 }

@@ -2,7 +2,7 @@
 // other targets' progress (their acks, starts, leases and results, from gossip while the
 // coordinator is away, or the coordinator's checkpoints), the gate's decision (take the turn, skip,
 // or wait), this node's own progress (published, persisted) and the lease of a rolling slot.
-import { decideGate, emptyKnowledge, factFor, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from '../protocol/gate.js'
+import { decideGate, emptyKnowledge, factFor, groupTally, groupWindow, nextGateChange, DEFAULT_LEASE_S, type DoneStatus, type Knowledge, type PeerFact } from '../protocol/gate.js'
 import { instanceIdFor } from '../protocol/ids.js'
 import { PROTOCOL_VERSION, open, seal, type CheckpointBody, type ProgressBody } from '../protocol/wire.js'
 import { key, runIds, MS_PER_S, type AgentConfig, type AgentEffect, type AgentRun, type AgentState } from './state.js'
@@ -195,18 +195,45 @@ function renewLease(state: AgentState, config: AgentConfig, run: AgentRun, now: 
   publishProgress(state, config, run, 'renew', now, effects)
 }
 
-/** Tick: the coordinator stopped answering: tell the other targets directly (once per absence) where this node's gated runs stand. */
+/**
+ * Anti-entropy of the peer path: while the coordinator is away, a target gossips where its gated
+ * runs stand again every this many ms (gossip is best effort: a message can be lost, or published
+ * before a peer joined the mesh, and gossipsub's own repair reaches back three heartbeats only).
+ * A target that missed a fact learns it within this bound, in ms, once it is meshed with the
+ * author. Only instances that may still change a gate repeat: not once every target is known
+ * done, nor past the last group's deadline.
+ */
+export const PEER_PROGRESS_REPEAT_MS = 5_000
+
+/** Whether anyone may still wait on what this node knows of an instance (some target not known done, the last deadline not passed). */
+function instanceOpen(state: AgentState, run: AgentRun, now: number): boolean {
+  const job = state.jobs.get(run.jobId)
+  if (!job) return false
+  const body = job.body
+  const k = state.progress.get(run.instanceId) ?? emptyKnowledge()
+  for (let g = 0; g < body.resolved.groups.length; g++) {
+    if (now < groupWindow(body, run.occurrenceAt, g).deadlineAt && groupTally(body, k, g, now).done < body.resolved.groups[g]!.size) return true
+  }
+  return false
+}
+
+/**
+ * Tick: the coordinator stopped answering: tell the other targets directly where this node's
+ * gated runs stand, at once and then every PEER_PROGRESS_REPEAT_MS while it stays away (the
+ * repeats only for instances still open).
+ */
 export function tickAway(state: AgentState, config: AgentConfig, now: number, effects: AgentEffect[]): void {
-  const away = coordinatorAway(state, now)
-  if (away && !state.link.gossiping) {
-    state.link.gossiping = true
-    for (const run of state.runs.values()) {
-      if (!run.gated || !state.progress.has(run.instanceId)) continue
-      const j = state.jobs.get(run.jobId)
-      if (!j || j.body.expiresAt <= now) continue
-      if (run.status === 'waiting') gossipProgress(state, config, run, 'ack', now, effects)
-      else if (run.status === 'running') gossipProgress(state, config, run, 'start', now, effects)
-      else gossipProgress(state, config, run, 'done', now, effects, run.status)
-    }
-  } else if (!away) state.link.gossiping = false
+  if (!coordinatorAway(state, now)) { state.link.gossipAt = 0; return }
+  if (state.link.gossipAt !== 0 && now < state.link.gossipAt) return
+  const repeat = state.link.gossipAt !== 0
+  state.link.gossipAt = now + PEER_PROGRESS_REPEAT_MS
+  for (const run of state.runs.values()) {
+    if (!run.gated || !state.progress.has(run.instanceId)) continue
+    const j = state.jobs.get(run.jobId)
+    if (!j || j.body.expiresAt <= now) continue
+    if (repeat && !instanceOpen(state, run, now)) continue
+    if (run.status === 'waiting') gossipProgress(state, config, run, 'ack', now, effects)
+    else if (run.status === 'running') gossipProgress(state, config, run, 'start', now, effects)
+    else gossipProgress(state, config, run, 'done', now, effects, run.status)
+  }
 }

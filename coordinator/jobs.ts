@@ -1,7 +1,6 @@
 // Jobs and their schedules: submit (targets resolved, definition signed), the instance of an
 // occurrence, cancellations, global exceptions, manual runs, deletion, and which occurrences are
 // real and due.
-import { isGated } from '../protocol/gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { type JobSchedule, cachedSchedule, deriveSchedule, optsInto } from '../protocol/jobschedule.js'
 import { batchSizeFor } from '../protocol/rollout.js'
@@ -58,10 +57,13 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
     expiresAt = last === undefined ? Number.MAX_SAFE_INTEGER : last + spanMs(template) + config.jobTtlMs
   }
   const members = resolved.groups.flatMap((g, group) => g.nodes.map((nodeId, position) => ({ nodeId, group, position })))
-  // Small ungated jobs carry their targets' tickets: a gated job's targets talk to the coordinator
-  // anyway (acks, watches), an ungated one's would otherwise wait one round trip to start.
+  // Small jobs carry their targets' tickets, gated or not: a target knows its place from the
+  // definition alone. An ungated one starts without a round trip; a gated one's target takes part
+  // in the rollout even if the coordinator dies before answering its ticket request (gossip or a
+  // peer brings the definition, its place is inside; MAX_INLINE_TICKETS = PEER_PROGRESS_MAX_TARGETS,
+  // the jobs whose targets go on by peer gossip). Without them a slow target that asked for its
+  // ticket just before the crash was left out until the coordinator came back.
   const inline = members.length <= MAX_INLINE_TICKETS && members.every((m) => state.nodes.has(m.nodeId))
-    && !isGated({ template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })) } } as JobBody)
     // The same bytes ticketFor gives later for this node (issuedAt is the job's creation time).
     ? members.map((m) => signTicket(config, jobId, now, state.nodes.get(m.nodeId)!, { group: m.group, position: m.position }))
     : undefined

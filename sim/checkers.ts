@@ -464,6 +464,9 @@ export const membership: Checker = {
 /**
  * coordinator-loss: while the coordinator is down, no gap between consecutive run ends exceeds
  * world.maxRunEndGapMs: waiting targets noticed the lost connection and went on by peer gossip.
+ * The crash and, when some run still ended after it, the coordinator's return count as ends too:
+ * a target left out of the rollout (no run, or one that never took its turn) until the
+ * coordinator came back is a gap from the last run end to the return.
  */
 export const coordinatorLossGap: Checker = {
   name: 'coordinator-loss-gap',
@@ -472,13 +475,18 @@ export const coordinatorLossGap: Checker = {
     if (bound === undefined) return []
     const problems: string[] = []
     const ends = [...world.outcomes.values()].map((o) => o.at).sort((a, b) => a - b)
+    const s = (t: number) => (t / 1000).toFixed(1)
     for (const [from, to] of world.coordinatorDown) {
-      const inside = ends.filter((t) => t > from && t <= to)
-      for (let i = 1; i < inside.length; i++) {
-        const gap = inside[i]! - inside[i - 1]!
-        if (gap > bound) problems.push(`${(gap / 1000).toFixed(1)} s between run ends at ${(inside[i - 1]! / 1000).toFixed(1)} s and ${(inside[i]! / 1000).toFixed(1)} s while the coordinator was down (bound ${bound / 1000} s)`)
+      const marks = [from, ...ends.filter((t) => t > from && t <= to)]
+      const late = ends.filter((t) => t > to).length
+      if (late > 0) marks.push(to)
+      for (let i = 1; i < marks.length; i++) {
+        const gap = marks[i]! - marks[i - 1]!
+        if (gap <= bound) continue
+        const what = i === 1 ? `the coordinator's crash at ${s(from)} s` : `the run end at ${s(marks[i - 1]!)} s`
+        const until = late > 0 && i === marks.length - 1 ? `its return at ${s(to)} s, ${late} run(s) ending only after it (the rollout stalled)` : `the run end at ${s(marks[i]!)} s`
+        problems.push(`${s(gap)} s from ${what} to ${until} while the coordinator was down (bound ${bound / 1000} s)`)
       }
-      if (inside.length === 0 && ends.some((t) => t > to)) problems.push(`no run ended while the coordinator was down (${(from / 1000).toFixed(1)} s to ${(to / 1000).toFixed(1)} s), yet some ended after it came back: the rollout stalled`)
     }
     return problems
   },

@@ -8,6 +8,7 @@ import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/w
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import { syncReply, ticketEnvelope, ticketReply, type Place } from './helpers/tickets.js'
+import { PEER_PROGRESS_REPEAT_MS } from '../agent/turns.js'
 
 const coordinator = generateIdentity()
 const stranger = generateIdentity()
@@ -345,6 +346,47 @@ describe('a watch held at a coordinator that dies', () => {
     expect(coordinatorAway(state, closedAt + COORDINATOR_AWAY_MS)).toBe(true)
     // Back on a connection, the node asks again at once.
     expect(syncsIn(agentStep(state, cfg, { type: 'connected' }, closedAt + 20_000)).length).toBeGreaterThan(0)
+  })
+})
+
+describe('the peer path while the coordinator is away', () => {
+  it('gossips where its gated run stands again every PEER_PROGRESS_REPEAT_MS, and stops once every target is known done', () => {
+    const cfg = config()
+    const state = emptyAgentState()
+    // Rolling, window 1, two targets: this node is second and waits for the first (peer-1).
+    const rolling = template((t) => { t.target.groups[0]!.distributionMethod = 'rolling'; t.target.groups[0]!.batchSize = { type: 'number', value: 1 } })
+    accept(state, cfg, T0, { t: rolling, sizes: [2] }, { group: 0, position: 1 })
+    agentStep(state, cfg, { type: 'tick' }, T0 + 500)
+    const closedAt = T0 + 2_000
+    agentStep(state, cfg, { type: 'disconnected' }, closedAt)
+    const gossiped = (effects: AgentEffect[]) => ofType(effects, 'publish_progress').map((e) => {
+      const o = open(e.envelope, [agentId.publicKey])
+      if (!o.ok || o.body.type !== 'progress') throw new Error('not a progress message')
+      return o.body.event
+    })
+    const awayAt = closedAt + COORDINATOR_AWAY_MS
+    expect(gossiped(agentStep(state, cfg, { type: 'tick' }, awayAt))).toEqual(['ack'])
+    // Nothing changed and the repeat is not due: silence; then the same fact again (a peer that missed it learns it now).
+    expect(gossiped(agentStep(state, cfg, { type: 'tick' }, awayAt + PEER_PROGRESS_REPEAT_MS - 1))).toEqual([])
+    expect(gossiped(agentStep(state, cfg, { type: 'tick' }, awayAt + PEER_PROGRESS_REPEAT_MS))).toEqual(['ack'])
+    // The first target's `done` arrives by gossip: this node takes its turn, runs, and is done.
+    const peer = generateIdentity()
+    const ticket = ticketEnvelope(coordinator, 'job-1', 'peer-1', peer.publicKey, { group: 0, position: 0 })
+    const instanceId = instanceIdFor('job-1', T0)
+    const done = seal(peer, { type: 'progress', v: PROTOCOL_VERSION, jobId: 'job-1', instanceId, occurrenceAt: T0, nodeId: 'peer-1', event: 'done', status: 'success', at: awayAt + 6_000, ticket })
+    const started = agentStep(state, cfg, { type: 'progress', envelope: done }, awayAt + 6_000)
+    expect(gossiped(started)).toEqual(['start'])
+    // Every step of the job succeeds.
+    const finished: AgentEffect[] = []
+    for (let next = ofType(started, 'run_step'); next.length > 0;) {
+      const effects = finishStep(state, cfg, next[0]!, 'success', awayAt + 7_000)
+      finished.push(...effects)
+      next = ofType(effects, 'run_step')
+    }
+    expect(state.runs.get(runIdFor(instanceId, cfg.nodeId))!.status).toBe('success')
+    expect(gossiped(finished)).toEqual(['done'])
+    // Both targets are known done: nobody can be waiting on this instance, so no more repeats.
+    for (const at of [awayAt + 2 * PEER_PROGRESS_REPEAT_MS, awayAt + 3 * PEER_PROGRESS_REPEAT_MS]) expect(gossiped(agentStep(state, cfg, { type: 'tick' }, at))).toEqual([])
   })
 })
 

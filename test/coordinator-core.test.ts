@@ -316,6 +316,21 @@ describe('tickets from the coordinator core', () => {
     expect(agentOfType(onJobB, 'send').filter((e) => e.kind === 'sync')).toHaveLength(1)
   })
 
+  it('a small gated job carries the tickets too: a target that never heard back from the coordinator still waits at its place', () => {
+    const state = emptyCoordinatorState()
+    for (const n of ['a', 'b', 'c']) hello(state, n)
+    const submitted = coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: rolling() }, T0)
+    const envelope = ofType(submitted, 'publish')[0]!.envelope
+    // The coordinator died right after publishing: c's only source is the definition (by gossip, or from a peer).
+    const acfg: AgentConfig = { nodeId: 'c', coordinatorKey: coordinator.publicKey, identity: agents.get('c')!, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING }
+    const c = emptyAgentState()
+    const onJob = agentStep(c, acfg, { type: 'job', envelope, via: 'peer' }, T0 + 1)
+    expect(c.jobs.get('job-1')!.ticket?.place).toEqual({ group: 0, position: 2 })
+    expect([...c.runs.values()]).toMatchObject([{ status: 'waiting', group: 0, position: 2 }])
+    expect(c.sync.ticketWanted).toBe(false)
+    expect(agentOfType(onJob, 'run_step')).toHaveLength(0)
+  })
+
   it('hands out tickets the agent core accepts: the agent runs at the place the coordinator resolved', () => {
     const state = emptyCoordinatorState()
     for (const n of ['a', 'b']) hello(state, n)
@@ -408,7 +423,7 @@ describe('watches and checkpoints in the coordinator core', () => {
     for (const i of state.instances.values()) db.set(`instance/${i.id}`, structuredClone(i))
     for (const r of state.runs.values()) db.set(`run/${r.runId}`, structuredClone(r))
 
-    // The agent of c (position 2: it waits for a and b) takes the job and its ticket from this coordinator.
+    // The agent of c (position 2: it waits for a and b) takes the job, its ticket and checkpoints from this coordinator.
     const acfg: AgentConfig = { nodeId: 'c', coordinatorKey: coordinator.publicKey, identity: agents.get('c')!, os: 'linux', allow: ALLOW_EVERYTHING, skills: { 'chef-platform/shell-interpreter': ['1.0.0'] }, ...DEFAULT_AGENT_TIMING }
     const agent = emptyAgentState()
     let requests = 0
@@ -430,7 +445,9 @@ describe('watches and checkpoints in the coordinator core', () => {
       return all
     }
     const instanceId = instanceIdFor('job-1', T0)
+    // The ticket is in the definition (a small gated job carries them); the first checkpoint comes with a sync.
     exchange(state, agentStep(agent, acfg, { type: 'job', envelope: state.jobs.get('job-1')!.envelope, via: 'gossip' }, T0 + 1_000), T0 + 1_000)
+    exchange(state, agentStep(agent, acfg, { type: 'connected' }, T0 + 1_000), T0 + 1_000)
     const run = agent.runs.get(runIdFor(instanceId, 'c'))!
     expect(run).toMatchObject({ status: 'waiting', position: 2 })
     const seq1 = agent.progress.get(instanceId)!.checkpoint!.seq
