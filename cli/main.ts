@@ -43,6 +43,17 @@ async function makeLogger(name: string) {
   return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination({ dest: 2, sync: true }))
 }
 
+/**
+ * A long-running process (coordinator, agent) survives a promise rejected inside a library's
+ * event handler, which Node 20 would turn into an exit: it is logged at error with its stack, as
+ * the bug it is. (Found: a mux stream paused after its peer went away threw from a handler's
+ * completion; net/rpc-mux.ts guards it now.) The cores' own failures do not come this way: a
+ * failed persist exits on purpose (onError), and the state is restored from the store.
+ */
+function keepRunningOnRejection(logger: { error(fields: object, msg: string): void }): void {
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection (a bug; the process goes on)'))
+}
+
 function onShutdown(stop: () => Promise<void>): void {
   let stopping = false
   const handler = (signal: string) => {
@@ -103,6 +114,7 @@ program.command('coordinator')
   .action(async (o: { data: string; listen: string[]; api: string; apiHost: string[]; apiTlsCert?: string; apiTlsKey?: string; requireApproval?: boolean; retainDays: number }) => {
     const { CoordinatorRuntime } = await import('../coordinator/runtime.js')
     const logger = await makeLogger('coordinator')
+    keepRunningOnRejection(logger)
     const rt = new CoordinatorRuntime({ dataDir: o.data, listen: o.listen, api: o.api, apiHosts: o.apiHost, ...(o.apiTlsCert ? { tlsCert: o.apiTlsCert } : {}), ...(o.apiTlsKey ? { tlsKey: o.apiTlsKey } : {}), ...(o.requireApproval ? { requireApproval: true } : {}), retainDays: o.retainDays, logger })
     onShutdown(() => rt.stop())
     const ep = await rt.start().catch((err: Error) => fail(err.message, 2))
@@ -139,6 +151,7 @@ program.command('agent')
       try { enrollToken = (await readFile(o.enrollTokenFile, 'utf8')).trim() } catch (err) { fail(`--enroll-token-file: ${(err as Error).message}`, 2) }
     }
     const logger = await makeLogger('agent')
+    keepRunningOnRejection(logger)
     const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}), ...(o.metrics ? { metrics: o.metrics } : {}) })
     onShutdown(() => rt.stop())
     await rt.start().catch((err: Error) => fail(err.message, EXIT.usage))

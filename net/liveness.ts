@@ -50,7 +50,7 @@ export function startLiveness(node: Libp2p, o: LivenessOptions, on: LivenessEven
       if (answered || conn.status !== 'open') return
       const why = `no pong within ${o.timeoutMs} ms`
       on.dead?.(conn, why)
-      conn.abort(new Error(why))
+      try { conn.abort(new Error(why)) } catch { /* closing already */ }
     }), o.timeoutMs)
     muxer.ping().then((rtt) => { answered = true; on.pong?.(conn, rtt) }, () => { answered = true /* the muxer closed: libp2p closes the connection */ }).finally(() => {
       clearTimeout(timer)

@@ -145,9 +145,11 @@ export function serveMux(stream: Stream, from: string, handler: (data: Uint8Arra
         (err: unknown) => write(encodeFrame(KIND_ERROR, f.id, new TextEncoder().encode(String((err as Error)?.message ?? err).slice(0, MAX_MUX_ERROR_CHARS)))),
       ).finally(() => {
         running--
-        next()
+        try { next() } catch { /* the stream ended under us: nothing more to serve on it */ }
       })
     }
+    // pause() and resume() throw on a stream closing or closed (the peer went away meanwhile).
+    if (stream.readStatus === 'closing' || stream.readStatus === 'closed') return
     if (queue.length > 0 || running >= o.maxConcurrent) stream.pause()
     else if (stream.readStatus === 'paused') stream.resume()
   }
@@ -165,7 +167,7 @@ export function serveMux(stream: Stream, from: string, handler: (data: Uint8Arra
       if (f.kind !== KIND_REQUEST) { stream.abort(new MuxFrameError(`frame kind ${f.kind} is not a request`)); return }
       queue.push(f)
     }
-    next()
+    try { next() } catch (err) { stream.abort(err as Error) }
   })
   stream.addEventListener('close', () => {
     if (partial) clearTimeout(partial)

@@ -13,7 +13,7 @@ export const RPC_TIMEOUT_MS = 10_000
 export const WATCH_HOLD_MS = 60_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
-export const REDIAL_MAX_MS = 10_000
+export const REDIAL_MAX_MS = 5_000
 
 /**
  * A delay spread over [ms / 2, 3 ms / 2) by a uniform draw `random01` in [0, 1): agents that lost

@@ -11,7 +11,7 @@ import { apiGet } from '../cli/client.js'
 import { withLocalFleet } from './helpers/fleet.js'
 import { MAX_CONNECTIONS_PER_PEER, MAX_INBOUND_RPC_STREAMS, RPC_REQUEST_DEADLINE_MS, createNet, peerIdForPublicKey, type Net } from '../net/libp2p.js'
 import { generateIdentity, type Identity } from '../protocol/keys.js'
-import { MAX_FACTS, PROTOCOL_RPC, PROTOCOL_VERSION, decodeEnvelope, encodeEnvelope, open, seal, type ReplyBody } from '../protocol/wire.js'
+import { MAX_FACTS, PROTOCOL_RPC, PROTOCOL_VERSION, TOPIC_JOBS, decodeEnvelope, encodeEnvelope, open, seal, type ReplyBody } from '../protocol/wire.js'
 import { MAX_HELLOS_PER_WINDOW } from '../coordinator/core.js'
 
 let fleet: LocalFleet
@@ -21,6 +21,7 @@ async function peer(): Promise<{ net: Net; identity: Identity; coordinator: stri
   const identity = generateIdentity()
   const net = await createNet({ seed: identity.seed, listen: ['/ip4/127.0.0.1/tcp/0'] })
   const coordinator = peerIdForPublicKey(fleet.publicKey)
+  net.subscribe(TOPIC_JOBS, () => {}) // as an agent does: a hello's reply waits until gossip reaches the peer (HELLO_GOSSIP_WAIT_MS)
   await net.node.dial(multiaddr(`${fleet.multiaddr}/p2p/${coordinator}`))
   return { net, identity, coordinator }
 }

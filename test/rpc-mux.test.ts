@@ -11,6 +11,7 @@ import type { Stream } from '@libp2p/interface'
 import { MAX_NON_MEMBER_FRAME_BYTES, createNet, type Net } from '../net/libp2p.js'
 import { FrameDecoder, MAX_MUX_PENDING, MuxFrameError, encodeFrame, serveMux } from '../net/rpc-mux.js'
 import { PROTOCOL_RPC_MUX } from '../protocol/wire.js'
+import { waitFor } from '../cli/fleet.js'
 
 const nets: Net[] = []
 afterEach(async () => { await Promise.all(nets.splice(0).map((n) => n.stop())) })
@@ -206,5 +207,33 @@ describe('whenGossipReaches', () => {
     expect(await server.publish('chorus/test/v1', bytes('job'))).toBe(1)
     expect(await got).toBe('job')
     expect(await server.whenGossipReaches(client.peerId, 'chorus/other/v1', 200)).toBe(false)
+  })
+})
+
+describe('a peer that goes away mid-request', () => {
+  it('with more requests in flight than are served at once: the server neither throws nor stops serving others', async () => {
+    const { server, client } = await pair()
+    let started = 0
+    let finished = 0
+    await server.handleRpc(async (data) => { started++; await new Promise((r) => setTimeout(r, 300)); finished++; return data })
+    const unhandled: unknown[] = []
+    const onUnhandled = (e: unknown) => unhandled.push(e)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const all = Array.from({ length: 40 }, (_, n) => client.request(server.peerId, bytes(String(n)), 10_000).catch(() => 'failed'))
+      await waitFor('the first requests to be handled', async () => (started >= 16 ? true : undefined), 10_000, 10)
+      await client.hangUp(server.peerId)
+      expect(new Set(await Promise.all(all))).toEqual(new Set(['failed']))
+      // The handlers finish after the stream closed; a new client is served by the same server.
+      const other = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'] })
+      nets.push(other)
+      await other.node.dial(multiaddr(server.addresses()[0]!))
+      expect(text(await other.request(server.peerId, bytes('still'), 10_000))).toBe('still')
+      // Every handler of the closed stream has ended (their replies had nowhere to go) before the check.
+      await waitFor('the closed stream\'s handlers to end', async () => (finished === started ? true : undefined), 10_000, 10)
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })

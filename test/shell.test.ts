@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
-import { AgentShell } from '../agent/shell.js'
+import { AgentShell, MAX_ATTEMPT_MS } from '../agent/shell.js'
 import { BUILTIN_SKILL_VERSION, DEFAULT_AGENT_TIMING, agentStep, restoreAgent, type AgentConfig, type AgentEffect, type AgentEvent, type AgentState } from '../agent/core.js'
 import { DEFAULT_COORDINATOR_TIMING, coordinatorStep, restoreCoordinator, type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type SubmitOutcome } from '../coordinator/core.js'
 import { newEnrollment } from '../coordinator/members.js'
@@ -266,7 +266,7 @@ describe('the agent shell as a state machine', () => {
       r.advance(100)
     }
     const gaps = dialledAt.slice(1).map((t, i) => t - dialledAt[i]!)
-    // 0.5 s, 1 s, 2 s, 4 s, 8 s, then 10 s (REDIAL_MAX_MS) from there on.
+    // 0.5 s, 1 s, 2 s, 4 s, then 5 s (REDIAL_MAX_MS) from there on.
     expect(gaps.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => Math.min(REDIAL_MAX_MS, REDIAL_MIN_MS * 2 ** i)))
     expect(r.calls, 'no hello without a connection').toHaveLength(0)
     r.advance(REDIAL_MAX_MS)
@@ -284,6 +284,31 @@ describe('the agent shell as a state machine', () => {
     r.close('coord-peer')
     expect(r.shell.connected).toBe(false)
     expect(r.events.at(-1)!.type).toBe('disconnected')
+  })
+
+  it('one attempt at a time: no second dial or hello while one is in flight, the next on its grid once it ended, and none stuck past MAX_ATTEMPT_MS', () => {
+    const r = rig()
+    r.shell.tick()
+    expect(r.dials).toHaveLength(1)
+    // A slow coordinator: the dial takes 3 s, the hello 4 s more; ticks every 100 ms start nothing.
+    for (let t = 0; t < 3_000; t += 100) { r.advance(100); r.shell.tick() }
+    expect(r.dials).toHaveLength(1)
+    r.dials.splice(0)[0]!.done(undefined)
+    for (let t = 0; t < 4_000; t += 100) { r.advance(100); r.shell.tick() }
+    expect(r.dials).toHaveLength(0)
+    expect(r.calls.filter((c) => (JSON.parse(c.envelope.body) as { type: string }).type === 'hello')).toHaveLength(1)
+    // The hello fails: the next attempt is due already (planned 0.5 s after the first began) and starts at the next tick.
+    r.calls.splice(0)[0]!.onFail(new Error('rpc timed out'))
+    r.shell.tick()
+    expect(r.dials).toHaveLength(1)
+    // A dial whose callback never comes does not stop redials: after MAX_ATTEMPT_MS the shell tries again.
+    r.dials.splice(0)
+    r.advance(MAX_ATTEMPT_MS - 100)
+    r.shell.tick()
+    expect(r.dials).toHaveLength(0)
+    r.advance(200)
+    r.shell.tick()
+    expect(r.dials).toHaveLength(1)
   })
 
   it('a refused hello leaves it unconnected and pauses redials for the retryAfterMs the coordinator asked', () => {
