@@ -25,17 +25,21 @@ import './yamux-window.js'
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
 /**
  * Connection liveness (net/liveness.ts: yamux ping frames, each connection in its own slice of the
- * interval). The coordinator pings every connection every LIVENESS_PING_MS and drops one whose pong
- * is later than LIVENESS_TIMEOUT_MS (a frozen agent is seen within about 5 s). Agents ping theirs
+ * interval, none in its first LIVENESS_GRACE_MS). The coordinator pings every connection every
+ * LIVENESS_PING_MS and drops one whose pong is later than LIVENESS_TIMEOUT_MS (a frozen agent is
+ * seen within about 6.5 s; at 3 s, 250 agents reconnecting at once to a restarted coordinator on
+ * a loaded host lost 47 healthy links in the first 45 s, each redialling and saying hello again). Agents ping theirs
  * every AGENT_LIVENESS_PING_MS with a longer timeout: a cut link to the coordinator is noticed
  * within about 15 s, and a loaded host (100 agents on 2 cores) does not drop healthy links.
  */
 export const LIVENESS_PING_MS = 1_500
-export const LIVENESS_TIMEOUT_MS = 3_000
+export const LIVENESS_TIMEOUT_MS = 5_000
 export const AGENT_LIVENESS_PING_MS = 5_000
 export const AGENT_LIVENESS_TIMEOUT_MS = 10_000
 /** How often a wait for gossip to reach a peer checks again, in ms. */
 export const GOSSIP_READY_POLL_MS = 20
+/** A connection is first pinged this long after it opened (its handshakes, identify and gossip set-up load both ends), in ms. */
+export const LIVENESS_GRACE_MS = 5_000
 /** Slices of the ping interval: about 1/LIVENESS_SLICES of the connections is pinged at once. */
 export const LIVENESS_SLICES = 10
 
@@ -87,6 +91,8 @@ export interface NetOptions {
   isMember?: (peerId: string) => boolean
   /** Peers refused outright by the connection gater (revoked nodes). */
   isDenied?: (peerId: string) => boolean
+  /** A connection was closed by the liveness pings (its peer, why). */
+  onLivenessDrop?: (peerId: string, why: string) => void
 }
 
 export interface Net extends Transport {
@@ -105,6 +111,19 @@ export interface Net extends Transport {
   handleMember(handler: (theirs: Uint8Array, from: string) => Uint8Array | undefined): Promise<void>
   /** Sends our certificate to a connected peer and returns its certificate bytes. */
   exchangeMember(peerId: string, mine: Uint8Array): Promise<Uint8Array>
+}
+
+/**
+ * The promise, or a rejection once ms have passed, whichever comes first. libp2p is given an
+ * abort signal too, but the agent shell makes one attempt at a time, so a dial or a request that
+ * never settled would hold it until MAX_ATTEMPT_MS instead of letting it redial. (Two reconnects
+ * of 250 agents that took 48 and 56 s, against 14 s in another run, fit such waits; not confirmed.)
+ */
+export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)
+    p.then((v) => { clearTimeout(timer); resolve(v) }, (err: unknown) => { clearTimeout(timer); reject(err) })
+  })
 }
 
 /** The IP address of a multiaddr such as /ip4/10.0.0.5/tcp/7700. */
@@ -183,8 +202,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
   self = node
   node.addEventListener('connection:open', (evt) => { joinTcpWrites(evt.detail) })
   const stopLiveness = startLiveness(node, opts.fastLiveness
-    ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES }
-    : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES })
+    ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS }
+    : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS },
+    { dead: (conn, why) => opts.onLivenessDrop?.(conn.remotePeer.toString(), why) })
   const pubsub = node.services.pubsub
   const trusted = opts.trustedPublisher
   pubsub.topicValidators.set(TOPIC_JOBS, (peer: PeerId, msg) => {
@@ -232,22 +252,37 @@ export async function createNet(options: NetOptions): Promise<Net> {
     }, { maxInboundStreams: maxStreams })
   // One mux stream per peer we send requests to, opened by the first request (PROTOCOL_RPC_MUX);
   // a peer that does not speak it gets one stream per request, as before.
-  const muxClients = new Map<string, Promise<MuxClient>>()
+  // A client whose stream closed is never reused: its entry goes on the stream's close, on the
+  // peer's disconnect, and when a request finds it unusable (a stream that closed before its
+  // listeners were added: seen once in 250 agents across a coordinator restart, whose hellos
+  // then went to the dead stream and timed out for minutes).
+  const muxClients = new Map<string, { opening: Promise<MuxClient>; client?: MuxClient }>()
   const legacyPeers = new Set<string>()
-  node.addEventListener('peer:disconnect', (evt) => { legacyPeers.delete(evt.detail.toString()) })
+  node.addEventListener('peer:disconnect', (evt) => {
+    const peer = evt.detail.toString()
+    legacyPeers.delete(peer)
+    muxClients.get(peer)?.client?.close()
+    muxClients.delete(peer)
+  })
   const muxFor = (peer: string, signal: AbortSignal): Promise<MuxClient> => {
     const have = muxClients.get(peer)
-    if (have) return have
-    const opening = node.dialProtocol(peerIdFromString(peer), PROTOCOL_RPC_MUX, { signal }).then((stream) => {
-      const client = new MuxClient(stream, MAX_RPC_FRAME_BYTES)
-      stream.addEventListener('close', () => { if (muxClients.get(peer) === opening) muxClients.delete(peer) })
-      return client
-    })
-    muxClients.set(peer, opening)
-    opening.catch(() => { if (muxClients.get(peer) === opening) muxClients.delete(peer) })
-    return opening
+    if (have && (!have.client || have.client.usable)) return have.opening
+    const entry: { opening: Promise<MuxClient>; client?: MuxClient } = {
+      opening: node.dialProtocol(peerIdFromString(peer), PROTOCOL_RPC_MUX, { signal }).then((stream) => {
+        const client = new MuxClient(stream, MAX_RPC_FRAME_BYTES)
+        entry.client = client
+        stream.addEventListener('close', () => { if (muxClients.get(peer) === entry) muxClients.delete(peer) })
+        if (!client.usable && muxClients.get(peer) === entry) muxClients.delete(peer)
+        return client
+      }),
+    }
+    muxClients.set(peer, entry)
+    entry.opening.catch(() => { if (muxClients.get(peer) === entry) muxClients.delete(peer) })
+    return entry.opening
   }
-  const request = async (target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> => {
+  const request = (target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> =>
+    withDeadline(requestOnce(target, data, timeoutMs), timeoutMs, 'rpc')
+  const requestOnce = async (target: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> => {
     if (target.startsWith('/') || legacyPeers.has(target)) return exchange(PROTOCOL_RPC, target, data, MAX_RPC_FRAME_BYTES, timeoutMs)
     const started = Date.now()
     let client: MuxClient
@@ -327,7 +362,7 @@ export function linkTransport(net: Net): ShellTransport {
         let last: Error | undefined = new Error(`no address to dial ${peerId}`)
         for (const a of addrs) {
           try {
-            await net.node.dial(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`), { signal: AbortSignal.timeout(timeoutMs) })
+            await withDeadline(net.node.dial(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`), { signal: AbortSignal.timeout(timeoutMs) }), timeoutMs, 'dial')
             last = undefined
             break
           } catch (err) { last = err as Error /* try the next address */ }

@@ -17,6 +17,8 @@ export interface LivenessOptions {
   timeoutMs: number
   /** The interval is cut into this many slices; a connection is pinged in its own slice. */
   slices: number
+  /** A connection younger than this many ms is not pinged yet (default 0). */
+  graceMs?: number
 }
 
 interface YamuxLike {
@@ -63,6 +65,7 @@ export function startLiveness(node: Libp2p, o: LivenessOptions, on: LivenessEven
       let s = slice.get(conn)
       if (s === undefined) { s = nextSlice++ % o.slices; slice.set(conn, s) }
       if (s !== now || conn.status !== 'open' || pinging.has(conn)) continue
+      if (o.graceMs && Date.now() - conn.timeline.open < o.graceMs) continue
       const muxer = muxerOf(conn)
       if (muxer) ping(conn, muxer)
     }

@@ -217,12 +217,20 @@ export class MuxClient {
       }
       this.waiting.clear()
     })
+    // The stream may have closed before these listeners were added (its connection died while it opened).
+    if (stream.status !== 'open') this.closed = true
+  }
+
+  /** Whether requests can still go out on this stream. */
+  get usable(): boolean {
+    if (!this.closed && (this.stream.status !== 'open' || this.stream.writeStatus !== 'writable')) this.closed = true
+    return !this.closed
   }
 
   get pending(): number { return this.waiting.size }
 
   request(data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new Error('rpc stream closed'))
+    if (!this.usable) return Promise.reject(new Error('rpc stream closed'))
     if (this.waiting.size >= MAX_MUX_PENDING) return Promise.reject(new Error(`${MAX_MUX_PENDING} requests already wait on this peer`))
     const id = this.nextId
     this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream } from '@libp2p/interface'
-import { MAX_NON_MEMBER_FRAME_BYTES, createNet, type Net } from '../net/libp2p.js'
+import { MAX_NON_MEMBER_FRAME_BYTES, createNet, withDeadline, type Net } from '../net/libp2p.js'
 import { FrameDecoder, MAX_MUX_PENDING, MuxFrameError, encodeFrame, serveMux } from '../net/rpc-mux.js'
 import { PROTOCOL_RPC_MUX } from '../protocol/wire.js'
 import { waitFor } from '../cli/fleet.js'
@@ -46,6 +46,14 @@ async function countFrames<T>(net: Net, fn: () => Promise<T>): Promise<{ result:
     proto.send = library
   }
 }
+
+describe('withDeadline', () => {
+  it('passes a settled promise through and rejects one that never settles once its time is up', async () => {
+    expect(await withDeadline(Promise.resolve(7), 1_000, 'x')).toBe(7)
+    await expect(withDeadline(Promise.reject(new Error('no')), 1_000, 'x')).rejects.toThrow('no')
+    await expect(withDeadline(new Promise(() => {}), 50, 'dial')).rejects.toThrow('dial timed out after 50 ms')
+  })
+})
 
 describe('frame decoder', () => {
   it('splits frames arriving in pieces of any size, several to a chunk', () => {
