@@ -507,6 +507,9 @@ program.command('sim')
   .option('--report <file.html>', 'write a self-contained HTML page with a timeline of the run')
   .option('--real-crypto', 'sign and verify with real ed25519 (default: a fast provider with the same semantics: a signature verifies only under its signer\'s key and for its exact bytes)')
   .action(async (o: { scenario: string; agents?: number; seed?: number; seeds?: number; job?: string; json?: boolean; report?: string; realCrypto?: boolean }) => {
+    const { rerunWithLargerHeap } = await import('./sim-heap.js')
+    const rerun = rerunWithLargerHeap(o.agents)
+    if (rerun) { process.exitCode = await rerun; return }
     const { runSimCommand } = await import('../sim/cli.js')
     process.exitCode = await runSimCommand(o)
   })

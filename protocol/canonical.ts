@@ -53,13 +53,16 @@ function encode(value: unknown): string {
         return out + ']'
       }
       const record = value as Record<string, unknown>
-      const keys = Object.keys(record).sort()
+      const keys = sortKeys(Object.keys(record))
       let out = '{'
-      for (const k of keys) {
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i]!
         const v = record[k]
         if (v === undefined) continue
         try {
-          out += `${out.length > 1 ? ',' : ''}${JSON.stringify(k)}:${encode(v)}`
+          if (out.length > 1) out += ','
+          out += quotedKey(k)
+          out += encode(v)
         } catch (err) {
           if (err instanceof Unencodable) err.keys.push(`.${k}`)
           throw err
@@ -70,4 +73,34 @@ function encode(value: unknown): string {
     default:
       throw new Unencodable(`a ${typeof value} cannot be encoded`)
   }
+}
+
+/**
+ * Sorts keys by code unit in place, as Array.prototype.sort does by default (keys are unique,
+ * so stability does not matter). Small objects, the common case, take an insertion sort: the
+ * built-in sort copies every array into a work array, and every sealed message sorts a few dozen.
+ */
+const INSERTION_SORT_MAX_KEYS = 24
+function sortKeys(keys: string[]): string[] {
+  if (keys.length > INSERTION_SORT_MAX_KEYS) return keys.sort()
+  for (let i = 1; i < keys.length; i++) {
+    const k = keys[i]!
+    let j = i - 1
+    while (j >= 0 && keys[j]! > k) { keys[j + 1] = keys[j]!; j-- }
+    keys[j + 1] = k
+  }
+  return keys
+}
+
+/** `"key":` for keys seen before: the same few hundred field names recur in every message. Bounded (hostile keys stop filling it). */
+const quotedKeys = new Map<string, string>()
+const QUOTED_KEYS_MAX = 4096
+const QUOTED_KEY_MAX_CHARS = 64
+function quotedKey(k: string): string {
+  let q = quotedKeys.get(k)
+  if (q === undefined) {
+    q = JSON.stringify(k) + ':'
+    if (quotedKeys.size < QUOTED_KEYS_MAX && k.length <= QUOTED_KEY_MAX_CHARS) quotedKeys.set(k, q)
+  }
+  return q
 }

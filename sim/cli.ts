@@ -44,6 +44,8 @@ export interface SeedResult {
   liveness_failed: boolean
   sim_time_s: number
   wall_s: number
+  /** CPU time of this process (user + system) while the seed ran, in s: wall time on a loaded machine overstates the cost. */
+  cpu_s: number
   messages: number
   bytes_per_node_per_s: number
   bytes_coordinator_per_s: number
@@ -81,17 +83,18 @@ export function runScenario(o: ScenarioRunOptions): SeedResult {
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) throw new SimUsageError(`--seed must be an integer from 0 to 4294967295; got ${o.seed}`)
   const template = o.template ?? scenario.template?.(o.seed) ?? builtinTemplate()
   const wall0 = performance.now()
+  const cpu0 = process.cpuUsage()
   // Identities are made and messages signed inside this window; the world's envelopes are
   // opened under the same provider by the checkers before it closes.
   const previous = useCryptoProvider(o.realCrypto ? ED25519 : SIM_FAST_CRYPTO)
   try {
-    return runWorld(o, scenario, agents, template, wall0)
+    return runWorld(o, scenario, agents, template, wall0, cpu0)
   } finally {
     useCryptoProvider(previous)
   }
 }
 
-function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, template: JobTemplate, wall0: number): SeedResult {
+function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, template: JobTemplate, wall0: number, cpu0: NodeJS.CpuUsage): SeedResult {
   const world = new World({
     seed: o.seed, agents, template, nodeIds: namedTargets(template), checkers: o.checkers ?? ALL_CHECKERS,
     ...(o.cores ? { cores: o.cores } : {}), ...(o.stepModel ?? scenario.stepModel ? { stepModel: { ...scenario.stepModel, ...o.stepModel } } : {}), timeline: o.timeline ?? false,
@@ -100,6 +103,7 @@ function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, tem
   scenario.setup(world)
   world.run()
   const wall_s = (performance.now() - wall0) / 1000
+  const cpu = process.cpuUsage(cpu0)
   const simS = Math.max(world.now / 1000, 1e-3)
   let bytes = 0
   for (const n of world.nodes) if (n.kind !== 'attacker') bytes += n.bytesSent + n.bytesRecv
@@ -111,6 +115,7 @@ function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, tem
     liveness_failed: violations.some((v) => v.property === 'liveness'),
     sim_time_s: round(simS, 3),
     wall_s: round(wall_s, 3),
+    cpu_s: round((cpu.user + cpu.system) / 1e6, 3),
     messages: world.messages,
     bytes_per_node_per_s: round(bytes / nodeCount / simS, 1),
     bytes_coordinator_per_s: round((world.coordinator.bytesSent + world.coordinator.bytesRecv) / simS, 1),
@@ -178,6 +183,11 @@ export interface SimSummary {
   liveness_failures: number
   sim_time_s: number
   wall_s: number
+  /** CPU seconds (user + system) over the seeds. */
+  cpu_s: number
+  /** Simulator events (heap pops) over the seeds, and per wall second. */
+  events: number
+  events_per_s: number
   messages: number
   bytes_per_node_per_s: number
   max_concurrent_by_group: Record<string, number>
@@ -276,13 +286,18 @@ export function summarize(scenario: string, agents: number, results: SeedResult[
   for (const r of results) for (const [g, v] of Object.entries(r.max_concurrent_by_group)) mcg[g] = Math.max(mcg[g] ?? 0, v)
   const trace = results.length === 1 ? results[0]!.trace_hash : createHash('sha256').update(results.map((r) => r.trace_hash).join('\n')).digest('hex')
   const sim = results.reduce((a, r) => a + r.sim_time_s, 0)
+  const wall = results.reduce((a, r) => a + r.wall_s, 0)
+  const events = results.reduce((a, r) => a + r.events, 0)
   return {
     scenario, agents,
     seeds: results.map((r) => r.seed),
     violations: results.flatMap((r) => r.violations),
     liveness_failures: results.filter((r) => r.liveness_failed).length,
     sim_time_s: round(sim, 3),
-    wall_s: round(results.reduce((a, r) => a + r.wall_s, 0), 3),
+    wall_s: round(wall, 3),
+    cpu_s: round(results.reduce((a, r) => a + r.cpu_s, 0), 3),
+    events,
+    events_per_s: Math.round(events / Math.max(wall, 1e-3)),
     messages: results.reduce((a, r) => a + r.messages, 0),
     bytes_per_node_per_s: round(results.reduce((a, r) => a + r.bytes_per_node_per_s * r.sim_time_s, 0) / Math.max(sim, 1e-3), 1),
     max_concurrent_by_group: mcg,

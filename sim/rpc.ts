@@ -4,6 +4,7 @@
 // loss, partition, reset or timeout fails the request.
 import { MAX_PENDING_REQUESTS } from '../protocol/timing.js'
 import type { SignedEnvelope } from '../protocol/wire.js'
+import { linkError } from './transport.js'
 import { RPC_FRAME_BYTES, type AgentNode } from './types.js'
 import type { World } from './world.js'
 
@@ -17,9 +18,13 @@ export class Rpc {
     let n = this.sizes.get(env)
     if (n === undefined) {
       // JSON escaping of the body string: quotes and backslashes double; bytes beyond ASCII count as UTF-8.
-      n = Buffer.byteLength(env.body) + 2 + 160
-      for (let i = env.body.indexOf('"'); i >= 0; i = env.body.indexOf('"', i + 1)) n++
-      for (let i = env.body.indexOf('\\'); i >= 0; i = env.body.indexOf('\\', i + 1)) n++
+      // One pass over the characters: an indexOf call per quote cost twice as much on JSON bodies.
+      const body = env.body
+      n = Buffer.byteLength(body) + 2 + 160
+      for (let i = 0; i < body.length; i++) {
+        const c = body.charCodeAt(i)
+        if (c === 34 || c === 92) n++
+      }
       this.sizes.set(env, n)
     }
     return n
@@ -98,7 +103,7 @@ export class Rpc {
     const fail = (why: string) => {
       if (done) return
       done = true
-      if (a.epoch === epoch) { this.w.record(`${a.index} ${label(id)} failed: ${why}`); onFail(new Error(why)) }
+      if (a.epoch === epoch) { this.w.record(`${a.index} ${label(id)} failed: ${why}`); onFail(linkError(why)) }
     }
     this.w.after(timeoutMs / a.clockRate, () => fail('timeout'))
     const deliver = (from: number, reply: SignedEnvelope, replySize: number) => {

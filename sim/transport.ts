@@ -12,6 +12,21 @@ import type { SignedEnvelope } from '../protocol/wire.js'
 import type { AgentNode } from './types.js'
 import type { World } from './world.js'
 
+/**
+ * An operating error of the simulated network (a dial that timed out, a reset, a refusal), without
+ * a stack trace: a large fleet fails millions of requests, the shell reads only the message, and
+ * capturing a stack costs several times the error itself.
+ */
+export function linkError(message: string): Error {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new Error(message)
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 /** libp2p's TCP + noise + yamux handshake: about two round trips. */
 export const HANDSHAKE_ROUND_TRIPS = 2
 
@@ -40,23 +55,23 @@ export class SimTransport implements ShellTransport {
     const w = this.world
     const a = this.node
     const target = w.nodeByPeer(peerId)
-    if (!target || target === a) { w.afterFor(a, 0, () => done(new Error(`no route to ${peerId}`))); return }
+    if (!target || target === a) { w.afterFor(a, 0, () => done(linkError(`no route to ${peerId}`))); return }
     if (target !== w.coordinator && this.peers.has(target.index)) { w.afterFor(a, 0, () => done(undefined)); return }
     if (w.net.blocked(a.index, target.index) || w.net.blocked(target.index, a.index)) {
       // SYNs vanish: the dial gives up at its abort timeout.
-      w.afterFor(a, timeoutMs / a.clockRate, () => { w.record(`${a.index} dial timeout${target === w.coordinator ? '' : ` ${target.index}`}`); done(new Error('dial timeout')) })
+      w.afterFor(a, timeoutMs / a.clockRate, () => { w.record(`${a.index} dial timeout${target === w.coordinator ? '' : ` ${target.index}`}`); done(linkError('dial timeout')) })
       return
     }
     const rtt = w.net.latency(a.index, target.index) + w.net.latency(target.index, a.index)
     if (!target.up) {
-      w.afterFor(a, rtt, () => { w.record(`${a.index} dial refused${target === w.coordinator ? '' : ` ${target.index}`}`); done(new Error('connection refused')) })
+      w.afterFor(a, rtt, () => { w.record(`${a.index} dial refused${target === w.coordinator ? '' : ` ${target.index}`}`); done(linkError('connection refused')) })
       return
     }
     w.afterFor(a, HANDSHAKE_ROUND_TRIPS * rtt, () => {
       if (target === w.coordinator) { done(undefined); return }
       // Agents: the certificate exchange decides whether the connection stays.
       const peer = target as AgentNode
-      if (!peer.up || !peer.transport || !w.linkAdmitted(a, peer)) { w.record(`${a.index} peer ${peer.index} refused`); done(new Error('membership refused')); return }
+      if (!peer.up || !peer.transport || !w.linkAdmitted(a, peer)) { w.record(`${a.index} peer ${peer.index} refused`); done(linkError('membership refused')); return }
       this.peers.add(peer.index)
       peer.transport.peers.add(a.index)
       w.record(`${a.index} peer ${peer.index} connected`)
@@ -72,7 +87,7 @@ export class SimTransport implements ShellTransport {
       return
     }
     const peer = w.nodeByPeer(target) as AgentNode | undefined
-    if (!peer || !this.peers.has(peer.index)) { w.afterFor(a, 0, () => onFail(new Error('not connected'))); return }
+    if (!peer || !this.peers.has(peer.index)) { w.afterFor(a, 0, () => onFail(linkError('not connected'))); return }
     w.rpcs.peerRpc(a, peer, envelope, timeoutMs, onReply, onFail)
   }
 

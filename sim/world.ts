@@ -617,11 +617,12 @@ export class World {
     }
     this.after(0, phase)
     let rssAt = 0
+    const heap = this.heap
     while (!this.stopped) {
-      const e = this.heap.pop()
-      if (!e) break
-      this.now = e.t
-      e.run()
+      const run = heap.popRun()
+      if (!run) break
+      this.now = heap.lastTime
+      run()
       if (++rssAt >= 1 << 16) { rssAt = 0; this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss()) }
       if (++this.events > MAX_EVENTS) throw new Error(`simulation exceeded ${MAX_EVENTS} events; a loop without a bound?`)
     }

@@ -39,3 +39,36 @@ describe('canonicalJson', () => {
     expect(canonicalJson({ b: 1 })).toBe('{"b":1}')
   })
 })
+
+describe('canonicalJson against the definition', () => {
+  // The reference: keys sorted with the built-in sort (code units), JSON.stringify for every leaf.
+  // The encoder sorts small objects itself and caches quoted keys; its bytes must not change.
+  const reference = (v: unknown): string => {
+    if (v === null || typeof v !== 'object') return JSON.stringify(v)
+    if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : reference(x))).join(',')}]`
+    const r = v as Record<string, unknown>
+    return `{${Object.keys(r).sort().filter((k) => r[k] !== undefined).map((k) => `${JSON.stringify(k)}:${reference(r[k])}`).join(',')}}`
+  }
+  it('gives the same bytes as the reference on seeded random values (keys of every shape, 0 to 40 per object)', () => {
+    let x = 12345
+    const rnd = (n: number) => { x = (Math.imul(x, 1103515245) + 12345) >>> 0; return x % n }
+    const alphabet = ['a', 'B', 'z', '0', '9', '10', '_', 'é', '\u2028', '"', '\\', ' ', 'aa', 'A', '\ud83d\ude00', '\ud800']
+    const key = () => Array.from({ length: rnd(4) }, () => alphabet[rnd(alphabet.length)]).join('')
+    const value = (depth: number): unknown => {
+      const kind = depth === 0 ? 7 : rnd(depth > 2 ? 5 : 8)
+      if (kind === 0) return null
+      if (kind === 1) return rnd(2) === 0
+      if (kind === 2) return (rnd(2000) - 1000) / (1 + rnd(7))
+      if (kind === 3) return key()
+      if (kind === 4) return rnd(5) === 0 ? undefined : rnd(100)
+      if (kind === 5) return Array.from({ length: rnd(5) }, () => value(depth + 1))
+      const o: Record<string, unknown> = {}
+      for (let i = rnd(41); i > 0; i--) o[key()] = value(depth + 1)
+      return o
+    }
+    for (let i = 0; i < 500; i++) {
+      const v = value(0)
+      expect(canonicalJson(v)).toBe(reference(v))
+    }
+  })
+})

