@@ -5,6 +5,7 @@
 // are answered by sendAdmin. The role a route needs is not here: the onRequest hook checks it
 // against access.ts before any handler runs. The server-sent events (sse.ts) and the web
 // console's routes (ui.ts) register themselves.
+import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { parseTemplateText } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
@@ -14,7 +15,7 @@ import {
 } from '../protocol/api.js'
 import { ENROLL_TOKEN_PREFIX } from '../protocol/membership.js'
 import { hashToken, newToken, routeKey, type Method } from './access.js'
-import { nextOccurrencesOf, selectNodes, tokenView, type CoordinatorState, type JobRecord } from './core.js'
+import { nextOccurrencesOf, selectNodes, tokenView, type CoordinatorState, type InstanceRecord, type JobRecord } from './core.js'
 import { BadInput, jsonBody, notFound, parse, sendAdmin, templateTextOf, type ApiHost } from './http.js'
 import { lifecycleHandlers, nodeView, pageOf } from './lifecycle.js'
 import { enrollmentSummary, newEnrollment } from './members.js'
@@ -107,21 +108,40 @@ async function nextOccurrences(host: ApiHost, req: FastifyRequest, reply: Fastif
 
 async function getReport(host: ApiHost, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const q = parse(ReportQuerySchema, req.query, 'query')
-  return await reportOf(host, objectId(req), q) ?? notFound(reply, `job or instance ${rawId(req)}`)
+  const report = await reportOf(host, objectId(req), q)
+  if (!report) return notFound(reply, `job or instance ${rawId(req)}`)
+  return reply.type('application/json; charset=utf-8').send(Readable.from(reportText(host, report), { objectMode: false }))
+}
+
+/** A report before its instances' runs are read: its job, the instances (a job's page of them, or the one asked for), the page. */
+interface PendingReport {
+  job: JobReport['job']
+  instances: InstanceRecord[]
+  pagination?: JobReport['pagination']
 }
 
 /** The report of a job (a page of its instances, in occurrence order, each with its runs) or of one instance. */
-async function reportOf(host: ApiHost, id: string, q: { page: number; size: number; cursor?: string }): Promise<JobReport | undefined> {
+async function reportOf(host: ApiHost, id: string, q: { page: number; size: number; cursor?: string }): Promise<PendingReport | undefined> {
   const job = host.state.jobs.get(id)
   if (job) {
     const page = await host.history.instancePage({ ...q, job: job.jobId, oldestFirst: true })
-    const instances = await Promise.all(page.items.map(async (i) => instanceReport(i, await host.history.runs(i.runIds))))
-    return { job: jobSummary(job), instances, pagination: page.pagination }
+    return { job: jobSummary(job), instances: page.items, pagination: page.pagination }
   }
   const instance = await host.history.instance(id)
   const parent = instance && host.state.jobs.get(instance.jobId)
-  if (instance && parent) return { job: jobSummary(parent), instances: [instanceReport(instance, await host.history.runs(instance.runIds))] }
+  if (instance && parent) return { job: jobSummary(parent), instances: [instance] }
   return undefined
+}
+
+/**
+ * The JSON text of a JobReport (the same text as JSON.stringify of it), one instance at a
+ * time: each instance's runs are read (one range scan once it is finished), written and let go
+ * before the next one's are read, so a page of 1,000-run instances never sits in memory whole.
+ */
+async function* reportText(host: ApiHost, r: PendingReport): AsyncGenerator<string> {
+  yield `{"job":${JSON.stringify(r.job)},"instances":[`
+  for (const [n, instance] of r.instances.entries()) yield (n > 0 ? ',' : '') + JSON.stringify(instanceReport(instance, await host.history.instanceRuns(instance)))
+  yield r.pagination === undefined ? ']}' : `],"pagination":${JSON.stringify(r.pagination)}}`
 }
 
 // Instances, runs and nodes.
