@@ -55,7 +55,7 @@ export class History {
   async instanceRuns(instance: InstanceRecord): Promise<RunRecord[]> {
     if (this.state.instances.has(instance.id)) return this.runs(instance.runIds)
     const found = new Map<string, RunRecord>()
-    for await (const [, v] of this.store.scan({ prefix: finishedRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
+    for (const [, v] of await this.store.range({ prefix: finishedRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
     const missing = found.size < instance.runIds.length ? instance.runIds.filter((id) => !found.has(id)) : []
     if (missing.length > 0) (await this.store.getMany(missing.map(recordKey.run))).forEach((v, i) => { if (v) found.set(missing[i]!, v as RunRecord) })
     return instance.runIds.map((id) => found.get(id)).filter((r): r is RunRecord => r !== undefined)
