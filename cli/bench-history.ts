@@ -2,8 +2,9 @@
 // path (the coordinator core's steps and their persist batches into level: a recurring job on
 // K nodes, one instance a minute of virtual time; every RESULT_EVERY-th instance gets a signed
 // result from every node, the others end by their deadline), then starts a real coordinator
-// process on it and measures its restart time, its RSS, and the median latency of a report,
-// an instance list and a run show over the HTTP API.
+// process on it and measures its restart time, its RSS (after the restart, after the reads, its
+// peak, and its anonymous part: without the store's mapped files), and the median latency of a
+// report, an instance list and a run show over the HTTP API.
 import type { Command } from 'commander'
 import type { JobTemplate } from '../protocol/template.js'
 import type { CoordinatorConfig, CoordinatorEffect, CoordinatorEvent, NodeRecord } from '../coordinator/core.js'
@@ -43,8 +44,9 @@ async function freePort(m: M): Promise<number> {
   })
 }
 
-async function rssMb(m: M, pid: number): Promise<number | null> {
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(await m.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1])
+/** A process's memory from /proc/PID/status in MB: VmRSS (resident), VmHWM (its peak), RssAnon (resident without mapped files: heap and native allocations). */
+async function rssMb(m: M, pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' = 'VmRSS'): Promise<number | null> {
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(await m.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1])
   return Number.isFinite(kb) && kb > 0 ? Math.round(kb / 102.4) / 10 : null
 }
 
@@ -168,12 +170,16 @@ export async function benchHistory(o: { runs: number; nodes: number; keep?: bool
     const listJob = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/instances?job=${fill.jobId}&status=failure&size=50&page=${1 + (i % 5)}`))
     const runShow = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/runs/${pick(fill.runIds, i)}`))
     const rssAfter = await rssMb(m, proc.pid!)
+    const rssAnonAfter = await rssMb(m, proc.pid!, 'RssAnon')
+    const rssPeak = await rssMb(m, proc.pid!, 'VmHWM')
     return {
       runs: fill.instances * o.nodes, nodes: o.nodes, instances: fill.instances,
       fill_s: Number(fill.fill_s.toFixed(1)),
       restart_s: Number(restartS.toFixed(2)),
       rss_mb: rss,
       rss_mb_after_reads: rssAfter,
+      rss_anon_mb_after_reads: rssAnonAfter,
+      rss_peak_mb: rssPeak,
       report_instance_ms_median: report,
       report_job_page_ms_median: jobReport,
       instance_list_ms_median: list,
