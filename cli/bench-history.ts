@@ -2,8 +2,8 @@
 // path (the coordinator core's steps and their persist batches into level: a recurring job on
 // K nodes, one instance a minute of virtual time; every RESULT_EVERY-th instance gets a signed
 // result from every node, the others end by their deadline), then starts a real coordinator
-// process on it and measures its restart time, its RSS (after the restart, after the reads, its
-// peak, and its anonymous part: without the store's mapped files), and the median latency of a
+// process on it and measures its restart time, its RSS (after the restart, once it caught up,
+// after the reads with its anonymous part, and the reads' peak), and the median latency of a
 // report, an instance list and a run show over the HTTP API.
 import type { Command } from 'commander'
 import type { JobTemplate } from '../protocol/template.js'
@@ -25,6 +25,12 @@ type M = Awaited<ReturnType<typeof modules>>
 export const RESULT_EVERY = 10
 /** Requests timed per measured call. */
 export const LATENCY_SAMPLES = 30
+/**
+ * Wait after the restart before the reads, in ms: the restarted coordinator first catches up on
+ * the occurrences missed since the fill's clock stopped (about 30 instances of K runs, created
+ * and timed out at once), which is restart work, not the reads' (their peak RSS is reset after it).
+ */
+export const SETTLE_MS = 5_000
 const MINUTE_MS = 60_000
 
 function job(m: M, timeoutSeconds: number): JobTemplate {
@@ -44,7 +50,7 @@ async function freePort(m: M): Promise<number> {
   })
 }
 
-/** A process's memory from /proc/PID/status in MB: VmRSS (resident), VmHWM (its peak), RssAnon (resident without mapped files: heap and native allocations). */
+/** A process's memory from /proc/PID/status in MB: VmRSS (resident), VmHWM (its peak since it started or since clear_refs reset it), RssAnon (resident without mapped files: heap and native allocations). */
 async function rssMb(m: M, pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' = 'VmRSS'): Promise<number | null> {
   const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(await m.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1])
   return Number.isFinite(kb) && kb > 0 ? Math.round(kb / 102.4) / 10 : null
@@ -163,6 +169,10 @@ export async function benchHistory(o: { runs: number; nodes: number; keep?: bool
     const token = (await m.readFile(m.join(dir, 'admin.token'), 'utf8')).trim()
     const conn = { api, token }
     const rss = await rssMb(m, proc.pid!)
+    await new Promise((r) => setTimeout(r, SETTLE_MS))
+    const rssSettled = await rssMb(m, proc.pid!)
+    // "5" resets the peak (VmHWM) to the current RSS: what follows is the reads' own peak.
+    await m.writeFile(`/proc/${proc.pid}/clear_refs`, '5').catch(() => undefined)
     const pick = <T>(xs: T[], i: number) => xs[(i * 7919) % xs.length]!
     const report = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/reports/${pick(fill.instanceIds, i)}`))
     const jobReport = await timed(m, LATENCY_SAMPLES, () => m.apiGet(conn, `/v1/reports/${fill.jobId}?size=5`))
@@ -177,9 +187,10 @@ export async function benchHistory(o: { runs: number; nodes: number; keep?: bool
       fill_s: Number(fill.fill_s.toFixed(1)),
       restart_s: Number(restartS.toFixed(2)),
       rss_mb: rss,
+      rss_mb_settled: rssSettled,
       rss_mb_after_reads: rssAfter,
       rss_anon_mb_after_reads: rssAnonAfter,
-      rss_peak_mb: rssPeak,
+      rss_peak_mb_reads: rssPeak,
       report_instance_ms_median: report,
       report_job_page_ms_median: jobReport,
       instance_list_ms_median: list,

@@ -17,7 +17,7 @@ export const key = {
 }
 
 /** Store keys of records (instance/ID, run/ID), for the runtime's reads. */
-export const recordKey = { instance: key.instance, run: key.run, job: key.job, finishedRun: key.finishedRun }
+export const recordKey = { instance: key.instance, run: key.run, job: key.job }
 
 /**
  * Finished instances' runs, copied under `hrun/INSTANCE/RUN` (the record `run/RUN` stays the
