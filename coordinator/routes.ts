@@ -5,7 +5,6 @@
 // are answered by sendAdmin. The role a route needs is not here: the onRequest hook checks it
 // against access.ts before any handler runs. The server-sent events (sse.ts) and the web
 // console's routes (ui.ts) register themselves.
-import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { parseTemplateText } from '../protocol/parse.js'
 import type { JobTemplate } from '../protocol/template.js'
@@ -110,7 +109,7 @@ async function getReport(host: ApiHost, req: FastifyRequest, reply: FastifyReply
   const q = parse(ReportQuerySchema, req.query, 'query')
   const report = await reportOf(host, objectId(req), q)
   if (!report) return notFound(reply, `job or instance ${rawId(req)}`)
-  return reply.type('application/json; charset=utf-8').send(Readable.from(reportText(host, report), { objectMode: false }))
+  return reply.type('application/json; charset=utf-8').send(await reportText(host, report))
 }
 
 /** A report before its instances' runs are read: its job, the instances (a job's page of them, or the one asked for), the page. */
@@ -134,22 +133,26 @@ async function reportOf(host: ApiHost, id: string, q: { page: number; size: numb
 }
 
 /**
- * The JSON text of a JobReport (the same text as JSON.stringify of it), one instance at a
+ * The JSON text of a JobReport (the same text as JSON.stringify of it), built one instance at a
  * time: each instance's runs are read (one range once it is finished) while the one before is
- * written, and let go after, so a page of 1,000-run instances never sits in memory whole.
+ * turned into text, and let go after, so at most two instances' records are held at once, not
+ * the page's. The text goes out as one string: streamed as chunks, the coordinator's RSS grew by
+ * about 20 MB per 30 job pages of 5,000 runs until a full collection (the chunks' buffers live
+ * outside the heap), where one string per reply stays flat.
  */
-async function* reportText(host: ApiHost, r: PendingReport): AsyncGenerator<string> {
-  yield `{"job":${JSON.stringify(r.job)},"instances":[`
+async function reportText(host: ApiHost, r: PendingReport): Promise<string> {
+  const parts = [`{"job":${JSON.stringify(r.job)},"instances":[`]
   let next = r.instances.length > 0 ? runsOf(host, r.instances[0]!) : undefined
   for (const [n, instance] of r.instances.entries()) {
     const runs = await next!
     next = n + 1 < r.instances.length ? runsOf(host, r.instances[n + 1]!) : undefined
-    yield (n > 0 ? ',' : '') + JSON.stringify(instanceReport(instance, runs))
+    parts.push((n > 0 ? ',' : '') + JSON.stringify(instanceReport(instance, runs)))
   }
-  yield r.pagination === undefined ? ']}' : `],"pagination":${JSON.stringify(r.pagination)}}`
+  parts.push(r.pagination === undefined ? ']}' : `],"pagination":${JSON.stringify(r.pagination)}}`)
+  return parts.join('')
 }
 
-/** An instance's runs, read ahead: a read left behind by a closed connection must not become an unhandled rejection. */
+/** An instance's runs, read ahead: a read left behind when an earlier one failed must not become an unhandled rejection. */
 function runsOf(host: ApiHost, instance: InstanceRecord): Promise<RunRecord[]> {
   const read = host.history.instanceRuns(instance)
   read.catch(() => undefined)
