@@ -2,7 +2,6 @@
 // the store by key, through the indexes the core writes (IDX in coordinator/core.ts). Pages are
 // scans of an index in key order; a page's `next` cursor is the last key it showed, so the next
 // page starts right after it whatever arrived or left meanwhile (keys end in immutable times).
-import { FINISHED_RUN_PREFIX, finishedRunPrefix } from './storekeys.js'
 import { AUDIT_PREFIX, IDX, idOfIndexKey, recordKey, type CoordinatorState, type InstanceRecord, type InstanceStatus, type RunRecord } from './core.js'
 import { prefixEnd, type Store } from './store.js'
 
@@ -49,13 +48,13 @@ export class History {
 
   /**
    * An instance's runs in its own order: from memory while it is there, else as one range scan
-   * of the copies under it (storekeys.ts FINISHED_RUN_PREFIX); any not found there (a store
+   * of the copies under it (IDX.instanceRun, a covering index); any not found there (a store
    * written before the copies) by key.
    */
   async instanceRuns(instance: InstanceRecord): Promise<RunRecord[]> {
     if (this.state.instances.has(instance.id)) return this.runs(instance.runIds)
     const found = new Map<string, RunRecord>()
-    for (const [, v] of await this.store.range({ prefix: finishedRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
+    for (const [, v] of await this.store.range({ prefix: IDX.instanceRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
     const missing = found.size < instance.runIds.length ? instance.runIds.filter((id) => !found.has(id)) : []
     if (missing.length > 0) (await this.store.getMany(missing.map(recordKey.run))).forEach((v, i) => { if (v) found.set(missing[i]!, v as RunRecord) })
     return instance.runIds.map((id) => found.get(id)).filter((r): r is RunRecord => r !== undefined)
@@ -135,7 +134,7 @@ export class History {
 }
 
 /** Key prefixes never loaded at restore: history (read by key through the indexes), the audit log, store metadata. */
-const HISTORY_PREFIXES = ['instance/', 'run/', FINISHED_RUN_PREFIX, 'idx/', AUDIT_PREFIX, 'meta/'] as const
+const HISTORY_PREFIXES = ['instance/', 'run/', 'idx/', AUDIT_PREFIX, 'meta/'] as const
 
 /**
  * What a restart loads: every record but history and the audit log, then the live instances

@@ -59,10 +59,10 @@ function flushInstances(state: CoordinatorState, config: CoordinatorConfig, effe
     }
     if (config.dropFinished) {
       state.finished.add(id)
-      // Its runs under it (storekeys.ts FINISHED_RUN_PREFIX): what its report reads as one range once it left memory.
+      // Its runs under it (IDX.instanceRun, a covering index): what its report reads as one range once it left memory.
       for (const runId of inst.runIds) {
         const run = state.runs.get(runId)
-        if (run) puts.push({ key: key.finishedRun(id, runId), value: run })
+        if (run) puts.push({ key: IDX.instanceRun(id, runId), value: run })
       }
       flushed.add(id)
     }
@@ -85,7 +85,7 @@ function copyLateRuns(state: CoordinatorState, effects: CoordinatorEffect[], flu
       if (!p.key.startsWith(RUN_KEY_PREFIX)) continue
       const run = p.value as RunRecord
       if (flushed.has(run.instanceId) || state.instances.get(run.instanceId)?.status === 'running') continue
-      copies.push({ key: key.finishedRun(run.instanceId, run.runId), value: run })
+      copies.push({ key: IDX.instanceRun(run.instanceId, run.runId), value: run })
     }
     e.puts.push(...copies)
   }

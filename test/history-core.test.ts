@@ -213,7 +213,7 @@ describe('history out of memory (coordinator core on level)', () => {
     const byRunId = (runs: RunRecord[]) => [...runs].sort((a, b) => (a.runId < b.runId ? -1 : 1))
     const copies = async (instanceId: string) => {
       const out: RunRecord[] = []
-      for await (const [, v] of c.store.scan({ prefix: `hrun/${instanceId}/` })) out.push(v as RunRecord)
+      for await (const [, v] of c.store.scan({ prefix: `idx/run/${instanceId}/` })) out.push(v as RunRecord)
       return out
     }
     const instances = (await c.history.instancePage({ job: 'job', oldestFirst: true, page: 1, size: 100 })).items
@@ -226,7 +226,7 @@ describe('history out of memory (coordinator core on level)', () => {
       expect(await c.history.instanceRuns(inst)).toEqual(byKey)
     }
     // A restart loads none of them.
-    expect((await loadLive(c.store)).filter(([k]) => k.startsWith('hrun/'))).toEqual([])
+    expect((await loadLive(c.store)).filter(([k]) => k.startsWith('idx/'))).toEqual([])
 
     // A late result for a finished instance read from the store: its copy follows the record.
     const timedOut = instanceIdFor('job', T0 + 4 * MIN)
@@ -250,7 +250,7 @@ describe('history out of memory (coordinator core on level)', () => {
     // A store written before the copies (none under any instance): the same runs, by key.
     const expected = await Promise.all(instances.map(async (i) => c.history.instanceRuns((await c.history.instance(i.id))!)))
     const dels: StoreOp[] = []
-    for await (const k of c.store.keys({ prefix: 'hrun/' })) dels.push({ type: 'del', key: k })
+    for await (const k of c.store.keys({ prefix: 'idx/run/' })) dels.push({ type: 'del', key: k })
     const finished = (await c.history.instancePage({ job: 'job', page: 1, size: 100 })).items.filter((i) => i.status !== 'running')
     expect(finished.length).toBeGreaterThanOrEqual(30)
     expect(dels.length).toBe(finished.length * NODES.length)
