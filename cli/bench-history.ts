@@ -2,8 +2,9 @@
 // path (the coordinator core's steps and their persist batches into level: a recurring job on
 // K nodes, one instance a minute of virtual time; every RESULT_EVERY-th instance gets a signed
 // result from every node, the others end by their deadline), then starts a real coordinator
-// process on it and measures its restart time, its RSS, and the median latency of a report,
-// an instance list and a run show over the HTTP API.
+// process on it and measures its restart time, its RSS (after the restart, once it caught up,
+// after the reads with its anonymous part, and the reads' peak), and the median latency of a
+// report, an instance list and a run show over the HTTP API.
 import type { Command } from 'commander'
 import type { JobTemplate } from '../protocol/template.js'
 import type { CoordinatorConfig, CoordinatorEffect, CoordinatorEvent, NodeRecord } from '../coordinator/core.js'
@@ -24,6 +25,12 @@ type M = Awaited<ReturnType<typeof modules>>
 export const RESULT_EVERY = 10
 /** Requests timed per measured call. */
 export const LATENCY_SAMPLES = 30
+/**
+ * Wait after the restart before the reads, in ms: the restarted coordinator first catches up on
+ * the occurrences missed since the fill's clock stopped (about 30 instances of K runs, created
+ * and timed out at once), which is restart work, not the reads' (their peak RSS is reset after it).
+ */
+export const SETTLE_MS = 5_000
 const MINUTE_MS = 60_000
 
 function job(m: M, timeoutSeconds: number): JobTemplate {
@@ -43,8 +50,9 @@ async function freePort(m: M): Promise<number> {
   })
 }
 
-async function rssMb(m: M, pid: number): Promise<number | null> {
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(await m.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1])
+/** A process's memory from /proc/PID/status in MB: VmRSS (resident), VmHWM (its peak since it started or since clear_refs reset it), RssAnon (resident without mapped files: heap and native allocations). */
+async function rssMb(m: M, pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' = 'VmRSS'): Promise<number | null> {
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(await m.readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1])
   return Number.isFinite(kb) && kb > 0 ? Math.round(kb / 102.4) / 10 : null
 }
 
@@ -161,6 +169,10 @@ export async function benchHistory(o: { runs: number; nodes: number; keep?: bool
     const token = (await m.readFile(m.join(dir, 'admin.token'), 'utf8')).trim()
     const conn = { api, token }
     const rss = await rssMb(m, proc.pid!)
+    await new Promise((r) => setTimeout(r, SETTLE_MS))
+    const rssSettled = await rssMb(m, proc.pid!)
+    // "5" resets the peak (VmHWM) to the current RSS: what follows is the reads' own peak.
+    await m.writeFile(`/proc/${proc.pid}/clear_refs`, '5').catch(() => undefined)
     const pick = <T>(xs: T[], i: number) => xs[(i * 7919) % xs.length]!
     const report = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/reports/${pick(fill.instanceIds, i)}`))
     const jobReport = await timed(m, LATENCY_SAMPLES, () => m.apiGet(conn, `/v1/reports/${fill.jobId}?size=5`))
@@ -168,12 +180,17 @@ export async function benchHistory(o: { runs: number; nodes: number; keep?: bool
     const listJob = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/instances?job=${fill.jobId}&status=failure&size=50&page=${1 + (i % 5)}`))
     const runShow = await timed(m, LATENCY_SAMPLES, (i) => m.apiGet(conn, `/v1/runs/${pick(fill.runIds, i)}`))
     const rssAfter = await rssMb(m, proc.pid!)
+    const rssAnonAfter = await rssMb(m, proc.pid!, 'RssAnon')
+    const rssPeak = await rssMb(m, proc.pid!, 'VmHWM')
     return {
       runs: fill.instances * o.nodes, nodes: o.nodes, instances: fill.instances,
       fill_s: Number(fill.fill_s.toFixed(1)),
       restart_s: Number(restartS.toFixed(2)),
       rss_mb: rss,
+      rss_mb_settled: rssSettled,
       rss_mb_after_reads: rssAfter,
+      rss_anon_mb_after_reads: rssAnonAfter,
+      rss_peak_mb_reads: rssPeak,
       report_instance_ms_median: report,
       report_job_page_ms_median: jobReport,
       instance_list_ms_median: list,

@@ -46,6 +46,20 @@ export class History {
     return ids.map((id) => this.state.runs.get(id) ?? stored.get(id)).filter((r): r is RunRecord => r !== undefined)
   }
 
+  /**
+   * An instance's runs in its own order: from memory while it is there, else as one range scan
+   * of the copies under it (IDX.instanceRun, a covering index); any not found there (a store
+   * written before the copies) by key.
+   */
+  async instanceRuns(instance: InstanceRecord): Promise<RunRecord[]> {
+    if (this.state.instances.has(instance.id)) return this.runs(instance.runIds)
+    const found = new Map<string, RunRecord>()
+    for (const [, v] of await this.store.range({ prefix: IDX.instanceRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
+    const missing = found.size < instance.runIds.length ? instance.runIds.filter((id) => !found.has(id)) : []
+    if (missing.length > 0) (await this.store.getMany(missing.map(recordKey.run))).forEach((v, i) => { if (v) found.set(missing[i]!, v as RunRecord) })
+    return instance.runIds.map((id) => found.get(id)).filter((r): r is RunRecord => r !== undefined)
+  }
+
   async instances(ids: readonly string[]): Promise<InstanceRecord[]> {
     const missing = ids.filter((id) => !this.state.instances.has(id))
     const stored = new Map<string, InstanceRecord>()

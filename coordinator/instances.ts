@@ -4,7 +4,7 @@
 import { nextOccurrences } from '../protocol/schedule.js'
 import { tickOccurrences } from './jobs.js'
 import { setRunStatus, settleInstance } from './results.js'
-import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type InstanceStatus, type JobHistory, type JobRecord, TERMINAL } from './state.js'
+import { type CoordinatorConfig, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorState, type InstanceRecord, type InstanceStatus, type JobHistory, type JobRecord, type RunRecord, TERMINAL } from './state.js'
 import { AUDIT_PREFIX, IDX, historyKeysOf, key } from './storekeys.js'
 import { answerWatcher, failQuorum, quorumOf, releaseVanished, wake } from './tally.js'
 import { expired, forgetInstance } from './watch.js'
@@ -33,7 +33,12 @@ export function runCounts(state: CoordinatorState, instance: InstanceRecord): Re
  * the next tick.
  */
 export function flushSettled(state: CoordinatorState, config: CoordinatorConfig, effects: CoordinatorEffect[]): void {
-  if (state.settled.size === 0) return
+  const flushed = new Set<string>()
+  if (state.settled.size > 0) flushInstances(state, config, effects, flushed)
+  if (config.dropFinished) copyLateRuns(state, effects, flushed)
+}
+
+function flushInstances(state: CoordinatorState, config: CoordinatorConfig, effects: CoordinatorEffect[], flushed: Set<string>): void {
   const puts: { key: string; value: unknown }[] = []
   const dels: string[] = []
   const jobs = new Set<JobRecord>()
@@ -52,12 +57,41 @@ export function flushSettled(state: CoordinatorState, config: CoordinatorConfig,
       if (job.history.latest?.id === id) job.history.latest = { id, status: inst.status }
       jobs.add(job)
     }
-    if (config.dropFinished) state.finished.add(id)
+    if (config.dropFinished) {
+      state.finished.add(id)
+      // Its runs under it (IDX.instanceRun, a covering index): what its report reads as one range once it left memory.
+      for (const runId of inst.runIds) {
+        const run = state.runs.get(runId)
+        if (run) puts.push({ key: IDX.instanceRun(id, runId), value: run })
+      }
+      flushed.add(id)
+    }
   }
   state.settled.clear()
   for (const job of jobs) puts.push({ key: key.job(job.jobId), value: job })
   effects.push({ type: 'persist', puts, dels })
 }
+
+/**
+ * A run of a finished instance written after it settled (a late result, for an instance still
+ * in memory or read from the store) is written under its instance too, in the same persist:
+ * the copy never lags the record. `flushed`: instances whose runs this step copied whole.
+ */
+function copyLateRuns(state: CoordinatorState, effects: CoordinatorEffect[], flushed: ReadonlySet<string>): void {
+  for (const e of effects) {
+    if (e.type !== 'persist') continue
+    const copies: { key: string; value: unknown }[] = []
+    for (const p of e.puts) {
+      if (!p.key.startsWith(RUN_KEY_PREFIX)) continue
+      const run = p.value as RunRecord
+      if (flushed.has(run.instanceId) || state.instances.get(run.instanceId)?.status === 'running') continue
+      copies.push({ key: IDX.instanceRun(run.instanceId, run.runId), value: run })
+    }
+    e.puts.push(...copies)
+  }
+}
+
+const RUN_KEY_PREFIX = key.run('')
 
 /** Finished instances leave memory with their runs (dropFinished): from here on they are read from the store. */
 export function dropFinished(state: CoordinatorState): void {

@@ -26,7 +26,8 @@ export const timeKey = (ms: number): string => String(Math.max(0, Math.floor(ms)
 /**
  * The indexes of finished history, kept in the store (value 1; the key is the entry). Each key
  * ends in an immutable sort key (a time, then the id), so a page scanned after a key is stable
- * while new instances arrive. Instance → runs is the instance record's own `runIds`.
+ * while new instances arrive. Instance → runs is the instance record's own `runIds` (and, once
+ * it finished, the covering `idx/run/INSTANCE/`).
  */
 export const IDX = {
   /** A job's instances by occurrence. */
@@ -44,6 +45,16 @@ export const IDX = {
   /** A node's runs by their instance's creation. */
   node: (nodeId: string, createdAt: number, runId: string) => `idx/node/${nodeId}/${timeKey(createdAt)}/${runId}`,
   nodePrefix: (nodeId: string) => `idx/node/${nodeId}/`,
+  /**
+   * A finished instance's runs, a covering index: the value is the run record (a copy of
+   * run/RUN, which stays the record every other read uses). A run key is a hash, so an
+   * instance's 1,000 runs lie scattered over the whole store and reading them by key is a random
+   * read each; here they are one range. Written when the instance settles and with every later
+   * write of one of its runs (a late result), deleted with the rest of its history. Under idx/,
+   * which a restart never loads (an older coordinator on this store skips them too).
+   */
+  instanceRun: (instanceId: string, runId: string) => `idx/run/${instanceId}/${runId}`,
+  instanceRunPrefix: (instanceId: string) => `idx/run/${instanceId}/`,
 } as const
 
 /** The id at the end of an index key. */
@@ -53,7 +64,7 @@ export const idOfIndexKey = (k: string): string => k.slice(k.lastIndexOf('/') + 
 export function historyKeysOf(instance: InstanceRecord, runs: readonly { runId: string; nodeId: string }[]): string[] {
   const keys = [key.instance(instance.id), IDX.job(instance.jobId, instance.occurrenceAt, instance.id), IDX.all(instance.createdAt, instance.id)]
   for (const s of new Set([instance.status, 'running'])) keys.push(IDX.status(s, instance.createdAt, instance.id), IDX.jobStatus(instance.jobId, s, instance.occurrenceAt, instance.id))
-  for (const id of instance.runIds) keys.push(key.run(id))
+  for (const id of instance.runIds) keys.push(key.run(id), IDX.instanceRun(instance.id, id))
   for (const r of runs) keys.push(IDX.node(r.nodeId, instance.createdAt, r.runId))
   return keys
 }

@@ -207,6 +207,57 @@ describe('history out of memory (coordinator core on level)', () => {
     expect(c.box.state.jobs.get('job')!.history.count).toBe(30)
   })
 
+  it("a finished instance's runs are copied under it and read as one range: the records by key, also after a late result (stored or still in memory); a store without the copies reads the same", async () => {
+    const c = await thirtyMinutes()
+    const live = instanceIdFor('job', T0 + 29 * MIN)
+    const byRunId = (runs: RunRecord[]) => [...runs].sort((a, b) => (a.runId < b.runId ? -1 : 1))
+    const copies = async (instanceId: string) => {
+      const out: RunRecord[] = []
+      for await (const [, v] of c.store.scan({ prefix: `idx/run/${instanceId}/` })) out.push(v as RunRecord)
+      return out
+    }
+    const instances = (await c.history.instancePage({ job: 'job', oldestFirst: true, page: 1, size: 100 })).items
+    expect(instances).toHaveLength(30)
+    for (const inst of instances) {
+      if (inst.id === live) { expect(await copies(inst.id)).toEqual([]); continue }
+      const byKey = await c.history.runs(inst.runIds)
+      expect(byKey).toHaveLength(NODES.length)
+      expect(byRunId(await copies(inst.id))).toEqual(byRunId(byKey))
+      expect(await c.history.instanceRuns(inst)).toEqual(byKey)
+    }
+    // A restart loads none of them.
+    expect((await loadLive(c.store)).filter(([k]) => k.startsWith('idx/'))).toEqual([])
+
+    // A late result for a finished instance read from the store: its copy follows the record.
+    const timedOut = instanceIdFor('job', T0 + 4 * MIN)
+    const lateRun = runIdFor(timedOut, 'n2')
+    const history = { run: await c.history.run(lateRun), instance: await c.history.instance(timedOut) }
+    expect(replyOf(await c.step({ type: 'rpc', requestId: 'late', envelope: result('n2', T0 + 4 * MIN), peerId: peerIdOf(keys.get('n2')!.publicKey), history }, T0 + 29 * MIN + 20_000))).toMatchObject({ ok: true })
+    expect((await copies(timedOut)).find((r) => r.runId === lateRun)).toMatchObject({ status: 'success', steps: [{ stdout: 'out n2' }] })
+    expect((await c.history.instanceRuns((await c.history.instance(timedOut))!)).map((r) => r.status)).toEqual(['timeout', 'success', 'timeout', 'timeout'])
+
+    // The live one times out (still in memory), then a result arrives for it before it leaves memory.
+    await c.step({ type: 'tick' }, T0 + 40 * MIN)
+    expect(c.box.state.instances.get(live)?.status).toBe('failure')
+    expect(byRunId(await copies(live))).toEqual(byRunId(NODES.map((n) => c.box.state.runs.get(runIdFor(live, n))!)))
+    expect(replyOf(await c.step({ type: 'rpc', requestId: 'after-deadline', envelope: result('n3', T0 + 29 * MIN), peerId: peerIdOf(keys.get('n3')!.publicKey) }, T0 + 40 * MIN + 1))).toMatchObject({ ok: true })
+    await c.step({ type: 'tick' }, T0 + 40 * MIN + 2)
+    expect(c.box.state.instances.has(live)).toBe(false)
+    const liveRecord = (await c.history.instance(live))!
+    expect((await c.history.instanceRuns(liveRecord)).map((r) => [r.nodeId, r.status])).toEqual([['n1', 'timeout'], ['n2', 'timeout'], ['n3', 'success'], ['n4', 'timeout']])
+    expect(await c.history.instanceRuns(liveRecord)).toEqual(await c.history.runs(liveRecord.runIds))
+
+    // A store written before the copies (none under any instance): the same runs, by key.
+    const expected = await Promise.all(instances.map(async (i) => c.history.instanceRuns((await c.history.instance(i.id))!)))
+    const dels: StoreOp[] = []
+    for await (const k of c.store.keys({ prefix: 'idx/run/' })) dels.push({ type: 'del', key: k })
+    const finished = (await c.history.instancePage({ job: 'job', page: 1, size: 100 })).items.filter((i) => i.status !== 'running')
+    expect(finished.length).toBeGreaterThanOrEqual(30)
+    expect(dels.length).toBe(finished.length * NODES.length)
+    await c.store.batch(dels)
+    expect(await Promise.all(instances.map(async (i) => c.history.instanceRuns((await c.history.instance(i.id))!)))).toEqual(expected)
+  })
+
   it('a result ahead of the tick creates its instance once: finished and out of memory before the tick reaches it, the tick does not create it again', async () => {
     const c = await thirtyMinutes()
     const ahead = T0 + 30 * MIN // the tick has not reached it (the coordinator's clock is 10 s behind the node's)

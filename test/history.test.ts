@@ -11,7 +11,9 @@ import { pino } from 'pino'
 import { Level } from 'level'
 import { CoordinatorRuntime } from '../coordinator/runtime.js'
 import { fillHistory } from '../cli/bench-history.js'
-import { ApiError, apiGet, apiPostText, type ApiConn } from '../cli/client.js'
+import { ApiError, apiFetch, apiGet, apiPostText, type ApiConn } from '../cli/client.js'
+import { instanceReport, jobSummary } from '../coordinator/report.js'
+import type { InstanceRecord } from '../coordinator/core.js'
 import { runIdFor } from '../protocol/ids.js'
 
 const NODES = 5
@@ -82,6 +84,34 @@ describe('history in the store (real coordinator)', () => {
     expect(report.pagination.total).toBe(INSTANCES)
     // The job's counts cover every instance, not only this page (exit codes come from them).
     expect(report.job.instances).toEqual({ total: INSTANCES, byStatus: expect.objectContaining({ success: INSTANCES - 1, running: 1 }) })
+  })
+
+  it("a report's text is the JSON of the report built from its runs read by key (an instance, a job page with the live instance); finished runs come from the copies under their instance", async () => {
+    const history = rt.history
+    const viaKeys = async (id: string, size: number, page: number): Promise<string> => {
+      const job = rt.state.jobs.get(id)
+      const withRuns = async (i: InstanceRecord) => instanceReport(i, await history.runs(i.runIds))
+      if (!job) {
+        const instance = (await history.instance(id))!
+        return JSON.stringify({ job: jobSummary(rt.state.jobs.get(instance.jobId)!), instances: [await withRuns(instance)] })
+      }
+      const p = await history.instancePage({ job: id, oldestFirst: true, page, size })
+      return JSON.stringify({ job: jobSummary(job), instances: await Promise.all(p.items.map(withRuns)), pagination: p.pagination })
+    }
+    const text = async (path: string) => (await apiFetch(conn, path)).text()
+    for (const [path, id, size, page] of [[`/v1/reports/${filled.instanceIds[7]}`, filled.instanceIds[7]!, 0, 0], ['/v1/reports/old-job?size=7&page=9', 'old-job', 7, 9], ['/v1/reports/old-job?pagination.size=3', 'old-job', 3, 1]] as const) {
+      // The coordinator's clock may add an instance between two reads: compare when nothing changed around the request.
+      for (let attempt = 0; ; attempt++) {
+        const before = await viaKeys(id, size, page)
+        const served = await text(path)
+        if (before !== await viaKeys(id, size, page) && attempt < 3) continue
+        expect(served, path).toBe(before)
+        break
+      }
+    }
+    const page9 = JSON.parse(await text('/v1/reports/old-job?size=7&page=9')) as { instances: { id: string; runs: unknown[] }[] }
+    expect(page9.instances.map((i) => i.id)).toEqual(filled.instanceIds.slice(56, 60))
+    expect(page9.instances.at(-1)!.runs).toHaveLength(NODES)
   })
 
   it('pages by cursor in a stable order: no instance twice or missed while new instances keep arriving', async () => {
