@@ -19,6 +19,7 @@ import type { ShellTransport, Transport } from '../protocol/transport.js'
 import { MuxClient, serveMux } from './rpc-mux.js'
 import { startLiveness } from './liveness.js'
 import { joinTcpWrites } from './tcp-writes.js'
+import { noiseCrypto } from './noise-crypto.js'
 import './yamux-window.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
@@ -172,7 +173,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     // Liveness is net/liveness.ts (below), not libp2p's connection monitor.
     connectionMonitor: { enabled: false },
