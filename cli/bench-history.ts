@@ -33,9 +33,9 @@ export const LATENCY_SAMPLES = 30
 export const SETTLE_MS = 5_000
 const MINUTE_MS = 60_000
 
-function job(m: M, timeoutSeconds: number): JobTemplate {
+function job(m: M, timeoutSeconds: number, count?: number): JobTemplate {
   const text = JSON.stringify({
-    name: 'bench history', scheduleRule: `RRULE:FREQ=MINUTELY;INTERVAL=1`, exceptionRules: [],
+    name: 'bench history', scheduleRule: `RRULE:FREQ=MINUTELY;INTERVAL=1${count ? `;COUNT=${count}` : ''}`, exceptionRules: [],
     target: { executionType: 'parallel', groups: [{ timeoutSeconds, batchSize: { type: 'percent', value: 100 }, distributionMethod: 'batching', successCriteria: [{ numRuns: { type: 'percent', value: 100 }, status: 'success' }], nodeListType: 'filter', filter: { constraints: { attributes: [{ name: 'bench', operator: '=', value: ['history'] }] } } }] },
     actions: { accessMode: 'agent', steps: [{ name: 'uptime', interpreter: { name: 'chef-platform/shell-interpreter', skill: { minVersion: '1.0.0', maxVersion: '1.9.99' } }, command: { linux: ['uptime'] }, retryCount: 0, failureBehavior: { action: 'retryThenFail', retryBackoffStrategy: { type: 'none', delaySeconds: 0, arguments: [] } } }] },
   })
@@ -68,6 +68,8 @@ export interface FillOptions {
   resultEvery?: number
   /** Leave the last instance live: no results for it and no final ticks past its deadline. */
   openLast?: boolean
+  /** The job ends with the fill's instances (COUNT in its rule): a coordinator started on the store creates no more (tests: a minute boundary would add one). */
+  finite?: boolean
 }
 
 /** Fills DIR's store through the core; returns ids to read back and how long it took. */
@@ -97,7 +99,7 @@ async function fillWith(m: M, dir: string, o: FillOptions): Promise<{ jobId: str
     return effects
   }
   const jobId = o.jobId ?? 'bench-history-job'
-  const submitted = (await step([{ type: 'submit', requestId: 'submit', jobId, template: job(m, o.timeoutSeconds ?? 30), actor: { name: 'bench', role: 'admin' } }], start)).find((e) => e.type === 'reply_submit')
+  const submitted = (await step([{ type: 'submit', requestId: 'submit', jobId, template: job(m, o.timeoutSeconds ?? 30, o.finite ? Math.ceil(o.runs / o.nodes) : undefined), actor: { name: 'bench', role: 'admin' } }], start)).find((e) => e.type === 'reply_submit')
   if (!submitted || submitted.type !== 'reply_submit' || !submitted.outcome.ok) throw new Error(`bench job refused: ${JSON.stringify(submitted)}`)
   const instanceIds: string[] = []
   const runIds: string[] = []

@@ -32,7 +32,7 @@ let filled: Awaited<ReturnType<typeof fillHistory>>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'chorus-history-'))
   // 60 instances a minute apart, each with a result from every node, but the last: it stays live (1 h timeout).
-  filled = await fillHistory(dir, { runs: INSTANCES * NODES, nodes: NODES, now: Date.now(), jobId: 'old-job', timeoutSeconds: 3600, resultEvery: 1, openLast: true })
+  filled = await fillHistory(dir, { runs: INSTANCES * NODES, nodes: NODES, now: Date.now(), jobId: 'old-job', timeoutSeconds: 3600, resultEvery: 1, openLast: true, finite: true })
   rt = new CoordinatorRuntime({ dataDir: dir, listen: ['/ip4/127.0.0.1/tcp/0'], api: '127.0.0.1:0', logger: pino({ level: 'silent' }), retainDays: 30, pruneBatch: 7, pruneIntervalMs: 0 })
   const ep = await rt.start()
   conn = { api: ep.api, token: (await readFile(join(dir, 'admin.token'), 'utf8')).trim() }
