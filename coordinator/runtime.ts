@@ -38,7 +38,7 @@ export const RETRY_AFTER_MIN_MS = 1_000
 export const RETRY_AFTER_SPREAD_MS = 4_000
 export const DEFAULT_API = '127.0.0.1:7070'
 /** The longest a hello's reply waits for gossip to reach the peer on the job topic, in ms. */
-export const HELLO_GOSSIP_WAIT_MS = 3_000
+export const HELLO_GOSSIP_WAIT_MS = 10_000
 /** The first key after every audit record. */
 const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
 

@@ -254,9 +254,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
   // One mux stream per peer we send requests to, opened by the first request (PROTOCOL_RPC_MUX);
   // a peer that does not speak it gets one stream per request, as before.
   // A client whose stream closed is never reused: its entry goes on the stream's close, on the
-  // peer's disconnect, and when a request finds it unusable (a stream that closed before its
-  // listeners were added: seen once in 250 agents across a coordinator restart, whose hellos
-  // then went to the dead stream and timed out for minutes).
+  // peer's disconnect, and when a request finds its stream no longer open. (Seen once in 250
+  // agents across a coordinator restart, before the last two: one agent's hellos went to a dead
+  // stream and timed out for minutes. Which event was missed is not known.)
   const muxClients = new Map<string, { opening: Promise<MuxClient>; client?: MuxClient }>()
   const legacyPeers = new Set<string>()
   node.addEventListener('peer:disconnect', (evt) => {
