@@ -37,8 +37,12 @@ export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
 export const RETRY_AFTER_MIN_MS = 1_000
 export const RETRY_AFTER_SPREAD_MS = 4_000
 export const DEFAULT_API = '127.0.0.1:7070'
-/** The longest a hello's reply waits for gossip to reach the peer on the job topic, in ms. */
-export const HELLO_GOSSIP_WAIT_MS = 10_000
+/**
+ * The longest a hello's reply waits for gossip to reach the peer on the job topic, in ms: half
+ * the agent's RPC_TIMEOUT_MS, so the wait does not time its hello out (at 10 s, 1,000 agents
+ * reconnecting sent 1.47 hellos each; at 3 s some were still unreachable by gossip when answered).
+ */
+export const HELLO_GOSSIP_WAIT_MS = 5_000
 /** The first key after every audit record. */
 const AUDIT_END = `${AUDIT_PREFIX.slice(0, -1)}0`
 

@@ -134,6 +134,16 @@ export function serveMux(stream: Stream, from: string, handler: (data: Uint8Arra
   const queue: MuxFrame[] = []
   let running = 0
   let partial: ReturnType<typeof setTimeout> | undefined
+  let completed = false
+  const arm = () => {
+    completed = false
+    partial = setTimeout(() => {
+      partial = undefined
+      if (decoder.buffered === 0) return
+      if (completed) { arm(); return }
+      stream.abort(new MuxFrameError(`request not complete within ${o.partialDeadlineMs} ms`))
+    }, o.partialDeadlineMs)
+  }
   const next = () => {
     while (running < o.maxConcurrent && queue.length > 0) {
       const f = queue.shift()!
@@ -161,8 +171,12 @@ export function serveMux(stream: Stream, from: string, handler: (data: Uint8Arra
       stream.abort(err as Error)
       return
     }
-    if (partial) { clearTimeout(partial); partial = undefined }
-    if (decoder.buffered > 0) partial = setTimeout(() => stream.abort(new MuxFrameError(`request not complete within ${o.partialDeadlineMs} ms`)), o.partialDeadlineMs)
+    // A request begun must be complete within partialDeadlineMs: the timer runs from the first
+    // byte of an incomplete frame and is not reset by later bytes of it (a peer trickling a byte
+    // at a time does not hold it open); frames completed meanwhile re-arm it instead.
+    if (frames.length > 0) completed = true
+    if (decoder.buffered === 0) { if (partial) { clearTimeout(partial); partial = undefined } }
+    else if (!partial) arm()
     for (const f of frames) {
       if (f.kind !== KIND_REQUEST) { stream.abort(new MuxFrameError(`frame kind ${f.kind} is not a request`)); return }
       queue.push(f)

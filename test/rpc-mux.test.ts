@@ -185,6 +185,17 @@ describe('rpc over one stream per peer', () => {
     expect(await closes(new Uint8Array([0, 0, 0, 1, 9]))).toBe('closed')
     expect(await closes(encodeFrame(0, 7, bytes('x'.repeat(2_000))).subarray(0, 8))).toBe('closed') // over the limit
     expect(await closes(encodeFrame(0, 7, bytes('never finished')).subarray(0, 10))).toBe('closed') // the 300 ms deadline
+    // Trickled a byte every 100 ms: later bytes of the same frame do not reset the deadline.
+    {
+      const s = await client.node.dialProtocol(peerIdFromString(server.peerId), PROTO)
+      const closed = new Promise<string>((r) => s.addEventListener('close', () => r('closed')))
+      const frame = encodeFrame(0, 8, bytes('x'.repeat(100)))
+      let sent = 0
+      const trickle = setInterval(() => { if (sent < frame.byteLength && s.writeStatus === 'writable') s.send(frame.subarray(sent, ++sent)) }, 100)
+      expect(await closed).toBe('closed')
+      clearInterval(trickle)
+      expect(sent).toBeLessThan(frame.byteLength)
+    }
     // A well-formed request on a fresh stream is answered.
     const s = await client.node.dialProtocol(peerIdFromString(server.peerId), PROTO)
     const reply = new Promise<Uint8Array>((r) => { const d = new FrameDecoder(() => 1_000); s.addEventListener('message', (e) => { const f = d.push(e.data)[0]; if (f) r(f.payload) }) })
