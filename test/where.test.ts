@@ -143,7 +143,7 @@ describe('rollouts over 8 real agents', () => {
     for (const r of inst.runs) expect(r.status).toBe('skipped')
   })
 
-  // How soon a node is seen down (LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, about 5 s) is a speed,
+  // How soon a node is seen down (LIVENESS_PING_MS + LIVENESS_TIMEOUT_MS, about 6.5 s, after a connection's first LIVENESS_GRACE_MS) is a speed,
   // not asserted here; the waitFor deadlines only end a test whose node is never seen down.
   it('a dead agent is seen as down: the coordinator logs its disconnection', async () => {
     await fleet.stopAgent(6, 'SIGKILL')
