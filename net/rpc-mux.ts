@@ -95,6 +95,20 @@ export class FrameDecoder {
   }
 }
 
+/** Hands each message's complete frames to handle; bytes that are no valid frame abort the stream. */
+function onFrames(stream: Stream, decoder: FrameDecoder, handle: (frames: MuxFrame[]) => void): void {
+  stream.addEventListener('message', (evt) => {
+    let frames: MuxFrame[]
+    try {
+      frames = decoder.push(evt.data)
+    } catch (err) {
+      stream.abort(err as Error)
+      return
+    }
+    handle(frames)
+  })
+}
+
 /** Writes frames in order, waiting for the stream to drain when its send buffer is full. */
 function writer(stream: Stream): (frame: Uint8Array) => void {
   const out: Uint8Array[] = []
@@ -163,14 +177,7 @@ export function serveMux(stream: Stream, from: string, handler: (data: Uint8Arra
     if (queue.length > 0 || running >= o.maxConcurrent) stream.pause()
     else if (stream.readStatus === 'paused') stream.resume()
   }
-  stream.addEventListener('message', (evt) => {
-    let frames: MuxFrame[]
-    try {
-      frames = decoder.push(evt.data)
-    } catch (err) {
-      stream.abort(err as Error)
-      return
-    }
+  onFrames(stream, decoder, (frames) => {
     // A request begun must be complete within partialDeadlineMs: the timer runs from the first
     // byte of an incomplete frame and is not reset by later bytes of it (a peer trickling a byte
     // at a time does not hold it open); frames completed meanwhile re-arm it instead.
@@ -200,19 +207,10 @@ export class MuxClient {
   private readonly waiting = new Map<number, Waiting>()
   private readonly write: (frame: Uint8Array) => void
   private nextId = 1
-  closed = false
 
   constructor(private readonly stream: Stream, maxPayload: number) {
     this.write = writer(stream)
-    const decoder = new FrameDecoder(() => maxPayload)
-    stream.addEventListener('message', (evt) => {
-      let frames: MuxFrame[]
-      try {
-        frames = decoder.push(evt.data)
-      } catch (err) {
-        stream.abort(err as Error)
-        return
-      }
+    onFrames(stream, new FrameDecoder(() => maxPayload), (frames) => {
       for (const f of frames) {
         const w = this.waiting.get(f.id)
         if (!w) continue // its request timed out: the late reply is dropped
@@ -223,7 +221,6 @@ export class MuxClient {
       }
     })
     stream.addEventListener('close', (evt) => {
-      this.closed = true
       const why = (evt as { error?: Error }).error?.message ?? 'closed'
       for (const w of this.waiting.values()) {
         clearTimeout(w.timer)
@@ -231,14 +228,11 @@ export class MuxClient {
       }
       this.waiting.clear()
     })
-    // The stream may have closed before these listeners were added (its connection died while it opened).
-    if (stream.status !== 'open') this.closed = true
   }
 
-  /** Whether requests can still go out on this stream. */
+  /** Whether requests can still go out on this stream (read from the stream: it may have closed before the listeners above were added). */
   get usable(): boolean {
-    if (!this.closed && (this.stream.status !== 'open' || this.stream.writeStatus !== 'writable')) this.closed = true
-    return !this.closed
+    return this.stream.status === 'open' && this.stream.writeStatus === 'writable'
   }
 
   get pending(): number { return this.waiting.size }
