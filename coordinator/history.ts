@@ -37,13 +37,16 @@ export class History {
     return this.state.runs.get(id) ?? (await this.store.get(recordKey.run(id)) as RunRecord | undefined)
   }
 
+  /** Records by id, in order: those in memory from memory, the others from the store by key; missing ones left out. */
+  private async byIds<T>(ids: readonly string[], memory: ReadonlyMap<string, T>, key: (id: string) => string, found = new Map<string, T>()): Promise<T[]> {
+    const missing = ids.filter((id) => !memory.has(id) && !found.has(id))
+    if (missing.length > 0) (await this.store.getMany(missing.map(key))).forEach((v, i) => { if (v) found.set(missing[i]!, v as T) })
+    return ids.map((id) => memory.get(id) ?? found.get(id)).filter((r): r is T => r !== undefined)
+  }
+
   /** Runs by id, in order (those in memory from memory); missing ones left out. */
-  async runs(ids: readonly string[]): Promise<RunRecord[]> {
-    const missing = ids.filter((id) => !this.state.runs.has(id))
-    const stored = new Map<string, RunRecord>()
-    const values = await this.store.getMany(missing.map(recordKey.run))
-    values.forEach((v, i) => { if (v) stored.set(missing[i]!, v as RunRecord) })
-    return ids.map((id) => this.state.runs.get(id) ?? stored.get(id)).filter((r): r is RunRecord => r !== undefined)
+  runs(ids: readonly string[]): Promise<RunRecord[]> {
+    return this.byIds(ids, this.state.runs, recordKey.run)
   }
 
   /**
@@ -55,17 +58,11 @@ export class History {
     if (this.state.instances.has(instance.id)) return this.runs(instance.runIds)
     const found = new Map<string, RunRecord>()
     for (const [, v] of await this.store.range({ prefix: IDX.instanceRunPrefix(instance.id), limit: instance.runIds.length })) found.set((v as RunRecord).runId, v as RunRecord)
-    const missing = found.size < instance.runIds.length ? instance.runIds.filter((id) => !found.has(id)) : []
-    if (missing.length > 0) (await this.store.getMany(missing.map(recordKey.run))).forEach((v, i) => { if (v) found.set(missing[i]!, v as RunRecord) })
-    return instance.runIds.map((id) => found.get(id)).filter((r): r is RunRecord => r !== undefined)
+    return this.byIds<RunRecord>(instance.runIds, NONE, recordKey.run, found)
   }
 
-  async instances(ids: readonly string[]): Promise<InstanceRecord[]> {
-    const missing = ids.filter((id) => !this.state.instances.has(id))
-    const stored = new Map<string, InstanceRecord>()
-    const values = await this.store.getMany(missing.map(recordKey.instance))
-    values.forEach((v, i) => { if (v) stored.set(missing[i]!, v as InstanceRecord) })
-    return ids.map((id) => this.state.instances.get(id) ?? stored.get(id)).filter((r): r is InstanceRecord => r !== undefined)
+  instances(ids: readonly string[]): Promise<InstanceRecord[]> {
+    return this.byIds(ids, this.state.instances, recordKey.instance)
   }
 
   /** Runs by status of an instance: its stored counts once finished, else counted from memory. */
@@ -134,6 +131,9 @@ export class History {
 }
 
 /** Key prefixes never loaded at restore: history (read by key through the indexes), the audit log, store metadata. */
+/** No records in memory: instanceRuns reads a finished instance's runs from the store only. */
+const NONE: ReadonlyMap<string, never> = new Map<string, never>()
+
 const HISTORY_PREFIXES = ['instance/', 'run/', 'idx/', AUDIT_PREFIX, 'meta/'] as const
 
 /**

@@ -218,7 +218,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
   pubsub.topicValidators.set(TOPIC_PROGRESS, (peer: PeerId, msg) => (msg.type === 'signed' && msg.data.byteLength <= MAX_PROGRESS_BYTES && opts.isMember(peer.toString()) && signedByAuthor(msg.data, msg.from.toString()) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject))
   // A publish reaches a peer once gossip has heard it subscribe and has its own outbound stream
   // to it (both are set up asynchronously after a connection opens; without the stream a publish
-  // skips the peer). Checked on every subscription change, and every GOSSIP_READY_POLL_MS.
+  // skips the peer). Checked every GOSSIP_READY_POLL_MS until then.
   const gossip = pubsub as unknown as { topics: Map<string, Set<string>>; streamsOutbound: Map<string, unknown> }
   const gossipReaches = (peerId: string, topic: string) => gossip.topics.get(topic)?.has(peerId) === true && gossip.streamsOutbound.has(peerId)
   const whenGossipReaches = (peerId: string, topic: string, timeoutMs: number): Promise<boolean> => {
