@@ -9,7 +9,7 @@ import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
 import { factFor, isGated } from '../protocol/gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor } from '../protocol/rollout.js'
-import { openFromAuthenticatedPeer, open, type JobStateBody, type SignedEnvelope } from '../protocol/wire.js'
+import { openFromAuthenticatedPeer, open, type JobBody, type JobStateBody, type SignedEnvelope } from '../protocol/wire.js'
 import { key, type AgentConfig, type AgentEffect, type AgentRun, type AgentState, type KnownJob } from './state.js'
 import { skipRun, startAttempt } from './attempts.js'
 import { evaluateGate, knowledgeFor, publishProgress } from './turns.js'
@@ -63,14 +63,35 @@ export function onJob(state: AgentState, config: AgentConfig, envelope: unknown,
     }
     // Every target's ticket is there and none names this node: it is not targeted.
     if (!mine && inline.length === body.resolved.groups.reduce((n, g) => n + g.size, 0)) {
-      takeTicket(state, config, job, { place: null, envelope: envelope as SignedEnvelope }, now, effects)
+      takeTicket(state, config, job, { place: null }, now, effects)
       return
     }
     // A ticket issued to another key (the node re-registered since): ask the coordinator.
   }
+  // A larger job may list every group's targets in rollout order (covered by the signature too).
+  const place = placeInRoster(body, config.nodeId)
+  if (place !== undefined) {
+    takeTicket(state, config, job, { place }, now, effects)
+    return
+  }
   effects.push({ type: 'log', level: 'debug', msg: 'job received; asking the coordinator for this node\'s ticket', fields: { jobId: body.jobId, via } })
   state.sync.wanted = true
   state.sync.ticketWanted = true
+}
+
+/**
+ * This node's place from a definition's roster: its group and index there (the first group that
+ * lists it, as the coordinator places it), null when every group has a roster and none lists it,
+ * undefined when the definition has none (the node asks for its ticket).
+ */
+export function placeInRoster(body: JobBody, nodeId: string): { group: number; position: number } | null | undefined {
+  const groups = body.resolved.groups
+  if (groups.length === 0 || groups.some((g) => g.nodes === undefined)) return undefined
+  for (let group = 0; group < groups.length; group++) {
+    const position = groups[group]!.nodes!.indexOf(nodeId)
+    if (position >= 0) return { group, position }
+  }
+  return null
 }
 
 /** The node's ticket for a job it holds arrived: run it, schedule it, or note it is not targeted. */

@@ -101,10 +101,11 @@ export interface KnownJob {
   envelope: SignedEnvelope
   /**
    * This node's ticket (its place in the job, or null: not targeted), once the coordinator sent
-   * it or the definition carried it (envelope: the ticket; for "not targeted" read from a
-   * definition that lists every target's ticket, the definition itself).
+   * it or the definition carried it. envelope: the ticket; absent when the definition alone
+   * says it (its roster, or every target's ticket and none for this node), or, before 0.2.0,
+   * the definition itself in that case.
    */
-  ticket?: { place: TicketBody['place']; envelope: SignedEnvelope }
+  ticket?: { place: TicketBody['place']; envelope?: SignedEnvelope }
   /** How the definition reached this node (gossip, sync, peer), for the logs. */
   via?: string
 }

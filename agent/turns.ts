@@ -41,7 +41,7 @@ export function publishProgress(state: AgentState, config: AgentConfig, run: Age
 export function gossipProgress(state: AgentState, config: AgentConfig, run: AgentRun, event: ProgressBody['event'], now: number, effects: AgentEffect[], status?: DoneStatus): void {
   const job = state.jobs.get(run.jobId)
   const ticket = job?.ticket
-  if (!job || !ticket?.place) return
+  if (!job || !ticket?.place || !ticket.envelope) return
   if (job.body.resolved.groups.reduce((n, g) => n + g.size, 0) > PEER_PROGRESS_MAX_TARGETS) return
   const body: ProgressBody = {
     type: 'progress', v: PROTOCOL_VERSION, jobId: run.jobId, instanceId: run.instanceId, occurrenceAt: run.occurrenceAt,

@@ -132,6 +132,9 @@ function phaseMedians(p: Phases): Record<string, number | null> {
   return { phase_delivery_s_median: m(p.delivery), phase_start_s_median: m(p.start), phase_step_s_median: m(p.step), phase_result_s_median: m(p.result) }
 }
 
+/** How long `bench fanout` watches the idle fleet before the rounds, in ms. */
+export const IDLE_SAMPLE_MS = 3_000
+
 export async function benchFanout(o: { agents: number; rounds: number }) {
   const fleet = new LocalFleet({ agents: o.agents, attributes: () => ({ bench: 'yes' }) })
   const t0 = performance.now()
@@ -140,12 +143,21 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
     const joinS = (performance.now() - t0) / 1000
     // What starting cost each agent (module loading, key, store, libp2p, enrolment), read as soon as all are registered.
     const startCpu = (await Promise.all(fleet.agents.map((a) => cpuMs(a.proc.pid)))).filter((c) => c !== null).map((c) => c.self)
-    // Let gossipsub exchange subscriptions and settle before timing.
+    const sample = () => Promise.all([fleet.coordinator.proc.pid, ...fleet.agents.map((a) => a.proc.pid)].map(cpuMs))
+    // Let gossipsub exchange subscriptions and settle before timing, then measure what an idle
+    // fleet costs (heartbeats, pings, ticks): that CPU is in every job's figure too.
     await new Promise((r) => setTimeout(r, 2_000))
+    const idle0 = await sample()
+    const idleStart = performance.now()
+    await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS))
+    const idle1 = await sample()
+    const idleS = (performance.now() - idleStart) / 1000
+    const agentIdle = cpuPerJob(idle0.slice(1), idle1.slice(1), o.agents)
+    const coordinatorIdle = cpuPerJob(idle0.slice(0, 1), idle1.slice(0, 1), 1)
     const times: number[] = []
     const phases: Phases = { delivery: [], start: [], step: [], result: [] }
     const rounds: { instanceId: string; submittedAt: number }[] = []
-    const sample = () => Promise.all([fleet.coordinator.proc.pid, ...fleet.agents.map((a) => a.proc.pid)].map(cpuMs))
+    const roundsStart = performance.now()
     const cpu0 = await sample()
     for (let round = 1; round <= o.rounds; round++) {
       const start = performance.now()
@@ -164,6 +176,7 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
       rounds.push({ instanceId: instanceIds[0]!, submittedAt })
     }
     const cpu1 = await sample()
+    const roundsS = (performance.now() - roundsStart) / 1000
     // Read after the CPU sample, so the benchmark's reading of the runs is not in the coordinator's CPU per job.
     // A round's runs in one page (MAX_PAGE_SIZE ≥ any fleet this bench starts).
     for (const r of rounds) phasesOf(await apiGet<{ items: RunTimes[] }>(fleet.conn, `/v1/instances/${r.instanceId}/runs?size=${MAX_PAGE_SIZE}`), r.submittedAt, phases)
@@ -190,6 +203,11 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
       agent_step_cpu_ms_per_job: agentCpu.children,
       coordinator_cpu_ms_per_job: coordinatorCpu.self,
       coordinator_cpu_ms_per_job_per_agent: Number((coordinatorCpu.self / o.agents).toFixed(3)),
+      // An idle fleet's CPU per second, and the share of agent_cpu_ms_per_job it accounts for (the rounds took rounds_s).
+      agent_idle_cpu_ms_per_s: Number((agentIdle.self / idleS).toFixed(2)),
+      coordinator_idle_cpu_ms_per_s: Number((coordinatorIdle.self / idleS).toFixed(2)),
+      rounds_s: Number(roundsS.toFixed(2)),
+      agent_idle_cpu_ms_per_job: Number(((agentIdle.self / idleS) * roundsS / o.rounds).toFixed(2)),
     }
   } finally {
     await fleet.stop()

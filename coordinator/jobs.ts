@@ -6,7 +6,8 @@ import { type JobSchedule, cachedSchedule, deriveSchedule, optsInto } from '../p
 import { batchSizeFor } from '../protocol/rollout.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import type { JobTemplate } from '../protocol/template.js'
-import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, PROTOCOL_VERSION, seal } from '../protocol/wire.js'
+import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, MAX_ROSTER_BYTES, MAX_ROSTER_TARGETS, PROTOCOL_VERSION, ROSTER_AGENT_VERSION, seal } from '../protocol/wire.js'
+import { compareVersions } from '../protocol/version.js'
 import { countInstance, dropInstance, forgetJob, liveOf, maybeComplete } from './instances.js'
 import { resolveTargets, targetWarnings } from './registry.js'
 import { signTicket } from './rpc.js'
@@ -67,7 +68,11 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
     // The same bytes ticketFor gives later for this node (issuedAt is the job's creation time).
     ? members.map((m) => signTicket(config, jobId, now, state.nodes.get(m.nodeId)!, { group: m.group, position: m.position }))
     : undefined
-  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups: resolved.groups.map((g) => ({ size: g.nodes.length })), ...(inline ? { tickets: inline } : {}) } }
+  // A larger one lists its targets (the roster) when that is short and every target reads it: the
+  // same places, with no ticket round trip per target (tickets stay for older agents).
+  const roster = !inline && rosterFits(state, members.length, resolved.groups)
+  const groups = resolved.groups.map((g) => (roster ? { size: g.nodes.length, nodes: g.nodes } : { size: g.nodes.length }))
+  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups, ...(inline ? { tickets: inline } : {}) } }
   const envelope = seal(config.identity, body)
   if (envelope.body.length > MAX_ENVELOPE_BYTES) {
     // No node could open it: refuse now, clearly (the template itself is what is too big).
@@ -91,6 +96,25 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
   const targets = resolved.groups.reduce((n, g) => n + g.nodes.length, 0)
   effects.push({ type: 'log', level: 'info', msg: 'job published', fields: { jobId, instanceIds, targets, recurring } })
   effects.push({ type: 'reply_submit', requestId, outcome: { ok: true, jobId, instanceIds, targets, warnings: targetWarnings(state, template) } })
+}
+
+/**
+ * Whether a definition lists its targets (resolved.groups[].nodes): above MAX_INLINE_TICKETS and
+ * at most MAX_ROSTER_TARGETS targets, at most MAX_ROSTER_BYTES of ids, each target registered with
+ * an agent that reads a roster.
+ */
+export function rosterFits(state: CoordinatorState, targets: number, groups: readonly { nodes: readonly string[] }[]): boolean {
+  if (targets <= MAX_INLINE_TICKETS || targets > MAX_ROSTER_TARGETS) return false
+  let bytes = 0
+  for (const g of groups) {
+    for (const nodeId of g.nodes) {
+      bytes += nodeId.length + 3
+      if (bytes > MAX_ROSTER_BYTES) return false
+      const v = state.nodes.get(nodeId)?.agentVersion
+      if (v === undefined || !((compareVersions(v, ROSTER_AGENT_VERSION) ?? -1) >= 0)) return false
+    }
+  }
+  return true
 }
 
 /** Slack added to the end of a wall-clock rule (its time zone may put the last occurrence up to a day later), in ms. */

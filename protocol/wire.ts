@@ -46,6 +46,18 @@ export const MAX_CHECKPOINTS_IN_REPLY = 16
 export const MAX_GATED_IN_SYNC = 64
 /** Targets up to which an ungated definition carries every target's ticket (about 330 bytes each: ≤ ~21 KB). */
 export const MAX_INLINE_TICKETS = 64
+/**
+ * A definition of more than MAX_INLINE_TICKETS targets lists each group's targets in rollout
+ * order (its roster), so a target learns its place from the definition alone instead of asking
+ * for its ticket, up to this many targets and this many bytes of ids (each id's length + 3:
+ * quotes and a comma; ~1,400 ids of 20 characters). The coordinator publishes one copy to each
+ * target it is connected to: at most 2,000 × 32 KiB (62.5 MiB) in flight for one definition. A
+ * longer roster would cost the publisher and every target more than the round trips it saves.
+ */
+export const MAX_ROSTER_TARGETS = 2_000
+export const MAX_ROSTER_BYTES = 32 * 1024
+/** Agents from this version read a definition's roster (older ones refuse a definition with one: they get tickets). */
+export const ROSTER_AGENT_VERSION = '0.2.0'
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 /** The same requests and replies, many over one long-lived stream per peer (net/rpc-mux.ts). */
 export const PROTOCOL_RPC_MUX = '/chorus/rpc/2.0.0'
@@ -66,9 +78,16 @@ export const SignedEnvelopeSchema = z.object({
 export type SignedEnvelope = z.infer<typeof SignedEnvelopeSchema>
 
 export const ResolvedGroupSchema = z.object({
-  /** Nodes in this group at submit time. Who they are is not in the definition: each node learns its own place from its ticket. */
+  /** Nodes in this group at submit time. */
   size: z.number().int().min(0).max(MAX_TARGET_NODES),
-}).strict()
+  /**
+   * The roster: the group's node ids in rollout order (a node's position is its index), when the
+   * definition has more than MAX_INLINE_TICKETS targets, at most MAX_ROSTER_BYTES of ids, and every
+   * target runs an agent of ROSTER_AGENT_VERSION or later. Otherwise who the targets are is not in
+   * the definition: each node learns its own place from its ticket.
+   */
+  nodes: z.array(id).max(MAX_TARGET_NODES).optional(),
+}).strict().refine((g) => g.nodes === undefined || g.nodes.length === g.size, { message: 'a roster lists exactly size node ids', path: ['nodes'] })
 
 export const JobBodySchema = z.object({
   type: z.literal('job'),

@@ -14,9 +14,9 @@ export function ensureEnrollment(state: CoordinatorState, config: CoordinatorCon
 }
 
 /** A signed hello from `identity` as node `nodeId`, presenting the test token, stepped through the core. */
-export function enrolHello(state: CoordinatorState, config: CoordinatorConfig, identity: Identity, nodeId: string, now: number, facts: Record<string, string> = {}, token: string | undefined = TEST_ENROLL_TOKEN): CoordinatorEffect[] {
+export function enrolHello(state: CoordinatorState, config: CoordinatorConfig, identity: Identity, nodeId: string, now: number, facts: Record<string, string> = {}, token: string | undefined = TEST_ENROLL_TOKEN, agentVersion = 'test'): CoordinatorEffect[] {
   ensureEnrollment(state, config, now)
   const peerId = peerIdOf(identity.publicKey)
-  const env = seal(identity, { type: 'hello', v: PROTOCOL_VERSION, nodeId, peerId, facts, agentVersion: 'test', sentAt: now, ...(token ? { enrollToken: token } : {}) })
+  const env = seal(identity, { type: 'hello', v: PROTOCOL_VERSION, nodeId, peerId, facts, agentVersion, sentAt: now, ...(token ? { enrollToken: token } : {}) })
   return coordinatorStep(state, config, { type: 'rpc', requestId: `hello-${nodeId}-${now}`, envelope: env, peerId }, now)
 }
