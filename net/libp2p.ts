@@ -63,6 +63,14 @@ export const MAX_MUX_STREAMS_PER_CONNECTION = 2
 export const MAX_LEGACY_RPC_PEERS = 10_000
 /** Connections one peer id may hold to this node at once. */
 export const MAX_CONNECTIONS_PER_PEER = 2
+/**
+ * Inbound connections in their handshake (noise, then yamux) at once; more are refused at once
+ * (the dialler backs off and redials). Without a bound, a restarted coordinator that 1,000 agents
+ * redial works on every handshake together: each slows the others, and those past libp2p's 10 s
+ * upgrade timeout are lost work and retried. At about 4 ms of CPU per handshake, 128 take ~0.5 s.
+ * The bound applies to loopback too.
+ */
+export const MAX_PENDING_HANDSHAKES = 128
 /** Connections from one remote IP address at once; loopback is exempt (a local fleet shares 127.0.0.1). */
 export const MAX_CONNECTIONS_PER_ADDRESS = 64
 /** Largest progress message relayed (an envelope with its ticket is about 1 KiB). */
@@ -94,6 +102,8 @@ export interface NetOptions {
   isDenied?: (peerId: string) => boolean
   /** A connection was closed by the liveness pings (its peer, why). */
   onLivenessDrop?: (peerId: string, why: string) => void
+  /** Inbound handshakes at once (default MAX_PENDING_HANDSHAKES). */
+  maxPendingHandshakes?: number
 }
 
 export interface Net extends Transport {
@@ -185,9 +195,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
     connectionManager: {
       maxConnections: 10_000,
-      maxIncomingPendingConnections: 1_000,
+      maxIncomingPendingConnections: opts.maxPendingHandshakes ?? MAX_PENDING_HANDSHAKES,
+      // Per remote host and second. No allow list: libp2p's skips the pending bound above too.
       inboundConnectionThreshold: 10_000,
-      allow: ['/ip4/127.0.0.1', '/ip6/::1'],
     },
     services: {
       identify: identify(),
