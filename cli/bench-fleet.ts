@@ -149,9 +149,11 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   const drops0 = (await statusOf(packs)).drops
   const t0m = performance.now()
   const cpu0 = await cpuMs(fleet.coordinator.proc.pid)
+  const syncs0 = await metric(fleet, 'chorus_rpc_requests_total', 'type="sync"')
   const fanout: number[] = []
   for (let r = 1; r <= o.rounds; r++) fanout.push(await runJob(fleet, n, fleetJob(r, `${label} fanout`)))
   const cpu1 = await cpuMs(fleet.coordinator.proc.pid)
+  const syncs1 = await metric(fleet, 'chorus_rpc_requests_total', 'type="sync"')
   note(`${label}: fan-out ${fanout.map((t) => t.toFixed(2)).join(', ')} s`)
   const cpuPerJob = cpu0 && cpu1 ? (cpu1.self - cpu0.self) / o.rounds : null
 
@@ -184,6 +186,9 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     coordinator_cpu_ms_per_job: cpuPerJob === null ? null : Number(cpuPerJob.toFixed(1)),
     coordinator_cpu_ms_per_job_per_agent: cpuPerJob === null ? null : Number((cpuPerJob / n).toFixed(3)),
     packs_rss_mb: Math.round(packRss),
+    // Syncs per agent and fan-out job: ~0 when targets take their place from the definition (a
+    // roster or inline tickets), ≥ 1 when each asks for its ticket (periodic syncs add a few).
+    fanout_syncs_per_agent_job: Number(((syncs1 - syncs0) / n / o.rounds).toFixed(3)),
     // Agents seen admitted and then not, per agent and minute, over the rounds (0 on a quiet fleet).
     link_drops_per_agent_min: Number((((await statusOf(packs)).drops - drops0) / n / ((performance.now() - t0m) / 60_000)).toFixed(3)),
   }

@@ -21,7 +21,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
 const FIGURES = [
   'fanout_s', 'fanout_s_all', 'results_per_s', 'results_per_s_all', 'coordinator_rss_mb', 'coordinator_rss_kb_per_agent',
   'coordinator_cpu_ms_per_job', 'coordinator_cpu_ms_per_job_per_agent', 'packs_rss_mb', 'link_drops_per_agent_min', 'reconnect_s', 'reconnect_coordinator_up_s',
-  'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s',
+  'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s', 'fanout_syncs_per_agent_job',
 ] as const
 
 function expectFigures(f: Record<string, unknown>, agents: number, rounds: number): void {
@@ -53,6 +53,15 @@ describe('chorus bench fleet', () => {
     expect(out.with_history.instances_stored as number).toBeGreaterThanOrEqual(5)
     expectFigures(out.with_history, 6, 1)
     expect(out.machine.cpus).toBeGreaterThan(0)
+  }, 240_000)
+
+  it('above 64 targets the definition places every agent: no ticket round trip (70 agents, 2 processes)', async () => {
+    const res = await runCli(['bench', 'fleet', '--agents', '70', '--per-process', '35', '--rounds', '2', '--no-reconnect', '--json'])
+    expect(res.code, res.stderr).toBe(0)
+    const out = JSON.parse(res.stdout) as Record<string, number>
+    expect(out.fanout_s).toBeGreaterThan(0)
+    // With tickets, each of the 70 agents syncs once per job for its ticket: ≥ 1 per agent and job.
+    expect(out.fanout_syncs_per_agent_job).toBeLessThan(0.5)
   }, 240_000)
 
   it('refuses a bad --per-process and a malformed pack start message, naming the field', async () => {
