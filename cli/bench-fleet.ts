@@ -114,6 +114,9 @@ async function statusOf(packs: Pack[], since = 1): Promise<PackStatus> {
   return all.reduce((a, s) => ({ running: a.running + s.running, connected: a.connected + s.connected, synced: a.synced + s.synced, drops: a.drops + s.drops, held: a.held + s.held, stepsDone: a.stepsDone + s.stepsDone }))
 }
 
+/** V8 flags for the agent pack processes (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). */
+const PACK_NODE_FLAGS = (process.env.CHORUS_PACK_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+
 /** A counter of the coordinator's /metrics, summed over its label sets. */
 async function metric(fleet: LocalFleet, name: string, labels = ''): Promise<number> {
   const res = await fetch(`http://${fleet.api}/metrics`, { headers: { authorization: `Bearer ${fleet.token}` } })
@@ -148,11 +151,14 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   const n = o.agents
   const drops0 = (await statusOf(packs)).drops
   const t0m = performance.now()
+  const packsCpu = async () => (await Promise.all(packs.map((p) => cpuMs(p.proc.pid)))).reduce((a, c) => a + (c?.self ?? 0), 0)
   const cpu0 = await cpuMs(fleet.coordinator.proc.pid)
+  const packs0 = await packsCpu()
   const syncs0 = await metric(fleet, 'chorus_rpc_requests_total', 'type="sync"')
   const fanout: number[] = []
   for (let r = 1; r <= o.rounds; r++) fanout.push(await runJob(fleet, n, fleetJob(r, `${label} fanout`)))
   const cpu1 = await cpuMs(fleet.coordinator.proc.pid)
+  const packs1 = await packsCpu()
   const syncs1 = await metric(fleet, 'chorus_rpc_requests_total', 'type="sync"')
   note(`${label}: fan-out ${fanout.map((t) => t.toFixed(2)).join(', ')} s`)
   const cpuPerJob = cpu0 && cpu1 ? (cpu1.self - cpu0.self) / o.rounds : null
@@ -186,6 +192,9 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     coordinator_cpu_ms_per_job: cpuPerJob === null ? null : Number(cpuPerJob.toFixed(1)),
     coordinator_cpu_ms_per_job_per_agent: cpuPerJob === null ? null : Number((cpuPerJob / n).toFixed(3)),
     packs_rss_mb: Math.round(packRss),
+    // The agents' own CPU per job (verify, parse, store, sign, send; no-op step), over the fan-out
+    // rounds: with the packs on the coordinator's cores, N × this bounds fanout_s from below.
+    packs_cpu_ms_per_job_per_agent: Number(((packs1 - packs0) / o.rounds / n).toFixed(3)),
     // Syncs per agent and fan-out job: ~0 when targets take their place from the definition (a
     // roster or inline tickets), ≥ 1 when each asks for its ticket (periodic syncs add a few).
     fanout_syncs_per_agent_job: Number(((syncs1 - syncs0) / n / o.rounds).toFixed(3)),
@@ -257,7 +266,7 @@ export async function benchFleet(o: FleetBenchOptions) {
       const dir = join(fleet.baseDir, `pack-${i + 1}`)
       await mkdir(dir, { recursive: true })
       const log = await open(join(dir, 'pack.log'), 'a')
-      const proc = spawn(process.execPath, [CHORUS_BIN, 'agent-pack'], { stdio: ['ignore', log.fd, log.fd, 'ipc'], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'warn' } })
+      const proc = spawn(process.execPath, [...PACK_NODE_FLAGS, CHORUS_BIN, 'agent-pack'], { stdio: ['ignore', log.fd, log.fd, 'ipc'], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'warn' } })
       proc.once('exit', () => void log.close())
       const pack = new Pack(proc)
       packs.push(pack)

@@ -21,7 +21,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
 const FIGURES = [
   'fanout_s', 'fanout_s_all', 'results_per_s', 'results_per_s_all', 'coordinator_rss_mb', 'coordinator_rss_kb_per_agent',
   'coordinator_cpu_ms_per_job', 'coordinator_cpu_ms_per_job_per_agent', 'packs_rss_mb', 'link_drops_per_agent_min', 'reconnect_s', 'reconnect_coordinator_up_s',
-  'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s', 'fanout_syncs_per_agent_job',
+  'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s', 'fanout_syncs_per_agent_job', 'packs_cpu_ms_per_job_per_agent',
 ] as const
 
 function expectFigures(f: Record<string, unknown>, agents: number, rounds: number): void {
