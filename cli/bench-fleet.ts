@@ -33,6 +33,12 @@ const AFTER_RECONNECT_TIMEOUT_MS = 90_000
 const PACK_REPLY_TIMEOUT_MS = 30_000
 /** Pack processes get this long to stop their agents before they are SIGKILLed. */
 const PACK_EXIT_TIMEOUT_MS = 15_000
+/**
+ * Debug: after the coordinator's RSS is read, the bench waits this long (ms) with every agent
+ * connected and says so on stderr, so that its memory can be looked at from outside (a heap
+ * snapshot by `--heapsnapshot-signal` in CHORUS_COORDINATOR_NODE_FLAGS). Unset: no wait.
+ */
+const HOLD_MS = Number(process.env.CHORUS_BENCH_FLEET_HOLD_MS ?? 0) || 0
 
 export interface FleetBenchOptions {
   agents: number
@@ -180,6 +186,10 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   note(`${label}: burst ${burst.map(Math.round).join(', ')} results/s`)
   const rss = (await rssMb(fleet.coordinator.proc.pid)) ?? 0
   const packRss = (await Promise.all(packs.map((p) => rssMb(p.proc.pid)))).reduce<number>((a, b) => a + (b ?? 0), 0)
+  if (HOLD_MS > 0) {
+    note(`${label}: holding ${HOLD_MS} ms with every agent connected (coordinator pid ${fleet.coordinator.proc.pid})`)
+    await new Promise((r) => setTimeout(r, HOLD_MS))
+  }
 
   const figures = {
     fanout_s: round3(median(fanout)),

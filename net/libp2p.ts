@@ -20,6 +20,7 @@ import { MuxClient, serveMux } from './rpc-mux.js'
 import { startLiveness } from './liveness.js'
 import { joinTcpWrites } from './tcp-writes.js'
 import { noiseCrypto } from './noise-crypto.js'
+import { libp2pLogger } from './quiet-logger.js'
 import './yamux-window.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
@@ -179,8 +180,10 @@ export async function createNet(options: NetOptions): Promise<Net> {
     if (!ip || isLoopbackIp(ip)) return false
     return (self?.getConnections() ?? []).filter((c) => ipOf(c.remoteAddr.toString()) === ip).length >= MAX_CONNECTIONS_PER_ADDRESS
   }
+  const logger = libp2pLogger()
   const node = await createLibp2p({
     privateKey,
+    ...(logger ? { logger } : {}),
     addresses: { listen: opts.listen },
     transports: [tcp()],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
