@@ -15,6 +15,11 @@ import type { CoordinatorEffect, CoordinatorState, InstanceRecord, RunRecord } f
 export const MAX_EVENTS_PER_INSTANCE = 2_000
 /** Finished instances whose logs are kept (the oldest are forgotten first). */
 export const MAX_FINISHED_LOGS = 256
+/**
+ * Events kept over all finished instances' logs (the oldest logs are forgotten first): without it
+ * 256 finished instances of 1,000 targets could hold 512,000 events (~125 MB); this is ~25 MB.
+ */
+export const MAX_FINISHED_EVENTS = 100_000
 /** Node names a snapshot lists per kind (running, failed). */
 export const MAX_SNAPSHOT_NODES = 100
 
@@ -68,10 +73,12 @@ export interface RunSource { runs: { get(id: string): RunRecord | undefined } }
 export class EventLog {
   private seq = 0
   private readonly tracked = new Map<string, Tracked>()
-  private readonly finished: string[] = []
+  /** Finished instances in the order they finished, with the events each held then. */
+  private readonly finished: { id: string; events: number }[] = []
+  private finishedEvents = 0
   private readonly listeners = new Set<(events: StreamEvent[]) => void>()
 
-  constructor(readonly epoch: string = Date.now().toString(36)) {}
+  constructor(readonly epoch: string = Date.now().toString(36), private readonly maxFinishedEvents = MAX_FINISHED_EVENTS) {}
 
   /** Starts tracking every live instance (on start, from the restored state). */
   trackLive(state: CoordinatorState): void {
@@ -223,8 +230,14 @@ export class EventLog {
     if (!t || !instance || t.done || instance.status === 'running') return
     t.done = true
     this.emit(t, instanceId, now, out, { type: 'instance_done', status: instance.status })
-    this.finished.push(instanceId)
-    if (this.finished.length > MAX_FINISHED_LOGS) this.tracked.delete(this.finished.shift()!)
+    this.finished.push({ id: instanceId, events: t.events.length })
+    this.finishedEvents += t.events.length
+    // The newest finished log stays whatever its size: it is the one a watcher is most likely to resume.
+    while (this.finished.length > 1 && (this.finished.length > MAX_FINISHED_LOGS || this.finishedEvents > this.maxFinishedEvents)) {
+      const oldest = this.finished.shift()!
+      this.finishedEvents -= oldest.events
+      this.tracked.delete(oldest.id)
+    }
   }
 }
 

@@ -18,7 +18,38 @@ function fixture(batches: number[]): { state: CoordinatorState; instance: Instan
 const persist = (...values: (RunRecord | InstanceRecord)[]): CoordinatorEffect[] =>
   [{ type: 'persist', puts: values.map((v) => ({ key: 'runId' in v ? `run/${v.runId}` : `instance/${v.id}`, value: v })), dels: [] }]
 
+/** Instance `id` of `n` runs, tracked from creation, then all its runs succeed: 1 + 2n + 3 events (opened, started and finished, closed, done). */
+function finishInstance(log: EventLog, state: CoordinatorState, id: string, n: number, at: number): void {
+  const runs = Array.from({ length: n }, (_, i): RunRecord => ({ runId: runIdFor(id, `n${i}`), instanceId: id, jobId: 'j1', nodeId: `n${i}`, group: 0, batch: 0, status: 'pending', steps: [] }))
+  const instance: InstanceRecord = { id, jobId: 'j1', status: 'running', occurrenceAt: at, createdAt: at, updatedAt: at, deadlineAt: 1e12, runIds: runs.map((r) => r.runId) }
+  for (const r of runs) state.runs.set(r.runId, r)
+  state.instances.set(id, instance)
+  state.live.add(id)
+  log.observe(state, persist(instance, ...runs), at)
+  for (const r of runs) r.status = 'running'
+  log.observe(state, persist(...runs), at + 1)
+  for (const r of runs) r.status = 'success'
+  instance.status = 'success'
+  state.live.delete(id)
+  log.observe(state, persist(...runs, instance), at + 2)
+}
+
 describe('the event log', () => {
+  it('forgets the oldest finished logs once they hold more than the event budget, never the newest', () => {
+    const state = emptyCoordinatorState()
+    const log = new EventLog('e', 50)
+    for (let i = 0; i < 4; i++) finishInstance(log, state, `i${i}`, 10, i * 10)
+    // 25 events each (1 + 20 + 4): two fit in 50, so i0 and i1 were forgotten (resume gives a snapshot).
+    expect(log.since(['i3'], undefined)!.length).toBe(25)
+    expect(log.since(['i2'], undefined)!.length).toBe(25)
+    expect(log.since(['i1'], undefined)).toBeUndefined()
+    expect(log.since(['i0'], undefined)).toBeUndefined()
+    // One instance larger than the whole budget: it is kept alone.
+    finishInstance(log, state, 'big', 40, 100)
+    expect(log.since(['big'], undefined)!.length).toBe(85)
+    expect(log.since(['i3'], undefined)).toBeUndefined()
+  })
+
   it('turns run and instance writes into events with per-group counts, batches opening and closing', () => {
     const { state, instance, runs } = fixture([0, 0, 1])
     const log = new EventLog('e')
