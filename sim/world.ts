@@ -52,6 +52,7 @@ import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
 import { EventHeap } from './heap.js'
+import { LoadCounters } from './load.js'
 import { Prng } from './prng.js'
 import { LINK_PROFILES, NO_FAULTS, NetworkModel, type FaultSettings, type LinkProfileName } from './network.js'
 
@@ -108,6 +109,8 @@ export class World {
   readonly tradeoffs: ViolationDetail[] = []
   readonly logCounts = { debug: 0, info: 0, warn: 0 }
   readonly buckets = new Map<number, MessageBucket>()
+  /** Per-kind requests, their outcomes and the coordinator's queue over time (sim/load.ts). */
+  readonly load = new LoadCounters()
   readonly phaseMarks: { at: number; label: string }[] = []
   safetyEndsAt = Infinity
   /** Set by a scenario (quorum-upgrade): at most this many targets down or upgrading at once. */
