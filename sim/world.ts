@@ -119,6 +119,12 @@ export class World {
   maxUnavailable: number | undefined
   /** Set by a scenario (coordinator-loss): the longest gap allowed between consecutive run ends while the coordinator is down. */
   maxRunEndGapMs: number | undefined
+  /**
+   * Set by a scenario (coordinator-loss): agents that held no membership certificate when the
+   * coordinator went down (a hello whose reply was lost just before). Peers admit members only, so
+   * such an agent cannot go on by gossip until the coordinator returns: by design, not a gap.
+   */
+  readonly notMembersAtLoss = new Set<string>()
   /** When the coordinator was down, as the scenario crashed and restarted it (sim time). */
   readonly coordinatorDown: [number, number][] = []
   /** For the report: partitions and dark links as they happened. */
