@@ -32,6 +32,8 @@ export interface LoadSummary {
   /** Hellos the coordinator answered with a refusal, and those of them with a retry-after. */
   hello_refused: number
   hello_retry_after: number
+  /** Requests the coordinator refused at MAX_PENDING_REQUESTS with a signed retry-after answer. */
+  retry_after_sent: number
   /** Requests the coordinator's core stepped after the agent had given up on them (wasted work). */
   stepped_after_timeout: number
   /** Sync requests agents sent to peers. */
@@ -59,6 +61,7 @@ export class LoadCounters {
   helloRefused = 0
   helloRetryAfter = 0
   steppedAfterTimeout = 0
+  retryAfterSent = 0
   peerRpcSent = 0
   queueMax = 0
   queueMaxAt = 0
@@ -102,7 +105,7 @@ export class LoadCounters {
     return {
       rpc_sent: obj(this.rpcSent), rpc_outcome: obj(this.outcome), rpc_failed: obj(this.failed),
       hello_refused: this.helloRefused, hello_retry_after: this.helloRetryAfter,
-      stepped_after_timeout: this.steppedAfterTimeout, peer_rpc_sent: this.peerRpcSent,
+      retry_after_sent: this.retryAfterSent, stepped_after_timeout: this.steppedAfterTimeout, peer_rpc_sent: this.peerRpcSent,
       queue_max: this.queueMax, queue_max_at_s: Math.round(this.queueMaxAt) / 1000,
       series: this.bins,
     }

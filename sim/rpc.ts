@@ -2,8 +2,8 @@
 // agent to the coordinator (which queues it for its core, up to MAX_PENDING_REQUESTS) or to a
 // connected peer (answered at once by its shell); the reply callback runs at most once, and a
 // loss, partition, reset or timeout fails the request.
-import { MAX_PENDING_REQUESTS } from '../protocol/timing.js'
-import type { SignedEnvelope } from '../protocol/wire.js'
+import { MAX_PENDING_REQUESTS, RETRY_AFTER_MIN_MS, RETRY_AFTER_SPREAD_MS } from '../protocol/timing.js'
+import { PROTOCOL_VERSION, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { kindOf } from './load.js'
 import { linkError } from './transport.js'
 import { RPC_FRAME_BYTES, type AgentNode } from './types.js'
@@ -54,8 +54,18 @@ export class Rpc {
         return
       }
       c.bytesRecv += size
-      if (c.queue.length >= MAX_PENDING_REQUESTS) {
-        this.w.after(this.w.net.latency(0, a.index), () => fail('coordinator overloaded'))
+      const bound = this.w.options.maxPendingRequests ?? MAX_PENDING_REQUESTS
+      if (c.queue.length >= bound) {
+        // As the runtime sheds load (coordinator/runtime.ts overloaded()): a signed answer with a
+        // drawn retry-after, which the shell (hello) and the core (sync, result) wait out.
+        const retryAfterMs = RETRY_AFTER_MIN_MS + Math.floor(this.w.prng.float() * RETRY_AFTER_SPREAD_MS)
+        const answer = seal(c.identity, { type: 'reply', v: PROTOCOL_VERSION, ok: false, error: `coordinator overloaded (${bound} requests waiting); retry in ${retryAfterMs} ms`, retryAfterMs })
+        const answerSize = this.envelopeBytes(answer) + RPC_FRAME_BYTES
+        c.bytesSent += answerSize
+        this.w.load.retryAfterSent++
+        this.w.bucket('rpc')
+        if (this.w.net.blocked(0, a.index)) return
+        deliver(0, answer, answerSize)
         return
       }
       const requestId = `rpc-${id}`

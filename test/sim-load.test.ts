@@ -20,10 +20,10 @@ const JOINING = 300
 /** The faults' slow disk: every write takes 20 to 100 ms (sim/world.ts diskLatency). */
 const SLOW_DISK = { ...NO_FAULTS, disk_slow: 1 }
 
-function joinAtOnce(seed: number): World {
+function joinAtOnce(seed: number, maxPendingRequests?: number): World {
   const previous = useCryptoProvider(SIM_FAST_CRYPTO)
   try {
-    const w = new World({ seed, agents: JOINING, template: builtinTemplate(), checkers: [] })
+    const w = new World({ seed, agents: JOINING, template: builtinTemplate(), checkers: [], ...(maxPendingRequests !== undefined ? { maxPendingRequests } : {}) })
     w.net.faults = { ...SLOW_DISK }
     w.boot()
     for (const a of w.agents) w.at(w.prng.range(0, 500), () => w.startNode(a))
@@ -52,6 +52,21 @@ describe('a fleet joining at once, over a slow coordinator disk', () => {
     const joinBins = load.series.filter((b) => b.t_s * 1000 < RPC_TIMEOUT_MS)
     expect(joinBins.reduce((n, b) => n + (b.arrived['hello'] ?? 0), 0), 'hellos that reached the coordinator within the first rpc timeout').toBe(JOINING)
     expect(MAX_EVENTS_PER_COMMIT).toBeGreaterThan(1)
+  })
+})
+
+describe('a coordinator past its admission bound', () => {
+  it('answers with a signed retry-after, which the agents wait out, and every agent joins', () => {
+    // 300 hellos at once over a slow disk against a bound of 20 waiting requests.
+    const w = joinAtOnce(1, 20)
+    const load = w.load.summary()
+    expect(load.retry_after_sent, JSON.stringify(load)).toBeGreaterThan(0)
+    expect(load.hello_retry_after).toBeGreaterThan(0)
+    expect(load.hello_retry_after).toBeLessThanOrEqual(load.retry_after_sent)
+    // A refusal is an answer, not a failure: no request ends as "coordinator overloaded" or a timeout.
+    expect(Object.keys(load.rpc_failed).filter((k) => /overloaded|timeout/.test(k))).toEqual([])
+    expect(load.queue_max).toBeLessThanOrEqual(20)
+    expect(w.agents.filter((a) => !a.connected).map((a) => a.id), 'agents not connected at the end').toEqual([])
   })
 })
 
