@@ -30,12 +30,9 @@ import { buildApi, type AdminOutcome, type ApiHost } from './http.js'
 import { MEMBER_DEADLINE_MS } from '../protocol/membership.js'
 import { peerIdOf } from '../protocol/keys.js'
 
-import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS } from '../protocol/timing.js'
-export { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS }
+import { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, RETRY_AFTER_MIN_MS, RETRY_AFTER_SPREAD_MS } from '../protocol/timing.js'
+export { COORDINATOR_TICK_MS, MAX_PENDING_REQUESTS, RETRY_AFTER_MIN_MS, RETRY_AFTER_SPREAD_MS }
 export const DEFAULT_LISTEN = '/ip4/127.0.0.1/tcp/7700'
-/** An overloaded coordinator asks agents to pause this long at least, plus up to the spread (ms, drawn per answer). */
-export const RETRY_AFTER_MIN_MS = 1_000
-export const RETRY_AFTER_SPREAD_MS = 4_000
 export const DEFAULT_API = '127.0.0.1:7070'
 /**
  * The longest a hello's reply waits for gossip to reach the peer on the job topic, in ms: half

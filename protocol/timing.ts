@@ -28,3 +28,6 @@ export function jitteredMs(ms: number, random01: number): number {
 export const COORDINATOR_TICK_MS = 1_000
 /** Requests waiting for the coordinator core at once; more are refused rather than queued without bound. */
 export const MAX_PENDING_REQUESTS = 60_000
+/** An overloaded coordinator asks agents to pause this long at least, plus up to the spread (ms, drawn per answer). */
+export const RETRY_AFTER_MIN_MS = 1_000
+export const RETRY_AFTER_SPREAD_MS = 4_000

@@ -474,7 +474,10 @@ export const coordinatorLossGap: Checker = {
     const bound = world.maxRunEndGapMs
     if (bound === undefined) return []
     const problems: string[] = []
-    const ends = [...world.outcomes.values()].map((o) => o.at).sort((a, b) => a - b)
+    // A target that was no member yet when the coordinator died (its hello's reply lost) waits for its return by design.
+    const outcomes = [...world.outcomes.values()]
+    for (const o of outcomes) if (world.notMembersAtLoss.has(o.node)) world.tradeoff('coordinator-loss-gap', `${o.node} held no membership certificate when the coordinator went down (its hello's reply was lost): its run, ended at ${(o.at / 1000).toFixed(1)} s, is not counted`)
+    const ends = outcomes.filter((o) => !world.notMembersAtLoss.has(o.node)).map((o) => o.at).sort((a, b) => a - b)
     const s = (t: number) => (t / 1000).toFixed(1)
     for (const [from, to] of world.coordinatorDown) {
       const marks = [from, ...ends.filter((t) => t > from && t <= to)]

@@ -9,6 +9,7 @@ import { SCENARIOS, builtinTemplate, findScenario, namedTargets, type Scenario }
 import { ED25519, SIM_FAST_CRYPTO, useCryptoProvider } from '../protocol/keys.js'
 import { World, type Checker, type Cores, type StepModel } from './world.js'
 import { renderReport } from './report.js'
+import type { LoadSummary } from './load.js'
 
 export interface Violation {
   seed: number
@@ -65,6 +66,8 @@ export interface SeedResult {
   runs_decided: number
   peak_rss_mb: number
   notes: string[]
+  /** Requests per kind, their outcomes and the coordinator's queue over time (sim/load.ts). */
+  load: LoadSummary
   /** The finished world, for the report and for tests that look deeper. */
   world: World
 }
@@ -132,6 +135,7 @@ function runWorld(o: ScenarioRunOptions, scenario: Scenario, agents: number, tem
     runs_decided: world.outcomes.size,
     peak_rss_mb: round(Math.max(world.peakRss, process.memoryUsage.rss()) / 1048576, 1),
     notes: world.notes,
+    load: world.load.summary(),
     world,
   }
 }
@@ -197,6 +201,8 @@ export interface SimSummary {
   liveness_formula: string
   documented_tradeoffs: Violation[]
   peak_rss_mb: number
+  /** One seed's load counters (sim/load.ts); absent over several seeds (a series does not add up). */
+  load?: LoadSummary
 }
 
 export function replayCommand(scenario: string, agents: number, seed: number, job?: string): string {
@@ -306,5 +312,6 @@ export function summarize(scenario: string, agents: number, results: SeedResult[
     liveness_formula: results[0]?.liveness_formula ?? '',
     documented_tradeoffs: results.flatMap((r) => r.tradeoffs).slice(0, 50),
     peak_rss_mb: Math.max(...results.map((r) => r.peak_rss_mb)),
+    ...(results.length === 1 ? { load: results[0]!.load } : {}),
   }
 }

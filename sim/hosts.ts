@@ -51,7 +51,11 @@ export class Hosts {
       jitter: (ms) => ms,
       memberOf: (peerId) => this.memberOf(a, peerId),
       hooks: {
-        refused: () => this.w.record(`${a.index} hello refused`),
+        refused: (why) => {
+          this.w.load.helloRefused++
+          if (why.retryAfterMs) this.w.load.helloRetryAfter++
+          this.w.record(`${a.index} hello refused`)
+        },
         dialFailed: (err) => { if (!/dial timeout|connection refused/.test(err.message)) this.w.record(`${a.index} hello failed: ${err.message}`) },
         joined: () => {
           a.nextMonitorAt = this.w.localNow(a) + CONN_MONITOR_MS

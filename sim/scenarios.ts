@@ -627,6 +627,7 @@ const coordinatorLoss: Scenario = {
         const started = world.agents.filter((a) => [...a.state?.runs.values() ?? []].some((r) => r.status !== 'waiting')).length
         if (started < 2) { world.after(5, poll); return }
         world.phaseMarks.push({ at: world.now, label: 'coordinator crash' })
+        for (const a of world.agents) if (!a.state?.member.certificate) world.notMembersAtLoss.add(a.id)
         world.crash(world.coordinator)
         world.coordinatorDown.push([world.now, world.now + 120_000])
         world.after(120_000, () => world.startNode(world.coordinator))

@@ -241,6 +241,8 @@ export interface WorldOptions {
   gossipRepair?: boolean
   /** Rogue hosts: agent processes with keys of their own that were never enrolled (the scenario decides what each tries). */
   rogues?: number
+  /** The coordinator's admission bound (default MAX_PENDING_REQUESTS, the runtime's; tests make it small). */
+  maxPendingRequests?: number
   /** Check the cores' invariants after every step (default: fleets of at most INVARIANT_CHECK_MAX_AGENTS agents; the check is O(state)). */
   checkInvariants?: boolean
 }

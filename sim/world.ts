@@ -7,9 +7,10 @@
 // shell's transport), sim/types.ts (nodes, records, constants) and sim/network.ts (links).
 //
 // What is simulated, and how it mirrors the runtimes (agent/runtime.ts, coordinator/runtime.ts):
-// - Each node handles one core event at a time, in arrival order (the runtimes' promise queue).
-//   A `persist` effect takes a disk-latency draw; the effects after it wait for it, exactly as
-//   the runtimes `await db.batch(...)` before carrying out the next effect.
+// - Each node steps its core events in arrival order, with the runtimes' group commit
+//   (runtime/loop.ts CoreLoop): the events waiting when it is free (up to MAX_EVENTS_PER_COMMIT)
+//   are stepped together, their persists land as one batch after one disk-latency draw, and
+//   only then are their other effects carried out, exactly as the runtimes `await db.batch(...)`.
 // - A crash drops the node's memory: its queue, its pending effects, the persist in progress,
 //   its connections and its gossip seen-cache. A restart rebuilds state with restoreAgent /
 //   restoreCoordinator from the records that were durably committed, in key order (level).
@@ -52,6 +53,8 @@ import { livenessBound } from './bound.js'
 import { canonicalJson } from '../protocol/canonical.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
 import { EventHeap } from './heap.js'
+import { MAX_EVENTS_PER_COMMIT } from '../runtime/loop.js'
+import { LoadCounters } from './load.js'
 import { Prng } from './prng.js'
 import { LINK_PROFILES, NO_FAULTS, NetworkModel, type FaultSettings, type LinkProfileName } from './network.js'
 
@@ -108,12 +111,20 @@ export class World {
   readonly tradeoffs: ViolationDetail[] = []
   readonly logCounts = { debug: 0, info: 0, warn: 0 }
   readonly buckets = new Map<number, MessageBucket>()
+  /** Per-kind requests, their outcomes and the coordinator's queue over time (sim/load.ts). */
+  readonly load = new LoadCounters()
   readonly phaseMarks: { at: number; label: string }[] = []
   safetyEndsAt = Infinity
   /** Set by a scenario (quorum-upgrade): at most this many targets down or upgrading at once. */
   maxUnavailable: number | undefined
   /** Set by a scenario (coordinator-loss): the longest gap allowed between consecutive run ends while the coordinator is down. */
   maxRunEndGapMs: number | undefined
+  /**
+   * Set by a scenario (coordinator-loss): agents that held no membership certificate when the
+   * coordinator went down (a hello whose reply was lost just before). Peers admit members only, so
+   * such an agent cannot go on by gossip until the coordinator returns: by design, not a gap.
+   */
+  readonly notMembersAtLoss = new Set<string>()
   /** When the coordinator was down, as the scenario crashed and restarted it (sim time). */
   readonly coordinatorDown: [number, number][] = []
   /** For the report: partitions and dark links as they happened. */
@@ -352,20 +363,74 @@ export class World {
     if (!node.busy) this.drain(node)
   }
 
+  /**
+   * The runtimes' CoreLoop (runtime/loop.ts), group commit included: the events waiting when the
+   * node is free (up to MAX_EVENTS_PER_COMMIT) are stepped through the core together, their
+   * persists land as ONE batch after one disk-latency draw, then their other effects are carried
+   * out in order, then each event's `then`. (Until this model, the simulator wrote each event's
+   * persist on its own: a burst of 50,000 hellos queued behind ~100,000 sequential writes at the
+   * coordinator, past the agents' RPC_TIMEOUT_MS, a congestion collapse the runtime does not have.)
+   */
   drain(node: SimNode): void {
     while (node.up && !node.busy && node.queue.length > 0) {
-      const item = node.queue.shift()!
       node.busy = true
-      let effects: (AgentEffect | CoordinatorEffect)[]
-      if (item.effects) effects = item.effects
-      else effects = this.step(node, item.event!)
-      // The step may have brought work forward (and the node is busy now): a tick on the next
+      const effects: (AgentEffect | CoordinatorEffect)[] = []
+      const thens: (() => void)[] = []
+      for (let k = 0; k < MAX_EVENTS_PER_COMMIT && node.queue.length > 0; k++) {
+        const item = node.queue.shift()!
+        const stepped = item.effects ?? this.step(node, item.event!)
+        for (const e of stepped) effects.push(e)
+        if (item.then) thens.push(item.then)
+      }
+      // The steps may have brought work forward (and the node is busy now): a tick on the next
       // grid point, as the runtime's ticker would queue one behind the work in progress.
       if (node instanceof AgentNode) this.hosts.planTick(node)
-      if (!this.runEffects(node, effects, 0, item.then)) return
+      if (!this.commitGroup(node, effects, thens)) return
       node.busy = false
     }
     if (node instanceof AgentNode) this.hosts.planTick(node)
+  }
+
+  /**
+   * Carries out one group's effects as CoreLoop.carryOut does: every persist in one batch, then
+   * the other effects, then the `then`s. Returns false when a write is in progress (the node
+   * stays busy; the rest runs after the disk latency, then the node drains again).
+   */
+  private commitGroup(node: SimNode, effects: (AgentEffect | CoordinatorEffect)[], thens: (() => void)[]): boolean {
+    let puts: { key: string; value: unknown }[] | undefined
+    let dels: string[] | undefined
+    /** The puts as the core made them (puts holds a crash-prone node's JSON snapshots). */
+    const made: { key: string; value: unknown }[] = []
+    for (const e of effects) {
+      if (e.type !== 'persist' || e.puts.length + e.dels.length === 0) continue
+      // level encodes values when batch() is called; the batch lands atomically later.
+      // A job record (job/...) holds the signed definition, immutable and shared by every node
+      // (open() memoizes it): a snapshot copies the record shallowly and keeps that reference,
+      // so a later change to the record (its ticket) is not in the snapshot until written.
+      puts ??= []
+      dels ??= []
+      for (const p of e.puts) made.push(p)
+      for (const p of e.puts) puts.push(node.snapshot ? { key: p.key, value: p.key.startsWith('job/') ? { ...(p.value as object) } : JSON.stringify(p.value) } : p)
+      for (const k of e.dels) dels.push(k)
+    }
+    if (!puts) {
+      this.carryOut(node, effects, thens)
+      return true
+    }
+    const batchPuts = puts
+    const batchDels = dels!
+    const epoch = node.epoch
+    this.record(`${node.index} persist ${batchPuts.map((p) => p.key).join(',')} -${batchDels.join(',')}`)
+    this.after(this.diskLatency(node), () => {
+      if (node.epoch !== epoch || !node.up) return // crashed before the batch landed
+      for (const p of batchPuts) node.store.set(p.key, p.value)
+      for (const k of batchDels) node.store.delete(k)
+      if (node instanceof AgentNode) this.hosts.observeAgentPersist(node, made)
+      this.carryOut(node, effects, thens)
+      node.busy = false
+      this.drain(node)
+    })
+    return false
   }
 
   private step(node: SimNode, event: AgentEvent | CoordinatorEvent): (AgentEffect | CoordinatorEffect)[] {
@@ -388,41 +453,13 @@ export class World {
     return []
   }
 
-  /**
-   * Carries out effects from index i. Returns false when it stopped at a persist in progress
-   * (the node stays busy and the continuation resumes after the disk write).
-   */
-  private runEffects(node: SimNode, effects: (AgentEffect | CoordinatorEffect)[], i: number, then?: () => void): boolean {
-    for (; i < effects.length; i++) {
-      const e = effects[i]!
-      if (e.type === 'persist') {
-        if (e.puts.length + e.dels.length === 0) continue
-        // level encodes values when batch() is called; the batch lands atomically later.
-        // A job record (job/...) holds the signed definition, immutable and shared by every node
-        // (open() memoizes it): a snapshot copies the record shallowly and keeps that reference,
-        // so a later change to the record (its ticket) is not in the snapshot until written.
-        const puts = node.snapshot ? e.puts.map((p) => ({ key: p.key, value: p.key.startsWith('job/') ? { ...(p.value as object) } : JSON.stringify(p.value) })) : e.puts
-        const dels = e.dels
-        const epoch = node.epoch
-        const rest = i + 1
-        this.record(`${node.index} persist ${e.puts.map((p) => p.key).join(',')} -${dels.join(',')}`)
-        this.after(this.diskLatency(node), () => {
-          if (node.epoch !== epoch || !node.up) return // crashed before the batch landed
-          for (const p of puts) node.store.set(p.key, p.value)
-          for (const k of dels) node.store.delete(k)
-          if (node instanceof AgentNode) this.hosts.observeAgentPersist(node, e.puts)
-          if (this.runEffects(node, effects, rest, then)) {
-            node.busy = false
-            this.drain(node)
-          }
-        })
-        return false
-      }
+  private carryOut(node: SimNode, effects: (AgentEffect | CoordinatorEffect)[], thens: (() => void)[]): void {
+    for (const e of effects) {
+      if (e.type === 'persist') continue
       if (node instanceof AgentNode) this.hosts.agentEffect(node, e as AgentEffect)
       else if (node instanceof CoordinatorNode) this.hosts.coordinatorEffect(node, e as CoordinatorEffect)
     }
-    then?.()
-    return true
+    for (const then of thens) then()
   }
 
   private diskLatency(node: SimNode): number {
