@@ -22,6 +22,7 @@ import { joinTcpWrites } from './tcp-writes.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { libp2pLogger } from './quiet-logger.js'
 import './yamux-window.js'
+import './lp-decoder.js'
 
 /** Upper bound on one rpc frame (a request or a reply). */
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
