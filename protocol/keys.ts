@@ -5,7 +5,6 @@ import * as nodeCrypto from 'node:crypto'
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto'
 
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 export const PUBLIC_KEY_BYTES = 32
 export const SIGNATURE_BYTES = 64
 
@@ -126,7 +125,9 @@ const VERIFY_KEY_CACHE_MAX = 100_000
 function publicKeyObject(publicKey: string): KeyObject {
   let key = verifyKeys.get(publicKey)
   if (!key) {
-    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, decodePublicKey(publicKey)]), format: 'der', type: 'spki' })
+    // Checked as 32 bytes of canonical base64url first; JWK imports a raw key ~13× faster than DER (OpenSSL 3).
+    decodePublicKey(publicKey)
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: publicKey.trim() }, format: 'jwk' })
     if (verifyKeys.size >= VERIFY_KEY_CACHE_MAX) verifyKeys.clear()
     verifyKeys.set(publicKey, key)
   }
