@@ -1,0 +1,130 @@
+// Runs a classic-script bundle (CommonJS) from V8's code cache: the bytecode of every function a
+// previous run compiled, so that an agent start skips most parsing and compiling (Node 20 has no
+// compile cache for ES modules; `module.enableCompileCache` arrived in 22.1).
+//
+// The cache is a speed-up, never a source of truth: a cache file is used only when its header
+// names the exact script it was made from (SHA-256 of the source) and its payload is intact
+// (SHA-256 of the payload); V8 then checks its own version and flags and may still reject it.
+// Anything else (missing, truncated, corrupt, stale, rejected) compiles the script from source as
+// if there were no cache, and a later save() writes a fresh one. The file lives beside the
+// script (the same trust as the script itself: never in a shared temporary directory) and is
+// named by the Node version, architecture and V8 flags, which V8 checks too: agents started with
+// AGENT_NODE_FLAGS and an agent started by hand keep one cache each.
+import { createHash } from 'node:crypto'
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname } from 'node:path'
+import { Script } from 'node:vm'
+
+/**
+ * First bytes of a cache file (a new layout gets a new number, and old files read as invalid).
+ * 24 bytes, so that the payload after the two digests starts 8-byte aligned: V8 copies a cache
+ * that is not aligned before reading it (a 2-3 MB copy).
+ */
+const MAGIC = Buffer.from('chorus-code-cache 1    \n')
+/** Bytes of a SHA-256 digest. */
+const DIGEST_BYTES = 32
+const HEADER_BYTES = MAGIC.length + 2 * DIGEST_BYTES
+/** Hex characters of the flags' digest in a cache file's name. */
+const FLAGS_KEY_CHARS = 16
+
+/** What became of the cache when the script was compiled. */
+export type CacheStatus = 'accepted' | 'missing' | 'invalid' | 'rejected'
+export type SaveResult = 'written' | 'skipped' | 'failed'
+
+export interface ScriptRun {
+  /** The script's module.exports. */
+  exports: Record<string, unknown>
+  cache: CacheStatus
+  cacheFile: string
+  /**
+   * Writes a cache of everything compiled so far unless the one used was accepted (or another
+   * process wrote a valid one meanwhile): atomically (a temporary file renamed over the old one),
+   * and never throws (a read-only install just runs without a cache).
+   */
+  save(): SaveResult
+}
+
+const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest()
+
+/** The cache file of a script for this Node and these V8 flags (process.execArgv, $NODE_OPTIONS). */
+export function cacheFileFor(file: string): string {
+  const flags = [process.version, process.arch, ...process.execArgv, process.env.NODE_OPTIONS ?? ''].join('\0')
+  return `${file}.${sha256(flags).toString('hex').slice(0, FLAGS_KEY_CHARS)}.cache`
+}
+
+/** The payload of a cache file made from the source whose digest is given, or why there is none. */
+function readCache(cacheFile: string, sourceDigest: Buffer): Buffer | 'missing' | 'invalid' {
+  let buf: Buffer
+  try {
+    buf = readFileSync(cacheFile)
+  } catch {
+    return 'missing'
+  }
+  if (buf.length <= HEADER_BYTES || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return 'invalid'
+  if (!buf.subarray(MAGIC.length, MAGIC.length + DIGEST_BYTES).equals(sourceDigest)) return 'invalid'
+  const payload = buf.subarray(HEADER_BYTES)
+  if (!sha256(payload).equals(buf.subarray(MAGIC.length + DIGEST_BYTES, HEADER_BYTES))) return 'invalid'
+  return payload
+}
+
+/** Compiles the CommonJS file (from its cache when valid) and runs it as Node would require() it. */
+export function runScript(file: string): ScriptRun {
+  const source = readFileSync(file, 'utf8')
+  const sourceDigest = sha256(source)
+  const cacheFile = cacheFileFor(file)
+  const cached = readCache(cacheFile, sourceDigest)
+  // The wrapper Node puts around a CommonJS module, on one line (stack traces keep their lines).
+  let script: Script | undefined = new Script(`(function (exports, require, module, __filename, __dirname) { ${source}\n})`, {
+    filename: file,
+    ...(typeof cached === 'string' ? {} : { cachedData: cached }),
+  })
+  const cache: CacheStatus = typeof cached === 'string' ? cached : script.cachedDataRejected ? 'rejected' : 'accepted'
+  // A cache V8 refused is replaced, unless another process replaced it meanwhile.
+  const refused = cache === 'rejected' && Buffer.isBuffer(cached) ? sha256(cached) : undefined
+  const module = { exports: {} as Record<string, unknown> }
+  const wrapper = script.runInThisContext() as (...args: unknown[]) => void
+  wrapper.call(module.exports, module.exports, createRequire(file), module, file, dirname(file))
+  return {
+    exports: module.exports,
+    cache,
+    cacheFile,
+    save(): SaveResult {
+      const s = script
+      script = undefined
+      if (!s || cache === 'accepted') return 'skipped'
+      const now = readCache(cacheFile, sourceDigest)
+      if (Buffer.isBuffer(now) && !(refused && sha256(now).equals(refused))) return 'skipped'
+      const tmp = `${cacheFile}.${process.pid}.tmp`
+      try {
+        const payload = s.createCachedData()
+        writeFileSync(tmp, Buffer.concat([MAGIC, sourceDigest, sha256(payload), payload]), { mode: 0o644 })
+        renameSync(tmp, cacheFile)
+        return 'written'
+      } catch {
+        rmSync(tmp, { force: true })
+        return 'failed'
+      }
+    },
+  }
+}
+
+/** How long after the agent has started its cache is saved: its first contacts with the coordinator compile code worth keeping too. */
+export const CODE_CACHE_SAVE_DELAY_MS = 3_000
+
+/**
+ * Runs the agent's classic script (cli/agent-script.ts): main(argv) from the cache, and once the
+ * agent has started, saves a cache if it had none it could use. `report` hears what happened
+ * (bin/chorus.js prints it with CHORUS_CODE_CACHE_LOG=1).
+ */
+export function runAgentScript(file: string, argv: string[], report: (line: string) => void = () => {}): void {
+  const run = runScript(file)
+  report(`${run.cache} ${run.cacheFile}`)
+  const main = run.exports.main as (argv: string[], hooks: { started?: () => void }) => void
+  main(argv, {
+    started: () => {
+      if (run.cache === 'accepted') return
+      setTimeout(() => report(`${run.save()} ${run.cacheFile}`), CODE_CACHE_SAVE_DELAY_MS).unref()
+    },
+  })
+}
