@@ -6,6 +6,7 @@
 import '../runtime/polyfill.js'
 import { createProgram, fail } from './program.js'
 import { registerAgentCommand, type AgentCommandHooks } from './agent-command.js'
+export { loadAgentModules } from './agent-command.js'
 import { addExamples } from './examples.js'
 import { exitForError } from './exit.js'
 

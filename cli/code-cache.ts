@@ -17,19 +17,23 @@ import { dirname } from 'node:path'
 import { Script } from 'node:vm'
 
 /**
- * First bytes of a cache file (a new layout gets a new number, and old files read as invalid).
- * 24 bytes, so that the payload after the two digests starts 8-byte aligned: V8 copies a cache
- * that is not aligned before reading it (a 2-3 MB copy).
+ * First bytes of a cache file, by who wrote it: the build (`npm run build` primes the cache of
+ * agents started with AGENT_NODE_FLAGS: the functions that loading the agent's modules compiles)
+ * or an agent after it started (those and the ones starting compiled). A new layout gets a new
+ * number, and old files read as invalid. 24 bytes, so that the payload after the two digests
+ * starts 8-byte aligned: V8 copies a cache that is not aligned before reading it (2-3 MB).
  */
-const MAGIC = Buffer.from('chorus-code-cache 1    \n')
+const MAGIC = { build: Buffer.from('chorus-code-cache 1 bld\n'), run: Buffer.from('chorus-code-cache 1 run\n') } as const
+export type CacheKind = keyof typeof MAGIC
+const MAGIC_BYTES = 24
 /** Bytes of a SHA-256 digest. */
 const DIGEST_BYTES = 32
-const HEADER_BYTES = MAGIC.length + 2 * DIGEST_BYTES
+const HEADER_BYTES = MAGIC_BYTES + 2 * DIGEST_BYTES
 /** Hex characters of the flags' digest in a cache file's name. */
 const FLAGS_KEY_CHARS = 16
 
-/** What became of the cache when the script was compiled. */
-export type CacheStatus = 'accepted' | 'missing' | 'invalid' | 'rejected'
+/** What became of the cache when the script was compiled (primed: accepted, written by the build). */
+export type CacheStatus = 'accepted' | 'primed' | 'missing' | 'invalid' | 'rejected'
 export type SaveResult = 'written' | 'skipped' | 'failed'
 
 export interface ScriptRun {
@@ -38,34 +42,37 @@ export interface ScriptRun {
   cache: CacheStatus
   cacheFile: string
   /**
-   * Writes a cache of everything compiled so far unless the one used was accepted (or another
-   * process wrote a valid one meanwhile): atomically (a temporary file renamed over the old one),
-   * and never throws (a read-only install just runs without a cache).
+   * Writes a cache of everything compiled so far unless the one used was an agent's (or another
+   * agent wrote one meanwhile): atomically (a temporary file renamed over the old one), and never
+   * throws (a read-only install just runs without a cache). `kind` build always writes.
    */
-  save(): SaveResult
+  save(kind?: CacheKind): SaveResult
 }
 
 const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest()
 
-/** The cache file of a script for this Node and these V8 flags (process.execArgv, $NODE_OPTIONS). */
-export function cacheFileFor(file: string): string {
-  const flags = [process.version, process.arch, ...process.execArgv, process.env.NODE_OPTIONS ?? ''].join('\0')
+/** The cache file of a script for this Node and these node and V8 flags (process.execArgv, $NODE_OPTIONS). */
+export function cacheFileFor(file: string, execArgv: readonly string[] = process.execArgv): string {
+  const flags = [process.version, process.arch, ...execArgv, process.env.NODE_OPTIONS ?? ''].join('\0')
   return `${file}.${sha256(flags).toString('hex').slice(0, FLAGS_KEY_CHARS)}.cache`
 }
 
 /** The payload of a cache file made from the source whose digest is given, or why there is none. */
-function readCache(cacheFile: string, sourceDigest: Buffer): Buffer | 'missing' | 'invalid' {
+function readCache(cacheFile: string, sourceDigest: Buffer): { payload: Buffer; digest: Buffer; kind: CacheKind } | 'missing' | 'invalid' {
   let buf: Buffer
   try {
     buf = readFileSync(cacheFile)
   } catch {
     return 'missing'
   }
-  if (buf.length <= HEADER_BYTES || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return 'invalid'
-  if (!buf.subarray(MAGIC.length, MAGIC.length + DIGEST_BYTES).equals(sourceDigest)) return 'invalid'
+  const magic = buf.subarray(0, MAGIC_BYTES)
+  const kind = magic.equals(MAGIC.run) ? 'run' : magic.equals(MAGIC.build) ? 'build' : undefined
+  if (buf.length <= HEADER_BYTES || !kind) return 'invalid'
+  if (!buf.subarray(MAGIC_BYTES, MAGIC_BYTES + DIGEST_BYTES).equals(sourceDigest)) return 'invalid'
   const payload = buf.subarray(HEADER_BYTES)
-  if (!sha256(payload).equals(buf.subarray(MAGIC.length + DIGEST_BYTES, HEADER_BYTES))) return 'invalid'
-  return payload
+  const digest = sha256(payload)
+  if (!digest.equals(buf.subarray(MAGIC_BYTES + DIGEST_BYTES, HEADER_BYTES))) return 'invalid'
+  return { payload, digest, kind }
 }
 
 /** Compiles the CommonJS file (from its cache when valid) and runs it as Node would require() it. */
@@ -77,11 +84,11 @@ export function runScript(file: string): ScriptRun {
   // The wrapper Node puts around a CommonJS module, on one line (stack traces keep their lines).
   let script: Script | undefined = new Script(`(function (exports, require, module, __filename, __dirname) { ${source}\n})`, {
     filename: file,
-    ...(typeof cached === 'string' ? {} : { cachedData: cached }),
+    ...(typeof cached === 'string' ? {} : { cachedData: cached.payload }),
   })
-  const cache: CacheStatus = typeof cached === 'string' ? cached : script.cachedDataRejected ? 'rejected' : 'accepted'
-  // A cache V8 refused is replaced, unless another process replaced it meanwhile.
-  const refused = cache === 'rejected' && Buffer.isBuffer(cached) ? sha256(cached) : undefined
+  const cache: CacheStatus = typeof cached === 'string' ? cached : script.cachedDataRejected ? 'rejected' : cached.kind === 'build' ? 'primed' : 'accepted'
+  // The cache this process could not use is replaced, unless another agent replaced it meanwhile.
+  const replaced = typeof cached === 'string' ? undefined : cached.digest
   const module = { exports: {} as Record<string, unknown> }
   const wrapper = script.runInThisContext() as (...args: unknown[]) => void
   wrapper.call(module.exports, module.exports, createRequire(file), module, file, dirname(file))
@@ -89,16 +96,19 @@ export function runScript(file: string): ScriptRun {
     exports: module.exports,
     cache,
     cacheFile,
-    save(): SaveResult {
+    save(kind: CacheKind = 'run'): SaveResult {
       const s = script
       script = undefined
-      if (!s || cache === 'accepted') return 'skipped'
-      const now = readCache(cacheFile, sourceDigest)
-      if (Buffer.isBuffer(now) && !(refused && sha256(now).equals(refused))) return 'skipped'
+      if (!s) return 'skipped'
+      if (kind === 'run') {
+        if (cache === 'accepted') return 'skipped'
+        const now = readCache(cacheFile, sourceDigest)
+        if (typeof now !== 'string' && now.kind === 'run' && !(replaced && now.digest.equals(replaced))) return 'skipped'
+      }
       const tmp = `${cacheFile}.${process.pid}.tmp`
       try {
         const payload = s.createCachedData()
-        writeFileSync(tmp, Buffer.concat([MAGIC, sourceDigest, sha256(payload), payload]), { mode: 0o644 })
+        writeFileSync(tmp, Buffer.concat([MAGIC[kind], sourceDigest, sha256(payload), payload]), { mode: 0o644 })
         renameSync(tmp, cacheFile)
         return 'written'
       } catch {
@@ -124,7 +134,18 @@ export function runAgentScript(file: string, argv: string[], report: (line: stri
   main(argv, {
     started: () => {
       if (run.cache === 'accepted') return
+      // A primed cache (the build's) lacks what starting compiles: the first agent adds it.
       setTimeout(() => report(`${run.save()} ${run.cacheFile}`), CODE_CACHE_SAVE_DELAY_MS).unref()
     },
   })
+}
+
+/**
+ * `npm run build` primes the agent's cache: loads the modules the agent runs (without running it)
+ * and writes a build cache for this process's flags (prime-agent-cache.ts gives it the agents').
+ */
+export async function primeAgentScript(file: string): Promise<SaveResult> {
+  const run = runScript(file)
+  await (run.exports.loadAgentModules as () => Promise<unknown>)()
+  return run.save('build')
 }

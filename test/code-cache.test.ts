@@ -13,9 +13,11 @@ import { createHash, randomBytes } from 'node:crypto'
 import { Script } from 'node:vm'
 import { CHORUS_BIN, PACKAGE_ROOT } from '../cli/paths.js'
 import { apiGet } from '../cli/client.js'
-import { waitFor, type LocalFleet } from '../cli/fleet.js'
+import { AGENT_NODE_FLAGS, waitFor, type LocalFleet } from '../cli/fleet.js'
+import { cacheFileFor } from '../cli/code-cache.js'
 import { withLocalFleet } from './helpers/fleet.js'
 
+const agentScript = join(PACKAGE_ROOT, 'dist', 'bundle', 'agent.cjs')
 const dir = mkdtempSync(join(tmpdir(), 'chorus-code-cache-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
@@ -30,32 +32,48 @@ function writeScript(name: string, tag: string): string {
 /**
  * runScript in a fresh process (dist/cli/code-cache.js), as an agent runs it: within one process
  * V8 would find a script it compiled before in its own in-memory cache and never read the file.
+ * The child is a file of its own, so that its flags (process.execArgv) are `flags` alone.
  */
-function run(file: string, save = false): { cache: string; answer: string; saved: string | null; cacheFile: string } {
-  const code = `import { runScript } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'cli', 'code-cache.js'))}
-const r = runScript(process.argv[1])
-process.stdout.write(JSON.stringify({ cache: r.cache, answer: r.exports.answer(), saved: process.argv[2] === 'save' ? r.save() : null, cacheFile: r.cacheFile }))`
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e', code, file, save ? 'save' : ''], { encoding: 'utf8' })
-  return JSON.parse(out) as { cache: string; answer: string; saved: string | null; cacheFile: string }
+function run(file: string, save: false | 'run' | 'build' = false, flags: readonly string[] = []): { cache: string; answer: unknown; saved: string | null; cacheFile: string } {
+  const child = join(dir, 'child.mjs')
+  writeFileSync(child, `import { runScript } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'cli', 'code-cache.js'))}
+const r = runScript(process.argv[2])
+process.stdout.write(JSON.stringify({ cache: r.cache, answer: typeof r.exports.answer === 'function' ? r.exports.answer() : Object.keys(r.exports), saved: process.argv[3] ? r.save(process.argv[3]) : null, cacheFile: r.cacheFile }))`)
+  const out = execFileSync(process.execPath, [...flags, child, file, save || ''], { encoding: 'utf8', env: { ...process.env, CHORUS_LOG_LEVEL: 'warn' } })
+  return JSON.parse(out) as { cache: string; answer: unknown; saved: string | null; cacheFile: string }
 }
 
 describe('runScript (V8 code cache)', () => {
+  it('after a build, the agent script runs from the cache the build primed for AGENT_NODE_FLAGS (or one an agent wrote since)', () => {
+    const r = run(agentScript, false, AGENT_NODE_FLAGS)
+    expect(r.cacheFile).toBe(cacheFileFor(agentScript, AGENT_NODE_FLAGS))
+    expect(['primed', 'accepted']).toContain(r.cache)
+    expect(r.answer).toEqual(expect.arrayContaining(['main', 'loadAgentModules']))
+  })
+
   it('runs without a cache, writes one, then runs from it with the same result', () => {
     const file = writeScript('a.cjs', 'one')
-    const first = run(file, true)
+    const first = run(file, 'run')
     expect(first).toMatchObject({ cache: 'missing', answer: 'one:98:a.cjs', saved: 'written' })
     expect(first.cacheFile.startsWith(`${file}.`)).toBe(true)
-    expect(run(file, true)).toMatchObject({ cache: 'accepted', answer: 'one:98:a.cjs', saved: 'skipped' })
+    expect(run(file, 'run')).toMatchObject({ cache: 'accepted', answer: 'one:98:a.cjs', saved: 'skipped' })
+  })
+
+  it('a cache the build primed is used, and replaced once by what a started agent compiled', () => {
+    const file = writeScript('e.cjs', 'five')
+    expect(run(file, 'build')).toMatchObject({ cache: 'missing', saved: 'written' })
+    expect(run(file, 'run')).toMatchObject({ cache: 'primed', answer: 'five:98:e.cjs', saved: 'written' })
+    expect(run(file, 'run')).toMatchObject({ cache: 'accepted', answer: 'five:98:e.cjs', saved: 'skipped' })
   })
 
   it('a corrupt or truncated cache is not used: the script compiles from source, and save() repairs it', () => {
     const file = writeScript('b.cjs', 'two')
-    const { cacheFile } = run(file, true)
+    const { cacheFile } = run(file, 'run')
     const good = readFileSync(cacheFile)
     const flipped = Buffer.from(good)
     flipped[flipped.length - 10]! ^= 0xff
     writeFileSync(cacheFile, flipped)
-    expect(run(file, true)).toMatchObject({ cache: 'invalid', answer: 'two:98:b.cjs', saved: 'written' })
+    expect(run(file, 'run')).toMatchObject({ cache: 'invalid', answer: 'two:98:b.cjs', saved: 'written' })
     expect(run(file)).toMatchObject({ cache: 'accepted', answer: 'two:98:b.cjs' })
     writeFileSync(cacheFile, good.subarray(0, 30))
     expect(run(file)).toMatchObject({ cache: 'invalid', answer: 'two:98:b.cjs' })
@@ -66,18 +84,18 @@ describe('runScript (V8 code cache)', () => {
   it('a cache made from another script of the same length is not used: the new code runs', () => {
     // V8 alone would take it: it checks a source's length, not its text, and would run the old code.
     const file = writeScript('c.cjs', 'old')
-    run(file, true)
+    run(file, 'run')
     writeScript('c.cjs', 'new')
     expect(run(file)).toMatchObject({ cache: 'invalid', answer: 'new:98:c.cjs' })
   })
 
   it('a cache V8 refuses (a well-formed file whose payload was made for other code) is reported rejected, and the script still runs', () => {
     const file = writeScript('d.cjs', 'four')
-    const { cacheFile } = run(file, true)
+    const { cacheFile } = run(file, 'run')
     const header = readFileSync(cacheFile).subarray(0, 24 + 32)
     const other = new Script('(function () { return 1 })').createCachedData()
     writeFileSync(cacheFile, Buffer.concat([header, createHash('sha256').update(other).digest(), other]))
-    expect(run(file, true)).toMatchObject({ cache: 'rejected', answer: 'four:98:d.cjs', saved: 'written' })
+    expect(run(file, 'run')).toMatchObject({ cache: 'rejected', answer: 'four:98:d.cjs', saved: 'written' })
     expect(run(file)).toMatchObject({ cache: 'accepted', answer: 'four:98:d.cjs' })
   })
 })
@@ -91,7 +109,6 @@ withLocalFleet('chorus-code-cache-fleet-', { agents: 0, enrollment: { extraUses:
 // A node option of this run's own (not a V8 flag) names the cache file, so this file's agents
 // start without one and no other test's agents share it.
 const TITLE = `chorus-code-cache-test-${randomBytes(4).toString('hex')}`
-const agentScript = join(PACKAGE_ROOT, 'dist', 'bundle', 'agent.cjs')
 
 async function startAgent(nodeId: string, env: Record<string, string> = {}): Promise<ChildProcess> {
   const data = join(dir, nodeId)
