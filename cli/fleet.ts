@@ -8,7 +8,12 @@ import { join } from 'node:path'
 import { apiGet, apiPostText, apiRequest, contentTypeFor, type ApiConn } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
-import { CHORUS_BIN } from './paths.js'
+import { CHORUS_BIN, PACKAGE_ROOT } from './paths.js'
+/**
+ * What agents are started with: `chorus agent` through its CommonJS entry, which is what
+ * bin/chorus.js runs for `chorus agent` too, without compiling Node's ES module loader first.
+ */
+export const AGENT_BIN = join(PACKAGE_ROOT, 'bin', 'chorus-agent.cjs')
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
 /**
@@ -48,9 +53,9 @@ export interface FleetOptions {
   requireApproval?: boolean
 }
 
-async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = []): Promise<ChildProcess> {
+async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = [], bin = CHORUS_BIN): Promise<ChildProcess> {
   const fh = await open(logFile, 'a')
-  const proc = spawn(process.execPath, [...nodeFlags, CHORUS_BIN, ...args], { stdio: ['ignore', fh.fd, fh.fd], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'info' } })
+  const proc = spawn(process.execPath, [...nodeFlags, bin, ...args], { stdio: ['ignore', fh.fd, fh.fd], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'info' } })
   proc.once('exit', () => void fh.close())
   proc.once('error', () => void fh.close())
   return proc
@@ -172,7 +177,7 @@ export class LocalFleet {
       await writeFile(file, JSON.stringify(own, null, 2))
       args.push('--config', file)
     } else if (this.opts.agentConfigFile) args.push('--config', this.opts.agentConfigFile)
-    a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS)
+    a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS, AGENT_BIN)
   }
 
   /** Adds an agent (data directory, node id) without starting it; returns its index. */
