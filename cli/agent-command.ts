@@ -6,7 +6,7 @@ import { EXIT } from './exit.js'
 import { collectAttr, fail, keepRunningOnRejection, makeLogger, onShutdown } from './program.js'
 
 export interface AgentCommandHooks {
-  /** Called once the agent has started (registered, or its start is under way with a known identity). */
+  /** Called once AgentRuntime.start() has resolved: store open, libp2p listening, the coordinator being dialled. */
   started?: () => void
 }
 

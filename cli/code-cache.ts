@@ -92,6 +92,7 @@ export function runScript(file: string): ScriptRun {
   const module = { exports: {} as Record<string, unknown> }
   const wrapper = script.runInThisContext() as (...args: unknown[]) => void
   wrapper.call(module.exports, module.exports, createRequire(file), module, file, dirname(file))
+  if (cache === 'accepted') script = undefined // nothing to save: keep nothing for it
   return {
     exports: module.exports,
     cache,
@@ -101,7 +102,6 @@ export function runScript(file: string): ScriptRun {
       script = undefined
       if (!s) return 'skipped'
       if (kind === 'run') {
-        if (cache === 'accepted') return 'skipped'
         const now = readCache(cacheFile, sourceDigest)
         if (typeof now !== 'string' && now.kind === 'run' && !(replaced && now.digest.equals(replaced))) return 'skipped'
       }
@@ -125,7 +125,7 @@ export const CODE_CACHE_SAVE_DELAY_MS = 3_000
 /**
  * Runs the agent's classic script (cli/agent-script.ts): main(argv) from the cache, and once the
  * agent has started, saves a cache if it had none it could use. `report` hears what happened
- * (bin/chorus.js prints it with CHORUS_CODE_CACHE_LOG=1).
+ * (bin/chorus-agent.cjs prints it with CHORUS_CODE_CACHE_LOG=1).
  */
 export function runAgentScript(file: string, argv: string[], report: (line: string) => void = () => {}): void {
   const run = runScript(file)
