@@ -17,14 +17,21 @@ export const AGENT_BIN = join(PACKAGE_ROOT, 'bin', 'chorus-agent.cjs')
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
 /**
+ * Old generation an agent starts with, in MB: above the ~20 MB a started agent holds, so that
+ * starting runs no full collection (two, ~50 ms of a ~260 ms start, with V8's default); the
+ * garbage it leaves (~4 MB) is collected once the agent idles (README, Benchmarks).
+ */
+export const AGENT_INITIAL_OLD_SPACE_MB = 32
+/**
  * V8 flags for agent processes: a small young generation keeps an idle agent's RSS low; --no-opt
  * leaves an agent's code to the interpreter and baseline compiler: TurboFan recompiling the few
  * functions a job runs cost ~2 ms of CPU per job on V8's worker thread and ~50 ms at start, and
- * saved nothing on the main thread (README, Benchmarks).
+ * saved nothing on the main thread (README, Benchmarks). `npm run build` primes the agent's code
+ * cache for exactly these flags (cli/prime-agent-cache.ts).
  */
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
-  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', '--no-opt']
+  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', `--initial-old-space-size=${AGENT_INITIAL_OLD_SPACE_MB}`, '--no-opt']
 /** V8 flags for the coordinator process (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile a bench). */
 export const COORDINATOR_NODE_FLAGS = (process.env.CHORUS_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
