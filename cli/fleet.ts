@@ -8,18 +8,30 @@ import { join } from 'node:path'
 import { apiGet, apiPostText, apiRequest, contentTypeFor, type ApiConn } from './client.js'
 import type { JobReport } from '../coordinator/report.js'
 
-import { CHORUS_BIN } from './paths.js'
+import { CHORUS_BIN, PACKAGE_ROOT } from './paths.js'
+/**
+ * What agents are started with: `chorus agent` through its CommonJS entry, which is what
+ * bin/chorus.js runs for `chorus agent` too, without compiling Node's ES module loader first.
+ */
+export const AGENT_BIN = join(PACKAGE_ROOT, 'bin', 'chorus-agent.cjs')
 /** Agents started at once: more at a time only makes the 2-core start-up slower. */
 export const AGENT_START_PARALLELISM = 25
+/**
+ * Old generation an agent starts with, in MB: above the ~20 MB a started agent holds, so that
+ * starting runs no full collection (two, ~50 ms of a ~260 ms start, with V8's default); the
+ * garbage it leaves (~4 MB) is collected once the agent idles (README, Benchmarks).
+ */
+export const AGENT_INITIAL_OLD_SPACE_MB = 32
 /**
  * V8 flags for agent processes: a small young generation keeps an idle agent's RSS low; --no-opt
  * leaves an agent's code to the interpreter and baseline compiler: TurboFan recompiling the few
  * functions a job runs cost ~2 ms of CPU per job on V8's worker thread and ~50 ms at start, and
- * saved nothing on the main thread (README, Benchmarks).
+ * saved nothing on the main thread (README, Benchmarks). `npm run build` primes the agent's code
+ * cache for exactly these flags (cli/prime-agent-cache.ts).
  */
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
-  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', '--no-opt']
+  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', `--initial-old-space-size=${AGENT_INITIAL_OLD_SPACE_MB}`, '--no-opt']
 /** V8 flags for the coordinator process (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile a bench). */
 export const COORDINATOR_NODE_FLAGS = (process.env.CHORUS_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
@@ -48,9 +60,9 @@ export interface FleetOptions {
   requireApproval?: boolean
 }
 
-async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = []): Promise<ChildProcess> {
+async function spawnLogged(args: string[], logFile: string, nodeFlags: string[] = [], bin = CHORUS_BIN): Promise<ChildProcess> {
   const fh = await open(logFile, 'a')
-  const proc = spawn(process.execPath, [...nodeFlags, CHORUS_BIN, ...args], { stdio: ['ignore', fh.fd, fh.fd], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'info' } })
+  const proc = spawn(process.execPath, [...nodeFlags, bin, ...args], { stdio: ['ignore', fh.fd, fh.fd], env: { ...process.env, CHORUS_LOG_LEVEL: process.env.CHORUS_LOG_LEVEL ?? 'info' } })
   proc.once('exit', () => void fh.close())
   proc.once('error', () => void fh.close())
   return proc
@@ -172,7 +184,7 @@ export class LocalFleet {
       await writeFile(file, JSON.stringify(own, null, 2))
       args.push('--config', file)
     } else if (this.opts.agentConfigFile) args.push('--config', this.opts.agentConfigFile)
-    a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS)
+    a.proc = await spawnLogged(args, a.logFile, AGENT_NODE_FLAGS, AGENT_BIN)
   }
 
   /** Adds an agent (data directory, node id) without starting it; returns its index. */

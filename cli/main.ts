@@ -6,17 +6,11 @@ import { registerMemberCommands } from './members.js'
 import { registerLifecycleCommands } from './lifecycle.js'
 import { registerBenchHistory } from './bench-history.js'
 import { addExamples } from './examples.js'
-import { EXIT, EXIT_HELP, exitForError, exitForInstances, exitForReport, exitForStatus } from './exit.js'
+import { collectAttr, createProgram, fail, keepRunningOnRejection, makeLogger, onShutdown } from './program.js'
+import { registerAgentCommand } from './agent-command.js'
+import { EXIT, exitForError, exitForInstances, exitForReport, exitForStatus } from './exit.js'
 
-const program = new Command()
-program
-  .name('chorus')
-  .description('Choreographed fleet jobs: a coordinator signs Courier job templates and publishes them over a libp2p gossip mesh; agents run them.')
-  .version('0.1.0')
-  .showHelpAfterError()
-  .addHelpText('after', `\nExample: chorus job submit job.yaml --wait\n\n${EXIT_HELP}`)
-  // Usage errors exit 2 (commander's default is 1: the code for a failed job).
-  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
+const program = createProgram()
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -26,51 +20,6 @@ function positiveInt(value: string): number {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value]
-}
-
-function collectAttr(value: string, previous: Record<string, string>): Record<string, string> {
-  const eq = value.indexOf('=')
-  if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${value}"`)
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) }
-}
-
-async function makeLogger(name: string) {
-  const mod = await import('pino')
-  // The named export is missing when bundled (CommonJS interop): fall back to the default.
-  const pino = (mod.pino ?? mod.default) as typeof mod.pino
-  // Synchronous writes: a process killed with SIGKILL (or crashing) loses no line it already logged
-  // (pino's default destination buffers while a write is in flight, and those lines died with it).
-  return pino({ name, level: process.env.CHORUS_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination({ dest: 2, sync: true }))
-}
-
-/**
- * A long-running process (coordinator, agent) survives a promise rejected inside a library's
- * event handler, which Node 20 would turn into an exit: it is logged at error with its stack, as
- * the bug it is. (Found: a mux stream paused after its peer went away threw from a handler's
- * completion; net/rpc-mux.ts guards it now.) The cores' own failures do not come this way: a
- * failed persist exits on purpose (onError), and the state is restored from the store.
- */
-function keepRunningOnRejection(logger: { error(fields: object, msg: string): void }): void {
-  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection (a bug; the process goes on)'))
-}
-
-function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false
-  const handler = (signal: string) => {
-    if (stopping) return
-    stopping = true
-    stop().then(() => process.exit(0), (err) => {
-      process.stderr.write(`error while stopping after ${signal}: ${(err as Error).message}\n`)
-      process.exit(1)
-    })
-  }
-  process.on('SIGINT', handler)
-  process.on('SIGTERM', handler)
-}
-
-function fail(message: string, code = 1): never {
-  process.stderr.write(`chorus: ${message}\n`)
-  process.exit(code)
 }
 
 program.command('keys')
@@ -121,41 +70,7 @@ program.command('coordinator')
     process.stdout.write(`coordinator ready\n  public key: ${ep.publicKey}\n  libp2p:     ${ep.multiaddrs.join(' ')}\n  api:        ${ep.apiUrl}\n  admin token: ${o.data}/admin.token (created on first start)\n`)
   })
 
-program.command('agent')
-  .description('Run an agent: joins the mesh, runs the jobs that target this node, sends signed results')
-  .requiredOption('--data <dir>', 'data directory (key, level store)')
-  .requiredOption('--join <multiaddr>', 'the coordinator\'s libp2p address, e.g. /ip4/127.0.0.1/tcp/7700')
-  .requiredOption('--coordinator-key <key>', 'the coordinator\'s public key (printed by `chorus keys`; write --coordinator-key=KEY, as a key may start with "-"); jobs signed by any other key are refused')
-  .option('--node-id <id>', 'this node\'s id (default: the id stored in the data directory, else the host name)')
-  .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
-  .option('--attr <key=value>', 'a custom attribute advertised to the coordinator (repeatable)', collectAttr, {})
-  .option('--config <file>', 'agent configuration (JSON): allow (allowlist), interpreters (external), attributes, restartMode; see the README')
-  .option('--allow-any', 'run every command of every signed job (overrides the allowlist; logged as a warning)')
-  .option('--enroll-token-file <file>', 'file holding the enrolment token (chorus enroll create) this node joins with on its first start; or set $CHORUS_ENROLL_TOKEN')
-  .option('--enroll-token <token>', 'the enrolment token itself (visible to local users in the process list: prefer the file or $CHORUS_ENROLL_TOKEN)')
-  .option('--metrics <host:port>', 'serve Prometheus metrics on this loopback address (GET /metrics): outbox depth, running steps, step durations, coordinator reachability')
-  .addHelpText('after', '\nExample: chorus agent --data /var/lib/chorus/agent --join /ip4/10.0.0.5/tcp/7700 --coordinator-key=KEY --enroll-token-file /etc/chorus/enroll.token --metrics 127.0.0.1:9464')
-  .action(async (o: { data: string; join: string; coordinatorKey: string; nodeId?: string; listen: string[]; attr: Record<string, string>; config?: string; allowAny?: boolean; enrollToken?: string; enrollTokenFile?: string; metrics?: string }) => {
-    const { decodePublicKey } = await import('../protocol/keys.js')
-    try { decodePublicKey(o.coordinatorKey) } catch (err) { fail(`--coordinator-key: ${(err as Error).message}`, 2) }
-    const { multiaddr } = await import('@multiformats/multiaddr')
-    try { multiaddr(o.join) } catch (err) { fail(`--join is not a multiaddr: ${o.join} (${(err as Error).message}); e.g. /ip4/10.0.0.5/tcp/7700`, 2) }
-    const { AgentRuntime, loadAgentConfig } = await import('../agent/runtime.js')
-    let fileConfig: import('../agent/runtime.js').AgentFileConfig = {}
-    if (o.config) {
-      try { fileConfig = await loadAgentConfig(o.config) } catch (err) { fail(`--config: ${(err as Error).message}`, 2) }
-    }
-    if (o.allowAny) fileConfig.allow = 'any'
-    let enrollToken = o.enrollToken ?? process.env.CHORUS_ENROLL_TOKEN
-    if (o.enrollTokenFile) {
-      try { enrollToken = (await readFile(o.enrollTokenFile, 'utf8')).trim() } catch (err) { fail(`--enroll-token-file: ${(err as Error).message}`, 2) }
-    }
-    const logger = await makeLogger('agent')
-    keepRunningOnRejection(logger)
-    const rt = new AgentRuntime({ dataDir: o.data, join: o.join, coordinatorKey: o.coordinatorKey, listen: o.listen, attributes: { ...fileConfig.attributes, ...o.attr }, fileConfig, logger, ...(o.nodeId ? { nodeId: o.nodeId } : {}), ...(enrollToken ? { enrollToken } : {}), ...(o.metrics ? { metrics: o.metrics } : {}) })
-    onShutdown(() => rt.stop())
-    await rt.start().catch((err: Error) => fail(err.message, EXIT.usage))
-  })
+registerAgentCommand(program)
 
 const apiOption = ['--api <host:port|url>', 'coordinator HTTP API, e.g. 127.0.0.1:7070 or https://host:7070 (default $CHORUS_API, the profile, 127.0.0.1:7070)'] as const
 const tokenOption = ['--token <token>', 'API token (default $CHORUS_TOKEN, else the profile $CHORUS_PROFILE or ~/.config/chorus/profile.json)'] as const
