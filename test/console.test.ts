@@ -388,11 +388,15 @@ describe('logs and agent metrics (adds a 7th agent: keep last)', () => {
     await new Promise((r) => probe.once('listening', r))
     const port = (probe.address() as { port: number }).port
     await new Promise((r) => probe.close(r))
-    const p = spawn(process.execPath, [CHORUS_BIN, 'agent', '--data', join(dir, 'metered-agent'), '--join', fleet.multiaddr, `--coordinator-key=${fleet.publicKey}`, '--node-id', 'metered', '--enroll-token-file', fleet.enrollTokenFile, '--allow-any', '--metrics', `127.0.0.1:${port}`], { stdio: 'ignore' })
+    const p = spawn(process.execPath, [CHORUS_BIN, 'agent', '--data', join(dir, 'metered-agent'), '--join', fleet.multiaddr, `--coordinator-key=${fleet.publicKey}`, '--node-id', 'metered', '--enroll-token-file', fleet.enrollTokenFile, '--allow-any', '--metrics', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    p.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-4000) })
     try {
       const { waitFor } = await import('../cli/fleet.js')
       const scrape = async () => parseProm(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
+      // On failure, say what the agent said and whether it is still running (the probed port can be taken in between).
       await waitFor('the agent to reach the coordinator', async () => ((await scrape()).get('chorus_agent_coordinator_reachable') === 1 ? true : undefined), 20_000)
+        .catch((err: Error) => { throw new Error(`${err.message}; agent exit code ${p.exitCode}, stderr tail: ${stderr.slice(-1500)}`) })
       const id = await fleet.submit(job('agent metrics', ['metered'], ['true']))
       await fleet.waitForJob(id, 30_000)
       const m = await scrape()
