@@ -172,6 +172,10 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   const burst: number[] = []
   for (let r = 1; r <= o.rounds; r++) {
     for (const p of packs) p.send({ type: 'hold', on: true })
+    // A pack handles its messages in order: once it answers a status request, it holds. Without
+    // this wait, a busy pack could see the job before the hold, run its steps at once, and the
+    // round never saw all N held (it timed out once at 250 agents on a loaded machine).
+    await statusOf(packs)
     const jobId = await fleet.submit(fleetJob(r, `${label} burst`))
     const { instanceIds } = await apiGet<{ instanceIds: string[] }>(fleet.conn, `/v1/jobs/${jobId}`)
     await waitFor(`all ${n} steps held`, async () => ((await statusOf(packs)).held >= n ? true : undefined), ROUND_TIMEOUT_MS, STATUS_POLL_MS)

@@ -135,7 +135,7 @@ function phaseMedians(p: Phases): Record<string, number | null> {
 /** How long `bench fanout` watches the idle fleet before the rounds, in ms. */
 export const IDLE_SAMPLE_MS = 3_000
 
-export async function benchFanout(o: { agents: number; rounds: number }) {
+export async function benchFanout(o: { agents: number; rounds: number; settle?: number }) {
   const fleet = new LocalFleet({ agents: o.agents, attributes: () => ({ bench: 'yes' }) })
   const t0 = performance.now()
   try {
@@ -146,7 +146,7 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
     const sample = () => Promise.all([fleet.coordinator.proc.pid, ...fleet.agents.map((a) => a.proc.pid)].map(cpuMs))
     // Let gossipsub exchange subscriptions and settle before timing, then measure what an idle
     // fleet costs (heartbeats, pings, ticks): that CPU is in every job's figure too.
-    await new Promise((r) => setTimeout(r, 2_000))
+    await new Promise((r) => setTimeout(r, (o.settle ?? 2) * 1000))
     const idle0 = await sample()
     const idleStart = performance.now()
     await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS))
@@ -187,6 +187,7 @@ export async function benchFanout(o: { agents: number; rounds: number }) {
     return {
       agents: o.agents,
       rounds: o.rounds,
+      settle_s: o.settle ?? 2,
       all_results_s_median: Number(median(times).toFixed(3)),
       all_results_s_max: Number(Math.max(...times).toFixed(3)),
       all_results_s: times.map((t) => Number(t.toFixed(3))),

@@ -375,8 +375,9 @@ bench.command('fanout')
   .description('Submit an immediate one-step job to N agent processes R times; time from submit to all N results stored')
   .option('--agents <n>', 'number of agent processes', positiveInt, 20)
   .option('--rounds <r>', 'jobs to submit, one after another', positiveInt, 5)
+  .option('--settle <s>', 'seconds to wait after the join before the idle sample and the rounds (agents finish starting: GC of start-up garbage)', positiveInt, 2)
   .option('--json', 'print JSON (the only format)')
-  .action(async (o: { agents: number; rounds: number }) => {
+  .action(async (o: { agents: number; rounds: number; settle: number }) => {
     const { benchFanout } = await import('./bench.js')
     process.stdout.write(JSON.stringify(await benchFanout(o)) + '\n')
   })
