@@ -235,14 +235,25 @@ export async function createNet(options: NetOptions): Promise<Net> {
   // skips the peer). Checked every GOSSIP_READY_POLL_MS until then.
   const gossip = pubsub as unknown as { topics: Map<string, Set<string>>; streamsOutbound: Map<string, unknown> }
   const gossipReaches = (peerId: string, topic: string) => gossip.topics.get(topic)?.has(peerId) === true && gossip.streamsOutbound.has(peerId)
+  // One poll for every waiting hello, not a timer each: 1,000 agents reconnecting at once were
+  // 1,000 intervals firing every GOSSIP_READY_POLL_MS (50,000 timer callbacks a second).
+  const gossipWaits = new Set<{ peerId: string; topic: string; deadline: number; resolve: (ok: boolean) => void }>()
+  let gossipPoll: ReturnType<typeof setInterval> | undefined
+  const pollGossipWaits = () => {
+    const now = Date.now()
+    for (const w of gossipWaits) {
+      const ok = gossipReaches(w.peerId, w.topic)
+      if (!ok && now < w.deadline) continue
+      gossipWaits.delete(w)
+      w.resolve(ok)
+    }
+    if (gossipWaits.size === 0 && gossipPoll) { clearInterval(gossipPoll); gossipPoll = undefined }
+  }
   const whenGossipReaches = (peerId: string, topic: string, timeoutMs: number): Promise<boolean> => {
     if (gossipReaches(peerId, topic)) return Promise.resolve(true)
     return new Promise((resolve) => {
-      const started = Date.now()
-      const poll = setInterval(() => {
-        if (gossipReaches(peerId, topic)) { clearInterval(poll); resolve(true) }
-        else if (Date.now() - started >= timeoutMs) { clearInterval(poll); resolve(false) }
-      }, GOSSIP_READY_POLL_MS)
+      gossipWaits.add({ peerId, topic, deadline: Date.now() + timeoutMs, resolve })
+      gossipPoll ??= setInterval(pollGossipWaits, GOSSIP_READY_POLL_MS)
     })
   }
   const gossipHandlers = new Map<string, ((data: Uint8Array, from: string) => void)[]>()
@@ -358,6 +369,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
     request,
     async stop() {
       stopLiveness()
+      if (gossipPoll) { clearInterval(gossipPoll); gossipPoll = undefined }
+      for (const w of gossipWaits) w.resolve(false)
+      gossipWaits.clear()
       await node.stop()
     },
   }

@@ -227,6 +227,26 @@ describe('whenGossipReaches', () => {
     expect(await got).toBe('job')
     expect(await server.whenGossipReaches(client.peerId, 'chorus/other/v1', 200)).toBe(false)
   })
+
+  it('many waits share one poll: each ends on its own, true for the peer that subscribes, false at its own timeout', async () => {
+    const { server, client } = await pair()
+    const real = globalThis.setInterval
+    let intervals = 0
+    globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => { intervals++; return real(...args) }) as typeof setInterval
+    let waits: Promise<boolean>[]
+    let ready: Promise<boolean>
+    try {
+      waits = Array.from({ length: 100 }, (_, i) => server.whenGossipReaches(`${client.peerId}-not-${i}`, 'chorus/test/v1', 100 + i * 10))
+      ready = server.whenGossipReaches(client.peerId, 'chorus/test/v1', 10_000)
+    } finally {
+      globalThis.setInterval = real
+    }
+    expect(intervals).toBe(1)
+    client.subscribe('chorus/test/v1', () => {})
+    expect(await ready).toBe(true)
+    const settled = await Promise.all(waits.map((w, i) => w.then((ok) => ({ ok, i }))))
+    expect(settled.every((r) => r.ok === false)).toBe(true)
+  })
 })
 
 describe('a peer that goes away mid-request', () => {
