@@ -28,9 +28,11 @@ import './lp-decoder.js'
 export const MAX_RPC_FRAME_BYTES = MAX_ENVELOPE_BYTES + 64 * 1024
 /**
  * Connection liveness (net/liveness.ts: yamux ping frames, each connection in its own slice of the
- * interval, none in its first LIVENESS_GRACE_MS). The coordinator pings every connection every
- * LIVENESS_PING_MS and drops one whose pong is later than LIVENESS_TIMEOUT_MS (a frozen agent is
- * seen within about 6.5 s; at 3 s, 250 agents reconnecting at once to a restarted coordinator on
+ * interval, none in its first LIVENESS_GRACE_MS). The coordinator pings every connection it has
+ * not heard from within the last LIVENESS_PING_MS (one that sent it any frame, its own ping or the
+ * last pong included, needs no ping this interval) and drops one whose pong is later than
+ * LIVENESS_TIMEOUT_MS (a frozen agent is seen within about 8 s, two intervals and the timeout
+ * after its last frame; at 3 s, 250 agents reconnecting at once to a restarted coordinator on
  * a loaded host lost 47 healthy links in the first 45 s, each redialling and saying hello again). Agents ping theirs
  * every AGENT_LIVENESS_PING_MS with a longer timeout: a cut link to the coordinator is noticed
  * within about 15 s, and a loaded host (100 agents on 2 cores) does not drop healthy links.
@@ -217,7 +219,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
   self = node
   node.addEventListener('connection:open', (evt) => { joinTcpWrites(evt.detail) })
   const stopLiveness = startLiveness(node, opts.fastLiveness
-    ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS }
+    ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS, skipHeard: true }
     : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS },
     { dead: (conn, why) => opts.onLivenessDrop?.(conn.remotePeer.toString(), why) })
   const pubsub = node.services.pubsub

@@ -6,7 +6,8 @@
 // healthy agents, which redialled and said hello again (README, Sizing). Here each connection is
 // pinged once per interval in its own slice of it, with one 12-byte frame each way, and a ping
 // that seems late is judged only after the event loop has read its sockets (setImmediate runs
-// after the poll phase).
+// after the poll phase). With skipHeard (the coordinator), a connection that delivered any frame
+// within the interval is not pinged in it: its traffic, or its own pings, already show it alive.
 import type { Connection } from '@libp2p/interface'
 import type { Libp2p } from 'libp2p'
 
@@ -19,16 +20,39 @@ export interface LivenessOptions {
   slices: number
   /** A connection younger than this many ms is not pinged yet (default 0). */
   graceMs?: number
+  /**
+   * A connection that delivered a frame (data, a window update, the peer's own ping, or the pong
+   * of our last ping) within the interval is not pinged in this one: it just showed it is alive.
+   * A silent one is pinged as before, so a stopped peer is dropped at most two intervals and the
+   * timeout after its last frame.
+   */
+  skipHeard?: boolean
 }
 
 interface YamuxLike {
   ping(options?: { signal?: AbortSignal }): Promise<number>
+  /** When the muxer last read a frame (ms since epoch), stamped by heardFrames below. */
+  chorusHeardAt?: number
 }
 
 /** The muxer of a libp2p connection, if it can ping (yamux can; libp2p does not type it). */
 function muxerOf(conn: Connection): YamuxLike | undefined {
   const m = (conn as unknown as { muxer?: Partial<YamuxLike> }).muxer
   return typeof m?.ping === 'function' ? (m as YamuxLike) : undefined
+}
+
+/** Stamps every frame a muxer of this class reads (its prototype's handleFrame, once); false if it has none. */
+function heardFrames(muxer: YamuxLike): boolean {
+  const proto = Object.getPrototypeOf(muxer) as { handleFrame?: (this: YamuxLike, frame: unknown) => unknown; chorusHeard?: true }
+  if (proto.chorusHeard) return true
+  const library = proto.handleFrame
+  if (typeof library !== 'function') return false
+  proto.handleFrame = function (this: YamuxLike, frame: unknown) {
+    this.chorusHeardAt = Date.now()
+    return library.call(this, frame)
+  }
+  proto.chorusHeard = true
+  return true
 }
 
 /** What a caller (a test, a metric) may observe. */
@@ -67,7 +91,9 @@ export function startLiveness(node: Libp2p, o: LivenessOptions, on: LivenessEven
       if (s !== now || conn.status !== 'open' || pinging.has(conn)) continue
       if (o.graceMs && Date.now() - conn.timeline.open < o.graceMs) continue
       const muxer = muxerOf(conn)
-      if (muxer) ping(conn, muxer)
+      if (!muxer) continue
+      if (o.skipHeard && heardFrames(muxer) && muxer.chorusHeardAt !== undefined && Date.now() - muxer.chorusHeardAt < o.intervalMs) continue
+      ping(conn, muxer)
     }
   }, Math.max(1, Math.floor(o.intervalMs / o.slices)))
   interval.unref?.()

@@ -72,6 +72,28 @@ describe('liveness pings', () => {
     expect(pinger.node.getConnections().filter((c) => c.status === 'open')).toHaveLength(1)
   })
 
+  it('with skipHeard, does not ping a connection it keeps hearing from, and pings it once it falls silent', async () => {
+    const pinger = await net()
+    const chatty = await net()
+    const quiet = await net()
+    for (const p of [chatty, quiet]) await pinger.node.dial(multiaddr(p.addresses()[0]!))
+    const chattyConn = pinger.node.getConnections(chatty.node.peerId)[0]!
+    const pings = new Map<string, number>()
+    // The chatty peer pings the pinger every 50 ms: a frame arrives well inside every 300 ms interval.
+    const stopChatter = startLiveness(chatty.node, { intervalMs: 50, timeoutMs: 5_000, slices: 1 })
+    stops.push(stopChatter)
+    stops.push(startLiveness(pinger.node, { intervalMs: 300, timeoutMs: 1_000, slices: 1, skipHeard: true }, {
+      ping: (c) => pings.set(c.id, (pings.get(c.id) ?? 0) + 1),
+    }))
+    const quietConn = pinger.node.getConnections(quiet.node.peerId)[0]!
+    await waitFor('the quiet peer pinged three times', async () => ((pings.get(quietConn.id) ?? 0) >= 3 ? true : undefined), 10_000, 20)
+    // The first check may come before the muxer's frames are stamped; after it, none while chatty talks.
+    const whileChatty = pings.get(chattyConn.id) ?? 0
+    expect(whileChatty).toBeLessThanOrEqual(1)
+    stopChatter()
+    await waitFor('the chatty peer pinged once it fell silent', async () => ((pings.get(chattyConn.id) ?? 0) > whileChatty ? true : undefined), 10_000, 20)
+  })
+
   it('drops the connection of a peer that stops answering', async () => {
     const pinger = await net()
     // The peer is another process, stopped with SIGSTOP: its socket stays open, nothing answers.
@@ -86,8 +108,9 @@ describe('liveness pings', () => {
     await pinger.node.dial(multiaddr(addr))
     const dead: Connection[] = []
     let pongs = 0
-    stops.push(startLiveness(pinger.node, { intervalMs: 200, timeoutMs: 500, slices: 1 }, { dead: (c) => dead.push(c), pong: () => { pongs++ } }))
-    await waitFor('a first pong', async () => (pongs > 0 ? true : undefined), 10_000, 20)
+    // skipHeard, as the coordinator runs it: the pongs themselves count as heard.
+    stops.push(startLiveness(pinger.node, { intervalMs: 200, timeoutMs: 500, slices: 1, skipHeard: true }, { dead: (c) => dead.push(c), pong: () => { pongs++ } }))
+    await waitFor('two pongs', async () => (pongs > 1 ? true : undefined), 10_000, 20)
     child.kill('SIGSTOP')
     await waitFor('the stopped peer dropped', async () => (pinger.node.getConnections().length === 0 ? true : undefined), 10_000, 50)
     expect(dead).toHaveLength(1)
