@@ -1,7 +1,7 @@
 // The simulator: determinism, a fixed seed list over every scenario, and deliberately broken
 // cores that the checkers must catch. Every assertion message carries the seed.
-import { describe, expect, it } from 'vitest'
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentStep, type AgentEffect, type AgentRun } from '../agent/core.js'
@@ -692,6 +692,7 @@ describe('chorus sim command', () => {
 
   it('prints the JSON summary and writes an HTML report', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'chorus-sim-'))
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
     const report = join(dir, 'r.html')
     const cap = capture()
     let code: number
@@ -709,6 +710,7 @@ describe('chorus sim command', () => {
 
   it('takes a Courier template with --job, refuses unknown scenarios, runs quorum-upgrade', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'chorus-sim-'))
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
     const job = join(dir, 'job.json')
     writeFileSync(job, readFileSync(new URL('../../shared/courier/samples/samples_multi-node-one-group-immediate-rolling-linux.json', import.meta.url)))
     const cap = capture()
