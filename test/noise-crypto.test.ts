@@ -26,6 +26,20 @@ describe('noise X25519 with kept key objects', () => {
     }
   })
 
+  it("answers a hostile peer's key as the library does: a low-order point or a short key is an error for the handshake", () => {
+    const mine = noiseCrypto.generateX25519KeyPair()
+    const outcome = (c: typeof defaultCrypto, key: Uint8Array) => { try { return hex(c.generateX25519SharedKey(mine.privateKey, key)) } catch { return 'refused' } }
+    expect(outcome(noiseCrypto, new Uint8Array(32))).toBe('refused')
+    expect(outcome(noiseCrypto, new Uint8Array(31).fill(9))).toBe('refused')
+    // Any other length takes the library's own path: whatever it does, ours does.
+    for (const bad of [new Uint8Array(32), new Uint8Array(31).fill(9), new Uint8Array(33).fill(9), new Uint8Array(0)]) {
+      expect(outcome(noiseCrypto, bad), `${bad.length} bytes`).toBe(outcome(defaultCrypto, bad))
+    }
+    // A good peer right after still agrees.
+    const p = defaultCrypto.generateX25519KeyPair()
+    expect(hex(noiseCrypto.generateX25519SharedKey(mine.privateKey, p.publicKey))).toBe(hex(defaultCrypto.generateX25519SharedKey(p.privateKey, mine.publicKey)))
+  })
+
   it('still agrees after more peers than it keeps', () => {
     const mine = noiseCrypto.generateX25519KeyPair()
     const peers = Array.from({ length: MAX_CACHED_PUBLIC_KEYS + 10 }, () => defaultCrypto.generateX25519KeyPair())
