@@ -86,7 +86,7 @@ export const ResolvedGroupSchema = z.object({
    * target runs an agent of ROSTER_AGENT_VERSION or later. Otherwise who the targets are is not in
    * the definition: each node learns its own place from its ticket.
    */
-  nodes: z.array(id).max(MAX_TARGET_NODES).optional(),
+  nodes: z.array(id).max(MAX_ROSTER_TARGETS).optional(),
 }).strict().refine((g) => g.nodes === undefined || g.nodes.length === g.size, { message: 'a roster lists exactly size node ids', path: ['nodes'] })
 
 export const JobBodySchema = z.object({

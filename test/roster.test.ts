@@ -161,5 +161,12 @@ describe('a roster in a large definition', () => {
     const parsed = JobBodySchema.safeParse(body)
     expect(parsed.success).toBe(false)
     expect(JSON.stringify(parsed.error?.issues)).toContain('a roster lists exactly size node ids')
+    // Garbage in a roster: an id with characters no node id has, a roster longer than MAX_ROSTER_TARGETS.
+    const odd = JSON.parse(envelope.body) as JobBody
+    odd.resolved.groups[1]!.nodes![0] = 'node 0/../x'
+    expect(JobBodySchema.safeParse(odd).error?.issues[0]?.path).toEqual(['resolved', 'groups', 1, 'nodes', 0])
+    const long = JSON.parse(envelope.body) as JobBody
+    long.resolved.groups[1] = { size: MAX_ROSTER_TARGETS + 1, nodes: Array.from({ length: MAX_ROSTER_TARGETS + 1 }, (_, i) => `n${i}`) }
+    expect(JobBodySchema.safeParse(long).error?.issues[0]?.path).toEqual(['resolved', 'groups', 1, 'nodes'])
   })
 })
