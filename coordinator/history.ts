@@ -130,10 +130,10 @@ export class History {
   }
 }
 
-/** Key prefixes never loaded at restore: history (read by key through the indexes), the audit log, store metadata. */
 /** No records in memory: instanceRuns reads a finished instance's runs from the store only. */
 const NONE: ReadonlyMap<string, never> = new Map<string, never>()
 
+/** Key prefixes never loaded at restore: history (read by key through the indexes), the audit log, store metadata. */
 const HISTORY_PREFIXES = ['instance/', 'run/', 'idx/', AUDIT_PREFIX, 'meta/'] as const
 
 /**
