@@ -21,6 +21,7 @@ import { startLiveness } from './liveness.js'
 import { joinTcpWrites } from './tcp-writes.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { libp2pLogger } from './quiet-logger.js'
+import { openGossipStreamsConcurrently } from './gossip-streams.js'
 import './yamux-window.js'
 import './lp-decoder.js'
 
@@ -223,6 +224,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS },
     { dead: (conn, why) => opts.onLivenessDrop?.(conn.remotePeer.toString(), why) })
   const pubsub = node.services.pubsub
+  openGossipStreamsConcurrently(pubsub)
   const trusted = opts.trustedPublisher
   pubsub.topicValidators.set(TOPIC_JOBS, (peer: PeerId, msg) => {
     // Signed gossip keeps the author in msg.from across relays: drop anything not authored
@@ -380,6 +382,18 @@ export async function createNet(options: NetOptions): Promise<Net> {
 }
 
 /**
+ * Whether a failed dial reached a process that listens but did not take the connection: its
+ * TCP accept was followed by a reset or an end in the handshake, which is what a coordinator past
+ * MAX_PENDING_HANDSHAKES (or one that closes a denied connection) does. Refused, unreachable and
+ * timed-out dials are not: nothing listens, or nothing answers. The agent shell waits longer
+ * before it turns to its peers while its coordinator is busy (protocol/timing.ts PEER_ROUND_DELAY_MS).
+ */
+export function dialReachedBusyPeer(err: Error): boolean {
+  const text = `${err.name} ${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`
+  return /ECONNRESET|EPIPE|Unexpected EOF|stream ended|EncryptionFailed/.test(text) && !/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|TimeoutError|AbortError/.test(text)
+}
+
+/**
  * The agent shell's transport over libp2p: adapts the async dial and request to the callbacks
  * of ShellTransport (the same contract sim/transport.ts implements over the simulated network).
  */
@@ -398,6 +412,7 @@ export function linkTransport(net: Net): ShellTransport {
             break
           } catch (err) { last = err as Error /* try the next address */ }
         }
+        if (last && dialReachedBusyPeer(last)) (last as Error & { peerBusy?: boolean }).peerBusy = true
         done(last)
       })()
     },

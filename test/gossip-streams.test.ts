@@ -1,0 +1,83 @@
+// Gossip streams to peers open side by side (net/gossip-streams.ts): one peer slow to answer
+// the stream's negotiation no longer holds back every peer after it. Real libp2p on 127.0.0.1
+// for the first test (the slow peer's round trip held by a gate the test opens); the opener's
+// bound and its re-push rule over a scripted pubsub for the second.
+import { afterEach, describe, expect, it } from 'vitest'
+import { randomBytes } from 'node:crypto'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { GossipSub } from '@libp2p/gossipsub'
+import { createNet, type Net } from '../net/libp2p.js'
+import { openGossipStreamsConcurrently } from '../net/gossip-streams.js'
+
+const TOPIC = 'chorus/test/v1'
+const nets: Net[] = []
+afterEach(async () => { await Promise.all(nets.splice(0).map((n) => n.stop())) })
+
+async function net(): Promise<Net> {
+  const n = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'] })
+  nets.push(n)
+  return n
+}
+
+describe('gossip streams', () => {
+  it('a peer whose stream negotiation hangs does not hold back the stream to a peer that connected after it', async () => {
+    const server = await net()
+    const slow = await net()
+    const fast = await net()
+    server.subscribe(TOPIC, () => {})
+    slow.subscribe(TOPIC, () => {})
+    fast.subscribe(TOPIC, () => {})
+    // Every stream the server opens to the slow peer waits for the gate (as over a slow link).
+    let open: () => void = () => {}
+    const gate = new Promise<void>((resolve) => { open = resolve })
+    server.node.addEventListener('connection:open', (evt) => {
+      const conn = evt.detail
+      if (conn.remotePeer.toString() !== slow.peerId) return
+      const library = conn.newStream.bind(conn)
+      ;(conn as { newStream: typeof conn.newStream }).newStream = async (...args: Parameters<typeof conn.newStream>) => { await gate; return library(...args) }
+    })
+    const addr = multiaddr(server.addresses()[0]!)
+    await slow.node.dial(addr)
+    // The server has queued its stream to the slow peer (it heard the slow peer's own stream) before the fast one dials.
+    await new Promise<void>((resolve) => {
+      const check = () => ((server.node.services.pubsub as unknown as { streamsInbound: Map<string, unknown> }).streamsInbound.has(slow.peerId) ? resolve() : setTimeout(check, 20))
+      check()
+    })
+    await fast.node.dial(addr)
+    expect(await server.whenGossipReaches(fast.peerId, TOPIC, 10_000)).toBe(true)
+    expect(await server.whenGossipReaches(slow.peerId, TOPIC, 1), 'the slow peer is still behind its gate').toBe(false)
+    open()
+    expect(await server.whenGossipReaches(slow.peerId, TOPIC, 10_000)).toBe(true)
+  })
+
+  it('opens at most maxAtOnce at once, one per peer; a peer pushed again while its open runs is opened again after it; nothing after end()', async () => {
+    const started: string[] = []
+    const finish = new Map<string, (() => void)[]>()
+    const fake = {
+      outboundInflightQueue: { push: () => {}, end: () => {} },
+      createOutboundStream: (peerId: { toString(): string }) => {
+        const id = peerId.toString()
+        started.push(id)
+        return new Promise<void>((resolve) => { finish.set(id, [...(finish.get(id) ?? []), resolve]) })
+      },
+    }
+    const opener = openGossipStreamsConcurrently(fake as unknown as GossipSub, 2)
+    const q = (fake as unknown as { outboundInflightQueue: { push(j: { peerId: string; connection: unknown }): void; end(): void } }).outboundInflightQueue
+    const push = (id: string) => q.push({ peerId: id, connection: {} })
+    push('a'); push('b'); push('c'); push('a')
+    expect(started).toEqual(['a', 'b'])
+    expect(opener.stats()).toEqual({ running: 2, waiting: 1 })
+    const done = async (id: string) => { finish.get(id)!.shift()!(); await new Promise((r) => setImmediate(r)) }
+    await done('b')
+    expect(started).toEqual(['a', 'b', 'c'])
+    await done('a')
+    // a's second push waited for its first open, then took the free slot.
+    expect(started).toEqual(['a', 'b', 'c', 'a'])
+    q.end()
+    push('d')
+    await done('c')
+    await done('a')
+    expect(started).toEqual(['a', 'b', 'c', 'a'])
+    expect(opener.stats()).toEqual({ running: 0, waiting: 0 })
+  })
+})
