@@ -220,6 +220,7 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   // agent has been admitted again and has synced since the kill (a sync answered means both).
   const killedAt = Date.now()
   const t0 = performance.now()
+  const reconnectPacks0 = await packsCpu()
   await fleet.killCoordinator('SIGKILL')
   await fleet.startCoordinator()
   const coordinatorUpS = (performance.now() - t0) / 1000
@@ -231,6 +232,8 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     return last.synced >= n ? true : undefined
   }, ROUND_TIMEOUT_MS, STATUS_POLL_MS).then(() => true, () => false)
   const reconnectS = (performance.now() - t0) / 1000
+  const reconnectPacksMs = (await packsCpu()) - reconnectPacks0
+  const reconnectCoordinatorMs = (await cpuMs(fleet.coordinator.proc.pid))?.self ?? null
   note(`${label}: ${back ? `every agent reconnected and synced ${reconnectS.toFixed(1)} s after the kill` : `${last?.synced ?? 0} of ${n} agents synced within ${ROUND_TIMEOUT_MS / 1000} s of the kill`}`)
   const hellos = await metric(fleet, 'chorus_rpc_requests_total', 'type="hello"')
   const syncs = await metric(fleet, 'chorus_rpc_requests_total', 'type="sync"')
@@ -246,6 +249,12 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     reconnect_synced_agents: last?.synced ?? 0,
     reconnect_coordinator_up_s: Number(coordinatorUpS.toFixed(2)),
     reconnect_hellos: hellos,
+    // CPU per agent from the kill until every agent synced: the packs' (dials, handshakes, the
+    // agents' syncs with each other while the coordinator is away, hellos) and the restarted
+    // coordinator's (start-up included). With every agent on the bench's cores, N × their sum
+    // over the cores bounds reconnect_s from below.
+    reconnect_packs_cpu_ms_per_agent: Number((reconnectPacksMs / n).toFixed(1)),
+    reconnect_coordinator_cpu_ms_per_agent: reconnectCoordinatorMs === null ? null : Number((reconnectCoordinatorMs / n).toFixed(1)),
     reconnect_syncs: syncs,
     fanout_after_reconnect_s: after === null ? null : round3(after),
     ...(afterError ? { fanout_after_reconnect_error: afterError } : {}),

@@ -15,6 +15,17 @@ export const WATCH_HOLD_MS = 60_000
 /** Redial backoff towards the coordinator, doubling from the first value to the second. */
 export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 5_000
+/**
+ * An agent that lost the coordinator turns to its peers (dials the agents it was introduced to
+ * and asks them for a sync) once the coordinator has been away PEER_ROUND_DELAY_MS (jittered),
+ * and PEER_ROUND_BUSY_DELAY_MS after its last sign of running but busy (a handshake reset, a
+ * retry-after; longer than the longest jittered redial, so signs that keep coming keep it
+ * waiting), and at the latest PEER_ROUND_MAX_DELAY_MS after the loss: a coordinator restart
+ * then costs the fleet no mesh, and a coordinator that is really gone one a few seconds late.
+ */
+export const PEER_ROUND_DELAY_MS = 5_000
+export const PEER_ROUND_BUSY_DELAY_MS = 2 * REDIAL_MAX_MS
+export const PEER_ROUND_MAX_DELAY_MS = 30_000
 
 /**
  * A delay spread over [ms / 2, 3 ms / 2) by a uniform draw `random01` in [0, 1): agents that lost

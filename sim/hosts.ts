@@ -116,9 +116,9 @@ export class Hosts {
       const horizon = Math.min(a.tickAt, t + 3_600_000)
       // A tick does work when the node is busy or has events queued (handled above), or once its
       // local clock (computed as World.localAt does) reads the core's idleUntil or the next ping
-      // (connected) or redial (not): an idle agent skips thousands of grid points here, so the
-      // rule is inlined.
-      const due = Math.min(a.state.idleUntil, a.connected ? a.nextMonitorAt : a.shell!.redialAt)
+      // (connected) or redial and first peer round (not): an idle agent skips thousands of grid
+      // points here, so the rule is inlined.
+      const due = Math.min(a.state.idleUntil, a.connected ? a.nextMonitorAt : Math.min(a.shell!.redialAt, a.shell!.peerRoundWakeAt()))
       const base = SIM_EPOCH_MS + a.clockOffsetMs
       const rate = a.clockRate
       while (t < horizon && Math.floor(base + t * rate) < due) t += step

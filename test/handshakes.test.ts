@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createNet, MAX_PENDING_HANDSHAKES, type Net } from '../net/libp2p.js'
+import { createNet, dialReachedBusyPeer, linkTransport, MAX_PENDING_HANDSHAKES, type Net } from '../net/libp2p.js'
 import { waitFor } from '../cli/fleet.js'
 
 const nets: Net[] = []
@@ -76,4 +76,21 @@ describe('inbound handshakes', () => {
     await waitFor('the server holds all 8', async () => (server.node.getConnections().filter((c) => c.status === 'open').length === 8 ? true : undefined), 10_000, 20)
     expect(MAX_PENDING_HANDSHAKES).toBeGreaterThan(2)
   }, 60_000)
+
+  it('the agent shell hears a dial refused by a busy peer (its handshake bound) as busy, and one to a port nothing listens on as away', async () => {
+    const server = await net(1)
+    const addr = server.addresses()[0]!
+    await stall(addr)
+    const client = linkTransport(await net())
+    const dial = (to: string) => new Promise<Error | undefined>((resolve) => client.dial(server.peerId, [to], 8_000, resolve))
+    const busy = await dial(addr)
+    expect(busy?.message).toMatch(/ECONNRESET|EOF|ended/)
+    expect((busy as { peerBusy?: boolean }).peerBusy).toBe(true)
+    await server.stop()
+    nets.splice(nets.indexOf(server), 1)
+    const away = await dial(addr)
+    expect(away?.message).toMatch(/ECONNREFUSED/)
+    expect((away as { peerBusy?: boolean }).peerBusy).toBeUndefined()
+    expect(dialReachedBusyPeer(new Error('dial timed out after 10000 ms'))).toBe(false)
+  })
 })

@@ -19,7 +19,7 @@ import { createNet, linkTransport, type Net } from '../net/libp2p.js'
 import { identityFromSeed, type Identity } from '../protocol/keys.js'
 import { ENROLL_TOKEN_PREFIX, checkMember } from '../protocol/membership.js'
 import { SHELL_INTERPRETER, type JobTemplate } from '../protocol/template.js'
-import { AGENT_TICK_MS, COORDINATOR_TICK_MS, REDIAL_MAX_MS, REDIAL_MIN_MS } from '../protocol/timing.js'
+import { AGENT_TICK_MS, COORDINATOR_TICK_MS, PEER_ROUND_DELAY_MS, PEER_ROUND_MAX_DELAY_MS, REDIAL_MAX_MS, REDIAL_MIN_MS } from '../protocol/timing.js'
 import { subscribeEnvelopes, type ShellTransport } from '../protocol/transport.js'
 import { PROTOCOL_VERSION, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope, seal, type SignedEnvelope } from '../protocol/wire.js'
 import { runScenario } from '../sim/cli.js'
@@ -325,18 +325,53 @@ describe('the agent shell as a state machine', () => {
     expect(r.dials).toHaveLength(1)
   })
 
-  it('when the coordinator cannot be reached it dials the peers the coordinator introduced and asks the connected ones for a sync', () => {
+  /** Joins with two introduced peers, then loses the coordinator. */
+  function joinedThenLost() {
     const r = rig()
     r.shell.tick()
     r.dials.splice(0).forEach((d) => d.done(undefined))
     r.calls.splice(0)[0]!.onReply(r.reply({ peers: [{ peerId: 'peer-a', addrs: ['/ip4/127.0.0.1/tcp/7001'] }, { peerId: 'peer-b', addrs: ['/ip4/127.0.0.1/tcp/7002'] }] }))
     r.close('coord-peer')
-    r.advance(REDIAL_MIN_MS)
-    r.shell.tick()
-    r.dials.splice(0).forEach((d) => d.done(new Error('dial timeout')))
-    expect(r.dials.map((d) => d.peerId)).toEqual(['peer-a', 'peer-b'])
+    return r
+  }
+  /** Ticks every 100 ms for ms, failing every coordinator dial with err; returns the peers dialled and when (ms after the start). */
+  function runAway(r: ReturnType<typeof rig>, ms: number, err: () => Error) {
+    const peerDials: { peerId: string; at: number; done: (e: Error | undefined) => void }[] = []
+    for (let t = 0; t <= ms; t += 100) {
+      r.shell.tick()
+      for (const d of r.dials.splice(0)) {
+        if (d.peerId === 'coord-peer') d.done(err())
+        else peerDials.push({ peerId: d.peerId, at: t, done: d.done })
+      }
+      r.advance(100)
+    }
+    return peerDials
+  }
+
+  it('when the coordinator stays away it dials the peers the coordinator introduced, PEER_ROUND_DELAY_MS after the loss, and asks the connected ones for a sync', () => {
+    const r = joinedThenLost()
+    const peerDials = runAway(r, PEER_ROUND_DELAY_MS + 1_000, () => new Error('connection refused'))
+    // The redials before the delay (0.5, 1.5 and 3.5 s) turned to no peer; the tick at the delay did.
+    expect(peerDials.map((d) => [d.peerId, d.at])).toEqual([['peer-a', PEER_ROUND_DELAY_MS], ['peer-b', PEER_ROUND_DELAY_MS]])
     r.setPeers(['peer-a'])
-    r.dials.splice(0).forEach((d, i) => d.done(i === 0 ? undefined : new Error('refused')))
+    peerDials.forEach((d, i) => d.done(i === 0 ? undefined : new Error('refused')))
     expect(r.calls.map((c) => [c.target, (JSON.parse(c.envelope.body) as { type: string }).type])).toEqual([['peer-a', 'sync']])
+  })
+
+  it('a coordinator back within PEER_ROUND_DELAY_MS costs no peer dial; one that shows it is busy (handshakes reset) postpones the peers up to PEER_ROUND_MAX_DELAY_MS', () => {
+    const r = joinedThenLost()
+    // Back after 2 s: the hello is accepted before the delay ends.
+    expect(runAway(r, 2_000, () => new Error('connection refused'))).toEqual([])
+    r.advance(REDIAL_MAX_MS)
+    r.shell.tick()
+    r.dials.splice(0).forEach((d) => d.done(undefined))
+    r.calls.splice(0)[0]!.onReply(r.reply({}))
+    expect(runAway(r, PEER_ROUND_DELAY_MS * 2, () => new Error('unexpected dial')), 'connected: no peer round').toEqual([])
+    // Lost again, and every redial is reset by a coordinator past its handshake bound: no peer
+    // round while the resets keep coming, until PEER_ROUND_MAX_DELAY_MS after the loss.
+    r.close('coord-peer')
+    const busy = () => Object.assign(new Error('connection error 127.0.0.1:7700: connect ECONNRESET 127.0.0.1:7700'), { peerBusy: true })
+    const peerDials = runAway(r, PEER_ROUND_MAX_DELAY_MS + 1_000, busy)
+    expect(peerDials.map((d) => [d.peerId, d.at])).toEqual([['peer-a', PEER_ROUND_MAX_DELAY_MS], ['peer-b', PEER_ROUND_MAX_DELAY_MS]])
   })
 })
