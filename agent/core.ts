@@ -29,7 +29,7 @@ export {
   type StepAttemptResult, type AgentEvent, type StepRunRequest, type AgentEffect,
 } from './state.js'
 export { coordinatorAway, envelopesForPeer, COORDINATOR_AWAY_MS, MAX_KNOWN_IN_SYNC, RUNNING_REPORT_MS, SYNC_PERIOD_MS, SYNC_RETRY_MS, WATCH_RETRY_MS } from './link.js'
-export { PEER_PROGRESS_MAX_TARGETS } from './turns.js'
+export { PEER_PROGRESS_MAX_TARGETS, waitsOnPeers } from './turns.js'
 export { MAX_OCCURRENCES_PER_TICK, PRUNE_EVERY_MS } from './jobs.js'
 
 /**

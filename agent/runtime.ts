@@ -153,8 +153,9 @@ export class AgentRuntime {
   nodeId = ''
 
   /** Whether the coordinator admitted this agent on the current connection, and when a sync last succeeded (ms, 0 = never). */
-  get link(): { connected: boolean; lastSyncOkAt: number } {
-    return { connected: this.shell?.connected ?? false, lastSyncOkAt: this.state?.sync.lastOkAt ?? 0 }
+  get link(): { connected: boolean; lastSyncOkAt: number; peerRounds: number; failures: number; busyFailures: number } {
+    const c = this.shell?.counts ?? { peerRounds: 0, failures: 0, busyFailures: 0 }
+    return { connected: this.shell?.connected ?? false, lastSyncOkAt: this.state?.sync.lastOkAt ?? 0, ...c }
   }
 
   constructor(private readonly opts: AgentOptions) {}

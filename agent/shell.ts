@@ -13,8 +13,8 @@
 import type { Identity } from '../protocol/keys.js'
 import { MAX_ADDRS_PER_PEER, MAX_SKILLS, MAX_SYNC_JOBS, PROTOCOL_VERSION, open, seal, type PeerInfo, type SignedEnvelope } from '../protocol/wire.js'
 import type { Clock, ShellTransport } from '../protocol/transport.js'
-import { AGENT_VERSION, PEER_ROUND_BUSY_DELAY_MS, PEER_ROUND_DELAY_MS, PEER_ROUND_MAX_DELAY_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
-import { envelopesForPeer, type AgentEvent, type AgentState } from './core.js'
+import { AGENT_VERSION, PEER_ROUND_BUSY_DELAY_MS, PEER_ROUND_DELAY_MS, PEER_ROUND_IDLE_DELAY_MS, PEER_ROUND_MAX_DELAY_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, RPC_TIMEOUT_MS } from '../protocol/timing.js'
+import { envelopesForPeer, waitsOnPeers, type AgentEvent, type AgentState } from './core.js'
 
 /** Other agents this one keeps connections to (the mesh), and asks for a sync when the coordinator is away. */
 export const MAX_KNOWN_PEERS = 16
@@ -87,9 +87,13 @@ export class AgentShell {
    * Since when the coordinator is away (0 while connected, and before the first attempt), when it
    * last showed it runs but is busy (its listener reset the handshake, or it answered a hello
    * with a retry-after), and when the last peer round started. The first round comes
-   * PEER_ROUND_DELAY_MS (jittered) after the loss, or PEER_ROUND_BUSY_DELAY_MS after the last
-   * sign of a busy coordinator if later, and no later than PEER_ROUND_MAX_DELAY_MS after the
-   * loss; then one per failed attempt, as long as none is running. A restart is over before the mesh is built: at 250
+   * PEER_ROUND_DELAY_MS (jittered) after the loss when the node takes part in a rollout that may
+   * need its peers (core waitsOnPeers), PEER_ROUND_IDLE_DELAY_MS otherwise (nothing waits on
+   * them: a job it missed is all a peer could give it); once the coordinator showed it runs but is
+   * busy (its TCP connect went through and the handshakes failed or timed out, or a hello went
+   * unanswered or was answered with a retry-after), PEER_ROUND_BUSY_DELAY_MS after the last such
+   * sign and no later than PEER_ROUND_MAX_DELAY_MS after the loss; never while an attempt is in
+   * flight (its outcome decides); then one per failed attempt, as long as none is running. A restart is over before the mesh is built: at 250
    * agents on the bench's two cores, the agents' mesh (3 peers each: handshakes, identify,
    * gossip, certificates, syncs) was 47 of the 65 ms of CPU each agent spent on a coordinator
    * restart, and the reconnect took 15.7 s with it against 5.2 s without (README, Sizing).
@@ -98,9 +102,13 @@ export class AgentShell {
   private busySeenAt = 0
   private peerRoundAt = 0
   private peerDelayMs: number
+  private idlePeerDelayMs: number
+  /** Counted since start: peer rounds, failed attempts to reach the coordinator, and those that found it busy. */
+  readonly counts = { peerRounds: 0, failures: 0, busyFailures: 0 }
 
   constructor(private readonly o: AgentShellOptions) {
     this.peerDelayMs = o.jitter(PEER_ROUND_DELAY_MS)
+    this.idlePeerDelayMs = o.jitter(PEER_ROUND_IDLE_DELAY_MS)
     o.transport.onClosed((peerId) => this.closed(peerId))
   }
 
@@ -120,7 +128,8 @@ export class AgentShell {
     const now = this.o.clock.now()
     if (this.attempting && now - this.attemptStartedAt > MAX_ATTEMPT_MS) this.attempting = false
     if (!this.connected && !this.attempting && now >= this.redialAt) this.connect()
-    if (now >= this.peerRoundWakeAt()) this.startPeerRound()
+    // An attempt in flight decides by its outcome (it may find the coordinator busy); it ends within MAX_ATTEMPT_MS.
+    if (!this.attempting && now >= this.peerRoundWakeAt()) this.startPeerRound()
   }
 
   /** Local time at which a tick starts this absence's first peer round (Infinity if none is waiting; the simulator plans its ticks by it). */
@@ -132,7 +141,10 @@ export class AgentShell {
   /** When the first peer round of this absence is due (never while connected or before the first attempt). */
   private peerRoundDue(): number {
     if (this.connected || this.awaySince === 0) return Infinity
-    return Math.min(this.awaySince + PEER_ROUND_MAX_DELAY_MS, Math.max(this.awaySince + this.peerDelayMs, this.busySeenAt === 0 ? 0 : this.busySeenAt + PEER_ROUND_BUSY_DELAY_MS))
+    const now = this.o.clock.now()
+    const first = this.awaySince + (waitsOnPeers(this.o.state(), now) ? this.peerDelayMs : this.idlePeerDelayMs)
+    if (this.busySeenAt === 0) return first
+    return Math.min(this.awaySince + PEER_ROUND_MAX_DELAY_MS, Math.max(first, this.busySeenAt + PEER_ROUND_BUSY_DELAY_MS))
   }
 
   /** A `send` effect of the core: carried out only while connected. Returns whether it went out. */
@@ -165,7 +177,7 @@ export class AgentShell {
       o.transport.call(o.coordinatorPeer, hello, RPC_TIMEOUT_MS, (reply) => {
         if (this.stopped) return
         o.dispatch({ type: 'reply', envelope: reply, to: 'hello' }, () => { this.attempting = false; this.helloAnswered(reply) })
-      }, (e) => this.failed(e))
+      }, (e) => this.failed(/timed out|timeout/i.test(e.message) ? Object.assign(e, { peerBusy: true }) : e)) // connected, then no answer in time: it runs, busy (a closed connection is not)
     })
   }
 
@@ -196,7 +208,8 @@ export class AgentShell {
   private failed(err: Error): void {
     this.attempting = false
     if (this.stopped) return
-    if ((err as { peerBusy?: boolean }).peerBusy) this.busySeenAt = this.o.clock.now()
+    this.counts.failures++
+    if ((err as { peerBusy?: boolean }).peerBusy) { this.busySeenAt = this.o.clock.now(); this.counts.busyFailures++ }
     this.o.hooks?.dialFailed?.(err, this.redialMs)
     if (this.o.clock.now() >= this.peerRoundDue()) this.startPeerRound()
   }
@@ -205,6 +218,7 @@ export class AgentShell {
     if (this.peerRound || this.stopped) return
     this.peerRound = true
     this.peerRoundAt = this.o.clock.now()
+    this.counts.peerRounds++
     this.dialKnownPeers(() => this.syncFromPeers(() => { this.peerRound = false }))
   }
 
@@ -213,6 +227,7 @@ export class AgentShell {
     this.awaySince = this.o.clock.now()
     this.busySeenAt = 0
     this.peerDelayMs = this.o.jitter(PEER_ROUND_DELAY_MS)
+    this.idlePeerDelayMs = this.o.jitter(PEER_ROUND_IDLE_DELAY_MS)
   }
 
   private closed(peerId: string): void {

@@ -218,6 +218,21 @@ function instanceOpen(state: AgentState, run: AgentRun, now: number): boolean {
 }
 
 /**
+ * Whether this node takes part in a rollout that may still need its peers: a gated run (waiting,
+ * running or done) of an unexpired job whose instance is still open. The agent shell turns to its
+ * peers soon after losing the coordinator when this holds (PEER_ROUND_DELAY_MS), and much later
+ * otherwise (PEER_ROUND_IDLE_DELAY_MS). O(runs held).
+ */
+export function waitsOnPeers(state: AgentState, now: number): boolean {
+  for (const run of state.runs.values()) {
+    if (!run.gated || !state.progress.has(run.instanceId)) continue
+    const j = state.jobs.get(run.jobId)
+    if (j && j.body.expiresAt > now && instanceOpen(state, run, now)) return true
+  }
+  return false
+}
+
+/**
  * Tick: the coordinator stopped answering: tell the other targets directly where this node's
  * gated runs stand, at once and then every PEER_PROGRESS_REPEAT_MS while it stays away (the
  * repeats only for instances still open).

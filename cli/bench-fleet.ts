@@ -117,7 +117,10 @@ class Pack {
 /** The packs' agents summed; `synced` counts those whose last sync succeeded at or after `since` (ms; the default 1 counts every agent that ever synced). */
 async function statusOf(packs: Pack[], since = 1): Promise<PackStatus> {
   const all = await Promise.all(packs.map((p) => p.status(since)))
-  return all.reduce((a, s) => ({ running: a.running + s.running, connected: a.connected + s.connected, synced: a.synced + s.synced, drops: a.drops + s.drops, held: a.held + s.held, stepsDone: a.stepsDone + s.stepsDone }))
+  return all.reduce((a, s) => ({
+    running: a.running + s.running, connected: a.connected + s.connected, synced: a.synced + s.synced, drops: a.drops + s.drops, held: a.held + s.held, stepsDone: a.stepsDone + s.stepsDone,
+    peerRounds: a.peerRounds + s.peerRounds, failures: a.failures + s.failures, busyFailures: a.busyFailures + s.busyFailures,
+  }))
 }
 
 /** V8 flags for the agent pack processes (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile them). */
@@ -221,6 +224,7 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
   const killedAt = Date.now()
   const t0 = performance.now()
   const reconnectPacks0 = await packsCpu()
+  const links0 = await statusOf(packs)
   await fleet.killCoordinator('SIGKILL')
   await fleet.startCoordinator()
   const coordinatorUpS = (performance.now() - t0) / 1000
@@ -253,6 +257,11 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     // agents' syncs with each other while the coordinator is away, hellos) and the restarted
     // coordinator's (start-up included). With every agent on the bench's cores, N × their sum
     // over the cores bounds reconnect_s from below.
+    // Over the fleet, from the kill until every agent synced: the agents' rounds of dials to their
+    // peers, their failed attempts to reach the coordinator, and those that found it busy.
+    reconnect_peer_rounds: (last?.peerRounds ?? 0) - links0.peerRounds,
+    reconnect_failed_attempts: (last?.failures ?? 0) - links0.failures,
+    reconnect_busy_attempts: (last?.busyFailures ?? 0) - links0.busyFailures,
     reconnect_packs_cpu_ms_per_agent: Number((reconnectPacksMs / n).toFixed(1)),
     reconnect_coordinator_cpu_ms_per_agent: reconnectCoordinatorMs === null ? null : Number((reconnectCoordinatorMs / n).toFixed(1)),
     reconnect_syncs: syncs,

@@ -57,6 +57,10 @@ export interface PackStatus {
   held: number
   /** Steps the no-op interpreter finished since the pack started. */
   stepsDone: number
+  /** Since the pack started, over its agents: rounds of dials to peers (the coordinator away), failed attempts to reach the coordinator, and those that found it busy. */
+  peerRounds: number
+  failures: number
+  busyFailures: number
 }
 
 const ok = (): StepResult => ({ status: 'success', exitCode: 0, stdout: '', stderr: '', truncated: false, durationMs: 0 })
@@ -189,12 +193,18 @@ export async function runPack(logger: Logger): Promise<void> {
           const since = typeof msg.since === 'number' ? msg.since : 0
           let connected = 0
           let synced = 0
+          let peerRounds = 0
+          let failures = 0
+          let busyFailures = 0
           for (const a of agents) {
             const l = a.link
             if (l.connected) connected++
             if (l.lastSyncOkAt >= since) synced++
+            peerRounds += l.peerRounds
+            failures += l.failures
+            busyFailures += l.busyFailures
           }
-          return send({ type: 'status', id: typeof msg.id === 'number' ? msg.id : 0, status: { running: agents.length, connected, synced, drops, held: steps.held, stepsDone: steps.done } })
+          return send({ type: 'status', id: typeof msg.id === 'number' ? msg.id : 0, status: { running: agents.length, connected, synced, drops, held: steps.held, stepsDone: steps.done, peerRounds, failures, busyFailures } })
         }
         case 'hold':
           return steps.setHold(msg.on === true)

@@ -114,6 +114,8 @@ export interface NetOptions {
 export interface Net extends Transport {
   node: Libp2p<{ pubsub: GossipSub; identify: unknown }>
   addresses(): string[]
+  /** Whether a TCP connection to this address (its /ip4|ip6/…/tcp/… part) was accepted at or after `since` (ms since the epoch): the peer's process listens. */
+  tcpAcceptedSince(addr: string, since: number): boolean
   /** A peer's membership changed: its gossip score is computed again now, not at the next heartbeat. */
   refreshPeer(peerId: string): void
   /**
@@ -185,11 +187,12 @@ export async function createNet(options: NetOptions): Promise<Net> {
     return (self?.getConnections() ?? []).filter((c) => ipOf(c.remoteAddr.toString()) === ip).length >= MAX_CONNECTIONS_PER_ADDRESS
   }
   const logger = libp2pLogger()
+  const tcpConnects = new Map<string, number>()
   const node = await createLibp2p({
     privateKey,
     ...(logger ? { logger } : {}),
     addresses: { listen: opts.listen },
-    transports: [tcp()],
+    transports: [(components: Parameters<ReturnType<typeof tcp>>[0]) => watchTcpConnects(tcp()(components), tcpConnects)],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     // Liveness is net/liveness.ts (below), not libp2p's connection monitor.
@@ -352,6 +355,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     handleMember: (handler) => serve(PROTOCOL_MEMBER, () => MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS, 2, async (theirs, from) => handler(theirs, from) ?? new Uint8Array(0)),
     exchangeMember: (peerId, mine) => exchange(PROTOCOL_MEMBER, peerId, mine, MAX_MEMBER_FRAME_BYTES, MEMBER_EXCHANGE_TIMEOUT_MS),
     addresses: () => node.getMultiaddrs().map((m) => m.toString()),
+    tcpAcceptedSince: (addr, since) => (tcpConnects.get(tcpPart(addr)) ?? -Infinity) >= since,
     async publish(topic, data) {
       const res = await pubsub.publish(topic, data)
       return res.recipients.length
@@ -381,6 +385,30 @@ export async function createNet(options: NetOptions): Promise<Net> {
   }
 }
 
+/** Addresses remembered with the time of their last outbound TCP connect (a node dials its coordinator and at most MAX_KNOWN_PEERS agents; the map is cleared when full). */
+export const MAX_TCP_CONNECTS_REMEMBERED = 1_024
+
+/** The /ip4|ip6|dns…/…/tcp/PORT part of a multiaddr (what a TCP connect reached). */
+function tcpPart(addr: string): string {
+  return /^\/[^/]+\/[^/]+\/tcp\/\d+/.exec(addr)?.[0] ?? addr
+}
+
+/**
+ * The TCP transport, noting in `seen` when each connect to an address succeeded (before the
+ * handshakes): a dial that then fails reached a process that listens (linkTransport: peerBusy).
+ */
+function watchTcpConnects<T>(transport: T, seen: Map<string, number>): T {
+  const t = transport as unknown as { _connect(ma: { toString(): string }, options: unknown): Promise<unknown> }
+  const connect = t._connect.bind(t)
+  t._connect = async (ma, options) => {
+    const socket = await connect(ma, options)
+    if (seen.size >= MAX_TCP_CONNECTS_REMEMBERED) seen.clear()
+    seen.set(tcpPart(ma.toString()), Date.now())
+    return socket
+  }
+  return transport
+}
+
 /**
  * Whether a failed dial reached a process that listens but did not take the connection: its
  * TCP accept was followed by a reset or an end in the handshake, which is what a coordinator past
@@ -388,6 +416,10 @@ export async function createNet(options: NetOptions): Promise<Net> {
  * timed-out dials are not: nothing listens, or nothing answers. The agent shell waits longer
  * before it turns to its peers while its coordinator is busy (protocol/timing.ts PEER_ROUND_DELAY_MS).
  */
+function isTimeout(err: Error): boolean {
+  return /timed out|TimeoutError|AbortError|aborted/.test(`${err.name} ${err.message}`)
+}
+
 export function dialReachedBusyPeer(err: Error): boolean {
   const text = `${err.name} ${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`
   return /ECONNRESET|EPIPE|Unexpected EOF|stream ended|EncryptionFailed/.test(text) && !/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|TimeoutError|AbortError/.test(text)
@@ -404,6 +436,7 @@ export function linkTransport(net: Net): ShellTransport {
     connectedPeers: () => net.node.getPeers().map((p) => p.toString()),
     dial(peerId, addrs, timeoutMs, done) {
       void (async () => {
+        const started = Date.now()
         let last: Error | undefined = new Error(`no address to dial ${peerId}`)
         for (const a of addrs) {
           try {
@@ -412,7 +445,10 @@ export function linkTransport(net: Net): ShellTransport {
             break
           } catch (err) { last = err as Error /* try the next address */ }
         }
-        if (last && dialReachedBusyPeer(last)) (last as Error & { peerBusy?: boolean }).peerBusy = true
+        // Busy, not away: the handshake was reset, or the TCP connect went through and the
+        // handshakes then timed out (a peer too loaded to finish them in time). A peer that
+        // completes the handshake and then refuses the connection (its gater: revoked, cut) is not.
+        if (last && (dialReachedBusyPeer(last) || (isTimeout(last) && addrs.some((a) => net.tcpAcceptedSince(a, started))))) (last as Error & { peerBusy?: boolean }).peerBusy = true
         done(last)
       })()
     },

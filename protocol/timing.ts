@@ -17,15 +17,19 @@ export const REDIAL_MIN_MS = 500
 export const REDIAL_MAX_MS = 5_000
 /**
  * An agent that lost the coordinator turns to its peers (dials the agents it was introduced to
- * and asks them for a sync) once the coordinator has been away PEER_ROUND_DELAY_MS (jittered),
- * and PEER_ROUND_BUSY_DELAY_MS after its last sign of running but busy (a handshake reset, a
- * retry-after; longer than the longest jittered redial, so signs that keep coming keep it
- * waiting), and at the latest PEER_ROUND_MAX_DELAY_MS after the loss: a coordinator restart
- * then costs the fleet no mesh, and a coordinator that is really gone one a few seconds late.
+ * and asks them for a sync) once the coordinator has been away PEER_ROUND_DELAY_MS (jittered)
+ * if it takes part in a rollout that may need them (agent core waitsOnPeers: gated runs of an
+ * open instance), PEER_ROUND_IDLE_DELAY_MS (jittered) if not.
+ * Once the coordinator showed it runs but is busy (a TCP connect that went through, a hello
+ * unanswered or answered with a retry-after), it waits PEER_ROUND_BUSY_DELAY_MS after the last
+ * such sign instead (longer than an attempt and the longest redial after it, so signs that keep
+ * coming keep it waiting), and PEER_ROUND_MAX_DELAY_MS after the loss at the latest. A restart
+ * then costs the fleet no mesh, and a coordinator that is gone one a few seconds late.
  */
 export const PEER_ROUND_DELAY_MS = 5_000
-export const PEER_ROUND_BUSY_DELAY_MS = 2 * REDIAL_MAX_MS
-export const PEER_ROUND_MAX_DELAY_MS = 30_000
+export const PEER_ROUND_IDLE_DELAY_MS = 15_000
+export const PEER_ROUND_BUSY_DELAY_MS = 40_000
+export const PEER_ROUND_MAX_DELAY_MS = 120_000
 
 /**
  * A delay spread over [ms / 2, 3 ms / 2) by a uniform draw `random01` in [0, 1): agents that lost

@@ -3,7 +3,7 @@
 // other down, and a freed slot takes the next dial. Real libp2p on 127.0.0.1.
 import { afterEach, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
-import { connect, type Socket } from 'node:net'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNet, dialReachedBusyPeer, linkTransport, MAX_PENDING_HANDSHAKES, type Net } from '../net/libp2p.js'
 import { waitFor } from '../cli/fleet.js'
@@ -92,5 +92,15 @@ describe('inbound handshakes', () => {
     expect(away?.message).toMatch(/ECONNREFUSED/)
     expect((away as { peerBusy?: boolean }).peerBusy).toBeUndefined()
     expect(dialReachedBusyPeer(new Error('dial timed out after 10000 ms'))).toBe(false)
+    // A listener that takes the TCP connection and then says nothing: the dial times out, busy.
+    const mute = await net(1)
+    const muteAddr = mute.addresses()[0]!
+    await stall(muteAddr)
+    const silent = createServer((sock) => { sockets.push(sock) })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const timedOut = await new Promise<Error | undefined>((resolve) => client.dial(mute.peerId, [`/ip4/127.0.0.1/tcp/${(silent.address() as AddressInfo).port}`], 1_000, resolve))
+    silent.close()
+    expect(timedOut?.name).toMatch(/Timeout|Abort/)
+    expect((timedOut as { peerBusy?: boolean }).peerBusy).toBe(true)
   })
 })
