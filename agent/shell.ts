@@ -5,8 +5,8 @@
 //   at random, the simulator keeps the unjittered grid), a dial then a hello rpc;
 // - hello carries the node's addresses and skills; a refused hello leaves the node unconnected;
 // - `send` effects go to the coordinator only while connected (a dropped one is resent by the core);
-// - while the coordinator is away (PEER_ROUND_DELAY_MS, longer while it shows it runs but is
-//   busy): dial the peers it introduced and ask a few of them for a sync;
+// - once the coordinator has been away for a while (protocol/timing.ts PEER_ROUND_*): dial the
+//   peers it introduced and ask a few of them for a sync;
 // - answer a member peer's sync from the core's state.
 // Nothing here reads Date, timers, Math.random or the network: time comes from the Clock, the
 // network from a ShellTransport (protocol/transport.ts), events go back through the host.
@@ -85,18 +85,17 @@ export class AgentShell {
   private peerRound = false
   /**
    * Since when the coordinator is away (0 while connected, and before the first attempt), when it
-   * last showed it runs but is busy (its listener reset the handshake, or it answered a hello
-   * with a retry-after), and when the last peer round started. The first round comes
-   * PEER_ROUND_DELAY_MS (jittered) after the loss when the node takes part in a rollout that may
-   * need its peers (core waitsOnPeers), PEER_ROUND_IDLE_DELAY_MS otherwise (nothing waits on
-   * them: a job it missed is all a peer could give it); once the coordinator showed it runs but is
-   * busy (its TCP connect went through and the handshakes failed or timed out, or a hello went
-   * unanswered or was answered with a retry-after), PEER_ROUND_BUSY_DELAY_MS after the last such
-   * sign and no later than PEER_ROUND_MAX_DELAY_MS after the loss; never while an attempt is in
-   * flight (its outcome decides); then one per failed attempt, as long as none is running. A restart is over before the mesh is built: at 250
-   * agents on the bench's two cores, the agents' mesh (3 peers each: handshakes, identify,
-   * gossip, certificates, syncs) was 47 of the 65 ms of CPU each agent spent on a coordinator
-   * restart, and the reconnect took 15.7 s with it against 5.2 s without (README, Sizing).
+   * last showed it runs but is busy, and when the last peer round started. The first round of an
+   * absence comes PEER_ROUND_DELAY_MS (jittered) after the loss when the node takes part in a
+   * rollout that may need its peers (core waitsOnPeers), PEER_ROUND_IDLE_DELAY_MS otherwise (a
+   * job it missed is all a peer could give it). Once the coordinator showed it runs but is busy
+   * (the TCP connect went through and the handshake was reset or timed out, or a hello went
+   * unanswered or was answered with a retry-after), it waits PEER_ROUND_BUSY_DELAY_MS after the
+   * last such sign, and PEER_ROUND_MAX_DELAY_MS after the loss at the latest. Never while an
+   * attempt is in flight (its outcome decides); after the first, one round per failed attempt,
+   * as long as none is running. A coordinator restart is then over before the mesh is built
+   * (README, How it works: at 250 agents the mesh was 47 of the 65 ms of CPU an agent spent on
+   * a restart).
    */
   private awaySince = 0
   private busySeenAt = 0
