@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
 import { CHORUS_BIN } from '../cli/paths.js'
 import { parseStart } from '../cli/fleet-pack.js'
+import { PEER_ROUND_IDLE_DELAY_MS } from '../protocol/timing.js'
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -22,6 +23,7 @@ const FIGURES = [
   'fanout_s', 'fanout_s_all', 'results_per_s', 'results_per_s_all', 'coordinator_rss_mb', 'coordinator_rss_kb_per_agent',
   'coordinator_cpu_ms_per_job', 'coordinator_cpu_ms_per_job_per_agent', 'packs_rss_mb', 'link_drops_per_agent_min', 'reconnect_s', 'reconnect_coordinator_up_s',
   'reconnect_hellos', 'reconnect_syncs', 'fanout_after_reconnect_s', 'fanout_syncs_per_agent_job', 'packs_cpu_ms_per_job_per_agent',
+  'reconnect_peer_rounds', 'reconnect_failed_attempts', 'reconnect_busy_attempts', 'reconnect_packs_cpu_ms_per_agent', 'reconnect_coordinator_cpu_ms_per_agent',
 ] as const
 
 function expectFigures(f: Record<string, unknown>, agents: number, rounds: number): void {
@@ -37,6 +39,11 @@ function expectFigures(f: Record<string, unknown>, agents: number, rounds: numbe
   expect(f.reconnect_syncs as number).toBeGreaterThanOrEqual(agents)
   expect(f.reconnect_s as number).toBeGreaterThanOrEqual(f.reconnect_coordinator_up_s as number)
   expect(f).not.toHaveProperty('fanout_after_reconnect_error')
+  // Idle agents turn to their peers only PEER_ROUND_IDLE_DELAY_MS (jittered, at least half of it)
+  // after losing the coordinator: a restart over sooner builds no agent mesh, though every agent
+  // tried to reach the coordinator while it was down.
+  expect(f.reconnect_failed_attempts as number).toBeGreaterThan(0)
+  if ((f.reconnect_s as number) * 1000 < PEER_ROUND_IDLE_DELAY_MS / 2) expect(f.reconnect_peer_rounds).toBe(0)
 }
 
 describe('chorus bench fleet', () => {
