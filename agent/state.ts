@@ -147,6 +147,12 @@ export interface AgentState {
   link: { lastRequestAt: number; lastReplyAt: number; gossipAt: number; quietUntil: number }
   /** This node's membership certificate and the revocations it knows (agent/members.ts). */
   member: AgentMembership
+  /**
+   * In memory: store keys whose deletion waits for the next batch the agent writes anyway (the
+   * outbox records of acknowledged results), and the time by which they are written regardless
+   * (core.ts flushDeferredDels; the crash-safety argument is in README, "Where an agent's time goes").
+   */
+  deferredDels: { keys: string[]; flushBy: number }
 }
 
 /** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
@@ -213,7 +219,7 @@ export function emptyAgentState(): AgentState {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
     gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
     sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossipAt: 0, quietUntil: 0 },
-    member: emptyAgentMembership(),
+    member: emptyAgentMembership(), deferredDels: { keys: [], flushBy: 0 },
   }
 }
 
