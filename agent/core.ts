@@ -137,7 +137,7 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
   switch (event.type) {
     case 'job': onJob(state, config, event.envelope, event.via, now, effects); break
     case 'step_done': onStepDone(state, config, event, now, effects); break
-    case 'reply': onReply(state, config, event.envelope, now, effects, event.to); break
+    case 'reply': onReply(state, config, event.envelope, now, effects, event.to, event.authenticated); break
     case 'disconnected': onDisconnected(state, now); break
     case 'connected': onConnected(state, config, now, effects); break
     case 'rebooted': completeReboots(state, config, now, effects); break

@@ -114,8 +114,9 @@ export function noteRequest(state: AgentState, at: number): void {
   if (state.link.lastRequestAt <= state.link.lastReplyAt) state.link.lastRequestAt = at
 }
 
-export function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello'): void {
-  const opened = open(envelope, [config.coordinatorKey])
+export function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello', authenticated = false): void {
+  // Over a link that proved the coordinator's key, its signature would prove the same author of the same bytes again.
+  const opened = authenticated ? openFromAuthenticatedPeer(envelope, config.coordinatorKey) : open(envelope, [config.coordinatorKey])
   if (!opened.ok || opened.body.type !== 'reply') {
     effects.push({ type: 'log', level: 'warn', msg: `refused reply: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
     return

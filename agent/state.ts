@@ -172,8 +172,12 @@ export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'>
 export type AgentEvent =
   | { type: 'job'; envelope: unknown; via: 'gossip' | 'sync' | 'peer' }
   | { type: 'step_done'; runId: string; stepNumber: number; attempt: number; result: StepAttemptResult }
-  /** A signed reply from the coordinator (acks, jobs to sync). */
-  | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello' }
+  /**
+   * A signed reply from the coordinator (acks, jobs to sync). authenticated: it came over a link
+   * that proved the coordinator's key (AgentShellOptions.authenticatedLink); its signature is then
+   * not checked again (the envelopes inside it are, each on its own).
+   */
+  | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello'; authenticated?: boolean }
   /** The coordinator became reachable: resend everything now and ask for missed jobs. */
   | { type: 'connected' }
   /** The connection to the coordinator closed: a watch it held is gone with it. */

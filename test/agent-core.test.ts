@@ -267,6 +267,33 @@ describe('agent core', () => {
     expect(ofType(agentStep(late.state, cfg, { type: 'connected' }, T0 + 60), 'send').filter((e) => e.kind === 'result')).toEqual([])
   })
 
+  it('takes a reply over a link that proved the coordinator\'s key without checking its signature again, and still only the coordinator\'s', () => {
+    const cfg = config()
+    const finished = () => {
+      const state = emptyAgentState()
+      const s1 = runStepFor(accept(state, cfg, T0))
+      const s2 = runStepFor(finishStep(state, cfg, s1, 'success', T0 + 10))
+      finishStep(state, cfg, s2, 'success', T0 + 20)
+      return { state, runId: s2.request.runId }
+    }
+    const ack = (runId: string) => syncReply(coordinator, { ackRunIds: [runId] })
+    const refusedReplies = (effects: AgentEffect[]) => ofType(effects, 'log').filter((l) => l.msg.startsWith('refused reply')).map((l) => l.msg)
+    // The link proved the author: a signature the link already covers is not what decides (here a broken one).
+    const a = finished()
+    const broken = { ...ack(a.runId), sig: 'A'.repeat(86) }
+    expect(refusedReplies(agentStep(a.state, cfg, { type: 'reply', envelope: broken, to: 'result', authenticated: true }, T0 + 30))).toEqual([])
+    expect(a.state.outbox.size).toBe(0)
+    // Without that proof (the simulator, or any other path) the same reply is refused and changes nothing.
+    const b = finished()
+    expect(refusedReplies(agentStep(b.state, cfg, { type: 'reply', envelope: { ...ack(b.runId), sig: 'A'.repeat(86) }, to: 'result' }, T0 + 30))).toEqual(['refused reply: bad signature (tampered or corrupted)'])
+    expect(b.state.outbox.size).toBe(1)
+    // Over the authenticated link, a reply signed by another key is still refused.
+    const c = finished()
+    const foreign = seal(stranger, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [c.runId], jobs: [], peers: [] })
+    expect(refusedReplies(agentStep(c.state, cfg, { type: 'reply', envelope: foreign, to: 'result', authenticated: true }, T0 + 30))).toEqual(["refused reply: signed by another key than the connection's"])
+    expect(c.state.outbox.size).toBe(1)
+  })
+
   it('re-sends unacknowledged results with doubling intervals and on reconnect', () => {
     const state = emptyAgentState()
     const cfg = config()
