@@ -129,8 +129,8 @@ export function onReply(state: AgentState, config: AgentConfig, envelope: unknow
     state.sync.wanted = false
     state.sync.lastOkAt = now
   }
-  // An acknowledged result's record goes with the next batch the agent writes (core.ts
-  // flushDeferredDels): until then a restart only re-sends what the coordinator acknowledges again.
+  // An acknowledged result's record goes with the next batch the agent writes (flushDeferredDels):
+  // until then a restart only re-sends what the coordinator acknowledges again.
   for (const runId of reply.ackRunIds) {
     if (state.outbox.delete(runId)) deferDel(state, key.outbox(runId), now)
   }

@@ -150,7 +150,7 @@ export interface AgentState {
   /**
    * In memory: store keys whose deletion waits for the next batch the agent writes anyway (the
    * outbox records of acknowledged results), and the time by which they are written regardless
-   * (core.ts flushDeferredDels; the crash-safety argument is in README, "Where an agent's time goes").
+   * (link.ts flushDeferredDels, after every event; the crash-safety argument is in README, "Nothing lost, at most once").
    */
   deferredDels: { keys: string[]; flushBy: number }
 }
