@@ -19,7 +19,7 @@ import { completeReboots, finishRun, onStepDone, recordAttempt, startAttempt } f
 import { onJob, tickPrune, tickSchedules } from './jobs.js'
 import { leaseMsOf, onProgress, renewBeforeEndMs, tickAway, tickTurns, type PersistedProgress } from './turns.js'
 import {
-  askForMissingTickets, onConnected, onDisconnected, onReply, reportLongRuns, startToReport, tickResend, tickSync,
+  askForMissingTickets, flushDeferredDels, onConnected, onDisconnected, onReply, reportLongRuns, startToReport, tickResend, tickSync,
   COORDINATOR_AWAY_MS, RUNNING_REPORT_MS, SYNC_PERIOD_MS, SYNC_RETRY_MS, WATCH_RETRY_MS,
 } from './link.js'
 
@@ -28,7 +28,7 @@ export {
   type Os, type AgentConfig, type AgentRun, type RunSecrets, type OutboxEntry, type KnownJob, type KnownJobState, type AgentState,
   type StepAttemptResult, type AgentEvent, type StepRunRequest, type AgentEffect,
 } from './state.js'
-export { coordinatorAway, envelopesForPeer, COORDINATOR_AWAY_MS, MAX_KNOWN_IN_SYNC, RUNNING_REPORT_MS, SYNC_PERIOD_MS, SYNC_RETRY_MS, WATCH_RETRY_MS } from './link.js'
+export { coordinatorAway, envelopesForPeer, COORDINATOR_AWAY_MS, DEFERRED_DEL_MAX_MS, MAX_DEFERRED_DELS, MAX_KNOWN_IN_SYNC, RUNNING_REPORT_MS, SYNC_PERIOD_MS, SYNC_RETRY_MS, WATCH_RETRY_MS } from './link.js'
 export { PEER_PROGRESS_MAX_TARGETS, waitsOnPeers } from './turns.js'
 export { MAX_OCCURRENCES_PER_TICK, PRUNE_EVERY_MS } from './jobs.js'
 
@@ -88,6 +88,7 @@ export function agentStep(state: AgentState, config: AgentConfig, event: AgentEv
   // Nothing a tick looks at is due before idleUntil (see nextTickWork): the tick returns at once, changing nothing.
   if (event.type === 'tick' && now < state.idleUntil) return []
   const effects = step(state, config, event, now)
+  flushDeferredDels(state, now, effects)
   state.idleUntil = nextTickWork(state, config, now)
   return effects
 }
@@ -127,6 +128,7 @@ export function nextTickWork(state: AgentState, config: AgentConfig, now: number
   if (state.link.quietUntil > now) at(state.link.quietUntil)
   if (waiting) at(state.sync.watchSentAt === 0 ? now : state.sync.watchSentAt + WATCH_RETRY_MS)
   for (const entry of state.outbox.values()) at(entry.nextSendAt)
+  if (state.deferredDels.keys.length > 0) at(state.deferredDels.flushBy)
   return next
 }
 
@@ -135,7 +137,7 @@ function step(state: AgentState, config: AgentConfig, event: AgentEvent, now: nu
   switch (event.type) {
     case 'job': onJob(state, config, event.envelope, event.via, now, effects); break
     case 'step_done': onStepDone(state, config, event, now, effects); break
-    case 'reply': onReply(state, config, event.envelope, now, effects, event.to); break
+    case 'reply': onReply(state, config, event.envelope, now, effects, event.to, event.authenticated); break
     case 'disconnected': onDisconnected(state, now); break
     case 'connected': onConnected(state, config, now, effects); break
     case 'rebooted': completeReboots(state, config, now, effects); break

@@ -9,7 +9,7 @@ import { dueOccurrences, nextOccurrences } from '../protocol/schedule.js'
 import { factFor, isGated } from '../protocol/gate.js'
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { batchSizeFor } from '../protocol/rollout.js'
-import { openFromAuthenticatedPeer, open, type JobBody, type JobStateBody, type SignedEnvelope } from '../protocol/wire.js'
+import { openFromAuthenticatedPeer, openFromCoordinator, open, type JobBody, type JobStateBody, type SignedEnvelope } from '../protocol/wire.js'
 import { key, type AgentConfig, type AgentEffect, type AgentRun, type AgentState, type KnownJob } from './state.js'
 import { skipRun, startAttempt } from './attempts.js'
 import { evaluateGate, knowledgeFor, publishProgress } from './turns.js'
@@ -21,7 +21,7 @@ export const PRUNE_EVERY_MS = 10_000
 export const MAX_OCCURRENCES_PER_TICK = 1_000
 
 export function onJob(state: AgentState, config: AgentConfig, envelope: unknown, via: string, now: number, effects: AgentEffect[]): void {
-  const opened = open(envelope, [config.coordinatorKey])
+  const opened = openFromCoordinator(envelope, config.coordinatorKey)
   if (!opened.ok) {
     effects.push({ type: 'log', level: 'warn', msg: `refused job message: ${opened.reason}`, fields: { via } })
     return

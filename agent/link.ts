@@ -80,13 +80,43 @@ export function sendSync(state: AgentState, config: AgentConfig, now: number, ef
   effects.push({ type: 'send', kind: 'sync', envelope: seal(config.identity, { type: 'sync', v: PROTOCOL_VERSION, nodeId: config.nodeId, sentAt: now, known: known.slice(0, MAX_KNOWN_IN_SYNC), gated, watch, certExpiresAt: state.member.certificate?.body.expiresAt ?? 0, revocations: state.member.revoked.version }), ...(watch ? { waitMs: WATCH_HOLD_MS } : {}) })
 }
 
+/**
+ * Acknowledged results whose outbox records await deletion, at most this many: one more is
+ * written at once with the others (a bound on memory and on what a restart re-sends).
+ */
+export const MAX_DEFERRED_DELS = 256
+
+/** An acknowledged result's outbox record waits at most this long for a batch to ride in, in ms. */
+export const DEFERRED_DEL_MAX_MS = 10_000
+
+/** Queues a store key for deletion with the next batch (see flushDeferredDels). */
+export function deferDel(state: AgentState, storeKey: string, now: number): void {
+  const d = state.deferredDels
+  if (d.keys.length === 0) d.flushBy = now + DEFERRED_DEL_MAX_MS
+  d.keys.push(storeKey)
+}
+
+/**
+ * After an event: the deferred deletions join the event's own writes (the runtime commits all
+ * of an event's persists as one batch), or are written by themselves once MAX_DEFERRED_DELS
+ * are waiting or the oldest has waited DEFERRED_DEL_MAX_MS.
+ */
+export function flushDeferredDels(state: AgentState, now: number, effects: AgentEffect[]): void {
+  const d = state.deferredDels
+  if (d.keys.length === 0) return
+  if (d.keys.length < MAX_DEFERRED_DELS && now < d.flushBy && !effects.some((e) => e.type === 'persist')) return
+  effects.push({ type: 'persist', puts: [], dels: d.keys })
+  state.deferredDels = { keys: [], flushBy: 0 }
+}
+
 export function noteRequest(state: AgentState, at: number): void {
   // Only the first unanswered request counts: a stream of them must not keep "away" from ever arriving.
   if (state.link.lastRequestAt <= state.link.lastReplyAt) state.link.lastRequestAt = at
 }
 
-export function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello'): void {
-  const opened = open(envelope, [config.coordinatorKey])
+export function onReply(state: AgentState, config: AgentConfig, envelope: unknown, now: number, effects: AgentEffect[], to?: 'sync' | 'result' | 'hello', authenticated = false): void {
+  // Over a link that proved the coordinator's key, its signature would prove the same author of the same bytes again.
+  const opened = authenticated ? openFromAuthenticatedPeer(envelope, config.coordinatorKey) : open(envelope, [config.coordinatorKey])
   if (!opened.ok || opened.body.type !== 'reply') {
     effects.push({ type: 'log', level: 'warn', msg: `refused reply: ${opened.ok ? 'type ' + opened.body.type : opened.reason}` })
     return
@@ -99,11 +129,11 @@ export function onReply(state: AgentState, config: AgentConfig, envelope: unknow
     state.sync.wanted = false
     state.sync.lastOkAt = now
   }
-  const dels: string[] = []
+  // An acknowledged result's record goes with the next batch the agent writes (flushDeferredDels):
+  // until then a restart only re-sends what the coordinator acknowledges again.
   for (const runId of reply.ackRunIds) {
-    if (state.outbox.delete(runId)) dels.push(key.outbox(runId))
+    if (state.outbox.delete(runId)) deferDel(state, key.outbox(runId), now)
   }
-  if (dels.length > 0) effects.push({ type: 'persist', puts: [], dels })
   if (!reply.ok) effects.push({ type: 'log', level: 'warn', msg: `coordinator refused a request: ${reply.error ?? 'no reason given'}` })
   if (reply.retryAfterMs) {
     // The coordinator sheds load: nothing goes to it before then (the watch it did not hold counts as lost).

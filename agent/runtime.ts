@@ -230,6 +230,8 @@ export class AgentRuntime {
       ...(this.opts.enrollToken ? { enrollToken: this.opts.enrollToken } : {}),
       jitter: (ms) => jitteredMs(ms, Math.random()),
       memberOf: (peerId) => (this.isMember(peerId) ? this.verified.get(peerId) : undefined),
+      // libp2p dials the coordinator by its peer id: noise proves its key, or the connection fails.
+      authenticatedLink: true,
       hooks: {
         dialFailed: (err, retryInMs) => {
           const why = dialFailure(err, this.opts.join, this.opts.coordinatorKey)

@@ -66,6 +66,13 @@ export interface AgentShellOptions {
   jitter(ms: number): number
   /** Who a peer is, if it showed a valid membership certificate on its connection now. */
   memberOf(peerId: string): { nodeId: string; key: string } | undefined
+  /**
+   * The transport proves who answers a call (libp2p: the noise handshake binds the connection to
+   * the peer id the coordinator's key derives, and its AEAD covers every byte of the reply): the
+   * coordinator's replies to sends then need no signature check of their own (agent/link.ts
+   * onReply). The simulator's transport does not say: its replies are verified.
+   */
+  authenticatedLink?: boolean
   hooks?: ShellHooks
 }
 
@@ -150,7 +157,7 @@ export class AgentShell {
   send(envelope: SignedEnvelope, kind: 'sync' | 'result', waitMs: number): boolean {
     if (!this.connected || this.stopped) return false
     this.o.transport.call(this.o.coordinatorPeer, envelope, RPC_TIMEOUT_MS + waitMs, (reply) => {
-      if (!this.stopped) this.o.dispatch({ type: 'reply', envelope: reply, to: kind })
+      if (!this.stopped) this.o.dispatch({ type: 'reply', envelope: reply, to: kind, ...(this.o.authenticatedLink ? { authenticated: true } : {}) })
     }, (err) => this.o.hooks?.sendFailed?.(err))
     return true
   }

@@ -147,6 +147,12 @@ export interface AgentState {
   link: { lastRequestAt: number; lastReplyAt: number; gossipAt: number; quietUntil: number }
   /** This node's membership certificate and the revocations it knows (agent/members.ts). */
   member: AgentMembership
+  /**
+   * In memory: store keys whose deletion waits for the next batch the agent writes anyway (the
+   * outbox records of acknowledged results), and the time by which they are written regardless
+   * (link.ts flushDeferredDels, after every event; the crash-safety argument is in README, "Nothing lost, at most once").
+   */
+  deferredDels: { keys: string[]; flushBy: number }
 }
 
 /** What the runtime reports of one step attempt: the interpreter's outcome (steps.ts) plus what only the runtime knows. */
@@ -166,8 +172,12 @@ export interface StepAttemptResult extends Omit<InterpreterOutcome, 'artifacts'>
 export type AgentEvent =
   | { type: 'job'; envelope: unknown; via: 'gossip' | 'sync' | 'peer' }
   | { type: 'step_done'; runId: string; stepNumber: number; attempt: number; result: StepAttemptResult }
-  /** A signed reply from the coordinator (acks, jobs to sync). */
-  | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello' }
+  /**
+   * A signed reply from the coordinator (acks, jobs to sync). authenticated: it came over a link
+   * that proved the coordinator's key (AgentShellOptions.authenticatedLink); its signature is then
+   * not checked again (the envelopes inside it are, each on its own).
+   */
+  | { type: 'reply'; envelope: unknown; to?: 'sync' | 'result' | 'hello'; authenticated?: boolean }
   /** The coordinator became reachable: resend everything now and ask for missed jobs. */
   | { type: 'connected' }
   /** The connection to the coordinator closed: a watch it held is gone with it. */
@@ -213,7 +223,7 @@ export function emptyAgentState(): AgentState {
     jobs: new Map(), jobStates: new Map(), cursors: new Map(), schedules: new Map(), nextDue: new Map(), runs: new Map(), outbox: new Map(), secrets: new Map(), progress: new Map(),
     gateChecks: new Map(), nextPruneAt: 0, idleUntil: 0,
     sync: { wanted: false, lastSentAt: 0, lastOkAt: 0, ticketWanted: false, watchSentAt: 0 }, link: { lastRequestAt: 0, lastReplyAt: 0, gossipAt: 0, quietUntil: 0 },
-    member: emptyAgentMembership(),
+    member: emptyAgentMembership(), deferredDels: { keys: [], flushBy: 0 },
   }
 }
 

@@ -26,12 +26,15 @@ export const AGENT_INITIAL_OLD_SPACE_MB = 32
  * V8 flags for agent processes: a small young generation keeps an idle agent's RSS low; --no-opt
  * leaves an agent's code to the interpreter and baseline compiler: TurboFan recompiling the few
  * functions a job runs cost ~2 ms of CPU per job on V8's worker thread and ~50 ms at start, and
- * saved nothing on the main thread (README, Benchmarks). `npm run build` primes the agent's code
+ * saved nothing on the main thread (README, Benchmarks). --memory-reducer-single-gc: V8's memory
+ * reducer collects an agent's start-up garbage 8-14 s after it started with up to three full
+ * collections, ~110 ms of CPU per agent (a third of its start); one does it for ~50 ms and leaves
+ * ~1-3 MB more RSS (README, "Where an agent's time goes"). `npm run build` primes the agent's code
  * cache for exactly these flags (cli/prime-agent-cache.ts).
  */
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
-  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', `--initial-old-space-size=${AGENT_INITIAL_OLD_SPACE_MB}`, '--no-opt']
+  : ['--max-semi-space-size=1', '--optimize-for-size', '--v8-pool-size=1', '--max-old-space-size=96', `--initial-old-space-size=${AGENT_INITIAL_OLD_SPACE_MB}`, '--no-opt', '--memory-reducer-single-gc']
 /** V8 flags for the coordinator process (none by default; e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile a bench). */
 export const COORDINATOR_NODE_FLAGS = (process.env.CHORUS_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 

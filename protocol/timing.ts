@@ -1,8 +1,11 @@
 // Timing of the runtimes, in one pure module so the simulator drives the cores with the very
 // same numbers the real runtimes use (it cannot import the runtimes: they load libp2p).
 
-/** Reported in every hello. 0.2.0: reads a definition's roster (protocol/wire.ts ROSTER_AGENT_VERSION). */
-export const AGENT_VERSION = '0.2.0'
+/**
+ * Reported in every hello. 0.2.0: reads a definition's roster (protocol/wire.ts ROSTER_AGENT_VERSION);
+ * 0.3.0: reads its schema fingerprint (SCHEMA_AGENT_VERSION).
+ */
+export const AGENT_VERSION = '0.3.0'
 /** How often the agent runtime ticks its core (resends, schedules, gates) and checks its link. */
 export const AGENT_TICK_MS = 500
 /** One request/response exchange with a peer gives up after this long. */

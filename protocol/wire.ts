@@ -58,6 +58,25 @@ export const MAX_ROSTER_TARGETS = 2_000
 export const MAX_ROSTER_BYTES = 32 * 1024
 /** Agents from this version read a definition's roster (older ones refuse a definition with one: they get tickets). */
 export const ROSTER_AGENT_VERSION = '0.2.0'
+/**
+ * Agents from this version read a definition's schema fingerprint (older ones refuse a
+ * definition with one: it is left out unless every target runs this version or later).
+ */
+export const SCHEMA_AGENT_VERSION = '0.3.0'
+/**
+ * Raised by hand whenever what JobBodySchema accepts changes in a way its JSON Schema does not
+ * show (a refinement, a transform); the JSON Schema part is pinned by test/fingerprint.test.ts.
+ */
+export const JOB_SCHEMA_REVISION = 1
+/**
+ * The fingerprint of JobBodySchema: the first 22 characters of the base64url SHA-256 of
+ * `${JOB_SCHEMA_REVISION}:` and z.toJSONSchema(JobBodySchema, { unrepresentable: 'any', io:
+ * 'input' }) as JSON (test/fingerprint.test.ts recomputes it; a literal, so that no agent computes
+ * it at start). A coordinator that validated a definition with this schema says so in it
+ * (`schema`), under its signature; an agent with the same fingerprint that verified that
+ * signature checks the body's shape cheaply instead of parsing it with zod again (trustedJobBody).
+ */
+export const JOB_SCHEMA_FINGERPRINT = 'owZeZtXuwd3Ofihy1aH65s'
 export const PROTOCOL_RPC = '/chorus/rpc/1.0.0'
 /** The same requests and replies, many over one long-lived stream per peer (net/rpc-mux.ts). */
 export const PROTOCOL_RPC_MUX = '/chorus/rpc/2.0.0'
@@ -111,6 +130,11 @@ export const JobBodySchema = z.object({
      */
     tickets: z.array(SignedEnvelopeSchema).max(MAX_INLINE_TICKETS).optional(),
   }).strict(),
+  /**
+   * JOB_SCHEMA_FINGERPRINT of the coordinator that validated this definition, when every target
+   * runs an agent of SCHEMA_AGENT_VERSION or later (older agents refuse the field).
+   */
+  schema: z.string().length(22).optional(),
 }).strict()
 export type JobBody = z.infer<typeof JobBodySchema>
 
@@ -402,10 +426,26 @@ export type OpenResult =
  * parsed body shared. Callers must treat bodies as immutable. Bounded (OPEN_CACHE_MAX, LRU).
  */
 const openCache = new Map<string, { signer: string; body: string; result: OpenResult }>()
+/** Whether an open() was asked to trust its signer's schema fingerprint (openFromCoordinator), for the cache. */
+type Trust = 'schema' | 'none'
 export const OPEN_CACHE_MAX = 1024
 const ONCE_TYPES = new Set(['result', 'sync', 'hello', 'progress'])
 
 export function open(envelope: unknown, trusted?: readonly string[]): OpenResult {
+  return openTrusting(envelope, trusted, 'none')
+}
+
+/**
+ * open() for what the coordinator whose key this agent pins sends it (definitions, job states,
+ * revocations): a definition that carries this build's JOB_SCHEMA_FINGERPRINT, signed by that
+ * key, was validated by the coordinator with the same schema, so its signature is verified and
+ * its shape checked (trustedJobBody) without zod; anything else is parsed as open() does.
+ */
+export function openFromCoordinator(envelope: unknown, coordinatorKey: string): OpenResult {
+  return openTrusting(envelope, [coordinatorKey], 'schema')
+}
+
+function openTrusting(envelope: unknown, trusted: readonly string[] | undefined, trust: Trust): OpenResult {
   const env = SignedEnvelopeSchema.safeParse(envelope)
   if (!env.success) return { ok: false, reason: `malformed envelope: ${env.error.issues[0]?.path.join('.')}: ${env.error.issues[0]?.message}` }
   const { signer, sig, body } = env.data
@@ -416,7 +456,7 @@ export function open(envelope: unknown, trusted?: readonly string[]): OpenResult
     openCache.set(sig, cached)
     return cached.result
   }
-  const result = openUncached(signer, sig, body)
+  const result = openUncached(signer, sig, body, trust)
   // Only what many cores (or one, again and again) open: definitions, states, tickets, checkpoints,
   // replies. A result, sync, hello or progress message is opened once; caching it would only evict those.
   if (result.ok && !ONCE_TYPES.has(result.body.type)) {
@@ -439,17 +479,45 @@ export function openFromAuthenticatedPeer(envelope: unknown, signer: string): Op
   return parseBody(env.data.signer, env.data.body)
 }
 
-function openUncached(signer: string, sig: string, body: string): OpenResult {
+function openUncached(signer: string, sig: string, body: string, trust: Trust = 'none'): OpenResult {
   if (!verifyBytes(signer, Buffer.from(body, 'utf8'), sig)) return { ok: false, reason: 'bad signature (tampered or corrupted)' }
-  return parseBody(signer, body)
+  return parseBody(signer, body, trust)
 }
 
-function parseBody(signer: string, body: string): OpenResult {
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isMs = (v: unknown): boolean => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+
+/**
+ * The cheap path of a definition the pinned coordinator signed with this build's schema
+ * fingerprint: the coordinator parsed its template with JobTemplateSchema and built the rest
+ * from its own state, so the body is what zod would return (test/fingerprint.test.ts checks the
+ * two agree on every example). Only its shape is checked, what the agent core reaches into
+ * before anything else: a body that fails goes through zod, which names the field.
+ */
+export function trustedJobBody(json: unknown): JobBody | undefined {
+  if (!isObject(json) || json.type !== 'job' || json.v !== PROTOCOL_VERSION || json.schema !== JOB_SCHEMA_FINGERPRINT) return undefined
+  if (typeof json.jobId !== 'string' || !isMs(json.issuedAt) || !isMs(json.expiresAt)) return undefined
+  const t = json.template
+  const r = json.resolved
+  if (!isObject(t) || !isObject(r) || !isObject(t.actions) || !isObject(t.target) || typeof t.scheduleRule !== 'string') return undefined
+  const steps = t.actions.steps
+  const groups = t.target.groups
+  if (!Array.isArray(steps) || steps.length === 0 || !steps.every(isObject) || !Array.isArray(groups) || !groups.every(isObject)) return undefined
+  if (!Array.isArray(r.groups) || r.groups.length !== groups.length || !r.groups.every(isObject)) return undefined
+  if (r.tickets !== undefined && !Array.isArray(r.tickets)) return undefined
+  return json as unknown as JobBody
+}
+
+function parseBody(signer: string, body: string, trust: Trust = 'none'): OpenResult {
   let json: unknown
   try {
     json = JSON.parse(body)
   } catch {
     return { ok: false, reason: 'body is not JSON' }
+  }
+  if (trust === 'schema') {
+    const job = trustedJobBody(json)
+    if (job) return { ok: true, body: job, signer }
   }
   const parsed = WireBodySchema.safeParse(json)
   if (!parsed.success) {

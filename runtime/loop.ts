@@ -80,14 +80,16 @@ export class CoreLoop<E, F extends { type: string }> {
   }
 
   private async carryOut(effects: F[]): Promise<void> {
-    const ops: BatchOp[] = []
+    // The last write of a key in the group is the one the store keeps: only that one is encoded
+    // (an agent writes a new job and its run twice in the event that accepts them).
+    const ops = new Map<string, BatchOp>()
     for (const e of effects) {
       if (e.type !== 'persist') continue
       const p = e as unknown as PersistEffect
-      for (const put of p.puts) ops.push({ type: 'put', key: put.key, value: put.value })
-      for (const key of p.dels) ops.push({ type: 'del', key })
+      for (const put of p.puts) { ops.delete(put.key); ops.set(put.key, { type: 'put', key: put.key, value: put.value }) }
+      for (const key of p.dels) { ops.delete(key); ops.set(key, { type: 'del', key }) }
     }
-    if (ops.length > 0) await this.hooks.commit(ops)
+    if (ops.size > 0) await this.hooks.commit([...ops.values()])
     for (const e of effects) if (e.type !== 'persist') this.hooks.execute(e)
   }
 

@@ -1,7 +1,7 @@
 // The agent core, fed events: no network, no clock, no disk.
 import { describe, expect, it } from 'vitest'
 import { readFileSync } from 'node:fs'
-import { agentStep, coordinatorAway, emptyAgentState, restoreAgent, COORDINATOR_AWAY_MS, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
+import { agentStep, coordinatorAway, emptyAgentState, restoreAgent, COORDINATOR_AWAY_MS, DEFAULT_AGENT_TIMING, DEFERRED_DEL_MAX_MS, nextTickWork, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { generateIdentity } from '../protocol/keys.js'
 import { JobTemplateSchema, type JobTemplate } from '../protocol/template.js'
 import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/wire.js'
@@ -104,11 +104,34 @@ describe('agent core', () => {
     expect(opened.body.steps.map((s) => [s.number, s.status, s.attempts])).toEqual([[1, 'success', 1], [2, 'success', 1]])
     expect(state.outbox.size).toBe(1)
 
-    // The coordinator acknowledges: the result leaves the outbox and its record is deleted.
+    // The coordinator acknowledges: the result leaves the outbox; its record is deleted with the
+    // next batch the agent writes anyway, here the next job's (no write of its own for the ack).
     const ack = syncReply(coordinator, { ackRunIds: [opened.body.runId] })
     const afterAck = agentStep(state, cfg, { type: 'reply', envelope: ack }, T0 + 40)
-    expect(ofType(afterAck, 'persist')[0]!.dels).toEqual([`outbox/${opened.body.runId}`])
+    expect(ofType(afterAck, 'persist')).toEqual([])
     expect(state.outbox.size).toBe(0)
+    const next = agentStep(state, cfg, { type: 'job', envelope: jobEnvelope({ jobId: 'job-2' }), via: 'gossip' }, T0 + 50)
+    const nextDels = ofType(next, 'persist').flatMap((p) => p.dels)
+    expect(nextDels).toEqual([`outbox/${opened.body.runId}`])
+    expect(ofType(next, 'persist').flatMap((p) => p.puts.map((x) => x.key))).toEqual(['job/job-2'])
+  })
+
+  it('writes an acknowledged result\'s deletion by itself when no other write comes within DEFERRED_DEL_MAX_MS', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    agentStep(state, cfg, { type: 'job', envelope: jobEnvelope(), via: 'gossip' }, T0 + 10)
+    const step1 = runStepFor(agentStep(state, cfg, { type: 'reply', envelope: myTicket(cfg), to: 'sync' }, T0 + 10))
+    const step2 = runStepFor(finishStep(state, cfg, step1, 'success', T0 + 20))
+    const runId = step2.request.runId
+    finishStep(state, cfg, step2, 'success', T0 + 30)
+    agentStep(state, cfg, { type: 'reply', envelope: syncReply(coordinator, { ackRunIds: [runId] }) }, T0 + 40)
+    // A tick before the deadline writes nothing; the tick at it deletes the record.
+    const early = agentStep(state, cfg, { type: 'tick' }, T0 + 40 + DEFERRED_DEL_MAX_MS - 1)
+    expect(ofType(early, 'persist').flatMap((p) => p.dels)).not.toContain(`outbox/${runId}`)
+    expect(nextTickWork(state, cfg, T0 + 40 + DEFERRED_DEL_MAX_MS - 1)).toBeLessThanOrEqual(T0 + 40 + DEFERRED_DEL_MAX_MS)
+    const due = agentStep(state, cfg, { type: 'tick' }, T0 + 40 + DEFERRED_DEL_MAX_MS)
+    expect(ofType(due, 'persist').flatMap((p) => p.dels)).toContain(`outbox/${runId}`)
+    expect(state.deferredDels.keys).toEqual([])
   })
 
   it('takes its group, position and batch from the ticket', () => {
@@ -209,6 +232,66 @@ describe('agent core', () => {
     expect(ofType(after, 'send')).toHaveLength(1)
     // The ticket was persisted with the job: the restored agent does not ask for it again.
     expect(restored.jobs.get('job-1')!.ticket?.place).toEqual({ group: 0, position: 0 })
+  })
+
+  it('a crash between an acknowledgement and the batch that deletes its record re-sends the result, never runs the step again', () => {
+    const state = emptyAgentState()
+    const cfg = config()
+    const db = new Map<string, unknown>()
+    // What the runtime commits: every persist of an event, in order, as one batch.
+    const commit = (effects: AgentEffect[]) => {
+      for (const p of ofType(effects, 'persist')) {
+        for (const put of p.puts) db.set(put.key, structuredClone(put.value))
+        for (const k of p.dels) db.delete(k)
+      }
+      return effects
+    }
+    const s1 = runStepFor(commit(accept(state, cfg, T0)))
+    const s2 = runStepFor(commit(finishStep(state, cfg, s1, 'success', T0 + 10)))
+    const done = commit(finishStep(state, cfg, s2, 'success', T0 + 20))
+    const runId = s2.request.runId
+    expect(ofType(done, 'send').map((e) => e.kind)).toEqual(['result'])
+    commit(agentStep(state, cfg, { type: 'reply', envelope: syncReply(coordinator, { ackRunIds: [runId] }) }, T0 + 30))
+    // SIGKILL here: the acknowledged record is still on disk. The restarted agent sends the
+    // result again (the coordinator acknowledges a duplicate again) and runs nothing.
+    const early = restoreAgent(db.entries(), cfg, T0 + 40)
+    expect(ofType(early.effects, 'run_step')).toEqual([])
+    expect(early.state.runs.get(runId)!.status).toBe('success')
+    expect(early.state.outbox.has(runId)).toBe(true)
+    expect(ofType(agentStep(early.state, cfg, { type: 'connected' }, T0 + 40), 'send').filter((e) => e.kind === 'result')).toHaveLength(1)
+    // The next batch carries the deletion: a crash after it re-sends nothing.
+    commit(agentStep(state, cfg, { type: 'job', envelope: jobEnvelope({ jobId: 'job-2' }), via: 'gossip' }, T0 + 50))
+    const late = restoreAgent(db.entries(), cfg, T0 + 60)
+    expect(late.state.outbox.size).toBe(0)
+    expect(late.state.runs.get(runId)!.status).toBe('success')
+    expect(ofType(agentStep(late.state, cfg, { type: 'connected' }, T0 + 60), 'send').filter((e) => e.kind === 'result')).toEqual([])
+  })
+
+  it('takes a reply over a link that proved the coordinator\'s key without checking its signature again, and still only the coordinator\'s', () => {
+    const cfg = config()
+    const finished = () => {
+      const state = emptyAgentState()
+      const s1 = runStepFor(accept(state, cfg, T0))
+      const s2 = runStepFor(finishStep(state, cfg, s1, 'success', T0 + 10))
+      finishStep(state, cfg, s2, 'success', T0 + 20)
+      return { state, runId: s2.request.runId }
+    }
+    const ack = (runId: string) => syncReply(coordinator, { ackRunIds: [runId] })
+    const refusedReplies = (effects: AgentEffect[]) => ofType(effects, 'log').filter((l) => l.msg.startsWith('refused reply')).map((l) => l.msg)
+    // The link proved the author: a signature the link already covers is not what decides (here a broken one).
+    const a = finished()
+    const broken = { ...ack(a.runId), sig: 'A'.repeat(86) }
+    expect(refusedReplies(agentStep(a.state, cfg, { type: 'reply', envelope: broken, to: 'result', authenticated: true }, T0 + 30))).toEqual([])
+    expect(a.state.outbox.size).toBe(0)
+    // Without that proof (the simulator, or any other path) the same reply is refused and changes nothing.
+    const b = finished()
+    expect(refusedReplies(agentStep(b.state, cfg, { type: 'reply', envelope: { ...ack(b.runId), sig: 'A'.repeat(86) }, to: 'result' }, T0 + 30))).toEqual(['refused reply: bad signature (tampered or corrupted)'])
+    expect(b.state.outbox.size).toBe(1)
+    // Over the authenticated link, a reply signed by another key is still refused.
+    const c = finished()
+    const foreign = seal(stranger, { type: 'reply', v: PROTOCOL_VERSION, ok: true, ackRunIds: [c.runId], jobs: [], peers: [] })
+    expect(refusedReplies(agentStep(c.state, cfg, { type: 'reply', envelope: foreign, to: 'result', authenticated: true }, T0 + 30))).toEqual(["refused reply: signed by another key than the connection's"])
+    expect(c.state.outbox.size).toBe(1)
   })
 
   it('re-sends unacknowledged results with doubling intervals and on reconnect', () => {
