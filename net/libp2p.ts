@@ -297,11 +297,15 @@ export async function createNet(options: NetOptions): Promise<Net> {
     muxClients.get(peer)?.client?.close()
     muxClients.delete(peer)
   })
-  const muxFor = (peer: string, signal: AbortSignal): Promise<MuxClient> => {
+  // The abort signal is made only when a stream is opened: AbortSignal.timeout arms a timer, and
+  // one that expires builds a DOMException with its stack. Made for every request, the signals of
+  // requests long answered were about half of the 7 % an idle pack of 50 agents spent building
+  // DOMExceptions (profile, 3.9 % after).
+  const muxFor = (peer: string, timeoutMs: number): Promise<MuxClient> => {
     const have = muxClients.get(peer)
     if (have && (!have.client || have.client.usable)) return have.opening
     const entry: { opening: Promise<MuxClient>; client?: MuxClient } = {
-      opening: node.dialProtocol(peerIdFromString(peer), PROTOCOL_RPC_MUX, { signal }).then((stream) => {
+      opening: node.dialProtocol(peerIdFromString(peer), PROTOCOL_RPC_MUX, { signal: AbortSignal.timeout(timeoutMs) }).then((stream) => {
         const client = new MuxClient(stream, MAX_RPC_FRAME_BYTES)
         entry.client = client
         stream.addEventListener('close', () => { if (muxClients.get(peer) === entry) muxClients.delete(peer) })
@@ -320,7 +324,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     const started = Date.now()
     let client: MuxClient
     try {
-      client = await muxFor(target, AbortSignal.timeout(timeoutMs))
+      client = await muxFor(target, timeoutMs)
     } catch (err) {
       if ((err as Error).name !== 'UnsupportedProtocolError') throw err
       if (legacyPeers.size >= MAX_LEGACY_RPC_PEERS) legacyPeers.clear()
