@@ -3,8 +3,8 @@
 // waits for the previous one's multistream-select round trip. A coordinator restarted under a
 // fleet gets all its connections at once, so the last peer's stream (without which a publish
 // skips that peer, and a hello's reply waits up to HELLO_GOSSIP_WAIT_MS) comes after N round
-// trips: at 500 agents on the 2-core bench machine, 24 of 487 connected agents had one 27 s
-// after the restart (README, Sizing). On a fleet over a WAN, N × the round trip.
+// trips: in one instrumented restart at 500 agents on the 2-core bench machine, 24 of 487
+// connected agents had one 27 s after it (README, How it works). Over a WAN, N × the round trip.
 //
 // Here the queue is replaced by at most MAX_GOSSIP_STREAM_OPENS opens at once, one per peer: a
 // peer pushed again while its open runs (gossipsub pushes on connect and on every inbound
