@@ -413,17 +413,17 @@ function watchTcpConnects<T>(transport: T, seen: Map<string, number>): T {
   return transport
 }
 
-/**
- * Whether a failed dial reached a process that listens but did not take the connection: its
- * TCP accept was followed by a reset or an end in the handshake, which is what a coordinator past
- * MAX_PENDING_HANDSHAKES (or one that closes a denied connection) does. Refused, unreachable and
- * timed-out dials are not: nothing listens, or nothing answers. The agent shell waits longer
- * before it turns to its peers while its coordinator is busy (protocol/timing.ts PEER_ROUND_DELAY_MS).
- */
 function isTimeout(err: Error): boolean {
   return /timed out|TimeoutError|AbortError|aborted/.test(`${err.name} ${err.message}`)
 }
 
+/**
+ * Whether a failed dial reached a process that listens but did not take the connection: its
+ * TCP accept was followed by a reset or an end in the handshake, which is what a coordinator past
+ * MAX_PENDING_HANDSHAKES does. Refused, unreachable and timed-out dials are not by this test (a
+ * timeout after a TCP connect is, in linkTransport). The agent shell waits longer before it turns
+ * to its peers while its coordinator is busy (protocol/timing.ts PEER_ROUND_BUSY_DELAY_MS).
+ */
 export function dialReachedBusyPeer(err: Error): boolean {
   const text = `${err.name} ${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`
   return /ECONNRESET|EPIPE|Unexpected EOF|stream ended|EncryptionFailed/.test(text) && !/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|TimeoutError|AbortError/.test(text)

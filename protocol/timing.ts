@@ -23,8 +23,8 @@ export const REDIAL_MAX_MS = 5_000
  * and asks them for a sync) once the coordinator has been away PEER_ROUND_DELAY_MS (jittered)
  * if it takes part in a rollout that may need them (agent core waitsOnPeers: gated runs of an
  * open instance), PEER_ROUND_IDLE_DELAY_MS (jittered) if not.
- * Once the coordinator showed it runs but is busy (a TCP connect that went through, a hello
- * unanswered or answered with a retry-after), it waits PEER_ROUND_BUSY_DELAY_MS after the last
+ * Once the coordinator showed it runs but is busy (a handshake reset, or timed out after the TCP
+ * connect went through; a hello unanswered or answered with a retry-after), it waits PEER_ROUND_BUSY_DELAY_MS after the last
  * such sign instead (longer than an attempt and the longest redial after it, so signs that keep
  * coming keep it waiting), and PEER_ROUND_MAX_DELAY_MS after the loss at the latest. A restart
  * then costs the fleet no mesh, and a coordinator that is gone one a few seconds late.

@@ -25,7 +25,7 @@ export interface Clock {
  * - dial() opens (or reuses) a connection to a peer, trying the addresses in order; `done` is
  *   called exactly once, with an error when no address worked within timeoutMs. An error with
  *   `peerBusy: true` reached a peer that runs but did not take the connection (its handshake
- *   was reset: too many at once), not one that is away.
+ *   was reset, too many at once, or timed out after the TCP connect), not one that is away.
  * - call() is request() with a decoded reply: exactly one of onReply / onFail is called, at most
  *   once. The reply is decoded within MAX_ENVELOPE_BYTES but not verified: that is the core's job.
  * - onClosed() handlers hear of every peer whose last connection closed.
