@@ -173,7 +173,7 @@ export class CoordinatorRuntime implements ApiHost {
     await this.createAdminTokenOnFirstStart()
 
     this.net = await createNet({
-      seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true,
+      seed: this.identity.seed, listen: this.opts.listen ?? [DEFAULT_LISTEN], fastLiveness: true, identifyOnConnect: false,
       isMember: (peerId) => this.isMember(peerId), isDenied: (peerId) => this.revokedPeers().has(peerId),
       onLivenessDrop: (peerId, why) => { if (this.warns.allow('dropped a connection that did not answer pings', Date.now())) this.opts.logger.warn({ peerId, why }, 'dropped a connection that did not answer pings') },
     })

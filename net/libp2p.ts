@@ -109,6 +109,14 @@ export interface NetOptions {
   onLivenessDrop?: (peerId: string, why: string) => void
   /** Inbound handshakes at once (default MAX_PENDING_HANDSHAKES). */
   maxPendingHandshakes?: number
+  /**
+   * Run identify on every new connection (default true). The coordinator does not: it never dials
+   * an agent (hellos carry the addresses), and gossipsub learns an agent from the agent's own
+   * gossip stream, which the agent opens once it has identified the coordinator. Per returning
+   * agent that saves the coordinator an identify stream, the peer record's check and a peer-store
+   * merge: 10.1–10.7 → 8.7–8.8 ms of its CPU in a 500-agent reconnect (README, Sizing).
+   */
+  identifyOnConnect?: boolean
 }
 
 export interface Net extends Transport {
@@ -210,7 +218,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
       inboundConnectionThreshold: 10_000,
     },
     services: {
-      identify: identify(),
+      identify: identify({ runOnConnectionOpen: opts.identifyOnConnect ?? true }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
         floodPublish: true,

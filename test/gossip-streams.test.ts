@@ -50,6 +50,23 @@ describe('gossip streams', () => {
     expect(await server.whenGossipReaches(slow.peerId, TOPIC, 10_000)).toBe(true)
   })
 
+  it('a node that does not identify on connect (the coordinator) still learns the peer from its gossip stream and reaches it', async () => {
+    const server = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], identifyOnConnect: false })
+    nets.push(server)
+    const client = await net()
+    const identified = { server: 0, client: 0 }
+    server.node.addEventListener('peer:identify', () => { identified.server++ })
+    client.node.addEventListener('peer:identify', () => { identified.client++ })
+    server.subscribe(TOPIC, () => {})
+    const got = new Promise<string>((resolve) => client.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    await client.node.dial(multiaddr(server.addresses()[0]!))
+    expect(await server.whenGossipReaches(client.peerId, TOPIC, 10_000)).toBe(true)
+    expect(await server.publish(TOPIC, new TextEncoder().encode('job'))).toBe(1)
+    expect(await got).toBe('job')
+    // By the time the job arrived, the client had identified the server; the server never asked.
+    expect(identified).toEqual({ server: 0, client: 1 })
+  })
+
   it('opens at most maxAtOnce at once, one per peer; a peer pushed again while its open runs is opened again after it; nothing after end()', async () => {
     const started: string[] = []
     const finish = new Map<string, (() => void)[]>()
