@@ -8,6 +8,7 @@ import { PROTOCOL_VERSION, open, seal, type SignedEnvelope } from '../protocol/w
 import { instanceIdFor, runIdFor } from '../protocol/ids.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import { syncReply, ticketEnvelope, ticketReply, type Place } from './helpers/tickets.js'
+import { persistInto } from './helpers/persist.js'
 import { PEER_PROGRESS_REPEAT_MS } from '../agent/turns.js'
 
 const coordinator = generateIdentity()
@@ -239,13 +240,7 @@ describe('agent core', () => {
     const cfg = config()
     const db = new Map<string, unknown>()
     // What the runtime commits: every persist of an event, in order, as one batch.
-    const commit = (effects: AgentEffect[]) => {
-      for (const p of ofType(effects, 'persist')) {
-        for (const put of p.puts) db.set(put.key, structuredClone(put.value))
-        for (const k of p.dels) db.delete(k)
-      }
-      return effects
-    }
+    const commit = persistInto<AgentEffect>(db)
     const s1 = runStepFor(commit(accept(state, cfg, T0)))
     const s2 = runStepFor(commit(finishStep(state, cfg, s1, 'success', T0 + 10)))
     const done = commit(finishStep(state, cfg, s2, 'success', T0 + 20))

@@ -12,6 +12,7 @@ import { decideGate } from '../protocol/gate.js'
 import { agentStep, emptyAgentState, DEFAULT_AGENT_TIMING, type AgentConfig, type AgentEffect, type AgentState } from '../agent/core.js'
 import { ALLOW_EVERYTHING } from '../agent/allowlist.js'
 import { enrolHello } from './helpers/members.js'
+import { persistInto } from './helpers/persist.js'
 import { coordinatorInvariants } from '../coordinator/invariants.js'
 import { MEMBER_CERT_TTL_MS } from '../protocol/membership.js'
 
@@ -54,16 +55,6 @@ function result(jobId: string, nodeId: string, status: 'success' | 'failure' = '
 }
 
 
-/** Applies a step's persist effects to a map standing in for the store (what the runtime's batch does); returns the effects. */
-function persistInto(db: Map<string, unknown>): (effects: CoordinatorEffect[]) => CoordinatorEffect[] {
-  return (effects) => {
-    for (const p of ofType(effects, 'persist')) {
-      for (const put of p.puts) db.set(put.key, structuredClone(put.value))
-      for (const d of p.dels) db.delete(d)
-    }
-    return effects
-  }
-}
 
 describe('coordinator core', () => {
   it('signs and publishes a submitted job with its resolved targets, after persisting it', () => {
@@ -209,12 +200,7 @@ describe('coordinator core', () => {
   it('rebuilds the same state from its persisted records', () => {
     const state = emptyCoordinatorState()
     const db = new Map<string, unknown>()
-    const apply = (effects: CoordinatorEffect[]) => {
-      for (const p of ofType(effects, 'persist')) {
-        for (const put of p.puts) db.set(put.key, structuredClone(put.value))
-        for (const d of p.dels) db.delete(d)
-      }
-    }
+    const apply = persistInto<CoordinatorEffect>(db)
     for (const n of ['a', 'b']) apply(hello(state, n))
     apply(coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: byIds(['a', 'b']) }, T0))
     apply(coordinatorStep(state, cfg, { type: 'rpc', requestId: 'x', envelope: result('job-1', 'a'), peerId: 'p' }, T0 + 10))
@@ -416,7 +402,7 @@ describe('watches and checkpoints in the coordinator core', () => {
   it('issues checkpoints with a higher seq after a restart, so an agent holding an older one accepts the new one', () => {
     const state = setup()
     const db = new Map<string, unknown>()
-    const apply = persistInto(db)
+    const apply = persistInto<CoordinatorEffect>(db)
     // What setup() did, persisted: node records and the job (a fresh run of the same events).
     for (const n of state.nodes.values()) db.set(`node/${n.nodeId}`, structuredClone(n))
     for (const j of state.jobs.values()) db.set(`job/${j.jobId}`, structuredClone(j))
@@ -478,7 +464,7 @@ describe('the coordinator core keeps its caches in its state', () => {
   it('derives places, tickets, acks and replies into state.derived: a restart from the records starts them empty and answers with the same signed bytes', () => {
     const state = emptyCoordinatorState()
     const db = new Map<string, unknown>()
-    const apply = persistInto(db)
+    const apply = persistInto<CoordinatorEffect>(db)
     for (const n of ['a', 'b', 'c']) apply(hello(state, n))
     apply(coordinatorStep(state, cfg, { type: 'submit', requestId: 'r', jobId: 'job-1', template: rolling() }, T0))
     const asks = { known: [{ jobId: 'job-1', version: 0, ticket: false }], gated: [waiting('job-1')] }
