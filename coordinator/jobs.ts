@@ -73,7 +73,7 @@ export function onSubmit(state: CoordinatorState, config: CoordinatorConfig, req
   const roster = !inline && rosterFits(state, members.length, resolved.groups)
   const groups = resolved.groups.map((g) => (roster ? { size: g.nodes.length, nodes: g.nodes } : { size: g.nodes.length }))
   // Validated here with this schema: targets that check the fingerprint skip zod (protocol/wire.ts trustedJobBody).
-  const schema = allRunAtLeast(state, members, SCHEMA_AGENT_VERSION)
+  const schema = allRunAtLeast(state, members.map((m) => m.nodeId), SCHEMA_AGENT_VERSION)
   const body: JobBody = { type: 'job', v: PROTOCOL_VERSION, jobId, issuedAt: now, expiresAt, template, resolved: { groups, ...(inline ? { tickets: inline } : {}) }, ...(schema ? { schema: JOB_SCHEMA_FINGERPRINT } : {}) }
   const envelope = seal(config.identity, body)
   if (envelope.body.length > MAX_ENVELOPE_BYTES) {
@@ -112,24 +112,22 @@ export function rosterFits(state: CoordinatorState, targets: number, groups: rea
     for (const nodeId of g.nodes) {
       bytes += nodeId.length + 3
       if (bytes > MAX_ROSTER_BYTES) return false
-      const v = state.nodes.get(nodeId)?.agentVersion
-      if (v === undefined || !((compareVersions(v, ROSTER_AGENT_VERSION) ?? -1) >= 0)) return false
     }
   }
-  return true
+  return allRunAtLeast(state, groups.flatMap((g) => g.nodes), ROSTER_AGENT_VERSION)
 }
 
 /** Whether every target registered with an agent of `version` or later (each distinct version compared once: 100,000 comparisons took 70 ms). */
-function allRunAtLeast(state: CoordinatorState, members: readonly { nodeId: string }[], version: string): boolean {
+function allRunAtLeast(state: CoordinatorState, nodeIds: readonly string[], version: string): boolean {
   const verdicts = new Map<string, boolean>()
-  for (const m of members) {
-    const v = state.nodes.get(m.nodeId)?.agentVersion
+  for (const nodeId of nodeIds) {
+    const v = state.nodes.get(nodeId)?.agentVersion
     if (v === undefined) return false
     let ok = verdicts.get(v)
     if (ok === undefined) { ok = (compareVersions(v, version) ?? -1) >= 0; verdicts.set(v, ok) }
     if (!ok) return false
   }
-  return members.length > 0
+  return nodeIds.length > 0
 }
 
 /** Slack added to the end of a wall-clock rule (its time zone may put the last occurrence up to a day later), in ms. */
