@@ -211,6 +211,8 @@ export class AgentRuntime {
     }
     this.net = await createNet({
       seed: this.identity.seed, listen: this.opts.listen ?? ['/ip4/127.0.0.1/tcp/0'], trustedPublisher: this.coordinatorPeer,
+      // The pinned coordinator speaks our gossip: no identify with it (net/libp2p.ts gossipPeer).
+      gossipPeer: (peerId) => peerId === this.coordinatorPeer,
       isMember: (peerId) => this.isMember(peerId), isDenied: (peerId) => this.isRevokedPeer(peerId),
     })
     await this.net.handleMember((theirs, from) => (this.admitPeer(theirs, from) ? this.myCertificate() : undefined))

@@ -12,7 +12,7 @@ import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
-import type { PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, PrivateKey, Stream, Topology } from '@libp2p/interface'
 import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, PROTOCOL_RPC_MUX, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { ED25519, peerIdOf } from '../protocol/keys.js'
 import type { ShellTransport, Transport } from '../protocol/transport.js'
@@ -117,6 +117,15 @@ export interface NetOptions {
    * merge: 10.1–10.7 → 8.7–8.8 ms of its CPU in a 500-agent reconnect (README, Sizing).
    */
   identifyOnConnect?: boolean
+  /**
+   * Peers known to speak our gossip, that this node does not identify on connect (agents pass the
+   * pinned coordinator): gossip is told at once, on the connection's open, that the peer speaks
+   * it, as identify would have told it one round trip and a signed peer record later; gossip then
+   * opens its stream, and the peer's gossip learns this node from it. Identify answers this node
+   * gave and asks of every other peer are unchanged. Per connection to the coordinator it saves
+   * both ends an identify stream (its negotiation, the signed record's check, peer-store writes).
+   */
+  gossipPeer?: (peerId: string) => boolean
 }
 
 export interface Net extends Transport {
@@ -184,6 +193,21 @@ export function libp2pKeyFromSeed(seed: Uint8Array): PrivateKey {
   return privateKeyFromRaw(Buffer.concat([seed, Buffer.from(ED25519.identityFromSeed(seed).publicKey, 'base64url')]))
 }
 
+/**
+ * Tells every topology of the node's gossip protocols that the connection's peer speaks them, as
+ * the registrar does on identify (gossipsub's own connect to a peer it learnt by exchange does the
+ * same): gossipsub adds the peer and queues its outbound stream. Each topology once.
+ */
+function announceGossipPeer(node: Libp2p<{ pubsub: GossipSub; identify: unknown }>, conn: Connection): void {
+  const protocols = (node.services.pubsub as unknown as { protocols: string[] }).protocols
+  const registrar = (node as unknown as { components: { registrar: { getTopologies(protocol: string): Topology[] } } }).components.registrar
+  const topologies = new Set<Topology>()
+  for (const p of protocols) for (const t of registrar.getTopologies(p)) topologies.add(t)
+  for (const t of topologies) {
+    try { void Promise.resolve(t.onConnect?.(conn.remotePeer, conn)).catch(() => {}) } catch { /* a topology's own failure: as the registrar, go on */ }
+  }
+}
+
 /** Without isMember/isDenied (tests, tools) every peer counts as a member and none is denied: the runtimes always pass both. */
 export async function createNet(options: NetOptions): Promise<Net> {
   const opts = { isMember: (_peer: string) => true, isDenied: (_peer: string) => false, ...options }
@@ -202,7 +226,9 @@ export async function createNet(options: NetOptions): Promise<Net> {
     addresses: { listen: opts.listen },
     transports: [(components: Parameters<ReturnType<typeof tcp>>[0]) => watchTcpConnects(tcp()(components), tcpConnects)],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
-    streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
+    // enableKeepAlive: off, since liveness is net/liveness.ts (below). yamux's own keepalive pinged
+    // every connection from both ends at its open and every 30 s: 4 more frames per connection.
+    streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS_PER_CONNECTION, enableKeepAlive: false, streamOptions: { maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     // Liveness is net/liveness.ts (below), not libp2p's connection monitor.
     connectionMonitor: { enabled: false },
     connectionGater: {
@@ -218,7 +244,8 @@ export async function createNet(options: NetOptions): Promise<Net> {
       inboundConnectionThreshold: 10_000,
     },
     services: {
-      identify: identify({ runOnConnectionOpen: opts.identifyOnConnect ?? true }),
+      // Run on connection open below (identifyOnConnect, gossipPeer).
+      identify: identify({ runOnConnectionOpen: false }),
       pubsub: gossipsub({
         allowPublishToZeroTopicPeers: true,
         floodPublish: true,
@@ -229,7 +256,13 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
   })
   self = node
-  node.addEventListener('connection:open', (evt) => { joinTcpWrites(evt.detail) })
+  const identifyService = node.services.identify as { identify(conn: Connection): Promise<unknown> }
+  node.addEventListener('connection:open', (evt) => {
+    const conn = evt.detail
+    joinTcpWrites(conn)
+    if (opts.gossipPeer?.(conn.remotePeer.toString())) announceGossipPeer(node, conn)
+    else if (opts.identifyOnConnect ?? true) identifyService.identify(conn).catch(() => {})
+  })
   const stopLiveness = startLiveness(node, opts.fastLiveness
     ? { intervalMs: LIVENESS_PING_MS, timeoutMs: LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS, skipHeard: true }
     : { intervalMs: AGENT_LIVENESS_PING_MS, timeoutMs: AGENT_LIVENESS_TIMEOUT_MS, slices: LIVENESS_SLICES, graceMs: LIVENESS_GRACE_MS },

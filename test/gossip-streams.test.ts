@@ -67,6 +67,34 @@ describe('gossip streams', () => {
     expect(identified).toEqual({ server: 0, client: 1 })
   })
 
+  it('with neither end identifying (an agent that knows its coordinator speaks gossip), gossip flows both ways at once', async () => {
+    const server = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], identifyOnConnect: false })
+    nets.push(server)
+    const client = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], gossipPeer: (p) => p === server.peerId })
+    nets.push(client)
+    const identified = { server: 0, client: 0 }
+    server.node.addEventListener('peer:identify', () => { identified.server++ })
+    client.node.addEventListener('peer:identify', () => { identified.client++ })
+    const atServer = new Promise<string>((resolve) => server.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    const atClient = new Promise<string>((resolve) => client.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    await client.node.dial(multiaddr(server.addresses()[0]!))
+    expect(await server.whenGossipReaches(client.peerId, TOPIC, 10_000)).toBe(true)
+    expect(await client.whenGossipReaches(server.peerId, TOPIC, 10_000)).toBe(true)
+    expect(await server.publish(TOPIC, new TextEncoder().encode('job'))).toBe(1)
+    expect(await client.publish(TOPIC, new TextEncoder().encode('result'))).toBe(1)
+    expect(await atClient).toBe('job')
+    expect(await atServer).toBe('result')
+    expect(identified).toEqual({ server: 0, client: 0 })
+    // A third node the client does not presume is identified as before, and gossips too.
+    const other = await net()
+    const atOther = new Promise<string>((resolve) => other.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    await client.node.dial(multiaddr(other.addresses()[0]!))
+    expect(await client.whenGossipReaches(other.peerId, TOPIC, 10_000)).toBe(true)
+    expect(await client.publish(TOPIC, new TextEncoder().encode('to both'))).toBe(2)
+    expect(await atOther).toBe('to both')
+    expect(identified.client).toBe(1)
+  })
+
   it('opens at most maxAtOnce at once, one per peer; a peer pushed again while its open runs is opened again after it; nothing after end()', async () => {
     const started: string[] = []
     const finish = new Map<string, (() => void)[]>()
