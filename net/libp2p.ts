@@ -22,6 +22,7 @@ import { joinTcpWrites } from './tcp-writes.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { libp2pLogger } from './quiet-logger.js'
 import { openGossipStreamsConcurrently } from './gossip-streams.js'
+import { listConnectionsInOnePass } from './connection-list.js'
 import './yamux-window.js'
 import './lp-decoder.js'
 
@@ -256,6 +257,7 @@ export async function createNet(options: NetOptions): Promise<Net> {
     },
   })
   self = node
+  listConnectionsInOnePass((node as unknown as { components: { connectionManager: unknown } }).components.connectionManager)
   const identifyService = node.services.identify as { identify(conn: Connection): Promise<unknown> }
   node.addEventListener('connection:open', (evt) => {
     const conn = evt.detail
