@@ -12,6 +12,7 @@ import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPublicKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
+import { connect } from 'node:net'
 import type { Connection, PeerId, PrivateKey, Stream, Topology } from '@libp2p/interface'
 import { MAX_ENVELOPE_BYTES, PROTOCOL_RPC, PROTOCOL_RPC_MUX, TOPIC_JOBS, TOPIC_PROGRESS, decodeEnvelope, encodeEnvelope } from '../protocol/wire.js'
 import { ED25519, peerIdOf } from '../protocol/keys.js'
@@ -67,6 +68,8 @@ export const MAX_STREAM_WINDOW_BYTES = 1024 * 1024
 export const MAX_MUX_STREAMS_PER_CONNECTION = 2
 /** Peers remembered as speaking only the one-stream-per-request rpc (an older version), forgotten when they disconnect. */
 export const MAX_LEGACY_RPC_PEERS = 10_000
+/** Addresses an agent remembers as refusing its last dial (probed by a bare TCP connect before the next: linkTransport). */
+export const MAX_REFUSED_ADDRS = 1_024
 /** Connections one peer id may hold to this node at once. */
 export const MAX_CONNECTIONS_PER_PEER = 2
 /**
@@ -472,11 +475,45 @@ export function dialReachedBusyPeer(err: Error): boolean {
   return /ECONNRESET|EPIPE|Unexpected EOF|stream ended|EncryptionFailed/.test(text) && !/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|TimeoutError|AbortError/.test(text)
 }
 
+/** Whether a failed dial was refused at the TCP connect: nothing listens on the port (a coordinator restarting). */
+export function dialRefused(err: Error): boolean {
+  return /ECONNREFUSED/.test(`${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`)
+}
+
+/** The host and port of an address's /ip4|ip6|dns…/…/tcp/PORT part. */
+export function tcpEndpointOf(addr: string): { host: string; port: number } | undefined {
+  const m = /^\/(?:ip4|ip6|dns4|dns6|dns)\/([^/]+)\/tcp\/(\d+)/.exec(addr)
+  return m ? { host: m[1]!, port: Number(m[2]) } : undefined
+}
+
+/**
+ * Resolves false if a bare TCP connect to the address is refused, true if it goes through (the
+ * socket is closed at once) or does not answer within timeoutMs (the dial then decides). A
+ * refusal costs ~0.08 ms of CPU, where a libp2p dial that is refused costs ~1.15 ms (its dial
+ * queue, abort signals, peer-store reads and a failure record).
+ */
+export function tcpAnswers(addr: string, timeoutMs: number): Promise<boolean> {
+  const at = tcpEndpointOf(addr)
+  if (!at) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const socket = connect({ host: at.host, port: at.port })
+    const end = (ok: boolean) => { clearTimeout(timer); socket.destroy(); resolve(ok) }
+    const timer = setTimeout(() => end(true), timeoutMs)
+    socket.once('connect', () => end(true))
+    socket.once('error', (err: NodeJS.ErrnoException) => end(err.code !== 'ECONNREFUSED'))
+  })
+}
+
 /**
  * The agent shell's transport over libp2p: adapts the async dial and request to the callbacks
  * of ShellTransport (the same contract sim/transport.ts implements over the simulated network).
+ *
+ * An address whose last dial was refused (nothing listened: a coordinator restarting, with the
+ * fleet redialling it) is probed with a bare TCP connect before the next dial, and dialled only
+ * once the port answers (README, Sizing: what it saves while a coordinator restarts).
  */
 export function linkTransport(net: Net): ShellTransport {
+  const refused = new Set<string>()
   return {
     peerId: net.peerId,
     addresses: () => net.addresses(),
@@ -486,11 +523,16 @@ export function linkTransport(net: Net): ShellTransport {
         const started = Date.now()
         let last: Error | undefined = new Error(`no address to dial ${peerId}`)
         for (const a of addrs) {
+          if (refused.has(a) && !(await tcpAnswers(a, timeoutMs))) { last = new Error(`dial ${a}: connect ECONNREFUSED (probed)`); continue }
           try {
             await withDeadline(net.node.dial(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`), { signal: AbortSignal.timeout(timeoutMs) }), timeoutMs, 'dial')
             last = undefined
+            refused.delete(a)
             break
-          } catch (err) { last = err as Error /* try the next address */ }
+          } catch (err) {
+            last = err as Error // try the next address
+            if (dialRefused(last)) { if (refused.size < MAX_REFUSED_ADDRS) refused.add(a) } else refused.delete(a)
+          }
         }
         // Busy, not away: the handshake was reset, or the TCP connect went through and the
         // handshakes then timed out (a peer too loaded to finish them in time). A peer that

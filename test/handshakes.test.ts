@@ -103,4 +103,34 @@ describe('inbound handshakes', () => {
     expect(timedOut?.name).toMatch(/Timeout|Abort/)
     expect((timedOut as { peerBusy?: boolean }).peerBusy).toBe(true)
   })
+
+  it('after a refused dial the next attempt probes the port with a bare TCP connect: no libp2p dial until it answers, then one that connects', async () => {
+    const seed = randomBytes(32)
+    const server = await createNet({ seed, listen: ['/ip4/127.0.0.1/tcp/0'] })
+    nets.push(server)
+    const addr = server.addresses()[0]!
+    const port = Number(/\/tcp\/(\d+)/.exec(addr)![1])
+    const peer = server.peerId
+    await server.stop()
+    nets.splice(nets.indexOf(server), 1)
+    const clientNet = await net()
+    let libp2pDials = 0
+    const library = clientNet.node.dial.bind(clientNet.node)
+    ;(clientNet.node as { dial: typeof library }).dial = (...args: Parameters<typeof library>) => { libp2pDials++; return library(...args) }
+    const client = linkTransport(clientNet)
+    const dial = () => new Promise<Error | undefined>((resolve) => client.dial(peer, [addr], 8_000, resolve))
+    const first = await dial()
+    expect(first?.message).toMatch(/ECONNREFUSED/)
+    expect(libp2pDials).toBe(1)
+    const second = await dial()
+    expect(second?.message).toMatch(/ECONNREFUSED \(probed\)/)
+    expect((second as { peerBusy?: boolean }).peerBusy).toBeUndefined()
+    expect(libp2pDials, 'a refused probe makes no libp2p dial').toBe(1)
+    // The peer comes back on the same port (a coordinator restarted): the probe goes through, then the dial.
+    const back = await createNet({ seed, listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    nets.push(back)
+    expect(await dial()).toBeUndefined()
+    expect(libp2pDials).toBe(2)
+    expect(clientNet.node.getConnections().some((c) => c.remotePeer.toString() === back.peerId)).toBe(true)
+  })
 })
