@@ -10,7 +10,6 @@
 // script (the same trust as the script itself: never in a shared temporary directory) and is
 // named by the Node version, architecture and V8 flags, which V8 checks too: agents started with
 // AGENT_NODE_FLAGS and an agent started by hand keep one cache each.
-import { isAscii } from 'node:buffer'
 import { createHash } from 'node:crypto'
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -78,11 +77,8 @@ function readCache(cacheFile: string, sourceDigest: Buffer): { payload: Buffer; 
 
 /** Compiles the CommonJS file (from its cache when valid) and runs it as Node would require() it. */
 export function runScript(file: string): ScriptRun {
-  // The digest of the file's bytes (what hashing the string did, without encoding 2.7 MB again);
-  // an ASCII file (esbuild escapes everything else) decodes as latin1, a copy instead of UTF-8 decoding.
-  const bytes = readFileSync(file)
-  const sourceDigest = sha256(bytes)
-  const source = bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8')
+  const source = readFileSync(file, 'utf8')
+  const sourceDigest = sha256(source)
   const cacheFile = cacheFileFor(file)
   const cached = readCache(cacheFile, sourceDigest)
   // The wrapper Node puts around a CommonJS module, on one line (stack traces keep their lines).
