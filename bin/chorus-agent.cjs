@@ -10,6 +10,12 @@
 // compiling from source). CHORUS_CODE_CACHE=off, or a build without agent.cjs, runs the agent
 // from the ES module bundle instead; CHORUS_CODE_CACHE_LOG=1 prints what the cache did.
 'use strict'
+// First the built-ins the agent uses, with V8's flags at their defaults for the while, so that
+// Node's own code cache for them applies (cli/builtins-first.ts): before anything else loads.
+const agentBuiltins = `${__dirname}/../dist/bundle/builtins-first.cjs`
+if (process.argv[2] === 'agent' && process.env.CHORUS_CODE_CACHE !== 'off') {
+  try { require(agentBuiltins).requireBuiltinsUnderDefaultFlags(require) } catch (err) { if (err?.code !== 'MODULE_NOT_FOUND') throw err }
+}
 const { join } = require('node:path')
 const { existsSync } = require('node:fs')
 

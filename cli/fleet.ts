@@ -31,6 +31,8 @@ export const AGENT_INITIAL_OLD_SPACE_MB = 32
  * collections, ~110 ms of CPU per agent (a third of its start); one does it for ~50 ms and leaves
  * ~1-3 MB more RSS (README, "Where an agent's time goes"). `npm run build` primes the agent's code
  * cache for exactly these flags (cli/prime-agent-cache.ts).
+ * Each V8 flag here needs its default in cli/builtins-first.ts, which the agent sets while it
+ * loads Node's built-ins (test/builtins-first.test.ts fails otherwise).
  */
 export const AGENT_NODE_FLAGS = process.env.CHORUS_AGENT_NODE_FLAGS !== undefined
   ? process.env.CHORUS_AGENT_NODE_FLAGS.split(' ').filter(Boolean)
