@@ -169,8 +169,16 @@ function deadlineFor(world: World, body: JobBody, occurrenceAt: number, g: numbe
   let local = occurrenceAt
   if (body.template.target.executionType === 'sequential') for (let j = 0; j <= g; j++) local += groups[j]!.timeoutSeconds * 1000
   else local += groups[g]!.timeoutSeconds * 1000
-  const node = world.agents.find((a) => a.id === nodeId)
+  const node = agentsById(world).get(nodeId)
   return node ? world.simTimeOfLocal(node, local) : Infinity
+}
+
+/** The world's agents by node id, built once per world (the groups checker looks one up per target: a scan each was quadratic). */
+const agentIndex = new WeakMap<World, Map<string, World['agents'][number]>>()
+function agentsById(world: World): Map<string, World['agents'][number]> {
+  let m = agentIndex.get(world)
+  if (!m || m.size !== world.agents.length) { m = new Map(world.agents.map((a) => [a.id, a])); agentIndex.set(world, m) }
+  return m
 }
 
 /** How many of the sorted numbers are ≤ x. */
@@ -345,10 +353,11 @@ export const quorum: Checker = {
       if (!q) continue
       const targets = inst.body.resolved.groups.reduce((a, g) => a + g.size, 0)
       const need = Math.max(1, thresholdFor(q, targets))
-      const acc = world.accepted.get(instanceId) ?? new Map<string, number>()
+      // Acceptance times sorted once: "how many accepted by the start" is a binary search per run.
+      const acceptedAts = [...(world.accepted.get(instanceId) ?? new Map<string, number>()).values()].sort((a, b) => a - b)
       for (const r of inst.runs.values()) {
         if (r.start === undefined) continue
-        const before = [...acc.values()].filter((at) => at <= r.start!).length
+        const before = countAtMost(acceptedAts, r.start)
         if (before < need) problems.push(`instance ${instanceId}: ${r.node} started at ${fmt(r.start)} when ${before} of ${targets} targets had accepted the job; the quorum is ${need}`)
       }
     }
