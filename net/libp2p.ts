@@ -1,6 +1,7 @@
 // The real network: libp2p over TCP with noise encryption, yamux multiplexing, identify and
 // gossipsub. Both runtimes use it. Facts from ../shared/notes/libp2p-on-node20.md shape the
-// configuration: gossipsub needs identify; its per-IP colocation penalty must be off for
+// configuration: gossipsub needs identify (or, between an agent and its coordinator, being told
+// the peer speaks gossip: gossipPeer below); its per-IP colocation penalty must be off for
 // fleets on one address; the connection manager's inbound limits are raised for loopback.
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -116,7 +117,8 @@ export interface NetOptions {
   /**
    * Run identify on every new connection (default true). The coordinator does not: it never dials
    * an agent (hellos carry the addresses), and gossipsub learns an agent from the agent's own
-   * gossip stream, which the agent opens once it has identified the coordinator. Per returning
+   * gossip stream, which the agent opens at once (gossipPeer: it knows its coordinator speaks
+   * gossip; an older agent opens it once it has identified the coordinator). Per returning
    * agent that saves the coordinator an identify stream, the peer record's check and a peer-store
    * merge: 10.1–10.7 → 8.7–8.8 ms of its CPU in a 500-agent reconnect (README, Sizing).
    */
