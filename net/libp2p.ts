@@ -440,9 +440,12 @@ export async function createNet(options: NetOptions): Promise<Net> {
 /** Addresses remembered with the time of their last outbound TCP connect (a node dials its coordinator and at most MAX_KNOWN_PEERS agents; the map is cleared when full). */
 export const MAX_TCP_CONNECTS_REMEMBERED = 1_024
 
+/** A multiaddr's leading /PROTO/HOST/tcp/PORT (/ip4|ip6|dns…/…/tcp/…): what a TCP connect reaches. */
+const TCP_PART = /^\/[^/]+\/([^/]+)\/tcp\/(\d+)/
+
 /** The /ip4|ip6|dns…/…/tcp/PORT part of a multiaddr (what a TCP connect reached). */
 function tcpPart(addr: string): string {
-  return /^\/[^/]+\/[^/]+\/tcp\/\d+/.exec(addr)?.[0] ?? addr
+  return TCP_PART.exec(addr)?.[0] ?? addr
 }
 
 /**
@@ -473,18 +476,23 @@ function isTimeout(err: Error): boolean {
  * to its peers while its coordinator is busy (protocol/timing.ts PEER_ROUND_BUSY_DELAY_MS).
  */
 export function dialReachedBusyPeer(err: Error): boolean {
-  const text = `${err.name} ${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`
+  const text = dialErrorText(err)
   return /ECONNRESET|EPIPE|Unexpected EOF|stream ended|EncryptionFailed/.test(text) && !/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|timed out|TimeoutError|AbortError/.test(text)
 }
 
 /** Whether a failed dial was refused at the TCP connect: nothing listens on the port (a coordinator restarting). */
 export function dialRefused(err: Error): boolean {
-  return /ECONNREFUSED/.test(`${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`)
+  return /ECONNREFUSED/.test(dialErrorText(err))
 }
 
-/** The host and port of an address's /ip4|ip6|dns…/…/tcp/PORT part. */
+/** A failed dial's name, message and cause's message: libp2p wraps the socket's error in its own. */
+function dialErrorText(err: Error): string {
+  return `${err.name} ${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`
+}
+
+/** The host and port of an address's /ip4|ip6|dns…/…/tcp/PORT part (TCP_PART). */
 export function tcpEndpointOf(addr: string): { host: string; port: number } | undefined {
-  const m = /^\/(?:ip4|ip6|dns4|dns6|dns)\/([^/]+)\/tcp\/(\d+)/.exec(addr)
+  const m = TCP_PART.exec(addr)
   return m ? { host: m[1]!, port: Number(m[2]) } : undefined
 }
 
