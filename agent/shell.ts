@@ -107,14 +107,13 @@ export class AgentShell {
   private awaySince = 0
   private busySeenAt = 0
   private peerRoundAt = 0
-  private peerDelayMs: number
-  private idlePeerDelayMs: number
+  /** This absence's jittered PEER_ROUND_DELAY_MS and PEER_ROUND_IDLE_DELAY_MS, drawn by startAbsence (read only once it ran). */
+  private peerDelayMs = 0
+  private idlePeerDelayMs = 0
   /** Counted since start: peer rounds, failed attempts to reach the coordinator, and those that found it busy. */
   readonly counts = { peerRounds: 0, failures: 0, busyFailures: 0 }
 
   constructor(private readonly o: AgentShellOptions) {
-    this.peerDelayMs = o.jitter(PEER_ROUND_DELAY_MS)
-    this.idlePeerDelayMs = o.jitter(PEER_ROUND_IDLE_DELAY_MS)
     o.transport.onClosed((peerId) => this.closed(peerId))
   }
 
