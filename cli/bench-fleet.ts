@@ -253,15 +253,15 @@ async function measure(fleet: LocalFleet, packs: Pack[], o: FleetBenchOptions, i
     reconnect_synced_agents: last?.synced ?? 0,
     reconnect_coordinator_up_s: Number(coordinatorUpS.toFixed(2)),
     reconnect_hellos: hellos,
-    // CPU per agent from the kill until every agent synced: the packs' (dials, handshakes, the
-    // agents' syncs with each other while the coordinator is away, hellos) and the restarted
-    // coordinator's (start-up included). With every agent on the bench's cores, N × their sum
-    // over the cores bounds reconnect_s from below.
     // Over the fleet, from the kill until every agent synced: the agents' rounds of dials to their
     // peers, their failed attempts to reach the coordinator, and those that found it busy.
     reconnect_peer_rounds: (last?.peerRounds ?? 0) - links0.peerRounds,
     reconnect_failed_attempts: (last?.failures ?? 0) - links0.failures,
     reconnect_busy_attempts: (last?.busyFailures ?? 0) - links0.busyFailures,
+    // CPU per agent from the kill until every agent synced: the packs' (dials, handshakes, the
+    // agents' syncs with each other while the coordinator is away, hellos) and the restarted
+    // coordinator's (start-up included). With every agent on the bench's cores, N × their sum
+    // over the cores bounds reconnect_s from below.
     reconnect_packs_cpu_ms_per_agent: Number((reconnectPacksMs / n).toFixed(1)),
     reconnect_coordinator_cpu_ms_per_agent: reconnectCoordinatorMs === null ? null : Number((reconnectCoordinatorMs / n).toFixed(1)),
     reconnect_syncs: syncs,

@@ -6,15 +6,17 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { GossipSub } from '@libp2p/gossipsub'
-import { createNet, type Net } from '../net/libp2p.js'
+import { createNet, type Net, type NetOptions } from '../net/libp2p.js'
 import { openGossipStreamsConcurrently } from '../net/gossip-streams.js'
 
 const TOPIC = 'chorus/test/v1'
 const nets: Net[] = []
+/** Subscribes `n` to TOPIC; resolves with the first message it gets, as text. */
+const firstMessage = (n: Net) => new Promise<string>((resolve) => n.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
 afterEach(async () => { await Promise.all(nets.splice(0).map((n) => n.stop())) })
 
-async function net(): Promise<Net> {
-  const n = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'] })
+async function net(opts: Partial<NetOptions> = {}): Promise<Net> {
+  const n = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], ...opts })
   nets.push(n)
   return n
 }
@@ -51,14 +53,13 @@ describe('gossip streams', () => {
   })
 
   it('a node that does not identify on connect (the coordinator) still learns the peer from its gossip stream and reaches it', async () => {
-    const server = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], identifyOnConnect: false })
-    nets.push(server)
+    const server = await net({ identifyOnConnect: false })
     const client = await net()
     const identified = { server: 0, client: 0 }
     server.node.addEventListener('peer:identify', () => { identified.server++ })
     client.node.addEventListener('peer:identify', () => { identified.client++ })
     server.subscribe(TOPIC, () => {})
-    const got = new Promise<string>((resolve) => client.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    const got = firstMessage(client)
     await client.node.dial(multiaddr(server.addresses()[0]!))
     expect(await server.whenGossipReaches(client.peerId, TOPIC, 10_000)).toBe(true)
     expect(await server.publish(TOPIC, new TextEncoder().encode('job'))).toBe(1)
@@ -68,15 +69,13 @@ describe('gossip streams', () => {
   })
 
   it('with neither end identifying (an agent that knows its coordinator speaks gossip), gossip flows both ways at once', async () => {
-    const server = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], identifyOnConnect: false })
-    nets.push(server)
-    const client = await createNet({ seed: randomBytes(32), listen: ['/ip4/127.0.0.1/tcp/0'], gossipPeer: (p) => p === server.peerId })
-    nets.push(client)
+    const server = await net({ identifyOnConnect: false })
+    const client = await net({ gossipPeer: (p) => p === server.peerId })
     const identified = { server: 0, client: 0 }
     server.node.addEventListener('peer:identify', () => { identified.server++ })
     client.node.addEventListener('peer:identify', () => { identified.client++ })
-    const atServer = new Promise<string>((resolve) => server.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
-    const atClient = new Promise<string>((resolve) => client.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    const atServer = firstMessage(server)
+    const atClient = firstMessage(client)
     await client.node.dial(multiaddr(server.addresses()[0]!))
     expect(await server.whenGossipReaches(client.peerId, TOPIC, 10_000)).toBe(true)
     expect(await client.whenGossipReaches(server.peerId, TOPIC, 10_000)).toBe(true)
@@ -87,7 +86,7 @@ describe('gossip streams', () => {
     expect(identified).toEqual({ server: 0, client: 0 })
     // A third node the client does not presume is identified as before, and gossips too.
     const other = await net()
-    const atOther = new Promise<string>((resolve) => other.subscribe(TOPIC, (data) => resolve(new TextDecoder().decode(data))))
+    const atOther = firstMessage(other)
     await client.node.dial(multiaddr(other.addresses()[0]!))
     expect(await client.whenGossipReaches(other.peerId, TOPIC, 10_000)).toBe(true)
     expect(await client.publish(TOPIC, new TextEncoder().encode('to both'))).toBe(2)
